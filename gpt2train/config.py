@@ -1,0 +1,234 @@
+"""The config tree: one typed dataclass per pipeline stage, read from a YAML preset.
+
+    cfg = load_config("configs/tiny.yaml", overrides=["shards.shard_size=200000"])
+    cfg.shards.shard_size  # -> 200000
+
+Every stage reads its own section (`cfg.corpus`, `cfg.shards`, ...), and that section's
+contents are part of the stage's code version (see `gpt2train/lineage.py`), so changing
+a value marks exactly that stage and its downstream stale in Dagster.
+
+Rules, enforced by `load_config`:
+- unknown keys in the YAML or in `--set` are errors (a typo must never be ignored);
+- values are checked against the field's type (`"1e5"` is not an int);
+- paths in the YAML are resolved relative to the YAML file's folder, so a preset works
+  from any working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt2train.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+@dataclass
+class CorpusConfig:
+    """Where the raw documents come from (the `corpus` asset, `gpt2train prepare`)."""
+
+    source: str = "hub"
+    """`hub` to download from the Hugging Face Hub, or a local path: a mirror with the Hub's
+    layout (e.g. `../shared/data/edu-mini`), a folder of .parquet/.jsonl/.txt files, one
+    such file, or a glob."""
+    dataset: str = "HuggingFaceFW/fineweb-edu"
+    """Hub dataset repo id (also used to name the corpus in lineage for local mirrors)."""
+    name: str = "sample-10BT"
+    """Hub config name; selects the files `sample/10BT/*.parquet` (`sample-100BT`,
+    `CC-MAIN-2024-10`, `default` work the same way). In a local mirror the same sub-folder
+    is used if it exists."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit sha). The commit it resolved to is recorded in
+    each partition's lineage; pin a commit sha for a reproducible corpus."""
+    files: int | None = None
+    """Take only the first N source files in source (sorted path) order; None = all."""
+    max_documents_per_file: int | None = None
+    """Take only the first N documents of each source file; None = all."""
+    text_field: str = "text"
+    """Column (parquet) or key (jsonl) holding the document text."""
+
+
+@dataclass
+class ShardsConfig:
+    """How documents become llm.c `.bin` token shards (the `token_shards` asset)."""
+
+    tokenizer: str = "gpt2"
+    """tiktoken encoding name; only GPT-2's BPE (`gpt2`, alias `r50k_base`) fits uint16
+    shards with GPT-2's vocabulary."""
+    shard_size: int = 100_000_000
+    """Tokens per shard, as llm.c's `dev/data/fineweb.py -s` (the last shard holds the rest)."""
+    prefix: str = "edu_fineweb"
+    """File name prefix: `<prefix>_val_000000.bin`, `<prefix>_train_000001.bin`, ..."""
+    val_file: str | None = None
+    """Source file (partition key) whose first `shard_size` tokens are the validation shard
+    when shards are written per source file (the Dagster asset). None = the first file in
+    source order, which is where llm.c's validation tokens come from too."""
+    threads: int = 0
+    """Tokenizer threads; 0 = one per CPU core."""
+    batch_documents: int = 512
+    """Documents read and tokenized per batch; bounds memory (streaming)."""
+
+
+@dataclass
+class Config:
+    """The whole pipeline's configuration: one section per stage."""
+
+    data_dir: str = "data"
+    """Where every artifact is written: `corpus/`, `shards/`, ... (relative to the YAML file)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+# Fields holding filesystem paths: resolved relative to the YAML file that set them.
+_PATH_FIELDS = {("data_dir",), ("corpus", "source")}
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """`tiny` -> configs/tiny.yaml; anything with a suffix or a slash is taken as a path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p
+    return CONFIG_DIR / f"{p}.yaml"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (default: `configs/tiny.yaml`) and apply `section.key=value` overrides."""
+    path = preset_path(path or "tiny")
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {path} not found; give a YAML path or a preset name ({known})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    cfg = _build(Config, raw, where=str(path))
+    _resolve_paths(cfg, base=path.resolve().parent)
+    for item in overrides or []:
+        apply_override(cfg, item)
+    validate_config(cfg, where=str(path))
+    return cfg
+
+
+def validate_config(cfg: Config, where: str = "config") -> None:
+    """Range checks a type cannot express; each error names the field and a valid value."""
+    s, c = cfg.shards, cfg.corpus
+    if not 1 <= s.shard_size < 2**31:
+        raise ConfigError(f"{where}: shards.shard_size={s.shard_size} must be in [1, 2^31) tokens (llm.c's header holds an int32)")
+    if s.threads < 0:
+        raise ConfigError(f"{where}: shards.threads={s.threads} must be >= 0 (0 = one per core)")
+    if s.batch_documents < 1:
+        raise ConfigError(f"{where}: shards.batch_documents={s.batch_documents} must be >= 1")
+    for name in ("files", "max_documents_per_file"):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}: corpus.{name}={value} must be >= 1, or null for all")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.prefix):
+        raise ConfigError(f"{where}: shards.prefix={s.prefix!r} may only hold letters, digits, '_', '-' and '.'")
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one `section.key=value` override (value parsed as YAML: `1000`, `null`, `[a, b]`)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. shards.shard_size=1000000")
+    dotted, text = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    obj: Any = cfg
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(obj)}
+        if part not in names:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"--set {dotted}: unknown key {part!r} in {where}; known: {', '.join(names)}")
+        f = names[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(_field_type(type(obj), part)):
+                raise ConfigError(f"--set {dotted}: is a section; set one of its keys, e.g. {dotted}.<key>=...")
+            value = yaml.safe_load(text) if text.strip() else None
+            value = _check(_field_type(type(obj), part), value, where=f"--set {dotted}")
+            if tuple(parts) in _PATH_FIELDS and value is not None and value != "hub":
+                value = str(Path(value).expanduser().resolve())
+            setattr(obj, f.name, value)
+        else:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[: i + 1])} is a value, not a section")
+
+
+def config_to_dict(obj: Any) -> Any:
+    """A JSON-ready dict of a config (or one section), for lineage sidecars and metadata."""
+    return dataclasses.asdict(obj)
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for section {cls.__name__}, got {raw!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in raw.items():
+        ftype = _field_type(cls, name)
+        if dataclasses.is_dataclass(ftype):
+            kwargs[name] = _build(ftype, value or {}, where=f"{where}: {name}")
+        else:
+            kwargs[name] = _check(ftype, value, where=f"{where}: {name}")
+    return cls(**kwargs)
+
+
+def _check(ftype: Any, value: Any, where: str) -> Any:
+    """Return `value` if it fits `ftype` (int widened to float), else raise ConfigError."""
+    origin = typing.get_origin(ftype)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(ftype)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(arg, value, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(ftype)}")
+    if origin is list:
+        (item,) = typing.get_args(ftype)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(item, v, where) for v in value]
+    if ftype is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if ftype is int and isinstance(value, bool) or not isinstance(value, ftype):
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(ftype)}")
+    return value
+
+
+def _type_name(ftype: Any) -> str:
+    return getattr(ftype, "__name__", str(ftype).replace("typing.", ""))
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    for path in _PATH_FIELDS:
+        obj = cfg
+        for part in path[:-1]:
+            obj = getattr(obj, part)
+        value = getattr(obj, path[-1])
+        if value is not None and value != "hub":
+            setattr(obj, path[-1], str((base / Path(value).expanduser()).resolve()))

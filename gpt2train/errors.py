@@ -1,0 +1,17 @@
+"""The one exception type the library raises for problems a user can fix.
+
+Every message names the file or field at fault and says what to do; the CLI prints it
+without a traceback, Dagster shows it as the run failure.
+"""
+
+
+class Gpt2TrainError(Exception):
+    """A problem with the user's input, config or environment (not a bug in gpt2train)."""
+
+
+class ConfigError(Gpt2TrainError):
+    """A config file or `--set` override is invalid."""
+
+
+class DataError(Gpt2TrainError):
+    """A corpus file, download or token shard is missing, malformed or cannot be written."""

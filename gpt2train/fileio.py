@@ -1,0 +1,82 @@
+"""Crash-safe file writing and hashing, used by every artifact the library writes.
+
+An artifact is written under a temporary name in the same folder and renamed into place
+only when complete (rename is atomic on POSIX), so a crash or a full disk never leaves a
+half-written file under a name that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from gpt2train.errors import DataError
+
+_HASH_CHUNK = 8 << 20  # 8 MiB reads: page-cache friendly, negligible overhead vs hashing
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def temp_path_for(path: Path) -> Path:
+    # Dot-prefixed and pid-tagged: never matched by a shard glob, never shared by two writers.
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temp file next to `path`; on success fsync and rename it to `path`.
+
+    On any error the temp file is removed and the previous `path` (if any) is untouched;
+    a full disk becomes a DataError that names the file and the free space left.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise disk_full_error(path) from e
+        raise
+
+
+def disk_full_error(path: Path) -> DataError:
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    return DataError(
+        f"disk full while writing {path} ({free / 2**20:.1f} MiB free on its filesystem); "
+        f"nothing was left half-written and earlier files are intact. Free space there or "
+        f"point data_dir at a larger disk, then run again."
+    )
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    with atomic_output(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{what} {path} is not valid JSON ({e}); delete it and rematerialize") from e

@@ -1,0 +1,288 @@
+"""Corpus files -> GPT-2 token shards with lineage sidecars (`gpt2train prepare`, the `token_shards` asset).
+
+Two layouts, one writer:
+
+- **stream** (`gpt2train prepare`, llm.c's layout): all documents of all files, in source
+  order, form one stream cut every `shard_size` tokens. Shard 0 is
+  `<prefix>_val_000000.bin`, the rest `<prefix>_train_%06d.bin`, the last one holds the
+  remainder. Byte-identical to llm.c's `dev/data/fineweb.py -s shard_size` on the same
+  documents (tests/test_prepare.py checks it against a re-implementation of that script).
+
+- **partition** (the Dagster asset, one run per source file, so a new file only adds
+  shards): each file's stream is cut on its own. Train shards are named
+  `<prefix>_train_<file tag>_%06d.bin` so llm.c's `<prefix>_train_*.bin` glob still finds
+  them all. The validation tokens are the first `shard_size` tokens of the validation
+  file (`shards.val_file`, default the first source file), written as
+  `<prefix>_val_000000.bin`: the same tokens as llm.c's val shard whenever that file holds
+  at least `shard_size` tokens (true for FineWeb-Edu's ~2 GB files at 100 M tokens).
+
+Each shard is streamed to a temp name and renamed when complete; its sidecar
+`<shard>.bin.json` follows; a partition's manifest (`partitions/<tag>.json`) is written last
+and is what marks the partition complete.
+
+Memory is bounded by `shards.batch_documents` (plus one batch being read ahead), not by
+the corpus or the shard size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gpt2train.config import Config, config_to_dict
+from gpt2train.corpus import CorpusRecord, iter_document_batches
+from gpt2train.errors import DataError
+from gpt2train.fileio import read_json, sha256_file, write_json_atomic
+from gpt2train.lineage import code_version, provenance, sidecar_path
+from gpt2train.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
+from gpt2train.tokenizer import DocumentEncoder, ranks_sha256
+
+log = logging.getLogger(__name__)
+
+# The modules whose source decides the bytes of a shard: part of the shards' code version.
+SHARD_CODE_MODULES = ["gpt2train.prepare", "gpt2train.shards", "gpt2train.tokenizer", "gpt2train.corpus"]
+
+
+def shards_code_version(cfg: Config) -> str:
+    return code_version(SHARD_CODE_MODULES, cfg.shards)
+
+
+def partition_tag(key: str) -> str:
+    """`sample/10BT/000_00000.parquet` -> `sample-10BT-000_00000` (file-name safe, unique per key)."""
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    return "".join(c if c.isalnum() or c in "_-." else "-" for c in stem.replace("/", "-"))
+
+
+def stream_shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
+
+
+def partition_shard_name(prefix: str, tag: str, index: int, is_val_file: bool) -> str:
+    if is_val_file and index == 0:
+        return f"{prefix}_val_{index:06d}.bin"
+    return f"{prefix}_train_{tag}_{index:06d}.bin"
+
+
+def manifest_path(out_dir: Path, key: str) -> Path:
+    return out_dir / "partitions" / f"{partition_tag(key)}.json"
+
+
+@dataclass
+class _OpenShard:
+    writer: ShardFileWriter
+    sources: list[CorpusRecord] = field(default_factory=list)
+
+
+class ShardSink:
+    """Cuts a token stream into shards of exactly `shard_size` tokens (the last: the rest)."""
+
+    def __init__(self, out_dir: Path, shard_size: int, name_for: Callable[[int], str],
+                 on_complete: Callable[[Path, int, int, list[CorpusRecord]], None]):
+        self.out_dir, self.shard_size, self.name_for, self.on_complete = out_dir, shard_size, name_for, on_complete
+        self.index = 0
+        self.source: CorpusRecord | None = None
+        self._open: _OpenShard | None = None
+
+    def write(self, tokens: np.ndarray) -> None:
+        pos = 0
+        while pos < len(tokens):
+            if self._open is None:
+                self._open = _OpenShard(ShardFileWriter(self.out_dir / self.name_for(self.index)))
+            if self.source is not None and self.source not in self._open.sources:
+                self._open.sources.append(self.source)
+            take = min(len(tokens) - pos, self.shard_size - self._open.writer.count)
+            self._open.writer.write(tokens[pos : pos + take])
+            pos += take
+            if self._open.writer.count == self.shard_size:
+                self._finish()
+
+    def close(self) -> None:
+        if self._open is not None and self._open.writer.count > 0:
+            self._finish()
+
+    def abort(self) -> None:
+        if self._open is not None:
+            self._open.writer.abort()
+            self._open = None
+
+    def _finish(self) -> None:
+        shard, self._open = self._open, None
+        path = shard.writer.finish()
+        self.on_complete(path, self.index, shard.writer.count, shard.sources)
+        self.index += 1
+
+
+def _read_ahead(batches: Iterable[list[str]], depth: int = 2) -> Iterator[list[str]]:
+    """Run the reader (parquet decode, JSON parsing) on its own thread, `depth` batches ahead,
+    so it overlaps with tokenization instead of alternating with it."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for b in batches:
+                if stop.is_set():
+                    return
+                q.put(b)
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer, with the file name in it
+            q.put(e)
+
+    t = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
+@dataclass
+class ShardsResult:
+    out_dir: Path
+    shards: list[dict]  # the sidecars, in order
+    tokens: int
+    documents: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, *, layout: str = "stream",
+                 is_val_file: bool = False, progress: bool = True) -> ShardsResult:
+    """Tokenize `records` (in order) into shards under `out_dir`; returns their sidecars.
+
+    layout="stream": llm.c's layout over all records. layout="partition": one record, the
+    per-source-file layout described in the module docstring.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if layout == "partition" and len(records) != 1:
+        raise ValueError("the partition layout shards exactly one source file")
+    scfg = cfg.shards
+    code_ver = shards_code_version(cfg)
+    t0 = time.perf_counter()
+    written: list[dict] = []
+
+    with DocumentEncoder(scfg.tokenizer, scfg.threads) as encoder:
+        tokenizer_info = {"name": scfg.tokenizer, "ranks_sha256": ranks_sha256(encoder.enc), "eot": encoder.eot}
+
+        def on_complete(path: Path, index: int, count: int, sources: list[CorpusRecord]) -> None:
+            sidecar = {
+                "artifact": "token_shard",
+                "file": path.name,
+                "split": "val" if "_val_" in path.name else "train",
+                "index": index,
+                "tokens": count,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+                "format": {"magic": SHARD_MAGIC, "version": SHARD_VERSION, "dtype": "uint16"},
+                "layout": layout,
+                "sources": [{k: getattr(r, k) for k in ("key", "source", "repo", "revision", "sha256", "bytes")}
+                            for r in sources],
+                "tokenizer": tokenizer_info,
+                "shard_size": scfg.shard_size,
+                "config": {"shards": config_to_dict(scfg), "corpus": config_to_dict(cfg.corpus)},
+                **provenance("token_shards", code_ver),
+            }
+            write_json_atomic(sidecar_path(path), sidecar)
+            written.append(sidecar)
+
+        if layout == "stream":
+            name_for = lambda i: stream_shard_name(scfg.prefix, i)  # noqa: E731
+        else:
+            tag = partition_tag(records[0].key)
+            name_for = lambda i: partition_shard_name(scfg.prefix, tag, i, is_val_file)  # noqa: E731
+        sink = ShardSink(out_dir, scfg.shard_size, name_for, on_complete)
+        total_docs = sum(r.documents for r in records)
+        bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=not progress,
+                   mininterval=1.0)
+        n_tokens = 0
+        try:
+            for record in records:
+                sink.source = record
+                batches = iter_document_batches(record.local_path, cfg.corpus.text_field,
+                                                scfg.batch_documents, cfg.corpus.max_documents_per_file)
+                for tokens, n_docs in encoder.encode_stream(_read_ahead(batches)):
+                    sink.write(tokens)
+                    n_tokens += len(tokens)
+                    bar.update(n_docs)
+                    bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            bar.close()
+
+    seconds = time.perf_counter() - t0
+    log.info("wrote %d shard(s), %s tokens, to %s in %.1fs (%.2fM tokens/s)", len(written), f"{n_tokens:,}",
+             out_dir, seconds, n_tokens / max(seconds, 1e-9) / 1e6)
+    return ShardsResult(out_dir, written, n_tokens, total_docs, seconds)
+
+
+def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Config, *, is_val_file: bool,
+                           progress: bool = True) -> dict:
+    """Shard one source file (the `token_shards` asset's partition) and write its manifest.
+
+    Re-running replaces the partition's shards; shards an earlier run wrote that this run did
+    not (a larger shard size, say) are removed only after the new manifest is in place.
+    """
+    out_dir = Path(out_dir)
+    mpath = manifest_path(out_dir, record.key)
+    previous = read_json(mpath, "partition manifest") if mpath.exists() else None
+    result = write_shards([record], out_dir, cfg, layout="partition", is_val_file=is_val_file, progress=progress)
+    manifest = {
+        "artifact": "token_shards_partition",
+        "key": record.key,
+        "source": record.to_dict(),
+        "is_val_file": is_val_file,
+        "shards": [{k: s[k] for k in ("file", "split", "tokens", "sha256")} for s in result.shards],
+        "tokens": result.tokens,
+        "documents": result.documents,
+        "data_version": partition_data_version(result.shards),
+        "seconds": round(result.seconds, 3),
+        **provenance("token_shards", shards_code_version(cfg)),
+    }
+    write_json_atomic(mpath, manifest)
+    if previous:
+        current = {s["file"] for s in manifest["shards"]}
+        for old in previous.get("shards", []):
+            if old["file"] not in current:
+                for p in (out_dir / old["file"], sidecar_path(out_dir / old["file"])):
+                    p.unlink(missing_ok=True)
+    return manifest
+
+
+def partition_data_version(shards: list[dict]) -> str:
+    """A partition's data version: hash of its shards' names and hashes, in order."""
+    h = hashlib.sha256()
+    for s in shards:
+        h.update(f"{s['file']}:{s['sha256']};".encode())
+    return h.hexdigest()[:24]
+
+
+def load_sidecar(shard: str | Path) -> dict:
+    path = sidecar_path(shard)
+    if not path.exists():
+        raise DataError(f"token shard {shard} has no lineage sidecar {path.name}; rematerialize its partition")
+    return read_json(path, "shard sidecar")

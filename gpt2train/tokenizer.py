@@ -1,0 +1,144 @@
+"""GPT-2 BPE (tiktoken) and the multi-threaded document encoder that feeds the shard writer.
+
+A document becomes `[<|endoftext|>] + encode_ordinary(text)` exactly as in llm.c's
+`dev/data/fineweb.py`: the end-of-text token (50256) *opens* every document, and text that
+happens to contain the string "<|endoftext|>" is encoded as ordinary text.
+
+Speed: tiktoken's Rust core releases the GIL, so plain threads use every core with no
+pickling (llm.c uses a process pool and pays for it). `encode_to_numpy` with no special
+tokens allowed is `encode_ordinary` writing straight into a uint32 buffer, which spares
+the Python-int list; `bench/tokenize.py` measures both against tiktoken's own batch API.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from gpt2train.errors import DataError
+
+# Encodings whose ranks are GPT-2's 50,257 tokens (r50k_base is the same table).
+GPT2_ENCODINGS = ("gpt2", "r50k_base")
+GPT2_VOCAB_SIZE = 50257
+EOT_TOKEN = 50256
+
+# Characters of text per thread-pool task (~16k tokens): large enough that task overhead
+# is < 1% of the encoding time, small enough to balance 2..64 cores (bench/tokenize.py).
+TASK_CHARS = 64_000
+
+
+def get_encoding(name: str):
+    """The tiktoken encoding `name`, with errors that say how to get it offline."""
+    import tiktoken
+
+    if name not in GPT2_ENCODINGS:
+        raise DataError(
+            f"unknown tokenizer {name!r} in shards.tokenizer: llm.c's uint16 .bin shards hold GPT-2 "
+            f"token ids, so use one of {', '.join(GPT2_ENCODINGS)}"
+        )
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as e:  # tiktoken raises requests/urllib errors or ValueError on a bad cache
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "(unset)")
+        raise DataError(
+            f"could not load tiktoken encoding {name!r} ({type(e).__name__}: {e}). Offline, point "
+            f"TIKTOKEN_CACHE_DIR at a folder holding its files (e.g. ../shared/tiktoken); "
+            f"TIKTOKEN_CACHE_DIR is now {cache}"
+        ) from e
+
+
+def ranks_sha256(enc) -> str:
+    """A hash of the tokenizer's merge ranks and special tokens: what lineage records.
+
+    Two encodings with the same hash produce the same tokens for every text.
+    """
+    h = hashlib.sha256()
+    for token_bytes, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
+        h.update(rank.to_bytes(4, "little") + len(token_bytes).to_bytes(2, "little") + token_bytes)
+    for name, rank in sorted(enc._special_tokens.items()):
+        h.update(f"{name}={rank};".encode())
+    return h.hexdigest()
+
+
+class DocumentEncoder:
+    """Encodes batches of documents on a thread pool into one uint16 token stream.
+
+        with DocumentEncoder("gpt2") as encoder:
+            stream = encoder.encode_batch(["first doc", "second doc"])  # (N,) uint16
+    """
+
+    def __init__(self, name: str = "gpt2", threads: int = 0):
+        self.enc = get_encoding(name)
+        self.name = name
+        self.eot = self.enc.eot_token
+        self.threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tokenize")
+
+    def __enter__(self) -> "DocumentEncoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def encode_document(self, text: str) -> np.ndarray:
+        """Ordinary BPE tokens of one document as (n,) uint32, without the end-of-text token."""
+        try:
+            return self.enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        except UnicodeEncodeError:
+            # Lone surrogates (from JSON escapes, say): repaired the way encode_ordinary does,
+            # so the tokens stay identical to llm.c's.
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self.enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
+    def _encode_chunk(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        parts = [self.encode_document(t) for t in texts]
+        out = np.empty(sum(len(p) for p in parts) + len(parts), dtype=np.uint16)
+        i = 0
+        for p in parts:
+            out[i] = self.eot
+            out[i + 1 : i + 1 + len(p)] = p  # ranks < 50257 always fit uint16
+            i += 1 + len(p)
+        return out, len(texts)
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """`[eot] + tokens(doc)` for every doc, concatenated in order: (sum n_i + len(texts),) uint16."""
+        parts = [tokens for tokens, _ in self.encode_stream([texts])]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint16)
+
+    def encode_stream(self, batches: Iterable[Sequence[str]]) -> Iterator[tuple[np.ndarray, int]]:
+        """Encode a stream of document batches; yields (uint16 tokens, documents) in input order.
+
+        Documents are grouped into tasks of about TASK_CHARS characters and kept
+        `threads * 4` tasks in flight across batch boundaries: no barrier per batch (where
+        one long document would idle the other cores), and memory bounded by the window.
+        """
+        window: collections.deque = collections.deque()
+        max_in_flight = self.threads * 4
+        group: list[str] = []
+        chars = 0
+        for texts in batches:
+            for text in texts:
+                group.append(text)
+                chars += len(text)
+                if chars >= TASK_CHARS:
+                    window.append(self._pool.submit(self._encode_chunk, group))
+                    group, chars = [], 0
+                    while len(window) >= max_in_flight:
+                        yield self._take(window)
+        if group:
+            window.append(self._pool.submit(self._encode_chunk, group))
+        while window:
+            yield self._take(window)
+
+    @staticmethod
+    def _take(window: collections.deque) -> tuple[np.ndarray, int]:
+        tokens, n_docs = window.popleft().result()
+        return tokens, n_docs

@@ -1,0 +1,32 @@
+"""Shared fixtures: the offline tokenizer cache and the local FineWeb-Edu mirror in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+EDU_MINI = SHARED / "data" / "edu-mini"
+TIKTOKEN_DIR = SHARED / "tiktoken"
+
+# Set before any test imports tiktoken; offline, tiktoken finds GPT-2's files here.
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def edu_mini() -> Path:
+    if not EDU_MINI.is_dir():
+        pytest.fail(f"{EDU_MINI} is missing: tests read the local corpus mirror from ../shared")
+    return EDU_MINI
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, edu_mini):
+    """The `tiny` preset pointed at edu-mini, writing into a fresh tmp data dir."""
+    from gpt2train.config import load_config
+
+    return load_config("tiny", overrides=[f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}"])
