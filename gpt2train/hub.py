@@ -5,9 +5,12 @@ server: `huggingface_hub` sends every request to `HF_ENDPOINT`, so tests serve a
 with the Hub's URL layout (`/datasets/<repo>/resolve/<revision>/<path>`, range requests)
 and exercise listing, download, interruption and resume for real (tests/hub_server.py).
 
-Downloads land in `<data_dir>/corpus/hub/<repo>/<path>` through `hf_hub_download(local_dir=...)`,
-which keeps a partial file under `.cache/huggingface/download/` and resumes it with an HTTP
-range request when the download is retried, after a crash as well.
+Downloads land in `<data_dir>/corpus/hub/<repo>/<path>`. A plain HTTP download goes to a partial
+file `<local_dir>/.cache/huggingface/download/<path>.<etag>.incomplete` that a later call (after a
+failure or a crash) resumes with an HTTP range request; the complete file is then handed to
+`hf_hub_download(local_dir=...)`, which checks it against the Hub's sha256 and records its metadata.
+(`hf_hub_download` alone only resumes within one call: it deletes its partial file when it fails.)
+Xet-backed files are left to `hf_hub_download`, whose Xet client does its own chunk-level caching.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2train.errors import DataError
+from gpt2train.fileio import sha256_file
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -83,15 +87,27 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
 def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> tuple[Path, str | None]:
     """Download (or resume, or reuse) one file; returns (local path, commit sha it came from)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, path, repo_type="dataset", revision=revision,
                                                endpoint=endpoint()))
         # Download from the resolved commit, so a branch that moves mid-run cannot mix versions.
         revision_used = meta.commit_hash or revision
+        if not (local_dir / path).is_file() and getattr(meta, "xet_file_data", None) is None and meta.etag:
+            _download_resumable(hf_hub_url(repo, path, repo_type="dataset", revision=revision_used,
+                                           endpoint=endpoint()), meta.etag, meta.size, local_dir, path)
         local = hf_hub_download(repo, path, repo_type="dataset", revision=revision_used,
                                 local_dir=local_dir, endpoint=endpoint())
+    except DataError:
+        raise
     except Exception as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(e, HfHubHTTPError) and status in (401, 403, 404):
+            # The Hub answered: the file (or repo, or revision) is not there, which no retry or mirror fixes.
+            raise DataError(f"{repo}@{revision} has no file {path!r} on {endpoint()} (HTTP {status}); "
+                            f"check corpus.dataset, corpus.name and corpus.revision, or remove the partition "
+                            f"if the file was deleted upstream") from e
         local = local_dir / path
         if local.is_file():
             # Offline but downloaded before: hf_hub_download only writes the final name once the
@@ -99,3 +115,33 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
             return local, None
         raise _unreachable(f"download {path} from", repo, revision, e) from e
     return Path(local), meta.commit_hash
+
+
+def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, path: str) -> None:
+    """Download `url` to `local_dir/path` through a partial file that survives a failed call.
+
+    The partial file is named after the etag, so bytes of another version are never resumed; the
+    library's `http_get` does the HTTP (range request, in-call retries, size check).
+    """
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+    final = local_dir / path
+    part = local_dir / ".cache" / "huggingface" / "download" / f"{path}.{etag}.incomplete"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(part.with_name(part.name + ".lock")):
+        if final.is_file():  # another process finished it while we waited for the lock
+            return
+        resume = part.stat().st_size if part.is_file() else 0
+        if size is not None and resume > size:  # not a prefix of this file: start over
+            part.unlink()
+            resume = 0
+        with open(part, "ab") as f:
+            http_get(url, f, resume_size=resume, headers=build_hf_headers(), expected_size=size)
+        if re.fullmatch(r"[0-9a-f]{64}", etag) and sha256_file(part) != etag:
+            # An LFS file's etag is its sha256: a mismatch means the partial bytes were bad.
+            part.unlink()
+            raise DataError(f"{url}: downloaded bytes do not match the Hub's sha256 {etag}; run again to "
+                            f"download the file afresh")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, final)

@@ -30,9 +30,16 @@ def code_version(modules: list[str], section: Any) -> str:
     h = hashlib.sha256()
     for name in sorted(modules):
         h.update(name.encode())
-        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+        h.update(_module_source_hash(name))
     h.update(json.dumps(config_to_dict(section), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def _module_source_hash(name: str) -> bytes:
+    # Hashed once per process: the version of the code this process runs, even if the file
+    # is edited on disk meanwhile (a long-lived `dagster dev` picks edits up on reload).
+    return hashlib.sha256(Path(importlib.import_module(name).__file__).read_bytes()).digest()
 
 
 @functools.cache

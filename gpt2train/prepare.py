@@ -190,7 +190,8 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
             sidecar = {
                 "artifact": "token_shard",
                 "file": path.name,
-                "split": "val" if "_val_" in path.name else "train",
+                # from the position, not the name: a source file called `x_val_y` is still train
+                "split": "val" if index == 0 and (layout == "stream" or is_val_file) else "train",
                 "index": index,
                 "tokens": count,
                 "bytes": path.stat().st_size,
@@ -267,10 +268,19 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
     if previous:
         current = {s["file"] for s in manifest["shards"]}
         for old in previous.get("shards", []):
-            if old["file"] not in current:
+            if old["file"] not in current and not _rewritten_since(out_dir / old["file"], old["sha256"]):
                 for p in (out_dir / old["file"], sidecar_path(out_dir / old["file"])):
                     p.unlink(missing_ok=True)
     return manifest
+
+
+def _rewritten_since(shard: Path, sha256: str) -> bool:
+    """Whether another partition has written `shard` since our manifest recorded it with `sha256`
+    (the val shard, after `shards.val_file` moved to another file): then it is not ours to delete."""
+    try:
+        return read_json(sidecar_path(shard), "shard sidecar").get("sha256") != sha256
+    except DataError:  # no (readable) sidecar: nobody completed it since
+        return False
 
 
 def partition_data_version(shards: list[dict]) -> str:

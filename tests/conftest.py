@@ -30,3 +30,4 @@ def tiny_cfg(tmp_path, edu_mini):
     from gpt2train.config import load_config
 
     return load_config("tiny", overrides=[f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}"])
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

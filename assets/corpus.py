@@ -1,0 +1,40 @@
+"""The `corpus` asset: one FineWeb-Edu (or local) source file per partition.
+
+Wraps `gpt2train.data_stage.materialize_corpus_file`. Its data version is the file's
+sha256, so downstream shards go stale exactly when a source file's bytes change.
+"""
+
+import dagster as dg
+
+from assets.partitions import corpus_files
+from gpt2train.config import Config
+from gpt2train.data_stage import corpus_code_version, materialize_corpus_file, record_path
+
+
+def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="corpus",
+        partitions_def=corpus_files,
+        code_version=corpus_code_version(cfg),
+        group_name="data",
+        kinds={"parquet", "huggingface"},
+        description="Raw documents: one source file per partition, downloaded from the Hugging Face Hub "
+                    "(resumable) or read from a local mirror. Data version = the file's sha256.",
+    )
+    def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        record = materialize_corpus_file(cfg, context.partition_key)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(record.sha256),
+            metadata={
+                "source": record.source,
+                "repo": record.repo or "",
+                "revision": record.revision or "",
+                "path": dg.MetadataValue.path(record.local_path),
+                "sha256": record.sha256,
+                "bytes": dg.MetadataValue.int(record.bytes),
+                "documents": dg.MetadataValue.int(record.documents),
+                "lineage_record": dg.MetadataValue.path(str(record_path(cfg, context.partition_key))),
+            },
+        )
+
+    return corpus

@@ -1,0 +1,84 @@
+"""The `token_shards` asset: GPT-2 tokens of one corpus file in llm.c `.bin` shards.
+
+Wraps `gpt2train.data_stage.materialize_token_shards` (partition layout, see
+gpt2train/prepare.py), and the four shard checks of `gpt2train.shards.validate_shard`
+as Dagster asset checks, run after every materialization and runnable on their own to
+catch a shard corrupted later.
+"""
+
+import warnings
+
+import dagster as dg
+
+from assets.partitions import corpus_files
+from gpt2train.config import Config
+from gpt2train.data_stage import materialize_token_shards, shards_dir
+from gpt2train.fileio import read_json
+from gpt2train.prepare import manifest_path, shards_code_version
+from gpt2train.shards import validate_shard
+
+# Partitioned asset checks are a "preview" feature in dagster 1.13: they are what lets a
+# check run for one partition without rematerializing it, so we use them and silence the notice.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=Warning)
+
+SHARD_CHECKS = {
+    "header": "Every shard starts with llm.c's header: magic 20240520, version 1.",
+    "size_matches_header": "Every shard's size is 1024 + 2 x (token count in its header) bytes.",
+    "tokens_in_vocab": "Every token id is < 50257 (GPT-2's vocabulary).",
+    "sha256_matches_sidecar": "Every shard's sha256 equals the one its lineage sidecar recorded.",
+}
+
+
+def build_token_shards_asset(cfg: Config) -> list:
+    @dg.asset(
+        name="token_shards",
+        partitions_def=corpus_files,
+        deps=[dg.AssetDep("corpus", partition_mapping=dg.IdentityPartitionMapping())],
+        code_version=shards_code_version(cfg),
+        group_name="data",
+        kinds={"numpy"},
+        description="GPT-2 BPE tokens (tiktoken, <|endoftext|> before each document) of one corpus file, "
+                    "in llm.c .bin shards of shards.shard_size tokens with lineage sidecars.",
+    )
+    def token_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        manifest = materialize_token_shards(cfg, context.partition_key)
+        out = shards_dir(cfg)
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(manifest["data_version"]),
+            metadata={
+                "shards": dg.MetadataValue.int(len(manifest["shards"])),
+                "tokens": dg.MetadataValue.int(manifest["tokens"]),
+                "documents": dg.MetadataValue.int(manifest["documents"]),
+                "holds_val_shard": manifest["is_val_file"],
+                "source_sha256": manifest["source"]["sha256"],
+                "tokens_per_second": dg.MetadataValue.float(manifest["tokens"] / max(manifest["seconds"], 1e-9)),
+                "files": dg.MetadataValue.md("\n".join(
+                    f"- `{s['file']}`: {s['tokens']:,} tokens, sha256 `{s['sha256'][:16]}…`"
+                    for s in manifest["shards"])),
+                "dir": dg.MetadataValue.path(str(out)),
+                "manifest": dg.MetadataValue.path(str(manifest_path(out, context.partition_key))),
+                "code_version": manifest["code_version"],
+                "git_commit": manifest["git_commit"] or "",
+            },
+        )
+
+    def build_check(name: str, description: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset="token_shards", name=name, description=description, partitions_def=corpus_files,
+                        blocking=True)
+        def shard_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            out = shards_dir(cfg)
+            manifest = read_json(manifest_path(out, context.partition_key), "partition manifest")
+            failures = [f"{shard['file']}: {check.detail}"
+                        for shard in manifest["shards"]
+                        for check in validate_shard(out / shard["file"], expected_sha256=shard["sha256"])
+                        if check.name == name and not check.passed]
+            return dg.AssetCheckResult(
+                passed=not failures,
+                metadata={"shards_checked": len(manifest["shards"]),
+                          "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none")},
+            )
+
+        return shard_check
+
+    checks = [build_check(name, desc) for name, desc in SHARD_CHECKS.items()]
+    return [token_shards, *checks]

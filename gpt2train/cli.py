@@ -1,0 +1,159 @@
+"""The `gpt2train` command line: every stage without Dagster, plus the Dagster pipeline.
+
+    gpt2train prepare --source ../shared/data/edu-mini --out data/shards --shard-size 1000000
+    gpt2train prepare --source hub --name sample-10BT --files 2 --out data/shards
+    gpt2train verify data/shards                      # check every shard against its sidecar
+    gpt2train pipeline --config tiny [--stale-only]   # runs in the Dagster instance at DAGSTER_HOME
+    gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
+
+Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
+clear line and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from gpt2train.config import config_to_dict, load_config
+from gpt2train.errors import Gpt2TrainError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="tiny", help="preset name (configs/*.yaml) or YAML path; default: tiny")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value; repeatable (e.g. --set shards.shard_size=5000000)")
+
+
+def _load(args: argparse.Namespace, extra: list[str] = ()):
+    return load_config(args.config, list(args.overrides) + list(extra))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from gpt2train.data_stage import prepare
+
+    extra = []
+    if args.source:
+        extra.append(f"corpus.source={args.source}")
+    for flag, key in (("dataset", "corpus.dataset"), ("name", "corpus.name"), ("revision", "corpus.revision"),
+                      ("files", "corpus.files"), ("documents", "corpus.max_documents_per_file"),
+                      ("shard_size", "shards.shard_size"), ("tokenizer", "shards.tokenizer"),
+                      ("prefix", "shards.prefix"), ("threads", "shards.threads")):
+        if getattr(args, flag) is not None:
+            extra.append(f"{key}={getattr(args, flag)}")
+    cfg = _load(args, extra)
+    if args.out:
+        # Downloads and corpus records go next to the shards unless data_dir was set explicitly.
+        cfg.data_dir = str(Path(args.out).resolve().parent) if not any(
+            o.startswith("data_dir=") for o in args.overrides) else cfg.data_dir
+    result = prepare(cfg, args.out, progress=not args.quiet)
+    print(f"wrote {len(result.shards)} shard(s), {result.tokens:,} tokens from {result.documents:,} documents "
+          f"to {result.out_dir} ({result.tokens_per_second / 1e6:.2f}M tokens/s)")
+    for s in result.shards:
+        print(f"  {s['file']}  {s['tokens']:>12,} tokens  sha256 {s['sha256'][:16]}…")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from gpt2train.prepare import load_sidecar
+    from gpt2train.shards import validate_shard
+
+    paths = []
+    for p in map(Path, args.paths):
+        paths += sorted(p.glob("*.bin")) if p.is_dir() else [p]
+    if not paths:
+        raise Gpt2TrainError(f"no .bin shards found in {', '.join(args.paths)}")
+    bad = 0
+    for path in paths:
+        try:
+            expected = load_sidecar(path).get("sha256")
+        except Gpt2TrainError:
+            expected = None
+        checks = validate_shard(path, expected)
+        failed = [c for c in checks if not c.passed]
+        bad += bool(failed)
+        status = "ok" if not failed else "FAILED " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        print(f"{path}: {status}")
+    if bad:
+        raise Gpt2TrainError(f"{bad} of {len(paths)} shard(s) failed validation; rematerialize them "
+                             f"(`gpt2train pipeline` or `gpt2train prepare`)")
+    print(f"all {len(paths)} shard(s) valid")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    import dagster as dg
+
+    from pipelines.runner import run_pipeline
+
+    cfg = _load(args)
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    with dg.DagsterInstance.get() as instance:
+        summary = run_pipeline(cfg, instance, stale_only=args.stale_only)
+    for asset, key in summary.ran:
+        print(f"ran      {asset} [{key}]")
+    for asset, key in summary.skipped:
+        print(f"skipped  {asset} [{key}] (fresh)")
+    print(f"shards: {Path(cfg.data_dir) / 'shards'}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    print(json.dumps(config_to_dict(_load(args)), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gpt2train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="corpus -> llm.c token shards (llm.c's exact layout)")
+    _add_config_args(p)
+    p.add_argument("--source", help="'hub', or a local mirror / folder / file / glob of .parquet/.jsonl/.txt")
+    p.add_argument("--dataset", help="Hub dataset repo (default HuggingFaceFW/fineweb-edu)")
+    p.add_argument("--name", help="Hub config, e.g. sample-10BT, sample-100BT")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit sha)")
+    p.add_argument("--files", type=int, help="only the first N source files")
+    p.add_argument("--documents", type=int, help="only the first N documents of each file")
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--shard-size", type=int, help="tokens per shard (default 100,000,000 as llm.c)")
+    p.add_argument("--tokenizer", help="tiktoken encoding (gpt2)")
+    p.add_argument("--prefix", help="shard file prefix (default edu_fineweb)")
+    p.add_argument("--threads", type=int, help="tokenizer threads (default: all cores)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("verify", help="validate shards: header, size, token range, sha256 vs sidecar")
+    p.add_argument("paths", nargs="+", help="shard files or folders")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
+    _add_config_args(p)
+    p.add_argument("--stale-only", action="store_true", help="only partitions with a stale or missing asset")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("config", help="print the resolved config")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's SQLite schema checks
+    try:
+        args.func(args)
+    except Gpt2TrainError as e:
+        print(f"gpt2train {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The `gpt2train` console script, run as a user runs it (a subprocess of the installed entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TIKTOKEN_DIR
+
+
+def gpt2train(*args, env_extra=None, cwd=None):
+    exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed (pip install -e .)")
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "DAGSTER_DISABLE_TELEMETRY": "1",
+           **(env_extra or {})}
+    return subprocess.run([exe, "-q", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def test_prepare_then_verify(tmp_path, edu_mini):
+    out = tmp_path / "shards"
+    r = gpt2train("prepare", "--source", edu_mini, "--files", 1, "--documents", 60, "--shard-size", 100_001,
+                  "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "edu_fineweb_val_000000.bin" in r.stdout and "edu_fineweb_train_000001.bin" in r.stdout
+    sidecar = json.loads((out / "edu_fineweb_val_000000.bin.json").read_text())
+    assert sidecar["tokens"] == 100_001 and sidecar["sources"][0]["key"] == "sample/10BT/000_00000.parquet"
+    # downloads and corpus records go next to the shards, not into the repo
+    assert (tmp_path / "corpus" / "records").is_dir()
+
+    r = gpt2train("verify", out)
+    assert r.returncode == 0 and "valid" in r.stdout.splitlines()[-1], r.stdout + r.stderr
+
+    shard = out / "edu_fineweb_train_000001.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])  # truncate by one token
+    r = gpt2train("verify", out)
+    assert r.returncode == 2
+    assert f"{shard}: FAILED" in r.stdout and "size_matches_header" in r.stdout
+    assert "1 of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_user_errors_exit_2_with_one_clear_line(tmp_path):
+    r = gpt2train("prepare", "--source", tmp_path / "nope", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+    r = gpt2train("config", "--set", "shards.shard_sise=5")
+    assert r.returncode == 2 and "shard_sise" in r.stderr and "shard_size" in r.stderr
+
+    r = gpt2train("config", "--config", "no_such_preset")
+    assert r.returncode == 2 and "gpt2_124m" in r.stderr  # lists the presets there are
+
+
+def test_config_prints_resolved_values():
+    r = gpt2train("config", "--config", "gpt2_124m", "--set", "shards.shard_size=5000")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["shards"]["shard_size"] == 5000 and cfg["corpus"]["name"] == "sample-10BT"
+
+
+def test_pipeline_runs_in_dagster_home_then_skips_fresh(tmp_path, edu_mini):
+    home = tmp_path / "dagster_home"
+    args = ("pipeline", "--set", f"data_dir={tmp_path / 'data'}", "--set", f"corpus.source={edu_mini}",
+            "--set", "corpus.max_documents_per_file=30", "--set", "shards.shard_size=40000")
+    r = gpt2train(*args, env_extra={"DAGSTER_HOME": str(home)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("ran      ") == 6  # 2 assets x 3 files
+    assert (home / "history" / "runs.db").exists() or any(home.rglob("*.db"))  # SQLite storage persisted
+
+    r = gpt2train(*args, "--stale-only", env_extra={"DAGSTER_HOME": str(home)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("skipped  ") == 6 and "ran " not in r.stdout
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "gpt2train.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "prepare" in r.stdout and "pipeline" in r.stdout

@@ -1,0 +1,252 @@
+"""Config loading: presets, `--set` overrides with type checks, unknown keys, ranges, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpt2train.config import CONFIG_DIR, REPO_ROOT, Config, config_to_dict, load_config, preset_path
+from gpt2train.errors import ConfigError
+
+PRESETS = ["tiny", "gpt2_124m", "gpt2_350m", "gpt2_774m", "gpt2_1558m"]
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # paths must not depend on the working directory
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+    assert preset_path(name) == CONFIG_DIR / f"{name}.yaml"
+    assert cfg.shards.tokenizer == "gpt2"
+    assert cfg.shards.prefix == "edu_fineweb"
+    assert cfg.corpus.dataset == "HuggingFaceFW/fineweb-edu"
+    assert Path(cfg.data_dir).is_absolute()
+    assert Path(cfg.data_dir).is_relative_to(REPO_ROOT)
+    if name == "tiny":
+        assert cfg.shards.shard_size == 1_000_000
+        # configs/../../shared/data/edu-mini, resolved against the YAML's folder, not the cwd
+        assert Path(cfg.corpus.source) == (REPO_ROOT.parent / "shared" / "data" / "edu-mini").resolve()
+        assert cfg.data_dir == str(REPO_ROOT / "data")
+    else:
+        assert cfg.shards.shard_size == 100_000_000
+        assert cfg.corpus.source == "hub"  # "hub" is not a path
+        assert cfg.data_dir == str(REPO_ROOT / "data" / name)
+    expected_name = "sample-10BT" if name in ("tiny", "gpt2_124m") else "sample-100BT"
+    assert cfg.corpus.name == expected_name
+
+
+def test_default_is_tiny_and_path_equals_name():
+    assert load_config() == load_config("tiny") == load_config(CONFIG_DIR / "tiny.yaml")
+
+
+def test_config_to_dict_is_plain():
+    d = config_to_dict(load_config("tiny"))
+    assert d["shards"]["shard_size"] == 1_000_000
+    assert {"data_dir", "corpus", "shards"} <= set(d)
+    assert d["corpus"]["source"].endswith("edu-mini")
+
+
+def test_missing_preset_lists_known(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("no_such_preset")
+    msg = str(e.value)
+    assert "no_such_preset" in msg and "not found" in msg
+    for name in PRESETS:
+        assert name in msg
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    bad = write_yaml(tmp_path / "bad.yaml", "shards: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as e:
+        load_config(bad)
+    assert str(bad) in str(e.value)
+    lst = write_yaml(tmp_path / "list.yaml", "- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(lst)
+    scalar_section = write_yaml(tmp_path / "sec.yaml", "shards: 5\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar_section)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def test_overrides_apply_and_parse_yaml_values(tmp_path):
+    cfg = load_config("tiny", overrides=[
+        "shards.shard_size=200000",
+        "shards.threads=3",
+        "corpus.files=2",
+        "corpus.max_documents_per_file=null",
+        "shards.val_file=sample/10BT/001_00000.parquet",
+        "shards.prefix=my_corpus",
+        f"data_dir={tmp_path / 'out'}",
+    ])
+    assert cfg.shards.shard_size == 200000 and isinstance(cfg.shards.shard_size, int)
+    assert cfg.shards.threads == 3
+    assert cfg.corpus.files == 2
+    assert cfg.corpus.max_documents_per_file is None
+    assert cfg.shards.val_file == "sample/10BT/001_00000.parquet"
+    assert cfg.shards.prefix == "my_corpus"
+    assert cfg.data_dir == str(tmp_path / "out")
+    # the preset itself is untouched by overrides of an earlier load
+    assert load_config("tiny").shards.shard_size == 1_000_000
+
+
+def test_override_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("tiny", overrides=["data_dir=rel/out", "corpus.source=src"])
+    assert cfg.data_dir == str(tmp_path.resolve() / "rel" / "out")
+    assert cfg.corpus.source == str(tmp_path.resolve() / "src")
+    assert load_config("tiny", overrides=["corpus.source=hub"]).corpus.source == "hub"
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "1e5", "true", "[1, 2]"])
+def test_override_int_type_checked(value):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=[f"shards.shard_size={value}"])
+    msg = str(e.value)
+    assert "shards.shard_size" in msg
+    assert "int" in msg
+
+
+@pytest.mark.parametrize("value", ["abc", "2.5"])
+def test_override_optional_int_type_checked(value):
+    with pytest.raises(ConfigError, match=r"corpus\.files") as e:
+        load_config("tiny", overrides=[f"corpus.files={value}"])
+    assert "int" in str(e.value)
+
+
+def test_override_unknown_key_lists_known():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=["shards.shard_sise=5"])
+    msg = str(e.value)
+    assert "shard_sise" in msg
+    for known in ("tokenizer", "shard_size", "prefix", "val_file", "threads", "batch_documents"):
+        assert known in msg
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=["shardz.shard_size=5"])
+    msg = str(e.value)
+    assert "shardz" in msg and "data_dir" in msg and "corpus" in msg and "shards" in msg
+
+
+def test_override_malformed():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("tiny", overrides=["shards.shard_size"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config("tiny", overrides=["shards=5"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config("tiny", overrides=["shards.shard_size.x=5"])
+
+
+# ---------------------------------------------------------------- YAML keys and types
+
+
+def test_yaml_unknown_top_level_key_lists_known(tmp_path):
+    p = write_yaml(tmp_path / "c.yaml", "data_dir: d\nshard_size: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'shard_size'" in msg
+    known = msg.split("known:", 1)[1]
+    assert all(k in known for k in ("corpus", "data_dir", "shards"))
+
+
+def test_yaml_unknown_section_key_lists_known(tmp_path):
+    p = write_yaml(tmp_path / "c.yaml", "shards:\n  shard_size: 5\n  tokeniser: gpt2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "'tokeniser'" in msg
+    for known in ("tokenizer", "shard_size", "prefix", "threads"):
+        assert known in msg
+
+
+def test_yaml_wrong_type(tmp_path):
+    p = write_yaml(tmp_path / "c.yaml", "shards:\n  shard_size: '1000'\n")
+    with pytest.raises(ConfigError, match="shard_size") as e:
+        load_config(p)
+    assert "'1000'" in str(e.value)
+    p = write_yaml(tmp_path / "d.yaml", "corpus:\n  text_field: 5\n")
+    with pytest.raises(ConfigError, match="text_field"):
+        load_config(p)
+
+
+def test_empty_yaml_gives_defaults(tmp_path):
+    p = write_yaml(tmp_path / "empty.yaml", "")
+    cfg = load_config(p)
+    assert cfg.shards.shard_size == 100_000_000
+    assert cfg.corpus.source == "hub"
+    assert cfg.data_dir == str(tmp_path.resolve() / "data")
+
+
+# ---------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize("override, key", [
+    ("shards.shard_size=0", "shards.shard_size"),
+    ("shards.shard_size=-5", "shards.shard_size"),
+    ("shards.shard_size=2147483648", "shards.shard_size"),
+    ("shards.threads=-1", "shards.threads"),
+    ("shards.batch_documents=0", "shards.batch_documents"),
+    ("corpus.files=0", "corpus.files"),
+    ("corpus.max_documents_per_file=0", "corpus.max_documents_per_file"),
+    ("shards.prefix=a/b", "shards.prefix"),
+])
+def test_range_validation(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=[override])
+    assert key in str(e.value)
+
+
+def test_range_boundaries_accepted():
+    cfg = load_config("tiny", overrides=["shards.shard_size=1", "shards.threads=0",
+                                         "shards.shard_size=2147483647"])
+    assert cfg.shards.shard_size == 2**31 - 1 and cfg.shards.threads == 0
+
+
+def test_range_validation_in_yaml(tmp_path):
+    p = write_yaml(tmp_path / "c.yaml", "shards:\n  shard_size: 0\n")
+    with pytest.raises(ConfigError, match="shards.shard_size=0") as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    p = write_yaml(tmp_path / "t.yaml", "shards:\n  threads: -1\n")
+    with pytest.raises(ConfigError, match="shards.threads=-1"):
+        load_config(p)
+
+
+# ---------------------------------------------------------------- paths
+
+
+def test_relative_paths_resolve_against_yaml_folder(tmp_path, monkeypatch):
+    p = write_yaml(tmp_path / "project" / "configs" / "mine.yaml",
+                   "data_dir: ../out\ncorpus:\n  source: ../corpus/files\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(p)
+    assert cfg.data_dir == str((tmp_path / "project" / "out").resolve())
+    assert cfg.corpus.source == str((tmp_path / "project" / "corpus" / "files").resolve())
+    # also when the YAML path itself is given relative to the cwd
+    monkeypatch.chdir(tmp_path / "project")
+    cfg2 = load_config("configs/mine.yaml")
+    assert cfg2.data_dir == cfg.data_dir and cfg2.corpus.source == cfg.corpus.source
+
+
+def test_absolute_and_glob_paths_kept(tmp_path):
+    src = tmp_path / "c" / "*.parquet"
+    p = write_yaml(tmp_path / "x" / "a.yaml", f"data_dir: {tmp_path / 'abs'}\ncorpus:\n  source: '{src}'\n")
+    cfg = load_config(p)
+    assert cfg.data_dir == str(tmp_path / "abs")
+    assert cfg.corpus.source == str(src)

@@ -1,0 +1,183 @@
+"""The data stage through Dagster's own API: definitions, partitions, checks, staleness.
+
+Every test uses a real SQLite-backed instance in a temp DAGSTER_HOME (what `dagster dev`
+and `gpt2train pipeline` use), and the real assets over the edu-mini mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dagster as dg
+import pytest
+
+from gpt2train.config import load_config
+from gpt2train.prepare import manifest_path
+from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
+from pipelines.runner import QUIET_RUN_CONFIG, run_pipeline, run_shard_checks
+from pipelines.staleness import StaleStatus, stale_statuses
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def small_corpus(tmp_path, edu_mini):
+    """Two of edu-mini's files in a folder of our own (so a test can add the third)."""
+    root = tmp_path / "corpus" / "sample" / "10BT"
+    root.mkdir(parents=True)
+    for name in ("000_00000.parquet", "001_00000.parquet"):
+        shutil.copyfile(edu_mini / "sample" / "10BT" / name, root / name)
+    return tmp_path / "corpus"
+
+
+def make_cfg(tmp_path, source, *overrides):
+    return load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={source}",
+                                "corpus.max_documents_per_file=40", "shards.shard_size=50000", *overrides])
+
+
+def latest_materialization(instance, asset: str, partition: str):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def statuses_by_asset(defs, instance, keys):
+    out: dict[str, set] = {}
+    for (asset, _key), status in stale_statuses(defs, instance, keys).items():
+        out.setdefault(asset, set()).add(status)
+    return out
+
+
+def test_definitions_load(tiny_cfg):
+    defs = build_definitions(tiny_cfg)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"corpus", "token_shards"}
+    assert graph.get(dg.AssetKey("token_shards")).parent_keys == {dg.AssetKey("corpus")}
+    checks = {c.name for c in graph.asset_check_keys}
+    assert checks == {"header", "size_matches_header", "tokens_in_vocab", "sha256_matches_sidecar"}
+    assert defs.resolve_job_def(DATA_JOB) and defs.resolve_job_def(SHARD_CHECKS_JOB)
+    assert defs.resolve_sensor_def("corpus_files_sensor")
+    # The module the workspace loads builds too (default config: tiny).
+    from pipelines.definitions import defs as module_defs
+
+    assert module_defs.resolve_asset_graph().get_all_asset_keys() == graph.get_all_asset_keys()
+
+
+def test_code_versions_follow_config_sections(tmp_path, edu_mini):
+    a = build_definitions(make_cfg(tmp_path, edu_mini)).resolve_asset_graph()
+    b = build_definitions(make_cfg(tmp_path, edu_mini, "shards.shard_size=60000")).resolve_asset_graph()
+    c = build_definitions(make_cfg(tmp_path, edu_mini, "corpus.text_field=text")).resolve_asset_graph()
+    version = lambda g, k: g.get(dg.AssetKey(k)).code_version  # noqa: E731
+    assert version(a, "corpus") == version(b, "corpus")
+    assert version(a, "token_shards") != version(b, "token_shards")
+    assert version(a, "token_shards") == version(c, "token_shards")
+
+
+def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, small_corpus, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    summary = run_pipeline(cfg, instance)
+    keys = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+    assert sorted(k for _, k in summary.ran) == sorted(keys * 2)
+    assert statuses_by_asset(build_definitions(cfg), instance, keys) == {
+        "corpus": {StaleStatus.FRESH}, "token_shards": {StaleStatus.FRESH}}
+
+    # Metadata and data versions are recorded as Dagster sees them.
+    meta = latest_materialization(instance, "token_shards", keys[0]).metadata
+    assert meta["tokens"].value > 0 and meta["holds_val_shard"].value is True
+    corpus = latest_materialization(instance, "corpus", keys[0])
+    assert corpus.tags["dagster/data_version"] == corpus.metadata["sha256"].value
+
+    changed = make_cfg(tmp_path, small_corpus, "shards.shard_size=70000")
+    assert statuses_by_asset(build_definitions(changed), instance, keys) == {
+        "corpus": {StaleStatus.FRESH}, "token_shards": {StaleStatus.STALE}}
+
+    summary = run_pipeline(changed, instance, stale_only=True)
+    assert sorted(summary.ran) == [("token_shards", k) for k in keys]
+    assert sorted(summary.skipped) == [("corpus", k) for k in keys]
+    assert statuses_by_asset(build_definitions(changed), instance, keys) == {
+        "corpus": {StaleStatus.FRESH}, "token_shards": {StaleStatus.FRESH}}
+
+    # Nothing changed: nothing runs.
+    summary = run_pipeline(changed, instance, stale_only=True)
+    assert summary.ran == [] and len(summary.skipped) == 4
+
+
+def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    run_pipeline(cfg, instance)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "shards").glob("*.bin")}
+
+    new = "sample/10BT/002_00000.parquet"
+    shutil.copyfile(edu_mini / new, small_corpus / new)
+    summary = run_pipeline(cfg, instance, stale_only=True)
+    assert summary.ran == [("corpus", new), ("token_shards", new)]
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "shards").glob("*.bin")}
+    assert {k: after[k] for k in before} == before  # earlier shards untouched
+    assert any("002_00000" in name for name in set(after) - set(before))
+    assert set(instance.get_dynamic_partitions("corpus_files")) == {
+        "sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", new}
+
+
+def test_changed_source_file_makes_its_partition_stale(tmp_path, small_corpus, edu_mini, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    run_pipeline(cfg, instance)
+    # Replace file 001's bytes: its corpus data version changes once rematerialized.
+    shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / "sample/10BT/001_00000.parquet")
+    defs = build_definitions(cfg)
+    defs.resolve_job_def(DATA_JOB).execute_in_process(
+        partition_key="sample/10BT/001_00000.parquet", instance=instance,
+        asset_selection=[dg.AssetKey("corpus")], run_config=QUIET_RUN_CONFIG)
+    statuses = stale_statuses(defs, instance, ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"])
+    assert statuses[("token_shards", "sample/10BT/001_00000.parquet")] == StaleStatus.STALE
+    assert statuses[("token_shards", "sample/10BT/000_00000.parquet")] == StaleStatus.FRESH
+
+
+def test_shard_checks_pass_then_catch_corruption(tmp_path, small_corpus, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    run_pipeline(cfg, instance)
+    key = "sample/10BT/001_00000.parquet"
+    evaluations = {name: e.passed for name, e in run_shard_checks(cfg, instance, key).items()}
+    assert evaluations == {"header": True, "size_matches_header": True, "tokens_in_vocab": True,
+                           "sha256_matches_sidecar": True}
+
+    out = tmp_path / "data" / "shards"
+    shard = out / json.loads(manifest_path(out, key).read_text())["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[2000] ^= 0x01  # one bit in the token body
+    shard.write_bytes(bytes(data))
+    evaluations = run_shard_checks(cfg, instance, key)
+    assert not evaluations["sha256_matches_sidecar"].passed
+    assert shard.name in evaluations["sha256_matches_sidecar"].metadata["failures"].value
+    assert evaluations["header"].passed and evaluations["size_matches_header"].passed
+
+
+def test_sensor_registers_new_files_and_requests_runs(tmp_path, small_corpus, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    sensor = build_definitions(cfg).resolve_sensor_def("corpus_files_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance))
+    assert [r.partition_key for r in result.run_requests] == [
+        "sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+    (request,) = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == [r.partition_key for r in result.run_requests]
+    instance.add_dynamic_partitions("corpus_files", list(request.partition_keys))
+    again = sensor(dg.build_sensor_context(instance=instance))
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+
+def test_failed_run_reports_the_cause(tmp_path, small_corpus, instance):
+    (small_corpus / "sample/10BT/001_00000.parquet").write_bytes(b"")  # an empty file
+    cfg = make_cfg(tmp_path, small_corpus)
+    from gpt2train.errors import Gpt2TrainError
+
+    with pytest.raises(Gpt2TrainError, match="001_00000.parquet.*empty"):
+        run_pipeline(cfg, instance)
+    # The good partition before it was materialized and stays so.
+    assert latest_materialization(instance, "token_shards", "sample/10BT/000_00000.parquet")
+
