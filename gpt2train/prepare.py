@@ -16,9 +16,10 @@ Two layouts, one writer:
   `<prefix>_val_000000.bin`: the same tokens as llm.c's val shard whenever that file holds
   at least `shard_size` tokens (true for FineWeb-Edu's ~2 GB files at 100 M tokens).
 
-Each shard is streamed to a temp name and renamed when complete; its sidecar
-`<shard>.bin.json` follows; a partition's manifest (`partitions/<tag>.json`) is written last
-and is what marks the partition complete.
+A run writes every shard and its sidecar `<shard>.bin.json` into a staging folder
+(`<out>/.staging-<pid>-<thread>/`) and moves the complete set into place at the end, so a
+failure leaves the previous run's shards exactly as they were; a partition's manifest
+(`partitions/<tag>.json`) is written last and is what marks the partition complete.
 
 Memory is bounded by `shards.batch_documents` (plus one batch being read ahead), not by
 the corpus or the shard size.
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,11 +86,13 @@ class _OpenShard:
 
 
 class ShardSink:
-    """Cuts a token stream into shards of exactly `shard_size` tokens (the last: the rest)."""
+    """Cuts a token stream into shards of exactly `shard_size` tokens (the last: the rest),
+    written into `staging` under their final names (errors name the final path in `out_dir`)."""
 
-    def __init__(self, out_dir: Path, shard_size: int, name_for: Callable[[int], str],
+    def __init__(self, staging: Path, out_dir: Path, shard_size: int, name_for: Callable[[int], str],
                  on_complete: Callable[[Path, int, int, list[CorpusRecord]], None]):
-        self.out_dir, self.shard_size, self.name_for, self.on_complete = out_dir, shard_size, name_for, on_complete
+        self.staging, self.out_dir = staging, out_dir
+        self.shard_size, self.name_for, self.on_complete = shard_size, name_for, on_complete
         self.index = 0
         self.source: CorpusRecord | None = None
         self._open: _OpenShard | None = None
@@ -96,7 +101,8 @@ class ShardSink:
         pos = 0
         while pos < len(tokens):
             if self._open is None:
-                self._open = _OpenShard(ShardFileWriter(self.out_dir / self.name_for(self.index)))
+                name = self.name_for(self.index)
+                self._open = _OpenShard(ShardFileWriter(self.staging / name, report_as=self.out_dir / name))
             if self.source is not None and self.source not in self._open.sources:
                 self._open.sources.append(self.source)
             take = min(len(tokens) - pos, self.shard_size - self._open.writer.count)
@@ -119,6 +125,34 @@ class ShardSink:
         path = shard.writer.finish()
         self.on_complete(path, self.index, shard.writer.count, shard.sources)
         self.index += 1
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
+    """Move completed shards and their sidecars from `staging` into `out_dir` (renames only)."""
+    for name in names:
+        os.replace(staging / name, out_dir / name)
+        os.replace(sidecar_path(staging / name), sidecar_path(out_dir / name))
+
+
+def _remove_abandoned_staging(out_dir: Path) -> None:
+    """Delete staging folders left by writers that died (their pid is gone)."""
+    for d in out_dir.glob(f"{STAGING_PREFIX}*"):
+        pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_ahead(batches: Iterable[list[str]], depth: int = 2) -> Iterator[list[str]]:
@@ -176,6 +210,12 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(out_dir)
+    # Everything is written into a staging folder first and moved into place only when the
+    # whole set is complete: a failure (full disk, bad document, kill) leaves the shards of an
+    # earlier run untouched, instead of half old and half new.
+    staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}"
+    staging.mkdir()
     if layout == "partition" and len(records) != 1:
         raise ValueError("the partition layout shards exactly one source file")
     scfg = cfg.shards
@@ -213,7 +253,7 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
         else:
             tag = partition_tag(records[0].key)
             name_for = lambda i: partition_shard_name(scfg.prefix, tag, i, is_val_file)  # noqa: E731
-        sink = ShardSink(out_dir, scfg.shard_size, name_for, on_complete)
+        sink = ShardSink(staging, out_dir, scfg.shard_size, name_for, on_complete)
         total_docs = sum(r.documents for r in records)
         bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=not progress,
                    mininterval=1.0)
@@ -229,11 +269,13 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
                     bar.update(n_docs)
                     bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
             sink.close()
+            _publish(staging, out_dir, [s["file"] for s in written])
         except BaseException:
             sink.abort()
             raise
         finally:
             bar.close()
+            shutil.rmtree(staging, ignore_errors=True)
 
     seconds = time.perf_counter() - t0
     log.info("wrote %d shard(s), %s tokens, to %s in %.1fs (%.2fM tokens/s)", len(written), f"{n_tokens:,}",

@@ -123,8 +123,9 @@ class ShardFileWriter:
     final name is created or touched.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, report_as: Path | None = None):
         self.path = path
+        self.report_as = report_as or path  # the name errors give (the final one, when staged)
         self.tmp = temp_path_for(path)
         self.count = 0
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,5 +159,5 @@ class ShardFileWriter:
         except BaseException as e:
             self.abort()
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise disk_full_error(self.path) from e
+                raise disk_full_error(self.report_as) from e
             raise

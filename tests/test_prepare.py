@@ -440,6 +440,7 @@ def test_disk_full_while_writing_a_shard(tmp_path, edu_mini, monkeypatch):
     msg = str(e.value)
     assert "disk full" in msg and str(victim) in msg
     assert temp_files(tmp_path) == []
+    assert list(out.glob(".staging-*")) == []
     # the shard of the earlier run with the same name is intact and still valid
     assert victim.read_bytes() == victim_bytes
     assert all(c.passed for c in validate_shard(victim, victim_sha))
@@ -448,3 +449,34 @@ def test_disk_full_while_writing_a_shard(tmp_path, edu_mini, monkeypatch):
     # with space again, the run completes and reproduces the same shards
     again = write_shards(records, out, cfg, progress=False)
     assert [s["sha256"] for s in again.shards] == [s["sha256"] for s in first.shards]
+
+
+def test_failed_rerun_with_new_settings_leaves_every_earlier_shard_intact(tmp_path, edu_mini, monkeypatch):
+    """Shards are staged and moved into place only as a complete set: a rerun with another shard
+    size that dies on its third shard must not leave shards 0-1 rewritten and 2+ from before."""
+    cfg = make_cfg(tmp_path / "data", edu_mini / FIRST, "shards.shard_size=20000",
+                   "corpus.max_documents_per_file=40", "shards.threads=1")
+    records = records_for(cfg, tmp_path)
+    out = tmp_path / "out"
+    write_shards(records, out, cfg, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    real_open = open
+    opened = []
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        opened.append(Path(path).name)
+        if "w" in mode and Path(path).name.startswith(".edu_fineweb_train_000002.bin.tmp-"):
+            return _FullDiskFile(f, HEADER_BYTES + 3000)
+        return f
+
+    monkeypatch.setattr(shards_mod, "open", fake_open, raising=False)
+    cfg.shards.shard_size = 25000
+    with pytest.raises(DataError, match="disk full"):
+        write_shards(records, out, cfg, progress=False)
+    # shards 0 and 1 of the new size were complete (in staging) before the disk filled
+    assert any(n.startswith(".edu_fineweb_train_000001.bin.tmp-") for n in opened)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+    assert list(out.glob(".staging-*")) == []
