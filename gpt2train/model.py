@@ -1,0 +1,181 @@
+"""GPT-2 as llm.c trains it, on one page (after nanoGPT's model.py).
+
+Learned positions, pre-LayerNorm blocks, tanh-GELU MLP, tied input/output embeddings, and
+the vocabulary padded 50257 -> 50304 (a multiple of 128, for fast matmuls). The padded
+rows of `wte` start at zero and their logits are sliced off before any loss or sampling,
+so they never win and never carry loss.
+
+Parameter names match Hugging Face's `GPT2LMHeadModel` (`transformer.h.0.attn.c_attn.weight`
+...), except that our Linear weights are (out, in) where HF's Conv1D stores (in, out):
+export transposes them (gpt2train/export.py).
+
+    model = GPT(GPTConfig.from_descriptor("d12"))     # llm.c's -e d12: GPT-2 124M
+    logits, loss = model(idx, targets)                 # idx, targets: (B, T) int64
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+GPT2_VOCAB_SIZE = 50257
+PADDED_VOCAB_SIZE = 50304  # llm.c's Vp: 50257 rounded up to a multiple of 128
+
+# llm.c's `-e dN` descriptors (train_gpt2.cu: gpt_build_from_descriptor): depth -> (channels, heads).
+DEPTH_SHAPES = {6: (384, 6), 12: (768, 12), 24: (1024, 16), 36: (1280, 20), 48: (1600, 25)}
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024  # max sequence length T
+    vocab_size: int = GPT2_VOCAB_SIZE
+    padded_vocab_size: int = PADDED_VOCAB_SIZE
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.padded_vocab_size < self.vocab_size:
+            raise ValueError(f"padded_vocab_size={self.padded_vocab_size} < vocab_size={self.vocab_size}")
+
+    @classmethod
+    def from_descriptor(cls, descriptor: str) -> "GPTConfig":
+        """llm.c's `d12` / `gpt2:d12` (124M), d24 (350M), d36 (774M), d48 (1558M), d6 (a small one)."""
+        name = descriptor.split(":", 1)[1] if descriptor.startswith("gpt2:") else descriptor
+        if not (name.startswith("d") and name[1:].isdigit() and int(name[1:]) in DEPTH_SHAPES):
+            raise ValueError(f"unknown model descriptor {descriptor!r}; use one of "
+                             f"{', '.join(f'd{d}' for d in DEPTH_SHAPES)} (optionally prefixed gpt2:)")
+        depth = int(name[1:])
+        n_embd, n_head = DEPTH_SHAPES[depth]
+        return cls(n_layer=depth, n_head=n_head, n_embd=n_embd)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v for all heads in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.c_proj.RESIDUAL_PROJECTION = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's tanh GELU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # pre-LayerNorm residual blocks
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied embeddings
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> "GPT":
+        """GPT-2 init, as llm.c: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 L),
+        zero biases, unit LayerNorms; padded vocabulary rows zero. Seeded, device-independent."""
+        gen = torch.Generator().manual_seed(seed)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)) and module is not self.lm_head:
+                std = residual_std if getattr(module, "RESIDUAL_PROJECTION", False) else 0.02
+                # Drawn on the CPU: the same seed gives the same weights on any device.
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        self.transformer.wte.weight[self.config.vocab_size:].zero_()
+        return self
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx (B, T) -> logits (B, T, vocab_size); loss = mean cross-entropy if targets given.
+
+        Targets equal to -1 are ignored. The padded columns are sliced off here, once, so no
+        caller can sample or score them.
+        """
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds the model's context {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V), padded columns dropped
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (tied weights once). llm.c reports it with the padded vocabulary."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, T: int) -> int:
+        """Training FLOPs per token as llm.c counts them: 6 N + 6 L C T (the attention scores)."""
+        cfg = self.config
+        return 6 * self.num_params() + 6 * cfg.n_layer * cfg.n_embd * T
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `max_new_tokens` after `idx` (B, T); temperature 0 means greedy."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size:]
+            logits, _ = self(context)
+            logits = logits[:, -1, :]  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits.float(), dim=-1)
+                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx
