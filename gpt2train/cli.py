@@ -46,10 +46,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")
     cfg = _load(args, extra)
-    if args.out:
-        # Downloads and corpus records go next to the shards unless data_dir was set explicitly.
-        cfg.data_dir = str(Path(args.out).resolve().parent) if not any(
-            o.startswith("data_dir=") for o in args.overrides) else cfg.data_dir
+    if not any(o.startswith("data_dir=") for o in args.overrides):
+        # Downloads and corpus records go next to the shards, unless data_dir was set explicitly.
+        cfg.data_dir = str(Path(args.out).resolve().parent)
     result = prepare(cfg, args.out, progress=not args.quiet)
     print(f"wrote {len(result.shards)} shard(s), {result.tokens:,} tokens from {result.documents:,} documents "
           f"to {result.out_dir} ({result.tokens_per_second / 1e6:.2f}M tokens/s)")

@@ -1,0 +1,130 @@
+"""Checkpoints: one directory per step, complete or ignored, never unpickled unsafely.
+
+    <run>/checkpoints/step_00001000/
+        model.safetensors          weights (fp32 master copy; the tied lm_head stored once)
+        optimizer_rank{r}.pt       optimizer state of rank r (ZeRO-1: its shard), tensors only
+        rng_rank{r}.pt             torch CPU (and CUDA) RNG state of rank r
+        loader_rank{r}.json        data loader position of rank r (gpt2train/data.py)
+        state.json                 step, world size, config, metrics, lineage
+        DONE                       written last: only directories with it are loaded
+
+Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
+`state.json` and `DONE`, then renames the directory into place. A crash at any point
+leaves either the previous complete checkpoints or a temp directory that resume skips
+(and the next save removes). Loading uses safetensors and `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import write_json_atomic
+
+STEP_DIR = re.compile(r"step_(\d{8})$")
+DONE = "DONE"
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:08d}"
+
+
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoint directories under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / DONE).is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name)[1]))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    done = complete_checkpoints(root)
+    return done[-1] if done else None
+
+
+def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch.Tensor] | None,
+                    optimizer_state: dict, loader_state: dict, state: dict[str, Any] | None,
+                    rank: int = 0, barrier: Callable[[], None] = lambda: None) -> Path:
+    """Collective: every rank calls it. Rank 0 passes `model_state` and `state` (others None)."""
+    root = Path(root)
+    final = step_dir(root, step)
+    tmp = root / f".{final.name}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save of this step
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save(optimizer_state, tmp / f"optimizer_rank{rank}.pt")
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, tmp / f"rng_rank{rank}.pt")
+    (tmp / f"loader_rank{rank}.json").write_text(json.dumps(loader_state))
+    if rank == 0:
+        # safetensors refuses tensors that share memory: the tied lm_head is rebuilt on load.
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items() if k != "lm_head.weight"},
+                  tmp / "model.safetensors")
+    barrier()
+    if rank == 0:
+        write_json_atomic(tmp / "state.json", {"step": step, **(state or {})})
+        for f in tmp.iterdir():  # data on disk before the directory claims to be complete
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        (tmp / DONE).write_text("complete\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    barrier()
+    return final
+
+
+def load_checkpoint(path: str | Path, rank: int = 0) -> dict[str, Any]:
+    """Weights, this rank's optimizer/RNG/loader state and the run state of a complete checkpoint."""
+    path = Path(path)
+    if not (path / DONE).is_file():
+        raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
+                             f"save); resume from an earlier one (`latest_checkpoint` skips it)")
+    optimizer_file = path / f"optimizer_rank{rank}.pt"
+    if not optimizer_file.exists():
+        raise Gpt2TrainError(f"checkpoint {path} has no state for rank {rank}: it was saved with fewer ranks "
+                             f"({len(list(path.glob('optimizer_rank*.pt')))}); resume with that world size")
+    model = load_file(path / "model.safetensors")
+    if "transformer.wte.weight" in model:
+        model["lm_head.weight"] = model["transformer.wte.weight"]
+    return {
+        "model": model,
+        "optimizer": torch.load(optimizer_file, weights_only=True, map_location="cpu"),
+        "rng": torch.load(path / f"rng_rank{rank}.pt", weights_only=True),
+        "loader": json.loads((path / f"loader_rank{rank}.json").read_text()),
+        "state": json.loads((path / "state.json").read_text()),
+    }
+
+
+def restore_rng(rng: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+def prune_checkpoints(root: str | Path, keep_last: int, major_every: int = 0) -> list[Path]:
+    """Delete complete checkpoints beyond the newest `keep_last`, sparing steps that are multiples of
+    `major_every` (llm.c's -nk / -nm). Returns the deleted directories. keep_last <= 0 keeps all."""
+    if keep_last <= 0:
+        return []
+    done = complete_checkpoints(root)
+    deleted = []
+    for p in done[:-keep_last]:
+        step = int(STEP_DIR.match(p.name)[1])
+        if major_every and step % major_every == 0:
+            continue
+        shutil.rmtree(p)
+        deleted.append(p)
+    return deleted

@@ -1,0 +1,90 @@
+"""Checkpoints: round trip, DONE marker, safe loading, pruning with major checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from gpt2train.checkpoint import (
+    complete_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+    step_dir,
+)
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.model import GPT, GPTConfig
+
+
+def tiny_model():
+    return GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, padded_vocab_size=50304)).init_weights(0)
+
+
+def save(root, step, model, opt, rank=0):
+    return save_checkpoint(root, step, model_state=model.state_dict(), optimizer_state=opt.state_dict(),
+                           loader_state={"epoch": 0, "shard_pos": 1, "batch_pos": step}, state={"loss": 1.5},
+                           rank=rank)
+
+
+def test_round_trip_restores_weights_optimizer_rng_and_loader(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 50257, (2, 8)), torch.randint(0, 50257, (2, 8)))[1].backward()
+    opt.step()
+    torch.manual_seed(123)
+    path = save(tmp_path, 7, model, opt)
+    expected_draw = torch.rand(3)
+
+    ck = load_checkpoint(path)
+    fresh = tiny_model()
+    fresh.load_state_dict(ck["model"])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight  # still tied after loading
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    opt2.load_state_dict(ck["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    torch.manual_seed(0)
+    restore_rng(ck["rng"])
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert ck["loader"]["batch_pos"] == 7 and ck["state"] == {"step": 7, "loss": 1.5}
+
+
+def test_incomplete_checkpoints_are_ignored(tmp_path):
+    model, opt = tiny_model(), None
+    opt = torch.optim.AdamW(model.parameters())
+    save(tmp_path, 10, model, opt)
+    later = save(tmp_path, 20, model, opt)
+    (later / "DONE").unlink()  # as if the process died before the marker
+    (tmp_path / ".step_00000030.tmp").mkdir()  # a save that died half way
+    assert latest_checkpoint(tmp_path) == step_dir(tmp_path, 10)
+    with pytest.raises(Gpt2TrainError, match="incomplete"):
+        load_checkpoint(later)
+
+
+def test_loading_never_unpickles_arbitrary_objects(tmp_path):
+    model = tiny_model()
+    path = save(tmp_path, 1, model, torch.optim.AdamW(model.parameters()))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state": Evil()}, path / "optimizer_rank0.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+
+
+def test_missing_rank_state_is_a_clear_error(tmp_path):
+    model = tiny_model()
+    path = save(tmp_path, 1, model, torch.optim.AdamW(model.parameters()))
+    with pytest.raises(Gpt2TrainError, match="rank 1"):
+        load_checkpoint(path, rank=1)
+
+
+def test_prune_keeps_last_k_and_majors(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    for step in (100, 200, 300, 400, 500, 600):
+        save(tmp_path, step, model, opt)
+    deleted = prune_checkpoints(tmp_path, keep_last=2, major_every=300)
+    assert sorted(p.name for p in deleted) == ["step_00000100", "step_00000200", "step_00000400"]
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000300", "step_00000500", "step_00000600"]
