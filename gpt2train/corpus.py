@@ -59,7 +59,7 @@ def _hub_root(data_dir: Path, repo: str) -> Path:
     return data_dir / "corpus" / "hub" / repo
 
 
-def list_source_files(cfg: CorpusConfig, data_dir: Path | None = None) -> list[SourceFile]:
+def list_source_files(cfg: CorpusConfig) -> list[SourceFile]:
     """The configured source files in source order (first `cfg.files` of them)."""
     if cfg.source == "hub":
         files = [SourceFile(f.path, None) for f in hub.list_hub_files(cfg.dataset, cfg.name, cfg.revision)]
