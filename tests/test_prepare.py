@@ -3,7 +3,6 @@ lineage sidecars, tokenization edge cases and failures (bad input, full disk).""
 
 from __future__ import annotations
 
-import errno
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.llmc_fineweb import llmc_write_shards
+from tests.faults import FullDiskFile
 from gpt2train import shards as shards_mod
 from gpt2train.config import load_config
 from gpt2train.corpus import fetch_source_file, list_source_files
@@ -354,7 +354,7 @@ def test_partition_cleanup_spares_a_val_shard_another_partition_rewrote(tmp_path
     """shards.val_file moves from A to B; B is rematerialized first, then A: A's cleanup of its
     old val shard must not delete B's new one (same file name, another partition's tokens)."""
     a = write_jsonl(tmp_path / "c" / "a.jsonl", [f"alpha {i} " * 10 for i in range(20)])
-    b = write_jsonl(tmp_path / "c" / "b.jsonl", [f"beta {i} " * 10 for i in range(20)])
+    write_jsonl(tmp_path / "c" / "b.jsonl", [f"beta {i} " * 10 for i in range(20)])
     cfg = make_cfg(tmp_path / "data", a.parent, "shards.shard_size=100")
     rec_a, rec_b = records_for(cfg, tmp_path)
     assert (rec_a.key, rec_b.key) == ("a.jsonl", "b.jsonl")
@@ -400,18 +400,6 @@ def test_bad_line_midway_fails_cleanly(tmp_path):
     assert temp_files(tmp_path) == []
 
 
-class _FullDiskFile:
-    def __init__(self, f, budget):
-        self._f, self.budget = f, budget
-
-    def write(self, data):
-        if len(data) > self.budget:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.budget -= len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
 
 
 def test_disk_full_while_writing_a_shard(tmp_path, edu_mini, monkeypatch):
@@ -431,7 +419,7 @@ def test_disk_full_while_writing_a_shard(tmp_path, edu_mini, monkeypatch):
     def fake_open(path, mode="r", *args, **kwargs):
         f = real_open(path, mode, *args, **kwargs)
         if "w" in mode and Path(path).name.startswith(f".{victim.name}.tmp-"):
-            return _FullDiskFile(f, HEADER_BYTES + 3000)  # the disk fills partway through the body
+            return FullDiskFile(f, HEADER_BYTES + 3000)  # the disk fills partway through the body
         return f
 
     monkeypatch.setattr(shards_mod, "open", fake_open, raising=False)
@@ -468,7 +456,7 @@ def test_failed_rerun_with_new_settings_leaves_every_earlier_shard_intact(tmp_pa
         f = real_open(path, mode, *args, **kwargs)
         opened.append(Path(path).name)
         if "w" in mode and Path(path).name.startswith(".edu_fineweb_train_000002.bin.tmp-"):
-            return _FullDiskFile(f, HEADER_BYTES + 3000)
+            return FullDiskFile(f, HEADER_BYTES + 3000)
         return f
 
     monkeypatch.setattr(shards_mod, "open", fake_open, raising=False)

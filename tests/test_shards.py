@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.faults import FullDiskFile
 from gpt2train import fileio, shards
 from gpt2train.errors import DataError
 from gpt2train.fileio import atomic_output, read_json, sha256_file, write_json_atomic
@@ -193,20 +194,6 @@ def test_missing_shard_and_missing_sidecar(tmp_path, good_shard):
 # ---------------------------------------------------------------- disk full in the shard writer
 
 
-class _FullDiskFile:
-    """Wraps a real file; writes fail with ENOSPC once `budget` bytes were written."""
-
-    def __init__(self, f, budget):
-        self._f, self.budget = f, budget
-
-    def write(self, data):
-        if len(data) > self.budget:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.budget -= len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
 
 
 def test_shard_writer_disk_full(tmp_path, monkeypatch):
@@ -215,7 +202,7 @@ def test_shard_writer_disk_full(tmp_path, monkeypatch):
     before = path.read_bytes()
     real_open = open
     monkeypatch.setattr(shards, "open",
-                        lambda p, mode="r", *a, **k: _FullDiskFile(real_open(p, mode, *a, **k), HEADER_BYTES + 50),
+                        lambda p, mode="r", *a, **k: FullDiskFile(real_open(p, mode, *a, **k), HEADER_BYTES + 50),
                         raising=False)
     w = ShardFileWriter(path)
     w.write(np.arange(10))
