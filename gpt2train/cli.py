@@ -101,6 +101,13 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     print(f"shards: {Path(cfg.data_dir) / 'shards'}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from gpt2train.train import train
+
+    summary = train(_load(args))
+    print(json.dumps(summary))
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     print(json.dumps(config_to_dict(_load(args)), indent=2))
 
@@ -134,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--stale-only", action="store_true", help="only partitions with a stale or missing asset")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("train", help="train GPT-2 on the token shards (torchrun -m gpt2train.train for DDP)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("config", help="print the resolved config")
     _add_config_args(p)

@@ -79,6 +79,63 @@ class ShardsConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The GPT-2 shape (gpt2train/model.py)."""
+
+    descriptor: str = "d12"
+    """llm.c's `-e`: d6, d12 (124M), d24 (350M), d36 (774M), d48 (1558M), `gpt2:dN`, or a CPU
+    preset from gpt2train/model.py's MODEL_PRESETS (e.g. `tiny`)."""
+    block_size: int = 1024
+    """Maximum sequence length (positions in `wpe`)."""
+
+
+@dataclass
+class TrainConfig:
+    """The training run (gpt2train/train.py); llm.c's flag for each field in brackets."""
+
+    train_glob: str | None = None
+    """[-i] Train shards; None = `<data_dir>/shards/<shards.prefix>_train_*.bin`."""
+    val_glob: str | None = None
+    """[-j] Validation shards; None = `<data_dir>/shards/<shards.prefix>_val_*.bin`."""
+    out_dir: str | None = None
+    """[-o] Checkpoints and logs; None = `<data_dir>/runs/<descriptor>`."""
+    batch_size: int = 64
+    """[-b] Micro-batch size B per process."""
+    seq_len: int = 1024
+    """[-t] Sequence length T."""
+    total_batch_tokens: int = 524288
+    """[-d] Tokens per optimizer step; gradient accumulation = this / (B * T * world size)."""
+    max_steps: int = -1
+    """[-x] Optimizer steps; -1 = one epoch of the train shards."""
+    learning_rate: float = 6e-4
+    """[-l] Peak learning rate."""
+    lr_schedule: str = "cosine"
+    """[-k] cosine | linear | constant | wsd."""
+    warmup_steps: int = 700
+    """[-u] Linear warmup steps."""
+    final_lr_frac: float = 0.0
+    """[-q] Final learning rate as a fraction of the peak."""
+    weight_decay: float = 0.1
+    """[-c] AdamW weight decay, applied to 2-D weights only."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping threshold."""
+    val_every: int = 250
+    """[-v] Validation loss every N steps (0 = never)."""
+    val_batches: int = 20
+    """[-m] Validation batches per evaluation."""
+    checkpoint_every: int = 0
+    """[-n] Checkpoint every N steps (0 = only at the end)."""
+    keep_last: int = 0
+    """[-nk] Keep the newest K checkpoints (0 = all)."""
+    major_every: int = 0
+    """[-nm] Never delete checkpoints at multiples of M steps."""
+    resume: bool = True
+    """[-y] Resume from the latest complete checkpoint in out_dir."""
+    seed: int = 1337
+    """Initialisation, data order and sampling seed."""
+
+
+@dataclass
 class Config:
     """The whole pipeline's configuration: one section per stage."""
 
@@ -86,13 +143,17 @@ class Config:
     """Where every artifact is written: `corpus/`, `shards/`, ... (relative to the YAML file)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def section(self, name: str) -> Any:
         return getattr(self, name)
 
 
+LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
+
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
-_PATH_FIELDS = {("data_dir",), ("corpus", "source")}
+_PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir")}
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -136,6 +197,21 @@ def validate_config(cfg: Config, where: str = "config") -> None:
         value = getattr(c, name)
         if value is not None and value < 1:
             raise ConfigError(f"{where}: corpus.{name}={value} must be >= 1, or null for all")
+    t = cfg.train
+    for name in ("batch_size", "seq_len", "total_batch_tokens"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 1")
+    if t.seq_len > cfg.model.block_size:
+        raise ConfigError(f"{where}: train.seq_len={t.seq_len} exceeds model.block_size={cfg.model.block_size}")
+    if t.total_batch_tokens % (t.batch_size * t.seq_len):
+        raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
+                          f"batch_size*seq_len={t.batch_size * t.seq_len}; pick B, T and the total so it divides")
+    if t.max_steps == 0 or t.max_steps < -1:
+        raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
+    if t.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:
+        raise ConfigError(f"{where}: train.final_lr_frac must be in [0, 1] and train.warmup_steps >= 0")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.prefix):
         raise ConfigError(f"{where}: shards.prefix={s.prefix!r} may only hold letters, digits, '_', '-' and '.'")
 

@@ -1,0 +1,261 @@
+"""The GPT-2 training loop: llm.c's recipe in PyTorch, one process or many under torchrun.
+
+    gpt2train train --config tiny                                  # one process
+    torchrun --nproc_per_node=2 -m gpt2train.train --config tiny   # DDP (gloo on CPU, NCCL on GPU)
+
+Every step: `grad_accum` micro-batches (B x T per process; the gradient all-reduce only on
+the last one), grad-norm clipping, the learning rate of the schedule, one AdamW step.
+Validation loss every `val_every` steps, a checkpoint every `checkpoint_every` steps and
+at the end; on start it resumes from the newest complete checkpoint in `out_dir`.
+
+Exactness: the data position, RNG states, weights and optimizer state are all in the
+checkpoint, so on CPU N steps + resume + N steps equal 2N steps straight, bit for bit
+(tests/test_train.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
+from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
+from gpt2train.data import ShardLoader
+from gpt2train.errors import ConfigError, Gpt2TrainError
+from gpt2train.lineage import git_commit
+from gpt2train.model import GPT, GPTConfig
+
+log = logging.getLogger("gpt2train.train")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_distributed(device_type: str) -> Dist:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a single process."""
+    if "RANK" not in os.environ:
+        return Dist()
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if device_type == "cuda":
+        torch.cuda.set_device(d.local_rank)
+    return d
+
+
+def learning_rate(step: int, t: TrainConfig, max_steps: int) -> float:
+    """llm.c's schedules: linear warmup to the peak, then cosine / linear / constant / wsd decay
+    to `final_lr_frac` of the peak (wsd: constant, then linear decay over the last 20%)."""
+    peak, final = t.learning_rate, t.learning_rate * t.final_lr_frac
+    if step < t.warmup_steps:
+        return peak * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return peak
+    progress = (step - t.warmup_steps) / max(1, max_steps - t.warmup_steps)
+    if t.lr_schedule == "cosine":
+        return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if t.lr_schedule == "linear":
+        return peak - (peak - final) * progress
+    decay_start = 0.8  # wsd
+    return peak if progress < decay_start else peak - (peak - final) * (progress - decay_start) / (1 - decay_start)
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainConfig, device_type: str) -> torch.optim.AdamW:
+    """AdamW(0.9, 0.95, eps 1e-8); weight decay on 2-D weights only (not biases, LayerNorms)."""
+    params = [p for p in model.parameters() if p.requires_grad]  # the tied wte/lm_head appears once
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(0.9, 0.95), eps=1e-8,
+                             fused=device_type == "cuda")
+
+
+def default_paths(cfg: Config) -> tuple[str, str, Path]:
+    shards = Path(cfg.data_dir) / "shards"
+    t = cfg.train
+    train_glob = t.train_glob or str(shards / f"{cfg.shards.prefix}_train_*.bin")
+    val_glob = t.val_glob or str(shards / f"{cfg.shards.prefix}_val_*.bin")
+    out_dir = Path(t.out_dir or Path(cfg.data_dir) / "runs" / cfg.model.descriptor.replace(":", "-"))
+    return train_glob, val_glob, out_dir
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: ShardLoader, batches: int, device: str, d: Dist) -> float:
+    model.eval()
+    loader.reset()
+    total = torch.zeros((), device=device)
+    for _ in range(batches):
+        x, y = loader.next_batch()
+        total += model(x.to(device), y.to(device))[1]
+    if d.world > 1:
+        dist.all_reduce(total)
+    model.train()
+    return (total / (batches * d.world)).item()
+
+
+def train(cfg: Config) -> dict:
+    """Run (or resume) the configured training; returns a summary of the final step."""
+    t = cfg.train
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    d = init_distributed(device_type)
+    device = f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu"
+    try:
+        return _train(cfg, t, d, device, device_type)
+    finally:
+        if d.world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) -> dict:
+    try:
+        model_cfg = GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
+    except ValueError as e:
+        raise ConfigError(f"model.descriptor: {e}") from e
+    tokens_per_micro = t.batch_size * t.seq_len * d.world
+    if t.total_batch_tokens % tokens_per_micro:
+        raise ConfigError(f"train.total_batch_tokens={t.total_batch_tokens} is not divisible by "
+                          f"B*T*world = {t.batch_size}*{t.seq_len}*{d.world} = {tokens_per_micro}")
+    grad_accum = t.total_batch_tokens // tokens_per_micro
+    train_glob, val_glob, out_dir = default_paths(cfg)
+    ckpt_root = out_dir / "checkpoints"
+    train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=True, seed=t.seed)
+    val_loader = ShardLoader(val_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=False) if t.val_every else None
+    max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch // grad_accum)
+
+    torch.manual_seed(t.seed)
+    model = GPT(model_cfg).init_weights(t.seed)
+    model.to(device)
+    optimizer = build_optimizer(model, t, device_type)
+    start_step, history = 0, []
+    resume_from = latest_checkpoint(ckpt_root) if t.resume else None
+    if resume_from is not None:
+        ck = load_checkpoint(resume_from, d.rank)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        train_loader.load_state_dict(ck["loader"])
+        restore_rng(ck["rng"])
+        start_step = ck["state"]["step"]
+    ddp_model = DDP(model) if d.world > 1 else model
+
+    if d.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _setup_file_log(out_dir / "main.log")
+        n = model.num_params()
+        log.info("model %s: %s parameters, %s FLOPs/token; B=%d T=%d world=%d grad_accum=%d, steps %d..%d%s",
+                 cfg.model.descriptor, f"{n:,}", f"{model.flops_per_token(t.seq_len):,}", t.batch_size,
+                 t.seq_len, d.world, grad_accum, start_step, max_steps,
+                 f" (resumed from {resume_from})" if resume_from else "")
+    metrics_path = out_dir / "metrics.jsonl"
+    if d.is_main and metrics_path.exists():
+        # Drop what a crashed run logged after its last checkpoint: those steps are redone now.
+        kept = [line for line in metrics_path.read_text().splitlines()
+                if line.strip() and _logged_before(json.loads(line), start_step)]
+        metrics_path.write_text("".join(k + "\n" for k in kept))
+
+    def write_metric(record: dict) -> None:
+        if d.is_main:
+            history.append(record)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    loss_value = float("nan")
+    for step in range(start_step, max_steps):
+        last = step == max_steps - 1
+        if val_loader is not None and (step % t.val_every == 0 or last):
+            val_loss = evaluate(ddp_model, val_loader, t.val_batches, device, d)
+            write_metric({"step": step, "val_loss": val_loss})
+            if d.is_main:
+                log.info("step %d/%d | val loss %.6f", step, max_steps, val_loss)
+
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            x, y = train_loader.next_batch()
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = contextlib.nullcontext() if (d.world == 1 or micro == grad_accum - 1) else ddp_model.no_sync()
+            with sync:
+                _, loss = ddp_model(x.to(device), y.to(device))
+                (loss / grad_accum).backward()
+            loss_sum += loss.detach()
+        if d.world > 1:
+            dist.all_reduce(loss_sum)
+        loss_value = (loss_sum / (grad_accum * d.world)).item()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
+        lr = learning_rate(step, t, max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ms = (time.perf_counter() - t0) * 1000
+        tok_s = t.total_batch_tokens / (ms / 1000)
+        write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "ms": ms, "tok_s": tok_s})
+        if d.is_main:
+            log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s",
+                     step + 1, max_steps, loss_value, norm, lr, ms, tok_s)
+
+        done = step + 1
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == max_steps:
+            path = save_checkpoint(
+                ckpt_root, done, model_state=model.state_dict() if d.is_main else None,
+                optimizer_state=optimizer.state_dict(), loader_state=train_loader.state_dict(),
+                state={"world": d.world, "loss": loss_value, "config": config_to_dict(cfg),
+                       "lineage": {"train_glob": train_glob, "git_commit": git_commit()}} if d.is_main else None,
+                rank=d.rank, barrier=d.barrier)
+            if d.is_main:
+                prune_checkpoints(ckpt_root, t.keep_last, t.major_every)
+                log.info("checkpoint %s", path)
+    return {"steps": max_steps, "final_loss": loss_value, "out_dir": str(out_dir)}
+
+
+def _logged_before(record: dict, start_step: int) -> bool:
+    # A train record's step counts completed steps; a val record is taken before step `step` runs.
+    return record["step"] <= start_step if "loss" in record else record["step"] < start_step
+
+
+def _setup_file_log(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpt2train.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        summary = train(load_config(args.config, args.overrides))
+    except Gpt2TrainError as e:
+        print(f"gpt2train train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
