@@ -131,6 +131,20 @@ class TrainConfig:
     """[-nm] Never delete checkpoints at multiples of M steps."""
     resume: bool = True
     """[-y] Resume from the latest complete checkpoint in out_dir."""
+    zero_stage: int = 0
+    """[-z] 1 = ZeRO-1: shard the AdamW state across ranks (torch ZeroRedundancyOptimizer)."""
+    recompute: int = 0
+    """[-r] Activation recompute: 0 none, 1 the MLP, 2 the MLP and LayerNorms (whole blocks)."""
+    sample_every: int = 0
+    """[-s] Print a sample every N steps and at the end (0 = only at the end)."""
+    sample_tokens: int = 64
+    """[-g] Tokens per sample."""
+    skip_loss_z: float = 0.0
+    """[-sl] Skip the update when the loss z-score over the last 128 steps exceeds this (0 = off)."""
+    skip_grad_z: float = 0.0
+    """[-sg] Skip the update when the grad-norm z-score over the last 128 steps exceeds this (0 = off)."""
+    overfit_batch: bool = False
+    """[-a] Train on the first batch over and over (a correctness check: the loss must go to ~0)."""
     seed: int = 1337
     """Initialisation, data order and sampling seed."""
 
@@ -208,6 +222,8 @@ def validate_config(cfg: Config, where: str = "config") -> None:
                           f"batch_size*seq_len={t.batch_size * t.seq_len}; pick B, T and the total so it divides")
     if t.max_steps == 0 or t.max_steps < -1:
         raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
+    if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
+        raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
 from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
@@ -36,6 +35,10 @@ from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.lineage import git_commit
 from gpt2train.model import GPT, GPTConfig
+from gpt2train.outliers import OutlierDetector
+from gpt2train.parallelize import (
+    apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
+)
 
 log = logging.getLogger("gpt2train.train")
 
@@ -81,15 +84,6 @@ def learning_rate(step: int, t: TrainConfig, max_steps: int) -> float:
         return peak - (peak - final) * progress
     decay_start = 0.8  # wsd
     return peak if progress < decay_start else peak - (peak - final) * (progress - decay_start) / (1 - decay_start)
-
-
-def build_optimizer(model: torch.nn.Module, t: TrainConfig, device_type: str) -> torch.optim.AdamW:
-    """AdamW(0.9, 0.95, eps 1e-8); weight decay on 2-D weights only (not biases, LayerNorms)."""
-    params = [p for p in model.parameters() if p.requires_grad]  # the tied wte/lm_head appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(0.9, 0.95), eps=1e-8,
-                             fused=device_type == "cuda")
 
 
 def default_paths(cfg: Config) -> tuple[str, str, Path]:
@@ -147,17 +141,26 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     torch.manual_seed(t.seed)
     model = GPT(model_cfg).init_weights(t.seed)
     model.to(device)
-    optimizer = build_optimizer(model, t, device_type)
-    start_step, history = 0, []
+    apply_recompute(model, t.recompute)
+    optimizer = build_optimizer(model, t, device_type, d.world)
+    loss_outliers, norm_outliers = OutlierDetector(), OutlierDetector()
+    start_step, history, skipped = 0, [], 0
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
         ck = load_checkpoint(resume_from, d.rank)
+        saved_world = ck["state"].get("world", 1)
+        if saved_world != d.world and t.zero_stage == 1:
+            raise ConfigError(f"{resume_from} holds ZeRO-1 optimizer shards for {saved_world} ranks; resume with "
+                              f"--nproc_per_node={saved_world} (re-sharding ZeRO-1 state is not supported)")
         model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
+        load_optimizer_shard_state(optimizer, ck["optimizer"])
         train_loader.load_state_dict(ck["loader"])
         restore_rng(ck["rng"])
-        start_step = ck["state"]["step"]
-    ddp_model = DDP(model) if d.world > 1 else model
+        start_step, skipped = ck["state"]["step"], ck["state"].get("skipped_updates", 0)
+        loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
+        norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
+    ddp_model = apply_ddp(model, d.world)
+    overfit_batch = train_loader.next_batch() if t.overfit_batch else None
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +195,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for micro in range(grad_accum):
-            x, y = train_loader.next_batch()
+            x, y = overfit_batch or train_loader.next_batch()
             # Gradients are all-reduced once per step, on the last micro-batch.
             sync = contextlib.nullcontext() if (d.world == 1 or micro == grad_accum - 1) else ddp_model.no_sync()
             with sync:
@@ -204,29 +207,55 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         loss_value = (loss_sum / (grad_accum * d.world)).item()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
         lr = learning_rate(step, t, max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
+        # llm.c's -sl/-sg: an update whose loss or grad norm is an outlier against the last 128
+        # steps is skipped (the same decision on every rank: both values are all-reduced).
+        loss_z, norm_z = loss_outliers.update(loss_value), norm_outliers.update(norm)
+        skip = (t.skip_loss_z > 0 and loss_z > t.skip_loss_z) or (t.skip_grad_z > 0 and norm_z > t.skip_grad_z)
+        if skip:
+            skipped += 1
+            log.warning("step %d: update skipped (loss z %.2f, grad-norm z %.2f)", step + 1, loss_z, norm_z)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ms = (time.perf_counter() - t0) * 1000
         tok_s = t.total_batch_tokens / (ms / 1000)
-        write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "ms": ms, "tok_s": tok_s})
+        write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip, "ms": ms,
+                      "tok_s": tok_s})
         if d.is_main:
             log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s",
                      step + 1, max_steps, loss_value, norm, lr, ms, tok_s)
 
         done = step + 1
+        if d.is_main and ((t.sample_every and done % t.sample_every == 0) or done == max_steps):
+            log.info("sample at step %d: %r", done, sample_text(model, t.sample_tokens, t.seed, device))
         if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == max_steps:
             path = save_checkpoint(
                 ckpt_root, done, model_state=model.state_dict() if d.is_main else None,
-                optimizer_state=optimizer.state_dict(), loader_state=train_loader.state_dict(),
+                optimizer_state=optimizer_shard_state(optimizer), loader_state=train_loader.state_dict(),
                 state={"world": d.world, "loss": loss_value, "config": config_to_dict(cfg),
+                       "skipped_updates": skipped, "loss_outliers": loss_outliers.state_dict(),
+                       "norm_outliers": norm_outliers.state_dict(),
                        "lineage": {"train_glob": train_glob, "git_commit": git_commit()}} if d.is_main else None,
                 rank=d.rank, barrier=d.barrier)
             if d.is_main:
                 prune_checkpoints(ckpt_root, t.keep_last, t.major_every)
                 log.info("checkpoint %s", path)
-    return {"steps": max_steps, "final_loss": loss_value, "out_dir": str(out_dir)}
+    return {"steps": max_steps, "final_loss": loss_value, "skipped_updates": skipped, "out_dir": str(out_dir)}
+
+
+@torch.no_grad()
+def sample_text(model: GPT, tokens: int, seed: int, device: str) -> str:
+    """A sample from <|endoftext|> (top-k 40), on its own generator: training RNG is untouched."""
+    from gpt2train.tokenizer import EOT_TOKEN, get_encoding
+
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = model.generate(torch.tensor([[EOT_TOKEN]], device=device), tokens, temperature=1.0, top_k=40, generator=gen)
+    model.train(was_training)
+    return get_encoding("gpt2").decode(out[0, 1:].tolist())
 
 
 def _logged_before(record: dict, start_step: int) -> bool:
