@@ -1,14 +1,15 @@
 """The `corpus` asset: one FineWeb-Edu (or local) source file per partition.
 
-Wraps `gpt2train.data_stage.materialize_corpus_file`. Its data version is the file's
-sha256, so downstream shards go stale exactly when a source file's bytes change.
+Wraps `gpt2train.data_stage.materialize_corpus_file`. Its data version hashes the file's
+sha256 with the document selection (text field, documents per file), so downstream shards
+go stale exactly when the documents they are made of change.
 """
 
 import dagster as dg
 
 from assets.partitions import corpus_files
 from gpt2train.config import Config
-from gpt2train.data_stage import corpus_code_version, materialize_corpus_file, record_path
+from gpt2train.data_stage import corpus_code_version, corpus_data_version, materialize_corpus_file, record_path
 
 
 def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
@@ -19,12 +20,12 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
         group_name="data",
         kinds={"parquet", "huggingface"},
         description="Raw documents: one source file per partition, downloaded from the Hugging Face Hub "
-                    "(resumable) or read from a local mirror. Data version = the file's sha256.",
+                    "(resumable) or read from a local mirror. Data version = hash(file sha256, document selection).",
     )
     def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         record = materialize_corpus_file(cfg, context.partition_key)
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(record.sha256),
+            data_version=dg.DataVersion(corpus_data_version(record, cfg)),
             metadata={
                 "source": record.source,
                 "repo": record.repo or "",

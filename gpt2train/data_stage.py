@@ -14,6 +14,7 @@ Where things go under `cfg.data_dir`:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -30,7 +31,20 @@ CORPUS_CODE_MODULES = ["gpt2train.corpus", "gpt2train.hub"]
 
 
 def corpus_code_version(cfg: Config) -> str:
-    return code_version(CORPUS_CODE_MODULES, cfg.corpus)
+    """The settings that decide what a partition's record holds. Not `source` (a mirror and the
+    Hub give the same bytes, and the data version is their hash) and not `files` (it selects
+    partitions: raising it adds partitions and leaves the others fresh)."""
+    c = cfg.corpus
+    return code_version(CORPUS_CODE_MODULES, {"dataset": c.dataset, "name": c.name, "revision": c.revision,
+                                              "text_field": c.text_field,
+                                              "max_documents_per_file": c.max_documents_per_file})
+
+
+def corpus_data_version(record: CorpusRecord, cfg: Config) -> str:
+    """The file's bytes *and* which documents of it are used: changing `text_field` or
+    `max_documents_per_file` changes the documents the shards are made of, so it must reach them."""
+    c = cfg.corpus
+    return hashlib.sha256(f"{record.sha256}|{c.text_field}|{c.max_documents_per_file}".encode()).hexdigest()[:24]
 
 
 def data_dir(cfg: Config) -> Path:
@@ -66,7 +80,13 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
         raise DataError(f"no corpus record for {key!r} ({path}); materialize the `corpus` asset's partition "
                         f"{key!r} first (or run `gpt2train prepare`)")
     raw = read_json(path, "corpus record")
-    record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
+    try:
+        record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
+    except KeyError as e:
+        raise DataError(f"corpus record {path} lacks field {e}; rematerialize the `corpus` partition {key!r}") from e
+    if record.key != key:
+        raise DataError(f"corpus record {path} is for {record.key!r}, not {key!r}; rematerialize the `corpus` "
+                        f"partition {key!r}")
     if verify:
         local = Path(record.local_path)
         actual = sha256_file(local) if local.exists() else "(missing)"
@@ -77,18 +97,25 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
 
 
 def val_file_key(cfg: Config) -> str:
-    """The source file whose first shard holds the validation tokens (see gpt2train/prepare.py)."""
+    """The source file whose first shard holds the validation tokens (see gpt2train/prepare.py).
+
+    `shards.val_file` if set (it must be one of the source files); otherwise the first source
+    file at the time the first one was chosen, pinned in `shards/val_file.json`, so that a new
+    file sorting earlier does not take the validation shard over from the current owner.
+    """
+    pinned = shards_dir(cfg) / "val_file.json"
     if cfg.shards.val_file:
+        keys = [f.key for f in list_source_files(cfg.corpus)]
+        if cfg.shards.val_file not in keys:
+            raise DataError(f"shards.val_file={cfg.shards.val_file!r} is not one of the source files "
+                            f"({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}); use one of their keys")
         return cfg.shards.val_file
-    try:
-        return list_source_files(cfg.corpus)[0].key
-    except DataError:
-        # Offline with a Hub source: the files recorded so far are the ones there are.
-        recorded = sorted(read_json(p, "corpus record")["key"]
-                          for p in (data_dir(cfg) / "corpus" / "records").glob("*.json"))
-        if not recorded:
-            raise
-        return recorded[0]
+    if pinned.exists():
+        return read_json(pinned, "validation file pin")["key"]
+    key = list_source_files(cfg.corpus)[0].key
+    write_json_atomic(pinned, {"key": key, "why": "first source file when the validation shard was first "
+                                                  "written; set shards.val_file to choose another"})
+    return key
 
 
 def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> dict:

@@ -5,9 +5,9 @@ sidecar holding its content hash, the hashes of its inputs, the config section t
 shaped it, the stage's code version and the git commit. Dagster gets the same facts as
 metadata, and its staleness markers use `code_version` and the content hashes.
 
-`code_version(...)` hashes the source of the modules a stage runs *and* its config
-section: changing either one changes the version, and Dagster marks that stage and its
-downstream stale, and nothing upstream.
+`code_version(...)` hashes the source of the modules a stage runs *and* the settings that
+shape its output (not speed knobs like thread counts): changing either changes the version,
+and Dagster marks that stage and its downstream stale, and nothing upstream.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from gpt2train import __version__
-from gpt2train.config import REPO_ROOT, config_to_dict
+from gpt2train.config import REPO_ROOT
 
 
-def code_version(modules: list[str], section: Any) -> str:
-    """16 hex chars of sha256 over the stage's module sources and its config section."""
+def code_version(modules: list[str], settings: dict[str, Any]) -> str:
+    """16 hex chars of sha256 over the stage's module sources and the settings that shape its output."""
     h = hashlib.sha256()
     for name in sorted(modules):
         h.update(name.encode())
         h.update(_module_source_hash(name))
-    h.update(json.dumps(config_to_dict(section), sort_keys=True).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 

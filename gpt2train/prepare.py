@@ -56,13 +56,20 @@ SHARD_CODE_MODULES = ["gpt2train.prepare", "gpt2train.shards", "gpt2train.tokeni
 
 
 def shards_code_version(cfg: Config) -> str:
-    return code_version(SHARD_CODE_MODULES, cfg.shards)
+    """Only the settings that change a shard's bytes: not `threads` or `batch_documents`. The
+    corpus settings that do (`text_field`, `max_documents_per_file`) reach the shards through
+    the corpus data version (gpt2train/data_stage.py)."""
+    s = cfg.shards
+    return code_version(SHARD_CODE_MODULES, {"tokenizer": s.tokenizer, "shard_size": s.shard_size,
+                                             "prefix": s.prefix, "val_file": s.val_file})
 
 
 def partition_tag(key: str) -> str:
-    """`sample/10BT/000_00000.parquet` -> `sample-10BT-000_00000` (file-name safe, unique per key)."""
-    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
-    return "".join(c if c.isalnum() or c in "_-." else "-" for c in stem.replace("/", "-"))
+    """`sample/10BT/000_00000.parquet` -> `000_00000-<8 hex>`: file-name safe, readable, and unique
+    per key (the hash tells `a.jsonl` from `a.txt` and `x/y.parquet` from `x-y.parquet`)."""
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    safe = "".join(c if c.isalnum() or c in "_-" else "-" for c in stem)
+    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def stream_shard_name(prefix: str, index: int) -> str:
@@ -293,6 +300,13 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
     out_dir = Path(out_dir)
     mpath = manifest_path(out_dir, record.key)
     previous = read_json(mpath, "partition manifest") if mpath.exists() else None
+    val_shard = out_dir / partition_shard_name(cfg.shards.prefix, "", 0, is_val_file=True)
+    if is_val_file and sidecar_path(val_shard).exists():
+        owner = [s["key"] for s in read_json(sidecar_path(val_shard), "shard sidecar")["sources"]]
+        if owner != [record.key]:
+            raise DataError(f"{val_shard} holds the validation tokens of {owner[0] if owner else '?'}, not "
+                            f"{record.key}; set shards.val_file to the file you want, delete {val_shard} and its "
+                            f"sidecar, and rematerialize both partitions")
     result = write_shards([record], out_dir, cfg, layout="partition", is_val_file=is_val_file, progress=progress)
     manifest = {
         "artifact": "token_shards_partition",

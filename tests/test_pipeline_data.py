@@ -13,6 +13,8 @@ import dagster as dg
 import pytest
 
 from gpt2train.config import load_config
+from gpt2train.data_stage import corpus_data_version, load_corpus_record
+from gpt2train.fileio import sha256_file
 from gpt2train.prepare import manifest_path
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
 from pipelines.runner import QUIET_RUN_CONFIG, run_pipeline, run_shard_checks
@@ -92,7 +94,9 @@ def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, sm
     meta = latest_materialization(instance, "token_shards", keys[0]).metadata
     assert meta["tokens"].value > 0 and meta["holds_val_shard"].value is True
     corpus = latest_materialization(instance, "corpus", keys[0])
-    assert corpus.tags["dagster/data_version"] == corpus.metadata["sha256"].value
+    assert corpus.metadata["sha256"].value == sha256_file(small_corpus / keys[0])
+    assert corpus.tags["dagster/data_version"] == corpus_data_version(
+        load_corpus_record(cfg, keys[0]), cfg)
 
     changed = make_cfg(tmp_path, small_corpus, "shards.shard_size=70000")
     assert statuses_by_asset(build_definitions(changed), instance, keys) == {

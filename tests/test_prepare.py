@@ -272,9 +272,13 @@ def test_load_sidecar_missing(tmp_path):
 
 
 def test_partition_tag():
-    assert partition_tag("sample/10BT/000_00000.parquet") == "sample-10BT-000_00000"
-    assert partition_tag("my docs/a b.jsonl") == "my-docs-a-b"
-    assert partition_tag("noext") == "noext"
+    tag = partition_tag("sample/10BT/000_00000.parquet")
+    assert tag.startswith("000_00000-") and len(tag) == len("000_00000-") + 8
+    assert partition_tag("my docs/a b.jsonl").startswith("a-b-")
+    assert partition_tag("noext").startswith("noext-")
+    # keys that sanitize alike must still get distinct tags (distinct shards, distinct records)
+    for a, b in (("a.jsonl", "a.txt"), ("x/y.parquet", "x-y.parquet"), ("d1/f.txt", "d2/f.txt")):
+        assert partition_tag(a) != partition_tag(b)
 
 
 def test_partition_layout(tmp_path, edu_mini, stream_run, enc):
@@ -283,13 +287,13 @@ def test_partition_layout(tmp_path, edu_mini, stream_run, enc):
     out = tmp_path / "shards"
 
     m1 = write_partition_shards(first, out, cfg, is_val_file=True, progress=False)
-    tag1 = "sample-10BT-000_00000"
+    tag1 = partition_tag("sample/10BT/000_00000.parquet")
     names1 = ["edu_fineweb_val_000000.bin"] + [f"edu_fineweb_train_{tag1}_{i:06d}.bin" for i in range(1, 4)]
     assert [s["file"] for s in m1["shards"]] == names1  # 982,209 tokens: 3 full + a remainder
     assert [s["split"] for s in m1["shards"]] == ["val", "train", "train", "train"]
 
     m2 = write_partition_shards(second, out, cfg, is_val_file=False, progress=False)
-    tag2 = "sample-10BT-001_00000"
+    tag2 = partition_tag("sample/10BT/001_00000.parquet")
     names2 = [f"edu_fineweb_train_{tag2}_{i:06d}.bin" for i in range(6)]  # 1,620,548 tokens
     assert [s["file"] for s in m2["shards"]] == names2
     assert all(s["split"] == "train" for s in m2["shards"])
@@ -345,7 +349,7 @@ def test_partition_split_label_not_fooled_by_file_name(tmp_path):
     (rec,) = records_for(cfg, tmp_path)
     m = write_partition_shards(rec, tmp_path / "out", cfg, is_val_file=False, progress=False)
     assert len(m["shards"]) > 1
-    assert all(s["file"].startswith("edu_fineweb_train_my_val_docs_") for s in m["shards"])
+    assert all(s["file"].startswith(f"edu_fineweb_train_{partition_tag('my_val_docs.jsonl')}_") for s in m["shards"])
     assert all(s["split"] == "train" for s in m["shards"])
     assert all(load_sidecar(tmp_path / "out" / s["file"])["split"] == "train" for s in m["shards"])
 
@@ -362,6 +366,11 @@ def test_partition_cleanup_spares_a_val_shard_another_partition_rewrote(tmp_path
     val = out / "edu_fineweb_val_000000.bin"
     write_partition_shards(rec_a, out, cfg, is_val_file=True, progress=False)
     write_partition_shards(rec_b, out, cfg, is_val_file=False, progress=False)
+    # b may not take over a's validation shard silently: the error says what to do ...
+    with pytest.raises(DataError, match="holds the validation tokens of a.jsonl"):
+        write_partition_shards(rec_b, out, cfg, is_val_file=True, progress=False)
+    val.unlink()  # ... which is: delete it, then rematerialize both
+    sidecar_path(val).unlink()
     mb = write_partition_shards(rec_b, out, cfg, is_val_file=True, progress=False)  # val_file -> b
     b_val = val.read_bytes()
     assert mb["shards"][0]["file"] == val.name and mb["shards"][0]["sha256"] == sha256_file(val)
@@ -371,7 +380,7 @@ def test_partition_cleanup_spares_a_val_shard_another_partition_rewrote(tmp_path
     assert load_sidecar(val)["sources"][0]["key"] == "b.jsonl"
     assert all(c.passed for c in validate_shard(val, load_sidecar(val)["sha256"]))
     # b's own stale train shard 0 (from its non-val run) is gone, a's shards are complete
-    assert not (out / "edu_fineweb_train_b_000000.bin").exists()
+    assert not (out / f"edu_fineweb_train_{partition_tag('b.jsonl')}_000000.bin").exists()
     assert all((out / s["file"]).exists() for s in ma["shards"] + mb["shards"])
 
 
