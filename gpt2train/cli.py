@@ -1,9 +1,9 @@
 """The `gpt2train` command line: every stage without Dagster, plus the Dagster pipeline.
 
-    gpt2train prepare --source ../shared/data/edu-mini --out data/shards --shard-size 1000000
-    gpt2train prepare --source hub --name sample-10BT --files 2 --out data/shards
-    gpt2train verify data/shards                      # check every shard against its sidecar
-    gpt2train pipeline --config tiny [--stale-only]   # runs in the Dagster instance at DAGSTER_HOME
+    gpt2train prepare --source ../shared/data/edu-mini --out data/prepared --shard-size 1000000
+    gpt2train prepare --source hub --name sample-10BT --files 2 --out data/edu_fineweb10B
+    gpt2train verify data/prepared                      # check every shard against its sidecar
+    gpt2train pipeline --config tiny [--stale-only]   # Dagster; added by pipelines/cli.py
     gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
 
 Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -23,13 +22,13 @@ from gpt2train.config import config_to_dict, load_config
 from gpt2train.errors import Gpt2TrainError
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="preset name (configs/*.yaml) or YAML path; default: tiny")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable (e.g. --set shards.shard_size=5000000)")
 
 
-def _load(args: argparse.Namespace, extra: list[str] = ()):
+def load_from_args(args: argparse.Namespace, extra: list[str] = ()):
     return load_config(args.config, list(args.overrides) + list(extra))
 
 
@@ -45,7 +44,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                       ("prefix", "shards.prefix"), ("threads", "shards.threads")):
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")
-    cfg = _load(args, extra)
+    cfg = load_from_args(args, extra)
     if not any(o.startswith("data_dir=") for o in args.overrides):
         # Downloads and corpus records go next to the shards, unless data_dir was set explicitly.
         cfg.data_dir = str(Path(args.out).resolve().parent)
@@ -82,34 +81,15 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print(f"all {len(paths)} shard(s) valid")
 
 
-def cmd_pipeline(args: argparse.Namespace) -> None:
-    import dagster as dg
-
-    from pipelines.runner import run_pipeline
-
-    cfg = _load(args)
-    if not os.environ.get("DAGSTER_HOME"):
-        os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    with dg.DagsterInstance.get() as instance:
-        summary = run_pipeline(cfg, instance, stale_only=args.stale_only)
-    for asset, key in summary.ran:
-        print(f"ran      {asset} [{key}]")
-    for asset, key in summary.skipped:
-        print(f"skipped  {asset} [{key}] (fresh)")
-    print(f"shards: {Path(cfg.data_dir) / 'shards'}")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from gpt2train.train import train
 
-    summary = train(_load(args))
+    summary = train(load_from_args(args))
     print(json.dumps(summary))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    print(json.dumps(config_to_dict(_load(args)), indent=2))
+    print(json.dumps(config_to_dict(load_from_args(args)), indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
+    ap.subcommands = sub  # for pipelines/cli.py
 
     p = sub.add_parser("prepare", help="corpus -> llm.c token shards (llm.c's exact layout)")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--source", help="'hub', or a local mirror / folder / file / glob of .parquet/.jsonl/.txt")
     p.add_argument("--dataset", help="Hub dataset repo (default HuggingFaceFW/fineweb-edu)")
     p.add_argument("--name", help="Hub config, e.g. sample-10BT, sample-100BT")
@@ -137,23 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="shard files or folders")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
-    _add_config_args(p)
-    p.add_argument("--stale-only", action="store_true", help="only partitions with a stale or missing asset")
-    p.set_defaults(func=cmd_pipeline)
-
     p = sub.add_parser("train", help="train GPT-2 on the token shards (torchrun -m gpt2train.train for DDP)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("config", help="print the resolved config")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_config)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run a subcommand. `parser` lets pipelines/cli.py add the Dagster `pipeline` command on top
+    (the library itself never imports Dagster)."""
+    args = (parser or build_parser()).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's SQLite schema checks

@@ -167,7 +167,8 @@ class Config:
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
-_PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir")}
+_PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
+                ("train", "val_glob")}
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -248,8 +249,9 @@ def apply_override(cfg: Config, item: str) -> None:
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(_field_type(type(obj), part)):
                 raise ConfigError(f"--set {dotted}: is a section; set one of its keys, e.g. {dotted}.<key>=...")
-            value = yaml.safe_load(text) if text.strip() else None
-            value = _check(_field_type(type(obj), part), value, where=f"--set {dotted}")
+            ftype = _field_type(type(obj), part)
+            value = _parse_override(ftype, text, where=f"--set {dotted}")
+            value = _check(ftype, value, where=f"--set {dotted}")
             if tuple(parts) in _PATH_FIELDS and value is not None and value != "hub":
                 value = str(Path(value).expanduser().resolve())
             setattr(obj, f.name, value)
@@ -257,6 +259,20 @@ def apply_override(cfg: Config, item: str) -> None:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
                 raise ConfigError(f"--set {dotted}: {'.'.join(parts[: i + 1])} is a value, not a section")
+
+
+def _parse_override(ftype: Any, text: str, where: str) -> Any:
+    """A string field takes the text as it is (a glob `*.jsonl`, a revision `0123456`, a file
+    `2024` stay strings); anything else is parsed as YAML (`1000`, `true`, `null`, `[a, b]`)."""
+    optional = type(None) in typing.get_args(ftype)
+    if text.strip() in ("", "null", "~", "None"):
+        return None if optional else text
+    if ftype is str or (optional and str in typing.get_args(ftype)):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: cannot parse {text!r} ({e.problem if hasattr(e, 'problem') else e})") from e
 
 
 def config_to_dict(obj: Any) -> Any:

@@ -128,6 +128,10 @@ def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> di
 def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = True) -> ShardsResult:
     """`gpt2train prepare`: fetch every configured source file and write llm.c's exact layout."""
     out_dir = Path(out_dir) if out_dir else data_dir(cfg) / "prepared"
+    if (out_dir / "partitions").is_dir():
+        # Mixing the two layouts would put every token in two shards under the same glob.
+        raise DataError(f"{out_dir} holds the token_shards asset's per-file shards (it has partitions/); "
+                        f"give `prepare` another --out, e.g. {out_dir.parent / 'prepared'}")
     files = list_source_files(cfg.corpus)
     log.info("corpus: %d file(s) from %s", len(files), cfg.corpus.source)
     records = [materialize_corpus_file(cfg, f.key) for f in files]

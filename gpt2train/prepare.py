@@ -27,6 +27,7 @@ the corpus or the shard size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -222,7 +223,6 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     # whole set is complete: a failure (full disk, bad document, kill) leaves the shards of an
     # earlier run untouched, instead of half old and half new.
     staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}"
-    staging.mkdir()
     if layout == "partition" and len(records) != 1:
         raise ValueError("the partition layout shards exactly one source file")
     scfg = cfg.shards
@@ -260,6 +260,7 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
         else:
             tag = partition_tag(records[0].key)
             name_for = lambda i: partition_shard_name(scfg.prefix, tag, i, is_val_file)  # noqa: E731
+        staging.mkdir()  # after every check that can fail: the try below always removes it
         sink = ShardSink(staging, out_dir, scfg.shard_size, name_for, on_complete)
         total_docs = sum(r.documents for r in records)
         bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=not progress,
@@ -270,11 +271,15 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
                 sink.source = record
                 batches = iter_document_batches(record.local_path, cfg.corpus.text_field,
                                                 scfg.batch_documents, cfg.corpus.max_documents_per_file)
-                for tokens, n_docs in encoder.encode_stream(_read_ahead(batches)):
-                    sink.write(tokens)
-                    n_tokens += len(tokens)
-                    bar.update(n_docs)
-                    bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+                reader = _read_ahead(batches)
+                # On an error, stop the read-ahead thread first, then close the file reader, so the
+                # source file's handle is released now rather than at garbage collection.
+                with contextlib.closing(batches), contextlib.closing(reader):
+                    for tokens, n_docs in encoder.encode_stream(reader):
+                        sink.write(tokens)
+                        n_tokens += len(tokens)
+                        bar.update(n_docs)
+                        bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
             sink.close()
             _publish(staging, out_dir, [s["file"] for s in written])
         except BaseException:

@@ -38,4 +38,8 @@ def build_definitions(cfg: Config) -> dg.Definitions:
     )
 
 
-defs = build_definitions(config_from_env())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location `dagster dev -w workspace.yaml` loads. Built when Dagster loads it, not
+    at import, so importing `build_definitions` (the CLI, tests) never reads GPT2TRAIN_* vars."""
+    return build_definitions(config_from_env())

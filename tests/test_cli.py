@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TIKTOKEN_DIR
+from tests.conftest import REPO, TIKTOKEN_DIR
 
 
 def gpt2train(*args, env_extra=None, cwd=None):
@@ -75,6 +75,24 @@ def test_pipeline_runs_in_dagster_home_then_skips_fresh(tmp_path, edu_mini):
     assert r.stdout.count("skipped  ") == 6 and "ran " not in r.stdout
 
 
-def test_module_entry_point():
+def test_module_entry_points():
     r = subprocess.run([sys.executable, "-m", "gpt2train.cli", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "prepare" in r.stdout and "pipeline" in r.stdout
+    assert r.returncode == 0 and "{prepare,verify,train,config}" in r.stdout  # the library: no Dagster command
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "{prepare,verify,train,config,pipeline}" in r.stdout
+
+
+def test_library_never_imports_dagster():
+    code = ("import sys, gpt2train.cli, gpt2train.data_stage, gpt2train.train, gpt2train.checkpoint; "
+            "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def test_pipeline_ignores_the_dagster_dev_environment(tmp_path, edu_mini):
+    # GPT2TRAIN_* pick the config `dagster dev` loads; the CLI's own --config/--set win.
+    r = gpt2train("pipeline", "--set", f"data_dir={tmp_path / 'data'}", "--set", f"corpus.source={edu_mini}",
+                  "--set", "corpus.max_documents_per_file=5", "--set", "corpus.files=1",
+                  env_extra={"DAGSTER_HOME": str(tmp_path / "home"), "GPT2TRAIN_CONFIG": "nope",
+                             "GPT2TRAIN_SET": "shards.shard_sise=5"})
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -67,9 +67,9 @@ def test_definitions_load(tiny_cfg):
     assert defs.resolve_job_def(DATA_JOB) and defs.resolve_job_def(SHARD_CHECKS_JOB)
     assert defs.resolve_sensor_def("corpus_files_sensor")
     # The module the workspace loads builds too (default config: tiny).
-    from pipelines.definitions import defs as module_defs
+    from pipelines.definitions import defs as lazy_defs
 
-    assert module_defs.resolve_asset_graph().get_all_asset_keys() == graph.get_all_asset_keys()
+    assert lazy_defs().resolve_asset_graph().get_all_asset_keys() == graph.get_all_asset_keys()
 
 
 def test_code_versions_follow_config_sections(tmp_path, edu_mini):

@@ -203,6 +203,7 @@ def test_unknown_tokenizer(tmp_path, edu_mini):
     with pytest.raises(DataError, match="cl100k_base"):
         write_shards(records_for(cfg, tmp_path), tmp_path / "out", cfg, progress=False)
     assert bins(tmp_path / "out") == []
+    assert list((tmp_path / "out").glob(".staging-*")) == []  # no staging folder left behind
 
 
 def test_tokenizer_cache_missing(monkeypatch, tmp_path):
@@ -388,6 +389,7 @@ def test_partition_layout_needs_one_record(tmp_path, edu_mini):
     cfg = make_cfg(tmp_path / "data", edu_mini)
     with pytest.raises(ValueError):
         write_shards([], tmp_path / "out", cfg, layout="partition", progress=False)
+    assert list((tmp_path / "out").glob(".staging-*")) == []
 
 
 # ---------------------------------------------------------------- failures while writing

@@ -1,0 +1,50 @@
+"""The `gpt2train` console script: the library's CLI (gpt2train/cli.py) plus `pipeline`, the
+one subcommand that needs Dagster, so the library stays free of Dagster imports.
+
+    gpt2train pipeline --config tiny                 # every partition, in the instance at DAGSTER_HOME
+    gpt2train pipeline --config tiny --stale-only    # only stale or missing (asset, partition) pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from gpt2train import cli as library_cli
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    import dagster as dg
+
+    from pipelines.runner import run_pipeline
+
+    cfg = library_cli.load_from_args(args)
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    with dg.DagsterInstance.get() as instance:
+        summary = run_pipeline(cfg, instance, stale_only=args.stale_only)
+    for asset, key in summary.ran:
+        print(f"ran      {asset} [{key}]")
+    for asset, key in summary.skipped:
+        print(f"skipped  {asset} [{key}] (fresh)")
+    print(f"shards: {Path(cfg.data_dir) / 'shards'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = library_cli.build_parser()
+    p = ap.subcommands.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
+    library_cli.add_config_args(p)
+    p.add_argument("--stale-only", action="store_true", help="only stale or missing (asset, partition) pairs")
+    p.set_defaults(func=cmd_pipeline)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return library_cli.main(argv, build_parser())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
