@@ -96,6 +96,20 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
     return record
 
 
+def source_changed(cfg: Config, key: str) -> bool:
+    """Whether a local source file's bytes differ from its record (re-hashes the file).
+
+    Dagster cannot see a root asset's inputs change, so `gpt2train pipeline --stale-only` asks
+    this before trusting a FRESH `corpus`. Hub files are addressed by commit and do not change.
+    """
+    path = record_path(cfg, key)
+    if cfg.corpus.source == "hub" or not path.exists():
+        return False
+    record = read_json(path, "corpus record")
+    local = Path(record["local_path"])
+    return not local.exists() or sha256_file(local) != record["sha256"]
+
+
 def val_file_key(cfg: Config) -> str:
     """The source file whose first shard holds the validation tokens (see gpt2train/prepare.py).
 

@@ -16,6 +16,7 @@ import dagster as dg
 from assets.partitions import corpus_files
 from gpt2train.config import Config
 from gpt2train.corpus import list_source_files
+from gpt2train.data_stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
 from pipelines.staleness import StaleStatus, stale_statuses
@@ -54,6 +55,8 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
     for key in keys:
         # Upstream first: a stale corpus file makes its shards stale too, once it reruns.
         selected = [a for a in DATA_ASSETS if not stale_only or statuses[(a, key)] != StaleStatus.FRESH]
+        if stale_only and not selected and source_changed(cfg, key):
+            selected = list(DATA_ASSETS)  # the file changed under a FRESH record
         if selected and selected[0] == "corpus":
             selected = list(DATA_ASSETS)
         for a in DATA_ASSETS:

@@ -14,6 +14,7 @@ import pytest
 
 from gpt2train.config import load_config
 from gpt2train.data_stage import corpus_data_version, load_corpus_record
+from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.prepare import manifest_path
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
@@ -72,14 +73,17 @@ def test_definitions_load(tiny_cfg):
     assert lazy_defs().resolve_asset_graph().get_all_asset_keys() == graph.get_all_asset_keys()
 
 
-def test_code_versions_follow_config_sections(tmp_path, edu_mini):
-    a = build_definitions(make_cfg(tmp_path, edu_mini)).resolve_asset_graph()
-    b = build_definitions(make_cfg(tmp_path, edu_mini, "shards.shard_size=60000")).resolve_asset_graph()
-    c = build_definitions(make_cfg(tmp_path, edu_mini, "corpus.text_field=text")).resolve_asset_graph()
-    version = lambda g, k: g.get(dg.AssetKey(k)).code_version  # noqa: E731
-    assert version(a, "corpus") == version(b, "corpus")
-    assert version(a, "token_shards") != version(b, "token_shards")
-    assert version(a, "token_shards") == version(c, "token_shards")
+def test_code_versions_follow_the_settings_that_shape_output(tmp_path, edu_mini):
+    def versions(*overrides):
+        g = build_definitions(make_cfg(tmp_path, edu_mini, *overrides)).resolve_asset_graph()
+        return g.get(dg.AssetKey("corpus")).code_version, g.get(dg.AssetKey("token_shards")).code_version
+
+    base = versions()
+    assert versions("shards.shard_size=60000") == (base[0], versions("shards.shard_size=60000")[1]) != base
+    assert versions("corpus.text_field=body")[0] != base[0]
+    assert versions("corpus.revision=abc123")[0] != base[0]
+    # selection and speed knobs change nothing
+    assert versions("corpus.files=1", "shards.threads=1", "shards.batch_documents=3") == base
 
 
 def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, small_corpus, instance):
@@ -129,18 +133,52 @@ def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_min
         "sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", new}
 
 
-def test_changed_source_file_makes_its_partition_stale(tmp_path, small_corpus, edu_mini, instance):
+def test_changed_source_file_reruns_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance)
-    # Replace file 001's bytes: its corpus data version changes once rematerialized.
-    shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / "sample/10BT/001_00000.parquet")
-    defs = build_definitions(cfg)
-    defs.resolve_job_def(DATA_JOB).execute_in_process(
-        partition_key="sample/10BT/001_00000.parquet", instance=instance,
-        asset_selection=[dg.AssetKey("corpus")], run_config=QUIET_RUN_CONFIG)
-    statuses = stale_statuses(defs, instance, ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"])
-    assert statuses[("token_shards", "sample/10BT/001_00000.parquet")] == StaleStatus.STALE
-    assert statuses[("token_shards", "sample/10BT/000_00000.parquet")] == StaleStatus.FRESH
+    changed = "sample/10BT/001_00000.parquet"
+    shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / changed)
+    summary = run_pipeline(cfg, instance, stale_only=True)
+    assert summary.ran == [("corpus", changed), ("token_shards", changed)]
+    record = load_corpus_record(cfg, changed)
+    assert record.sha256 == sha256_file(small_corpus / changed)
+    assert run_pipeline(cfg, instance, stale_only=True).ran == []
+
+
+def test_document_selection_change_reaches_the_shards(tmp_path, small_corpus, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    run_pipeline(cfg, instance)
+    keys = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+    fewer = make_cfg(tmp_path, small_corpus, "corpus.max_documents_per_file=20")
+    assert statuses_by_asset(build_definitions(fewer), instance, keys)["corpus"] == {StaleStatus.STALE}
+    summary = run_pipeline(fewer, instance, stale_only=True)
+    assert sorted(summary.ran) == sorted([("corpus", k) for k in keys] + [("token_shards", k) for k in keys])
+    manifest = json.loads(manifest_path(tmp_path / "data" / "shards", keys[0]).read_text())
+    assert manifest["documents"] == 20
+
+
+def test_speed_settings_and_more_files_do_not_make_anything_stale(tmp_path, small_corpus, edu_mini, instance):
+    cfg = make_cfg(tmp_path, small_corpus, "corpus.files=1")
+    run_pipeline(cfg, instance)
+    key = "sample/10BT/000_00000.parquet"
+    other = make_cfg(tmp_path, small_corpus, "corpus.files=2", "shards.threads=1", "shards.batch_documents=7")
+    assert stale_statuses(build_definitions(other), instance, [key]) == {
+        ("corpus", key): StaleStatus.FRESH, ("token_shards", key): StaleStatus.FRESH}
+    summary = run_pipeline(other, instance, stale_only=True)
+    assert summary.ran == [("corpus", "sample/10BT/001_00000.parquet"), ("token_shards", "sample/10BT/001_00000.parquet")]
+
+
+def test_validation_shard_stays_with_its_first_owner(tmp_path, small_corpus, edu_mini, instance):
+    cfg = make_cfg(tmp_path, small_corpus)
+    run_pipeline(cfg, instance)
+    # a new file that sorts first must not take the validation shard over
+    shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / "sample/10BT/0000_first.parquet")
+    run_pipeline(cfg, instance, stale_only=True)
+    val = tmp_path / "data" / "shards" / "edu_fineweb_val_000000.bin.json"
+    assert json.loads(val.read_text())["sources"][0]["key"] == "sample/10BT/000_00000.parquet"
+    typo = make_cfg(tmp_path, small_corpus, "shards.val_file=sample/10BT/nope.parquet")
+    with pytest.raises(Gpt2TrainError, match="not one of the source files"):
+        run_pipeline(typo, instance)
 
 
 def test_shard_checks_pass_then_catch_corruption(tmp_path, small_corpus, instance):
@@ -178,8 +216,6 @@ def test_sensor_registers_new_files_and_requests_runs(tmp_path, small_corpus, in
 def test_failed_run_reports_the_cause(tmp_path, small_corpus, instance):
     (small_corpus / "sample/10BT/001_00000.parquet").write_bytes(b"")  # an empty file
     cfg = make_cfg(tmp_path, small_corpus)
-    from gpt2train.errors import Gpt2TrainError
-
     with pytest.raises(Gpt2TrainError, match="001_00000.parquet.*empty"):
         run_pipeline(cfg, instance)
     # The good partition before it was materialized and stays so.
