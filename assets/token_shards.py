@@ -68,10 +68,15 @@ def build_token_shards_asset(cfg: Config) -> list:
         def shard_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
             out = shards_dir(cfg)
             manifest = read_json(manifest_path(out, context.partition_key), "partition manifest")
-            failures = [f"{shard['file']}: {check.detail}"
-                        for shard in manifest["shards"]
-                        for check in validate_shard(out / shard["file"], expected_sha256=shard["sha256"])
-                        if check.name == name and not check.passed]
+            failures = []
+            for shard in manifest["shards"]:
+                results = {c.name: c for c in validate_shard(out / shard["file"], expected_sha256=shard["sha256"])}
+                if name not in results:  # a renamed rule must fail loudly, never pass by absence
+                    failures.append(f"{shard['file']}: validate_shard ran no {name!r} check")
+                elif not results[name].passed:
+                    failures.append(f"{shard['file']}: {results[name].detail}")
+            if not manifest["shards"]:
+                failures.append("the partition manifest lists no shards")
             return dg.AssetCheckResult(
                 passed=not failures,
                 metadata={"shards_checked": len(manifest["shards"]),

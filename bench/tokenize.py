@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# This file is named tokenize.py (as the issue asks), which shadows the standard library's
+# `tokenize` for anything imported with bench/ first on sys.path: put the repo there instead.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 EDU_MINI = REPO.parent / "shared" / "data" / "edu-mini" / "sample" / "10BT"
 

@@ -11,7 +11,7 @@
 Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
 `state.json` and `DONE`, then renames the directory into place. A crash at any point
 leaves either the previous complete checkpoints or a temp directory that resume skips
-(and the next save removes). Loading uses safetensors and `torch.load(weights_only=True)`.
+(and the next save removes, along with any other `.step_*.tmp`). Loading uses safetensors and `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
     final = step_dir(root, step)
     tmp = root / f".{final.name}.tmp"
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save of this step
-        tmp.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".step_*.tmp"):  # left by saves that crashed
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
     barrier()
     torch.save(optimizer_state, tmp / f"optimizer_rank{rank}.pt")
     rng = {"cpu": torch.get_rng_state()}
@@ -79,9 +81,14 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         (tmp / DONE).write_text("complete\n")
-        if final.exists():
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # the same step saved again: move the old one aside, delete it after
+            old = root / f".{final.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
 

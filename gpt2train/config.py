@@ -160,9 +160,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def section(self, name: str) -> Any:
-        return getattr(self, name)
-
 
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
 

@@ -15,13 +15,14 @@ Xet-backed files are left to `hf_hub_download`, whose Xet client does its own ch
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2train.errors import DataError
-from gpt2train.fileio import sha256_file
+from gpt2train.fileio import disk_full_error, sha256_file
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -102,6 +103,8 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
     except DataError:
         raise
     except Exception as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise disk_full_error(local_dir / path) from e
         status = getattr(getattr(e, "response", None), "status_code", None)
         if isinstance(e, HfHubHTTPError) and status in (401, 403, 404):
             # The Hub answered: the file (or repo, or revision) is not there, which no retry or mirror fixes.

@@ -18,7 +18,7 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.prepare import manifest_path
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
-from pipelines.runner import QUIET_RUN_CONFIG, run_pipeline, run_shard_checks
+from pipelines.runner import run_pipeline, run_shard_checks
 from pipelines.staleness import StaleStatus, stale_statuses
 
 

@@ -87,6 +87,7 @@ def assert_same_run(a_out, b_out, tol):
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= tol
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ddp_two_ranks_equal_one_process_and_zero1_equals_ddp(shard_dir, tmp_path):
     one, ddp, zero = tmp_path / "one", tmp_path / "ddp", tmp_path / "zero"
