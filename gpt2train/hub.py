@@ -114,8 +114,17 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
         local = local_dir / path
         if local.is_file():
             # Offline but downloaded before: hf_hub_download only writes the final name once the
-            # size matched, so a file under this name is complete.
-            return local, None
+            # size matched, so a file under this name is complete. Its commit is in the metadata
+            # hf_hub_download recorded next to it; a pinned revision it does not match is refused.
+            from huggingface_hub._local_folder import read_download_metadata
+
+            meta_local = read_download_metadata(local_dir, path)
+            commit = meta_local.commit_hash if meta_local else None
+            if re.fullmatch(r"[0-9a-f]{40}", revision) and commit and commit != revision:
+                raise DataError(f"{local} was downloaded from commit {commit}, but corpus.revision pins {revision} "
+                                f"and the Hub is unreachable ({type(e).__name__}); connect, or set "
+                                f"corpus.revision={commit}") from e
+            return local, commit
         raise _unreachable(f"download {path} from", repo, revision, e) from e
     return Path(local), meta.commit_hash
 

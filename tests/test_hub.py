@@ -277,7 +277,8 @@ def test_complete_download_is_used_when_the_hub_is_unreachable(hub_server, edu_m
     offline = fetch_source_file(cfg.corpus, KEYS[0], Path(cfg.data_dir))
     assert offline.local_path == online.local_path
     assert offline.sha256 == online.sha256 == sha256(edu_mini / KEYS[0])
-    assert offline.revision == "main"  # the commit cannot be asked for offline: the configured revision
+    # the commit comes from the metadata hf_hub_download recorded with the file
+    assert offline.revision == online.revision != "main"
 
 
 def test_hub_that_drops_connections_is_reported_as_unreachable(hub_server, tmp_path):
