@@ -93,12 +93,17 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
     return final
 
 
-def load_checkpoint(path: str | Path, rank: int = 0) -> dict[str, Any]:
-    """Weights, this rank's optimizer/RNG/loader state and the run state of a complete checkpoint."""
+def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False) -> dict[str, Any]:
+    """Weights, this rank's optimizer/RNG/loader state and the run state of a complete checkpoint
+    (`weights_only`: just the weights and the run state)."""
     path = Path(path)
     if not (path / DONE).is_file():
         raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
-                             f"save); resume from an earlier one (`latest_checkpoint` skips it)")
+                             f"save) or not a checkpoint; use a complete one (`latest_checkpoint` skips these)")
+    if weights_only:
+        model = load_file(path / "model.safetensors")
+        model["lm_head.weight"] = model["transformer.wte.weight"]
+        return {"model": model, "state": json.loads((path / "state.json").read_text())}
     optimizer_file = path / f"optimizer_rank{rank}.pt"
     if not optimizer_file.exists():
         raise Gpt2TrainError(f"checkpoint {path} has no state for rank {rank}: it was saved with fewer ranks "

@@ -143,6 +143,20 @@ class TrainConfig:
     """[-sl] Skip the update when the loss z-score over the last 128 steps exceeds this (0 = off)."""
     skip_grad_z: float = 0.0
     """[-sg] Skip the update when the grad-norm z-score over the last 128 steps exceeds this (0 = off)."""
+    hellaswag_every: int = 0
+    """[-h] In-loop HellaSwag accuracy every N steps (llm.c's scorer); 0 = never, -1 = with val_every."""
+    hellaswag_file: str | None = None
+    """HellaSwag-schema jsonl for the in-loop eval (HellaSwag's hellaswag_val.jsonl; required with -h)."""
+    hellaswag_items: int = 0
+    """Score only the first N items (0 = all)."""
+    init_from: str | None = None
+    """[-e PATH] Start from the weights of one of our checkpoint directories (not resumed: step 0)."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU, where training is fp32)."""
+    master_weights: bool = True
+    """[-w] Keep fp32 master weights with bf16 on CUDA; 0 = train in pure bf16."""
+    tf32: bool = True
+    """Allow TF32 matmuls on CUDA."""
     overfit_batch: bool = False
     """[-a] Train on the first batch over and over (a correctness check: the loss must go to ~0)."""
     seed: int = 1337
@@ -165,7 +179,7 @@ LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
 _PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
-                ("train", "val_glob")}
+                ("train", "val_glob"), ("train", "hellaswag_file"), ("train", "init_from")}
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -222,6 +236,9 @@ def validate_config(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
     if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
         raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
+    if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
+        raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
+                          f"HellaSwag-schema jsonl) and must be >= -1")
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob as globlib
 import json
 import logging
 import math
@@ -33,12 +34,14 @@ from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_check
 from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
+from gpt2train.hellaswag import load_hellaswag, score_hellaswag
 from gpt2train.lineage import git_commit
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
     apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
+from gpt2train.plots import plot_training
 
 log = logging.getLogger("gpt2train.train")
 
@@ -139,7 +142,19 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch // grad_accum)
 
     torch.manual_seed(t.seed)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
     model = GPT(model_cfg).init_weights(t.seed)
+    if t.init_from:
+        try:
+            model.load_state_dict(load_checkpoint(t.init_from, rank=0, weights_only=True)["model"])
+        except RuntimeError as e:  # torch's size-mismatch report
+            raise ConfigError(f"train.init_from={t.init_from} holds another model shape than model.descriptor="
+                              f"{cfg.model.descriptor}: {str(e).splitlines()[-1].strip()}") from e
+    # bf16 on CUDA: autocast over fp32 master weights, or (-w 0) the weights themselves in bf16.
+    autocast_dtype = torch.bfloat16 if device_type == "cuda" and t.bf16 else None
+    if autocast_dtype is not None and not t.master_weights:
+        model.to(torch.bfloat16)
     model.to(device)
     apply_recompute(model, t.recompute)
     optimizer = build_optimizer(model, t, device_type, d.world)
@@ -147,11 +162,13 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     start_step, history, skipped = 0, [], 0
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
-        ck = load_checkpoint(resume_from, d.rank)
-        saved_world = ck["state"].get("world", 1)
+        saved_world = load_checkpoint(resume_from, rank=0, weights_only=True)["state"].get("world", 1)
         if saved_world != d.world and t.zero_stage == 1:
             raise ConfigError(f"{resume_from} holds ZeRO-1 optimizer shards for {saved_world} ranks; resume with "
                               f"--nproc_per_node={saved_world} (re-sharding ZeRO-1 state is not supported)")
+        # Another world size: without ZeRO every rank's optimizer state is the same full copy and
+        # the loader position counts global batches, so every rank starts from rank 0's files.
+        ck = load_checkpoint(resume_from, d.rank if saved_world == d.world else 0)
         model.load_state_dict(ck["model"])
         load_optimizer_shard_state(optimizer, ck["optimizer"])
         train_loader.load_state_dict(ck["loader"])
@@ -161,6 +178,12 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
     ddp_model = apply_ddp(model, d.world)
     overfit_batch = train_loader.next_batch() if t.overfit_batch else None
+    hellaswag_every = t.val_every if t.hellaswag_every == -1 else t.hellaswag_every  # -1: llm.c's `-h 1`
+    hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
+    autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
+    peak_flops = gpu_peak_flops(device_type)
+    lineage = {"train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
+               "code_git_commit": git_commit()}
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,11 +209,25 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     loss_value = float("nan")
     for step in range(start_step, max_steps):
         last = step == max_steps - 1
+        evaluated = False
         if val_loader is not None and (step % t.val_every == 0 or last):
-            val_loss = evaluate(ddp_model, val_loader, t.val_batches, device, d)
+            with autocast():
+                val_loss = evaluate(ddp_model, val_loader, t.val_batches, device, d)
             write_metric({"step": step, "val_loss": val_loss})
+            evaluated = True
             if d.is_main:
                 log.info("step %d/%d | val loss %.6f", step, max_steps, val_loss)
+        if hellaswag is not None and (step % hellaswag_every == 0 or last):
+            with autocast():
+                hs = score_hellaswag(model, hellaswag, device, d.rank, d.world)
+            write_metric({"step": step, "hellaswag_acc_norm": hs["acc_norm"], "hellaswag_acc": hs["acc"],
+                          "hellaswag_n": hs["n"]})
+            evaluated = True
+            if d.is_main:
+                log.info("step %d/%d | HellaSwag acc_norm %.4f (%d items, llm.c scorer)", step, max_steps,
+                         hs["acc_norm"], hs["n"])
+        if evaluated and d.is_main:
+            plot_training(metrics_path, out_dir / "training.png", title=f"{cfg.model.descriptor} · {out_dir.name}")
 
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -199,7 +236,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
             # Gradients are all-reduced once per step, on the last micro-batch.
             sync = contextlib.nullcontext() if (d.world == 1 or micro == grad_accum - 1) else ddp_model.no_sync()
             with sync:
-                _, loss = ddp_model(x.to(device), y.to(device))
+                with autocast():
+                    _, loss = ddp_model(x.to(device), y.to(device))
                 (loss / grad_accum).backward()
             loss_sum += loss.detach()
         if d.world > 1:
@@ -221,11 +259,14 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         optimizer.zero_grad(set_to_none=True)
         ms = (time.perf_counter() - t0) * 1000
         tok_s = t.total_batch_tokens / (ms / 1000)
+        # MFU per GPU against its bf16 dense peak (llm.c's table); omitted where unknown (CPU).
+        mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
         write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip, "ms": ms,
-                      "tok_s": tok_s})
+                      "tok_s": tok_s, **({"mfu": mfu} if mfu is not None else {})})
         if d.is_main:
-            log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms | %.0f tok/s",
-                     step + 1, max_steps, loss_value, norm, lr, ms, tok_s)
+            mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
+            log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s",
+                     step + 1, max_steps, loss_value, norm, lr, ms, mfu_text, tok_s)
 
         done = step + 1
         if d.is_main and ((t.sample_every and done % t.sample_every == 0) or done == max_steps):
@@ -237,7 +278,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
                 state={"world": d.world, "loss": loss_value, "config": config_to_dict(cfg),
                        "skipped_updates": skipped, "loss_outliers": loss_outliers.state_dict(),
                        "norm_outliers": norm_outliers.state_dict(),
-                       "lineage": {"train_glob": train_glob, "git_commit": git_commit()}} if d.is_main else None,
+                       "lineage": lineage} if d.is_main else None,
                 rank=d.rank, barrier=d.barrier)
             if d.is_main:
                 prune_checkpoints(ckpt_root, t.keep_last, t.major_every)
@@ -258,6 +299,30 @@ def sample_text(model: GPT, tokens: int, seed: int, device: str) -> str:
     return get_encoding("gpt2").decode(out[0, 1:].tolist())
 
 
+# bf16 dense tensor-core peak per GPU, FLOP/s (llm.c's mfu.h table; H100 = SXM).
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 70e12, "L4": 121e12, "4090": 165e12,
+                 "3090": 71e12}
+
+
+def gpu_peak_flops(device_type: str) -> float | None:
+    if device_type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)
+
+
+def shard_lineage(pattern: str) -> list[dict]:
+    """What the run reads: each shard's name, tokens and sha256 from its sidecar (None for shards
+    without one, e.g. karpathy's published files)."""
+    out = []
+    for path in sorted(globlib.glob(pattern)):
+        sidecar = Path(path + ".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        out.append({"file": Path(path).name, "sha256": meta.get("sha256"), "tokens": meta.get("tokens"),
+                    "sources": [src.get("key") for src in meta.get("sources", [])]})
+    return out
+
+
 def _logged_before(record: dict, start_step: int) -> bool:
     # A train record's step counts completed steps; a val record is taken before step `step` runs.
     return record["step"] <= start_step if "loss" in record else record["step"] < start_step
@@ -270,12 +335,57 @@ def _setup_file_log(path: Path) -> None:
     log.setLevel(logging.INFO)
 
 
+# llm.c's train_gpt2cu flags -> our config keys, so `scripts/run_gpt2_124M.sh`'s arguments work as
+# they are. Each takes one value, as in llm.c. (`-ge`, llm.c's GELU-fusion switch, is accepted and
+# ignored: the kernels are chosen by --kernels, issue #5.)
+LLMC_FLAGS = {
+    "-i": "train.train_glob", "-j": "train.val_glob", "-o": "train.out_dir", "-e": "model.descriptor",
+    "-b": "train.batch_size", "-t": "train.seq_len", "-d": "train.total_batch_tokens", "-x": "train.max_steps",
+    "-k": "train.lr_schedule", "-l": "train.learning_rate", "-q": "train.final_lr_frac", "-u": "train.warmup_steps",
+    "-c": "train.weight_decay", "-z": "train.zero_stage", "-r": "train.recompute", "-w": "train.master_weights",
+    "-n": "train.checkpoint_every", "-nk": "train.keep_last", "-nm": "train.major_every", "-y": "train.resume",
+    "-v": "train.val_every", "-m": "train.val_batches", "-s": "train.sample_every", "-g": "train.sample_tokens",
+    "-h": "train.hellaswag_every", "-sl": "train.skip_loss_z", "-sg": "train.skip_grad_z",
+    "-a": "train.overfit_batch", "-f": None, "-ge": None,
+}
+# llm.c's on/off flags take 0/1; ours are booleans. `-h 1` means "every val_every steps".
+_LLMC_BOOL = {"train.master_weights", "train.resume", "train.overfit_batch"}
+
+
+def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split llm.c-style `-x VALUE` pairs out of argv: (remaining argv, `--set` overrides).
+    `-e` with a path to one of our checkpoints initialises from it, as llm.c's `-e model.bin`."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        flag = argv[i]
+        if flag in LLMC_FLAGS and i + 1 < len(argv):
+            key, value = LLMC_FLAGS[flag], argv[i + 1]
+            i += 2
+            if key is None:
+                continue  # -f (cuDNN attention: SDPA picks its flash kernel itself), -ge
+            if key == "model.descriptor" and Path(value).is_dir():
+                key = "train.init_from"
+            if key in _LLMC_BOOL:
+                value = "true" if value not in ("0", "false") else "false"
+            if key == "train.hellaswag_every":
+                overrides.append(f"train.hellaswag_every={'0' if value == '0' else '-1'}")
+                continue
+            overrides.append(f"{key}={value}")
+        else:
+            rest.append(flag)
+            i += 1
+    return rest, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gpt2train.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    ap.add_argument("--help", action="help", help="show this help (-h is llm.c's HellaSwag flag)")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    args = ap.parse_args(argv)
+    rest, llmc_overrides = llmc_args_to_overrides(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(rest)
+    args.overrides = llmc_overrides + args.overrides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         summary = train(load_config(args.config, args.overrides))

@@ -161,3 +161,81 @@ def test_bad_training_config(override, match, shard_dir, tmp_path):
 def test_unknown_model_descriptor(shard_dir, tmp_path):
     with pytest.raises(ConfigError, match="model.descriptor.*d12"):
         train(run_cfg(shard_dir, tmp_path / "x", "model.descriptor=d13"))
+
+
+def test_llmc_script_flags_are_accepted_verbatim(tmp_path):
+    from gpt2train.train import llmc_args_to_overrides
+
+    # the arguments of llm.c's scripts/run_gpt2_124M.sh (plus -k, -x, -ge from the 1558M one)
+    argv = ("-i data/edu_fineweb_train_*.bin -j data/edu_fineweb_val_*.bin -o log124M -v 250 -s 20000 -g 144 "
+            "-h 1 -b 64 -t 1024 -d 524288 -r 0 -z 1 -c 0.1 -l 0.0006 -q 0.0 -u 700 -n 5000 -y 1 -e d12 "
+            "-k cosine -x 18865 -ge 1 -f 1").split()
+    rest, overrides = llmc_args_to_overrides(["--config", "gpt2_124m", *argv])
+    assert rest == ["--config", "gpt2_124m"]
+    cfg = load_config("gpt2_124m", overrides + [f"train.hellaswag_file={tmp_path / 'h.jsonl'}"])
+    t = cfg.train
+    assert (t.batch_size, t.seq_len, t.total_batch_tokens, t.max_steps) == (64, 1024, 524288, 18865)
+    assert (t.learning_rate, t.final_lr_frac, t.warmup_steps, t.weight_decay) == (0.0006, 0.0, 700, 0.1)
+    assert (t.zero_stage, t.recompute, t.resume, t.checkpoint_every, t.val_every) == (1, 0, True, 5000, 250)
+    assert (t.sample_every, t.sample_tokens, t.hellaswag_every, t.lr_schedule) == (20000, 144, -1, "cosine")
+    assert cfg.model.descriptor == "d12" and t.out_dir.endswith("log124M") and t.train_glob.endswith("train_*.bin")
+
+
+def test_in_loop_hellaswag_and_plot(shard_dir, tmp_path, edu_mini):
+    hellaswag = edu_mini.parent / "hellaswag-format" / "invented_val.jsonl"
+    out = tmp_path / "hs"
+    train(run_cfg(shard_dir, out, "train.max_steps=2", "train.hellaswag_every=2", f"train.hellaswag_file={hellaswag}",
+                  "train.hellaswag_items=12", "train.checkpoint_every=0"))
+    hs = [m for m in metrics(out) if "hellaswag_acc_norm" in m]
+    assert [m["step"] for m in hs] == [0, 1] and all(m["hellaswag_n"] == 12 for m in hs)
+    assert all(0.0 <= m["hellaswag_acc_norm"] <= 1.0 for m in hs)
+    png = out / "training.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hellaswag_scorer_picks_the_lowest_mean_loss_ending(tmp_path):
+    from gpt2train.hellaswag import HellaSwagItem, score_hellaswag
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.tokenizer import get_encoding
+
+    enc = get_encoding("gpt2")
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32)).init_weights(0)
+    with torch.no_grad():  # a "model" that always predicts token `target`: loss is low only for it
+        model.transformer.wte.weight.zero_()
+        target = enc.encode_ordinary(" yes")[0]
+        model.lm_head.weight[target] = 0  # tied; logits come from the final LayerNorm bias
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[target, 0] = 50.0
+    items = [HellaSwagItem("A question", [" no no", " yes", " maybe not", " never"], 1),
+             HellaSwagItem("Another", [" yes", " no", " nope", " nah"], 2)]
+    result = score_hellaswag(model, items, "cpu")
+    assert result == {"acc_norm": 0.5, "acc": 0.5, "n": 2}
+
+
+def test_malformed_hellaswag_line_is_named(tmp_path):
+    from gpt2train.errors import DataError
+    from gpt2train.hellaswag import load_hellaswag
+
+    path = tmp_path / "h.jsonl"
+    good = json.dumps({"ctx": "c", "endings": ["a", "b", "c", "d"], "label": "1"})
+    path.write_text(good + "\n" + good + "\n{not json\n")
+    with pytest.raises(DataError, match=r"h\.jsonl:3"):
+        load_hellaswag(path)
+    path.write_text(good + "\n" + json.dumps({"ctx": "c", "endings": ["a"], "label": 0}) + "\n")
+    with pytest.raises(DataError, match=r"h\.jsonl:2.*4 string endings"):
+        load_hellaswag(path)
+
+
+def test_init_from_a_checkpoint_and_shape_mismatch(shard_dir, tmp_path):
+    first = tmp_path / "first"
+    train(run_cfg(shard_dir, first, "train.max_steps=2", "train.val_every=0"))
+    ckpt = first / "checkpoints" / "step_00000002"
+    second = tmp_path / "second"
+    train(run_cfg(shard_dir, second, "train.max_steps=1", "train.val_every=0", "train.learning_rate=0",
+                  f"train.init_from={ckpt}"))
+    a, b = weights(first, 2), weights(second, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights are exactly the ones loaded
+    with pytest.raises(ConfigError, match="another model shape"):
+        train(run_cfg(shard_dir, tmp_path / "third", "model.descriptor=small", f"train.init_from={ckpt}"))

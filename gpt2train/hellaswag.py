@@ -1,0 +1,95 @@
+"""In-loop HellaSwag, scored the way llm.c and build-nanogpt score it.
+
+For each item, the context is followed by each of the 4 endings (with a leading space);
+the model's mean per-token cross-entropy over the ending's tokens is the ending's score,
+and the prediction is the ending with the lowest score (llm.c's "acc_norm"). `acc` uses
+the summed loss instead. Published figures with this scorer are in
+../shared/data/published_baselines.json (`gpt2_hellaswag_llmc`: 0.2945 for GPT-2 124M).
+
+The Eleuther harness scores differently (length-normalised by characters): the eval
+report shows both, each next to the published number of the same scorer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from gpt2train.errors import DataError
+
+
+@dataclass
+class HellaSwagItem:
+    ctx: str
+    endings: list[str]
+    label: int
+
+
+def load_hellaswag(path: str | Path, limit: int = 0) -> list[HellaSwagItem]:
+    """Items of a HellaSwag-schema jsonl; a malformed line is an error naming its line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"HellaSwag file {path} not found; set train.hellaswag_file to a HellaSwag-schema jsonl")
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                endings, label = obj["endings"], int(obj["label"])
+                if not (isinstance(obj["ctx"], str) and len(endings) == 4 and all(isinstance(e, str) for e in endings)
+                        and 0 <= label < 4):
+                    raise ValueError("needs a string ctx, 4 string endings and a label 0-3")
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{path}:{lineno}: not a HellaSwag item ({type(e).__name__}: {e}); fix or remove "
+                                f"the line") from e
+            items.append(HellaSwagItem(obj["ctx"], endings, label))
+            if limit and len(items) == limit:
+                break
+    if not items:
+        raise DataError(f"{path} holds no HellaSwag items")
+    return items
+
+
+@torch.no_grad()
+def score_hellaswag(model, items: list[HellaSwagItem], device: str, rank: int = 0, world: int = 1) -> dict:
+    """{'acc_norm', 'acc', 'n'} over `items`; ranks split the items and the counts are all-reduced."""
+    from gpt2train.tokenizer import get_encoding
+
+    enc = get_encoding("gpt2")
+    block = model.config.block_size if hasattr(model, "config") else model.module.config.block_size
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(3, device=device)  # correct_norm, correct, n
+    for item in items[rank::world]:
+        ctx = enc.encode_ordinary(item.ctx)
+        rows, masks = [], []
+        for ending in item.endings:
+            end = enc.encode_ordinary(" " + ending)
+            tokens = (ctx + end)[-block:]
+            rows.append(tokens)
+            masks.append([0] * (len(tokens) - len(end)) + [1] * len(end))
+        width = max(map(len, rows))
+        x = torch.zeros(4, width, dtype=torch.long, device=device)
+        m = torch.zeros(4, width, device=device)
+        for i, (r, mk) in enumerate(zip(rows, masks)):
+            x[i, : len(r)] = torch.tensor(r)
+            m[i, : len(mk)] = torch.tensor(mk, dtype=torch.float)
+        logits, _ = model(x)
+        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (4, W-1)
+        mask = m[:, 1:]
+        summed = (losses * mask).sum(1)
+        counts[0] += int((summed / mask.sum(1)).argmin().item() == item.label)
+        counts[1] += int(summed.argmin().item() == item.label)
+        counts[2] += 1
+    if world > 1:
+        dist.all_reduce(counts)
+    model.train(was_training)
+    n = counts[2].item()
+    return {"acc_norm": counts[0].item() / n, "acc": counts[1].item() / n, "n": int(n)}
