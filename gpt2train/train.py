@@ -262,7 +262,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         # MFU per GPU against its bf16 dense peak (llm.c's table); omitted where unknown (CPU).
         mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
         write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip, "ms": ms,
-                      "tok_s": tok_s, **({"mfu": mfu} if mfu is not None else {})})
+                      "tok_s": tok_s, "mem_mb": memory_mb(device_type), **({"mfu": mfu} if mfu is not None else {})})
         if d.is_main:
             mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
             log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s",
@@ -309,6 +309,17 @@ def gpu_peak_flops(device_type: str) -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)
+
+
+def memory_mb(device_type: str) -> float | None:
+    """Memory in use now: CUDA allocator bytes on GPU, the process's resident set on CPU (Linux)."""
+    if device_type == "cuda":
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
 
 
 def shard_lineage(pattern: str) -> list[dict]:

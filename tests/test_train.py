@@ -72,7 +72,7 @@ DDP_COMMON = ["train.max_steps=3", "train.val_every=0", "train.checkpoint_every=
 def torchrun(shard_dir, out, *sets):
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "OMP_NUM_THREADS": "1"}
     args = [f"--set=data_dir={shard_dir}", f"--set=train.out_dir={out}", "--set=train.batch_size=2",
-            *(f"--set={c}" for c in (*DDP_COMMON, *sets))]
+            *(f"--set={c}" for c in (*DDP_COMMON, *sets))]  # later --set wins: `sets` override DDP_COMMON
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "gpt2train.train", "--config", "tiny", *args],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=280)
@@ -239,3 +239,40 @@ def test_init_from_a_checkpoint_and_shape_mismatch(shard_dir, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights are exactly the ones loaded
     with pytest.raises(ConfigError, match="another model shape"):
         train(run_cfg(shard_dir, tmp_path / "third", "model.descriptor=small", f"train.init_from={ckpt}"))
+
+
+def timing_free(records):
+    return [{k: v for k, v in r.items() if k not in ("ms", "tok_s", "mem_mb")} for r in records]
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow(shard_dir, tmp_path):
+    out = tmp_path / "mem"
+    train(run_cfg(shard_dir, out, "train.max_steps=50", "train.val_every=10", "train.checkpoint_every=25"))
+    mem = {m["step"]: m["mem_mb"] for m in metrics(out) if "mem_mb" in m}
+    assert mem[50] - mem[10] < 40, mem  # resident MB: flat once warmed up (no tensors kept alive per step)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_rank_resume_is_bitwise_exact(shard_dir, tmp_path):
+    straight, resumed = tmp_path / "straight2", tmp_path / "resumed2"
+    sets = ("train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.val_batches=1")
+    torchrun(shard_dir, straight, *sets)
+    torchrun(shard_dir, resumed, *sets)
+    shutil.rmtree(resumed / "checkpoints" / "step_00000004")
+    torchrun(shard_dir, resumed, *sets)
+    assert timing_free(metrics(straight)) == timing_free(metrics(resumed))
+    a, b = weights(straight, 4), weights(resumed, 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_resume_on_another_world_size(shard_dir, tmp_path):
+    out = tmp_path / "grow"
+    sets = ["train.total_batch_tokens=512", "train.val_every=0", "train.checkpoint_every=2", "train.warmup_steps=2"]
+    train(run_cfg(shard_dir, out, "train.batch_size=4", "train.max_steps=2", *sets))
+    torchrun(shard_dir, out, "train.max_steps=4", *sets)  # 2 ranks x B=2: the same global batch
+    losses = [m["loss"] for m in metrics(out) if "loss" in m]
+    assert len(losses) == 4 and (out / "checkpoints" / "step_00000004" / "DONE").exists()
