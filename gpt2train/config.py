@@ -157,8 +157,12 @@ class TrainConfig:
     """[-w] Keep fp32 master weights with bf16 on CUDA; 0 = train in pure bf16."""
     tf32: bool = True
     """Allow TF32 matmuls on CUDA."""
+    compile: bool = False
+    """torch.compile the model (each block and the head; minutes of compile time on first use)."""
     overfit_batch: bool = False
     """[-a] Train on the first batch over and over (a correctness check: the loss must go to ~0)."""
+    shuffle: bool = True
+    """Permute the shard order and each shard's batches every epoch (llm.c's training loader does)."""
     seed: int = 1337
     """Initialisation, data order and sampling seed."""
 

@@ -1,10 +1,12 @@
 """How the model is spread over devices and memory, as small `apply_*` steps (after torchtitan).
 
     apply_recompute(model, level)          # activation checkpointing (llm.c's -r)
-    ddp_model = apply_ddp(model, world)    # data parallel over the process group
+    compiled = apply_compile(model)        # torch.compile (train.compile)
+    ddp_model = apply_ddp(compiled, world) # data parallel over the process group
     opt = build_optimizer(model, t, ...)   # AdamW, or ZeRO-1 sharded AdamW (llm.c's -z 1)
 
-Applied in this order by gpt2train/train.py: recompute changes the modules DDP wraps.
+Applied in this order by gpt2train/train.py: recompute changes the modules that compile and
+DDP wrap.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def apply_recompute(model: GPT, level: int) -> None:
             block.mlp = checkpoint_wrapper(block.mlp, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
         elif level == 2:
             model.transformer.h[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+
+
+def apply_compile(model: GPT) -> GPT:
+    """Compile the whole forward with torch.compile; parameters and state-dict names stay as they
+    are (the compiled module is a wrapper that shares them), so checkpoints do not change."""
+    return torch.compile(model)
 
 
 def apply_ddp(model: torch.nn.Module, world: int) -> torch.nn.Module:

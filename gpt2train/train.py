@@ -39,7 +39,7 @@ from gpt2train.lineage import git_commit
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
-    apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
+    apply_compile, apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
 from gpt2train.plots import plot_training
 
@@ -137,7 +137,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     grad_accum = t.total_batch_tokens // tokens_per_micro
     train_glob, val_glob, out_dir = default_paths(cfg)
     ckpt_root = out_dir / "checkpoints"
-    train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=True, seed=t.seed)
+    train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=t.shuffle, seed=t.seed)
     val_loader = ShardLoader(val_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=False) if t.val_every else None
     max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch // grad_accum)
 
@@ -176,7 +176,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         start_step, skipped = ck["state"]["step"], ck["state"].get("skipped_updates", 0)
         loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
-    ddp_model = apply_ddp(model, d.world)
+    ddp_model = apply_ddp(apply_compile(model) if t.compile else model, d.world)
     overfit_batch = train_loader.next_batch() if t.overfit_batch else None
     hellaswag_every = t.val_every if t.hellaswag_every == -1 else t.hellaswag_every  # -1: llm.c's `-h 1`
     hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
