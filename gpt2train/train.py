@@ -30,12 +30,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from gpt2train import __version__
 from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
 from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
-from gpt2train.lineage import git_commit
+from gpt2train.lineage import code_version, git_commit
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
@@ -44,6 +45,10 @@ from gpt2train.parallelize import (
 from gpt2train.plots import plot_training
 
 log = logging.getLogger("gpt2train.train")
+
+# The modules whose source decides what training computes: part of a checkpoint's code version.
+TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.data", "gpt2train.parallelize",
+                      "gpt2train.checkpoint", "gpt2train.outliers"]
 
 
 @dataclass
@@ -183,7 +188,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     peak_flops = gpu_peak_flops(device_type)
     lineage = {"train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
-               "code_git_commit": git_commit()}
+               "code_version": code_version(TRAIN_CODE_MODULES, {"model": config_to_dict(cfg.model),
+                                                                  "train": config_to_dict(t)}),
+               "git_commit": git_commit(), "gpt2train_version": __version__}
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,9 @@ def test_resume_is_bitwise_exact(shard_dir, tmp_path):
     assert metrics(straight, timings=False) == metrics(resumed, timings=False)  # losses, norms, lrs
     a, b = weights(straight, 6), weights(resumed, 6)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lineage = json.loads((straight / "checkpoints" / "step_00000006" / "state.json").read_text())["lineage"]
+    assert len(lineage["code_version"]) == 16 and "git_commit" in lineage
+    assert lineage["train_shards"] and all(s["sha256"] and s["sources"] for s in lineage["train_shards"])
 
 
 def test_loss_decreases_and_logs_are_written(shard_dir, tmp_path):
