@@ -22,7 +22,7 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.corpus import CorpusRecord, fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage import code_version, provenance
+from gpt2train.lineage import code_version, provenance, sidecar_path
 from gpt2train.prepare import ShardsResult, partition_tag, write_partition_shards, write_shards
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,12 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
     for old in stale:
         if old.name not in current:
             old.unlink(missing_ok=True)
-            old.with_name(old.name + ".json").unlink(missing_ok=True)
+            sidecar_path(old).unlink(missing_ok=True)
     return result
 
 
 def _sidecar_layout(shard: Path) -> str | None:
-    sidecar = shard.with_name(shard.name + ".json")
+    sidecar = sidecar_path(shard)
     try:
         return read_json(sidecar, "shard sidecar").get("layout") if sidecar.exists() else None
     except DataError:

@@ -36,7 +36,7 @@ from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
-from gpt2train.lineage import code_version, git_commit
+from gpt2train.lineage import code_version, git_commit, sidecar_path
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
@@ -334,7 +334,7 @@ def shard_lineage(pattern: str) -> list[dict]:
     without one, e.g. karpathy's published files)."""
     out = []
     for path in sorted(globlib.glob(pattern)):
-        sidecar = Path(path + ".json")
+        sidecar = sidecar_path(path)
         meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         out.append({"file": Path(path).name, "sha256": meta.get("sha256"), "tokens": meta.get("tokens"),
                     "sources": [src.get("key") for src in meta.get("sources", [])]})

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from assets.partitions import corpus_files
+from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.corpus import list_source_files
 from gpt2train.data_stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
@@ -37,9 +36,7 @@ class PipelineSummary:
 
 def register_corpus_partitions(cfg: Config, instance: dg.DagsterInstance) -> list[str]:
     """Add a `corpus_files` partition for each configured source file; returns all keys, in order."""
-    keys = [f.key for f in list_source_files(cfg.corpus)]
-    known = set(instance.get_dynamic_partitions(corpus_files.name))
-    new = [k for k in keys if k not in known]
+    keys, new = unregistered_source_files(cfg, instance)
     if new:
         instance.add_dynamic_partitions(corpus_files.name, new)
         log.info("registered %d new corpus partition(s): %s", len(new), ", ".join(new))

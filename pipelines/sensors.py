@@ -6,9 +6,8 @@ Adding a parquet file to a local corpus (or raising `corpus.files` for the Hub) 
 
 import dagster as dg
 
-from assets.partitions import corpus_files
+from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.corpus import list_source_files
 
 
 def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
@@ -21,9 +20,7 @@ def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
         description="Adds a corpus_files partition for each new source file and materializes it.",
     )
     def corpus_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        keys = [f.key for f in list_source_files(cfg.corpus)]
-        known = set(context.instance.get_dynamic_partitions(corpus_files.name))
-        new = [k for k in keys if k not in known]
+        _, new = unregistered_source_files(cfg, context.instance)
         return dg.SensorResult(
             dynamic_partitions_requests=[corpus_files.build_add_request(new)] if new else [],
             run_requests=[dg.RunRequest(run_key=f"corpus-file:{k}", partition_key=k) for k in new],
