@@ -11,6 +11,11 @@ from gpt2train.corpus import list_source_files
 # tokenizes only that file.
 corpus_files = dg.DynamicPartitionsDefinition(name="corpus_files")
 
+# One partition per complete checkpoint, keyed `<run_tag>@step_XXXXXXXX` (gpt2train.checkpoint.
+# checkpoint_key). Immutable: the run tag names the config and shards that made it, so a new
+# training run adds partitions and never makes an old run's exports and reports stale.
+checkpoints = dg.DynamicPartitionsDefinition(name="checkpoints")
+
 
 def unregistered_source_files(cfg: Config, instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
     """(all configured source-file keys in source order, those not yet a `corpus_files` partition)."""

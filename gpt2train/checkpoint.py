@@ -5,8 +5,12 @@
         optimizer_rank{r}.pt       optimizer state of rank r (ZeRO-1: its shard), tensors only
         rng_rank{r}.pt             torch CPU (and CUDA) RNG state of rank r
         loader_rank{r}.json        data loader position of rank r (gpt2train/data.py)
-        state.json                 step, world size, config, metrics, lineage
+        state.json                 step, world size, config, metrics, lineage, model_sha256
         DONE                       written last: only directories with it are loaded
+
+A checkpoint's identity outside the run is its key, `<run directory name>@step_XXXXXXXX`
+(`checkpoint_key`), and its content hash, the sha256 of `model.safetensors` (`model_sha256`
+in state.json): the Dagster `checkpoints` partition key and data version.
 
 Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
 `state.json` and `DONE`, then renames the directory into place. A crash at any point
@@ -27,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import write_json_atomic
+from gpt2train.fileio import sha256_file, write_json_atomic
 
 STEP_DIR = re.compile(r"step_(\d{8})$")
 DONE = "DONE"
@@ -76,7 +80,8 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
                   tmp / "model.safetensors")
     barrier()
     if rank == 0:
-        write_json_atomic(tmp / "state.json", {"step": step, **(state or {})})
+        write_json_atomic(tmp / "state.json", {"artifact": "checkpoint", "step": step, **(state or {}),
+                                               "model_sha256": sha256_file(tmp / "model.safetensors")})
         for f in tmp.iterdir():  # data on disk before the directory claims to be complete
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -91,6 +96,37 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def checkpoint_key(path: str | Path) -> str:
+    """`<data>/runs/tiny-3f9a1c2b0e/checkpoints/step_00000020` -> `tiny-3f9a1c2b0e@step_00000020`."""
+    path = Path(path)
+    if not STEP_DIR.match(path.name):
+        raise Gpt2TrainError(f"{path} is not a checkpoint directory (expected .../checkpoints/step_XXXXXXXX)")
+    return f"{path.parent.parent.name}@{path.name}"
+
+
+def checkpoint_path(runs_root: str | Path, key: str) -> Path:
+    """The directory of checkpoint `key` under `runs_root` (the inverse of `checkpoint_key`)."""
+    run, sep, step = key.rpartition("@")
+    if not sep or not STEP_DIR.match(step) or not run or "/" in run or run.startswith("."):
+        raise Gpt2TrainError(f"{key!r} is not a checkpoint key (expected <run>@step_XXXXXXXX)")
+    return Path(runs_root) / run / "checkpoints" / step
+
+
+def checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """state.json of a complete checkpoint, with a clear error for a missing or incomplete one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise Gpt2TrainError(f"checkpoint {path} does not exist (deleted or moved?); rerun training, or remove "
+                             f"its partition if it was deleted on purpose")
+    if not (path / DONE).is_file():
+        raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
+                             f"save, or still being written) or not a checkpoint")
+    state = json.loads((path / "state.json").read_text())
+    if "model_sha256" not in state:  # written before checkpoints recorded their content hash
+        state["model_sha256"] = sha256_file(path / "model.safetensors")
+    return state
 
 
 def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False) -> dict[str, Any]:

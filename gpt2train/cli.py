@@ -5,6 +5,8 @@
     gpt2train verify data/prepared                      # check every shard against its sidecar
     gpt2train pipeline --config tiny [--stale-only]   # Dagster; added by pipelines/cli.py
     gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
+    gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40   # Hugging Face dir
+    gpt2train lineage data/reports/<checkpoint>/      # walk any artifact back to the corpus files
 
 Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
 clear line and exit 2; anything else is a bug and keeps its traceback.
@@ -88,6 +90,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from gpt2train.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.out)
+    v = result.verification
+    print(f"exported {args.checkpoint} (step {result.step}) to {result.out_dir}")
+    print(f"  verified: transformers loads it; logits max |diff| {v['logits_max_abs_diff']:.2e} "
+          f"(<= {v['logits_tolerance']:g}); tokenizer == tiktoken on {v['tokenizer_texts']} texts")
+
+
+def cmd_lineage(args: argparse.Namespace) -> None:
+    from gpt2train.lineage_walk import format_lineage, walk_lineage
+
+    nodes = walk_lineage(args.path, rehash=not args.no_rehash, progress=not args.quiet)
+    print(format_lineage(nodes))
+    bad = [n for n in nodes if not n.ok]
+    if bad:
+        raise Gpt2TrainError(f"{len(bad)} artifact(s) in the chain no longer match their recorded hashes "
+                             f"(marked MISMATCH/MISSING above); rematerialize them")
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     print(json.dumps(config_to_dict(load_from_args(args)), indent=2))
 
@@ -121,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train GPT-2 on the token shards (torchrun -m gpt2train.train for DDP)")
     add_config_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="a checkpoint -> a verified Hugging Face GPT2LMHeadModel directory")
+    p.add_argument("checkpoint", help="a complete checkpoint directory (…/checkpoints/step_XXXXXXXX)")
+    p.add_argument("out", help="output directory (replaced atomically if it exists)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("lineage", help="print an artifact's chain back to the corpus, re-hashing each file")
+    p.add_argument("path", help="an eval report dir, an export dir, a checkpoint dir, a shard (.bin) or a corpus record")
+    p.add_argument("--no-rehash", action="store_true", help="print the recorded chain without re-hashing files")
+    p.set_defaults(func=cmd_lineage)
 
     p = sub.add_parser("config", help="print the resolved config")
     add_config_args(p)

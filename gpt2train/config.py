@@ -168,6 +168,37 @@ class TrainConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How the `training_run` asset starts the trainer: torchrun, through Dagster Pipes."""
+
+    nproc_per_node: int = 1
+    """Processes per node: one per GPU on CUDA; CPU processes (gloo) otherwise."""
+    torchrun_args: list[str] = field(default_factory=list)
+    """Extra torchrun arguments for several nodes, e.g. [--nnodes=4, --node-rank=0,
+    --rdzv-backend=c10d, --rdzv-endpoint=head:29400]; without them torchrun runs --standalone."""
+
+
+@dataclass
+class EvalsConfig:
+    """Scoring every checkpoint's Hugging Face export with the Eleuther lm-eval harness (evals/)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["hellaswag"])
+    """lm-eval task names, each optionally `name:K` for K few-shot examples (default: the task's
+    own), e.g. [hellaswag, arc_easy, arc_challenge:25, piqa, winogrande:5, lambada_openai, mmlu:5]."""
+    limit: int | None = None
+    """Score only the first N items of each task (None = all). Reports say when it is set."""
+    batch_size: int = 16
+    """lm-eval batch size for the `hf` model."""
+    device: str = "auto"
+    """`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1` ..."""
+    local_data: list[str] = field(default_factory=list)
+    """`task=PATH` pairs: run the harness's own task definition on a local jsonl instead of the
+    Hub's dataset (offline), e.g. [hellaswag=data/hellaswag_val.jsonl]."""
+    baselines_file: str | None = None
+    """JSON of published GPT-2 / GPT-3 scores (llm.c's figures) shown next to each report's own."""
+
+
+@dataclass
 class Config:
     """The whole pipeline's configuration: one section per stage."""
 
@@ -177,13 +208,18 @@ class Config:
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    evals: EvalsConfig = field(default_factory=EvalsConfig)
 
 
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
 _PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
-                ("train", "val_glob"), ("train", "hellaswag_file"), ("train", "init_from")}
+                ("train", "val_glob"), ("train", "hellaswag_file"), ("train", "init_from"),
+                ("evals", "baselines_file")}
+# `task=PATH` lists: the PATH part is resolved the same way.
+_TASK_PATH_LIST_FIELDS = {("evals", "local_data")}
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -247,6 +283,15 @@ def validate_config(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:
         raise ConfigError(f"{where}: train.final_lr_frac must be in [0, 1] and train.warmup_steps >= 0")
+    e = cfg.evals
+    if not e.tasks:
+        raise ConfigError(f"{where}: evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
+    for spec in e.tasks:
+        parse_task_spec(spec)
+    if (e.limit is not None and e.limit < 1) or e.batch_size < 1:
+        raise ConfigError(f"{where}: evals.limit must be >= 1 (or null for all) and evals.batch_size >= 1")
+    if cfg.launch.nproc_per_node < 1:
+        raise ConfigError(f"{where}: launch.nproc_per_node={cfg.launch.nproc_per_node} must be >= 1")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.prefix):
         raise ConfigError(f"{where}: shards.prefix={s.prefix!r} may only hold letters, digits, '_', '-' and '.'")
 
@@ -272,6 +317,8 @@ def apply_override(cfg: Config, item: str) -> None:
             value = _check(ftype, value, where=f"--set {dotted}")
             if tuple(parts) in _PATH_FIELDS and value is not None and value != "hub":
                 value = str(Path(value).expanduser().resolve())
+            if tuple(parts) in _TASK_PATH_LIST_FIELDS and value:
+                value = [_resolve_task_path(v, Path.cwd(), where=f"--set {dotted}") for v in value]
             setattr(obj, f.name, value)
         else:
             obj = getattr(obj, part)
@@ -358,3 +405,22 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         value = getattr(obj, path[-1])
         if value is not None and value != "hub":
             setattr(obj, path[-1], str((base / Path(value).expanduser()).resolve()))
+    for path in _TASK_PATH_LIST_FIELDS:
+        section = getattr(cfg, path[0])
+        setattr(section, path[1], [_resolve_task_path(v, base, where=".".join(path))
+                                   for v in getattr(section, path[1])])
+
+
+def _resolve_task_path(item: str, base: Path, where: str) -> str:
+    task, sep, value = item.partition("=")
+    if not sep or not task.strip() or not value.strip():
+        raise ConfigError(f"{where}: {item!r} is not `task=PATH` (e.g. hellaswag=data/hellaswag_val.jsonl)")
+    return f"{task.strip()}={(base / Path(value.strip()).expanduser()).resolve()}"
+
+
+def parse_task_spec(spec: str) -> tuple[str, int | None]:
+    """`arc_challenge:25` -> ("arc_challenge", 25); `hellaswag` -> ("hellaswag", None)."""
+    name, sep, shots = spec.partition(":")
+    if not name or (sep and not shots.isdigit()):
+        raise ConfigError(f"evals.tasks: {spec!r} is not `task` or `task:K` (K few-shot examples, an integer >= 0)")
+    return name, int(shots) if sep else None

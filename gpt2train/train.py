@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob as globlib
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -49,6 +51,27 @@ log = logging.getLogger("gpt2train.train")
 # The modules whose source decides what training computes: part of a checkpoint's code version.
 TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.data", "gpt2train.parallelize",
                       "gpt2train.checkpoint", "gpt2train.outliers"]
+# Train settings that do not change the weights: where the run lives, printing samples.
+_NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens")
+
+
+def train_code_version(cfg: Config) -> str:
+    """Version of what training computes: its modules and the model / train settings that shape the
+    weights (the Dagster `training_run` asset's code_version)."""
+    train_settings = {k: v for k, v in config_to_dict(cfg.train).items() if k not in _NOT_OUTPUT_SHAPING}
+    return code_version(TRAIN_CODE_MODULES, {"model": config_to_dict(cfg.model), "train": train_settings})
+
+
+def run_tag(cfg: Config) -> str:
+    """`<descriptor>-<10 hex>`: names a training run by what decides its weights, the training code
+    version and the sha256 of every shard it reads. The `training_run` asset trains in
+    `<data_dir>/runs/<run_tag>`, so a changed config or corpus starts a new run (new checkpoint
+    partitions) and never resumes from, or overwrites, another run's checkpoints."""
+    train_glob, val_glob, _ = default_paths(cfg)
+    h = hashlib.sha256(train_code_version(cfg).encode())
+    for entry in shard_lineage(train_glob) + shard_lineage(val_glob):
+        h.update(f"{entry['file']}:{entry['sha256']}".encode())
+    return f"{cfg.model.descriptor.replace(':', '-')}-{h.hexdigest()[:10]}"
 
 
 @dataclass
@@ -117,20 +140,22 @@ def evaluate(model: torch.nn.Module, loader: ShardLoader, batches: int, device: 
     return (total / (batches * d.world)).item()
 
 
-def train(cfg: Config) -> dict:
-    """Run (or resume) the configured training; returns a summary of the final step."""
+def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> dict:
+    """Run (or resume) the configured training; returns a summary of the final step.
+    `on_checkpoint(path)` is called on rank 0 after each complete checkpoint (e.g. to report it)."""
     t = cfg.train
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     d = init_distributed(device_type)
     device = f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu"
     try:
-        return _train(cfg, t, d, device, device_type)
+        return _train(cfg, t, d, device, device_type, on_checkpoint)
     finally:
         if d.world > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) -> dict:
+def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
+           on_checkpoint: Callable[[Path], None] | None) -> dict:
     try:
         model_cfg = GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
     except ValueError as e:
@@ -164,7 +189,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     apply_recompute(model, t.recompute)
     optimizer = build_optimizer(model, t, device_type, d.world)
     loss_outliers, norm_outliers = OutlierDetector(), OutlierDetector()
-    start_step, history, skipped = 0, [], 0
+    start_step, history, skipped, loss_value = 0, [], 0, float("nan")
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
         saved_world = load_checkpoint(resume_from, rank=0, weights_only=True)["state"].get("world", 1)
@@ -179,6 +204,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
         train_loader.load_state_dict(ck["loader"])
         restore_rng(ck["rng"])
         start_step, skipped = ck["state"]["step"], ck["state"].get("skipped_updates", 0)
+        loss_value = ck["state"].get("loss", loss_value)  # the summary's, if nothing is left to train
         loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
     ddp_model = apply_ddp(apply_compile(model) if t.compile else model, d.world)
@@ -187,10 +213,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
     hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
     autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     peak_flops = gpu_peak_flops(device_type)
-    lineage = {"train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
-               "code_version": code_version(TRAIN_CODE_MODULES, {"model": config_to_dict(cfg.model),
-                                                                  "train": config_to_dict(t)}),
-               "git_commit": git_commit(), "gpt2train_version": __version__}
+    lineage = {"run_tag": run_tag(cfg), "shards_dir": str(Path(train_glob).parent.resolve()),
+               "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
+               "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": __version__}
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +238,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    loss_value = float("nan")
+    last_val_loss = None  # the newest val loss, recorded in each checkpoint's state
+    if d.is_main and start_step >= max_steps:
+        log.info("nothing to train: %s already holds the final step %d", resume_from, start_step)
     for step in range(start_step, max_steps):
         last = step == max_steps - 1
         evaluated = False
@@ -221,6 +248,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
             with autocast():
                 val_loss = evaluate(ddp_model, val_loader, t.val_batches, device, d)
             write_metric({"step": step, "val_loss": val_loss})
+            last_val_loss = val_loss
             evaluated = True
             if d.is_main:
                 log.info("step %d/%d | val loss %.6f", step, max_steps, val_loss)
@@ -282,7 +310,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
             path = save_checkpoint(
                 ckpt_root, done, model_state=model.state_dict() if d.is_main else None,
                 optimizer_state=optimizer_shard_state(optimizer), loader_state=train_loader.state_dict(),
-                state={"world": d.world, "loss": loss_value, "config": config_to_dict(cfg),
+                state={"world": d.world, "loss": loss_value, "val_loss": last_val_loss, "config": config_to_dict(cfg),
                        "skipped_updates": skipped, "loss_outliers": loss_outliers.state_dict(),
                        "norm_outliers": norm_outliers.state_dict(),
                        "lineage": lineage} if d.is_main else None,
@@ -290,6 +318,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str) 
             if d.is_main:
                 prune_checkpoints(ckpt_root, t.keep_last, t.major_every)
                 log.info("checkpoint %s", path)
+                if on_checkpoint is not None:
+                    on_checkpoint(path)
     return {"steps": max_steps, "final_loss": loss_value, "skipped_updates": skipped, "out_dir": str(out_dir)}
 
 

@@ -1,8 +1,9 @@
 """The `gpt2train` console script: the library's CLI (gpt2train/cli.py) plus `pipeline`, the
 one subcommand that needs Dagster, so the library stays free of Dagster imports.
 
-    gpt2train pipeline --config tiny                 # every partition, in the instance at DAGSTER_HOME
+    gpt2train pipeline --config tiny                 # the whole chain, in the instance at DAGSTER_HOME
     gpt2train pipeline --config tiny --stale-only    # only stale or missing (asset, partition) pairs
+    gpt2train pipeline --config tiny --through data  # stop after the token shards
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from pathlib import Path
 from gpt2train import cli as library_cli
 
 
+def _print_summary(summary) -> None:
+    for asset, key in summary.ran:
+        print(f"ran      {asset}{f' [{key}]' if key else ''}")
+    for asset, key in summary.skipped:
+        print(f"skipped  {asset}{f' [{key}]' if key else ''} (fresh)")
+    for asset, key, _cause in summary.failed:
+        print(f"FAILED   {asset}{f' [{key}]' if key else ''}")
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
     import dagster as dg
 
-    from pipelines.runner import run_pipeline
+    from pipelines.runner import PipelineFailed, run_pipeline
 
     cfg = library_cli.load_from_args(args)
     if not os.environ.get("DAGSTER_HOME"):
@@ -25,12 +35,20 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     with dg.DagsterInstance.get() as instance:
-        summary = run_pipeline(cfg, instance, stale_only=args.stale_only)
-    for asset, key in summary.ran:
-        print(f"ran      {asset} [{key}]")
-    for asset, key in summary.skipped:
-        print(f"skipped  {asset} [{key}] (fresh)")
+        try:
+            summary = run_pipeline(cfg, instance, stale_only=args.stale_only, through=args.through)
+        except PipelineFailed as e:
+            _print_summary(e.summary)
+            raise
+    _print_summary(summary)
     print(f"shards: {Path(cfg.data_dir) / 'shards'}")
+    if args.through == "evals":
+        from assets.evals import summary_dir
+
+        for report in summary.reports:
+            print(f"eval report: {Path(report) / 'report.md'}")
+        if (summary_dir(cfg) / "summary.md").exists():
+            print(f"eval trend: {summary_dir(cfg) / 'summary.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ap.subcommands.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
     library_cli.add_config_args(p)
     p.add_argument("--stale-only", action="store_true", help="only stale or missing (asset, partition) pairs")
+    p.add_argument("--through", choices=("data", "training", "evals"), default="evals",
+                   help="last stage to run (default: evals, the whole chain)")
     p.set_defaults(func=cmd_pipeline)
     return ap
 

@@ -3,38 +3,63 @@
     dagster dev -w workspace.yaml          # UI on http://127.0.0.1:3000
     GPT2TRAIN_CONFIG=gpt2_124m dagster dev -w workspace.yaml
 
-Assets (group `data`): `corpus` -> `token_shards` (+ 4 shard checks), partitioned by
-source file (`corpus_files`). Job `data` materializes both for one partition; job
-`shard_checks` re-runs the shard checks alone; `corpus_files_sensor` adds new files.
+Assets, by group:
+- `data`: `corpus` -> `token_shards` (+ 4 shard checks), partitioned by source file (`corpus_files`);
+- `training`: `training_run` (torchrun through Pipes, all shards) -> `checkpoint` (external,
+  observed; one `checkpoints` partition per complete checkpoint);
+- `evaluation`: `hf_export` -> `eval_report` per checkpoint partition -> `eval_summary`.
+
+Jobs: `data` (one corpus partition), `shard_checks`, `training`, `checkpoint_evals` (export +
+report of one checkpoint partition), `refresh_eval_summary`. Sensors (on by default): `corpus_files_sensor`
+(new source files) and `checkpoints_sensor` (new checkpoints are exported and evaluated, also
+while training runs). Resource: `pipes_subprocess_client` — the one thing to swap for Kubernetes
+(docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from assets.checkpoints import checkpoint_spec
 from assets.corpus import build_corpus_asset
+from assets.evals import build_eval_assets
+from assets.hf_export import build_hf_export_asset
 from assets.token_shards import build_token_shards_asset
+from assets.training import build_training_asset
 from gpt2train.config import Config
-from pipelines.sensors import build_corpus_files_sensor
+from pipelines.sensors import build_checkpoints_sensor, build_corpus_files_sensor
 from pipelines.settings import config_from_env
 
 DATA_JOB = "data"
 SHARD_CHECKS_JOB = "shard_checks"
+TRAINING_JOB = "training"
+CHECKPOINT_EVALS_JOB = "checkpoint_evals"
+EVAL_SUMMARY_JOB = "refresh_eval_summary"
 
 
 def build_definitions(cfg: Config) -> dg.Definitions:
     corpus = build_corpus_asset(cfg)
     token_shards, *shard_checks = build_token_shards_asset(cfg)
+    training_run = build_training_asset(cfg)
+    hf_export = build_hf_export_asset(cfg)
+    eval_report, eval_summary = build_eval_assets(cfg)
     data_job = dg.define_asset_job(DATA_JOB, selection=dg.AssetSelection.assets(corpus, token_shards),
                                    description="Fetch and tokenize one corpus file (a corpus_files partition).")
     # Re-validate a partition's shards without rewriting them (e.g. after a disk or copy problem).
     checks_job = dg.define_asset_job(SHARD_CHECKS_JOB, selection=dg.AssetSelection.checks_for_assets(token_shards),
                                      description="Run the four shard checks for one partition.")
+    training_job = dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.assets(training_run),
+                                       description="Train (or resume) the configured run on every token shard.")
+    evals_job = dg.define_asset_job(CHECKPOINT_EVALS_JOB, selection=dg.AssetSelection.assets(hf_export, eval_report),
+                                    description="Export one checkpoint (a checkpoints partition) and score it.")
+    summary_job = dg.define_asset_job(EVAL_SUMMARY_JOB, selection=dg.AssetSelection.assets(eval_summary),
+                                      description="Redraw the eval trend across all checkpoints.")
     return dg.Definitions(
-        assets=[corpus, token_shards],
+        assets=[corpus, token_shards, training_run, checkpoint_spec, hf_export, eval_report, eval_summary],
         asset_checks=shard_checks,
-        jobs=[data_job, checks_job],
-        sensors=[build_corpus_files_sensor(cfg, data_job)],
+        jobs=[data_job, checks_job, training_job, evals_job, summary_job],
+        sensors=[build_corpus_files_sensor(cfg, data_job), build_checkpoints_sensor(cfg, evals_job, summary_job)],
+        resources={"pipes_subprocess_client": dg.PipesSubprocessClient()},
     )
 
 

@@ -1,9 +1,22 @@
 """`gpt2train pipeline`: materialize the chain in the Dagster instance at DAGSTER_HOME.
 
 Runs go through the real instance (SQLite storage under DAGSTER_HOME), so they show in the
-UI exactly like runs launched there. One run per corpus partition (the `data` job).
-With `stale_only`, a partition runs only if one of its assets is stale or missing, as the
-UI's markers say (pipelines/staleness.py); everything else is reported as skipped.
+UI exactly like runs launched there. Stages, in dependency order, each its own runs:
+
+    data        one `data` run per corpus partition (corpus + token_shards)
+    training    the `training` job (torchrun through Pipes); checkpoints become partitions
+    evals       one `checkpoint_evals` run per checkpoint partition (hf_export + eval_report),
+                then `eval_summary`
+
+With `stale_only`, an (asset, partition) runs only if it is stale or missing as the UI's markers
+say (pipelines/staleness.py). Dagster marks an asset stale only once an upstream's data version
+has changed, so the statuses are asked again before each stage: after a shard-config change the
+shards rerun, which makes training stale, whose new run adds checkpoints to export and evaluate.
+Everything else is reported as skipped. Without `stale_only`, every stage runs (training resumes,
+so a complete run costs nothing) for the current run's checkpoints.
+
+A failing checkpoint partition (e.g. its checkpoint was deleted) does not stop the others: the
+failures are collected and raised together at the end, after the summary of what did run.
 """
 
 from __future__ import annotations
@@ -13,25 +26,33 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from assets.checkpoints import register_checkpoints
 from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
 from gpt2train.data_stage import source_changed
 from gpt2train.errors import Gpt2TrainError
-from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
+from gpt2train.runs import find_checkpoints, run_dir, runs_root
+from pipelines.definitions import (
+    CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
+)
 from pipelines.staleness import StaleStatus, stale_statuses
 
 log = logging.getLogger(__name__)
 
 DATA_ASSETS = ("corpus", "token_shards")  # in dependency order
+EVAL_ASSETS = ("hf_export", "eval_report")
+STAGES = ("data", "training", "evals")
 # Dagster's console logger at INFO: its DEBUG lines (every step event) drown the library's own log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
 class PipelineSummary:
-    ran: list[tuple[str, str]] = field(default_factory=list)  # (asset, partition)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ran: list[tuple[str, str | None]] = field(default_factory=list)  # (asset, partition)
+    skipped: list[tuple[str, str | None]] = field(default_factory=list)
+    failed: list[tuple[str, str | None, str]] = field(default_factory=list)  # (asset, partition, cause)
     run_ids: list[str] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)  # report dirs written or fresh, for the user
 
 
 def register_corpus_partitions(cfg: Config, instance: dg.DagsterInstance) -> list[str]:
@@ -43,12 +64,63 @@ def register_corpus_partitions(cfg: Config, instance: dg.DagsterInstance) -> lis
     return keys
 
 
-def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = False) -> PipelineSummary:
+def failure_cause(result) -> str:
+    """The library's own message of a failed run (Dagster wraps it in its own errors)."""
+    failure = next((e for e in result.all_events if e.is_failure and e.step_failure_data), None)
+    if failure is None or not failure.step_failure_data.error:
+        return "see the run in the UI"
+    err = failure.step_failure_data.error
+    while err.cause:
+        err = err.cause
+    return err.message.strip()
+
+
+def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, summary: PipelineSummary,
+             assets: list[str], partition: str | None = None) -> tuple[bool, str]:
+    job = defs.resolve_job_def(job_name)
+    log.info("materializing %s%s", " + ".join(assets), f" for {partition}" if partition else "")
+    result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
+                                    asset_selection=[dg.AssetKey(a) for a in assets], run_config=QUIET_RUN_CONFIG)
+    summary.run_ids.append(result.run_id)
+    if result.success:
+        summary.ran.extend((a, partition) for a in assets)
+        return True, ""
+    cause = f"run {result.run_id} ({job_name}{', partition ' + partition if partition else ''}) failed: " \
+            f"{failure_cause(result)}"
+    return False, cause
+
+
+def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = False,
+                 through: str = "evals") -> PipelineSummary:
+    """Materialize the stages up to `through` (data | training | evals); see the module docstring."""
+    if through not in STAGES:
+        raise ValueError(f"through={through!r}: one of {STAGES}")
     defs = build_definitions(cfg)
-    job = defs.resolve_job_def(DATA_JOB)
-    keys = register_corpus_partitions(cfg, instance)
     summary = PipelineSummary()
-    statuses = stale_statuses(defs, instance, keys) if stale_only else {}
+    _run_data_stage(cfg, defs, instance, summary, stale_only)
+    if through == "data":
+        return summary
+    _run_training_stage(cfg, defs, instance, summary, stale_only)
+    if through == "training":
+        return summary
+    _run_eval_stage(cfg, defs, instance, summary, stale_only)
+    if summary.failed:
+        lines = "\n".join(f"  {asset} [{key}]: {cause}" for asset, key, cause in summary.failed)
+        raise PipelineFailed(summary, f"{len(summary.failed)} partition(s) failed; the others ran:\n{lines}")
+    return summary
+
+
+class PipelineFailed(Gpt2TrainError):
+    """Some partitions failed; `summary` says what ran, was skipped and failed."""
+
+    def __init__(self, summary: PipelineSummary, message: str):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _run_data_stage(cfg, defs, instance, summary, stale_only) -> None:
+    keys = register_corpus_partitions(cfg, instance)
+    statuses = stale_statuses(defs, instance, assets=list(DATA_ASSETS)) if stale_only else {}
     for key in keys:
         # Upstream first: a stale corpus file makes its shards stale too, once it reruns.
         selected = [a for a in DATA_ASSETS if not stale_only or statuses[(a, key)] != StaleStatus.FRESH]
@@ -56,27 +128,60 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
             selected = list(DATA_ASSETS)  # the file changed under a FRESH record
         if selected and selected[0] == "corpus":
             selected = list(DATA_ASSETS)
-        for a in DATA_ASSETS:
-            if a not in selected:
-                summary.skipped.append((a, key))
-        if not selected:
-            continue
-        log.info("materializing %s for %s", " + ".join(selected), key)
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        asset_selection=[dg.AssetKey(a) for a in selected],
-                                        run_config=QUIET_RUN_CONFIG)
-        summary.run_ids.append(result.run_id)
-        if not result.success:
-            failure = next((e for e in result.all_events if e.is_failure and e.step_failure_data), None)
-            cause = "see the run in the UI"
-            if failure and failure.step_failure_data.error:
-                err = failure.step_failure_data.error
-                while err.cause:  # Dagster wraps the library's error; show the library's message
-                    err = err.cause
-                cause = err.message.strip()
-            raise Gpt2TrainError(f"run {result.run_id} ({DATA_JOB}, partition {key}) failed: {cause}")
-        summary.ran.extend((a, key) for a in selected)
-    return summary
+        summary.skipped.extend((a, key) for a in DATA_ASSETS if a not in selected)
+        if selected:
+            ok, cause = _execute(defs, DATA_JOB, instance, summary, selected, key)
+            if not ok:  # training needs every shard: stop here
+                raise Gpt2TrainError(cause)
+
+
+def _run_training_stage(cfg, defs, instance, summary, stale_only) -> None:
+    status = stale_statuses(defs, instance, assets=["training_run"])[("training_run", None)]
+    if stale_only and status == StaleStatus.FRESH:
+        summary.skipped.append(("training_run", None))
+    else:
+        ok, cause = _execute(defs, TRAINING_JOB, instance, summary, ["training_run"])
+        if not ok:
+            raise Gpt2TrainError(cause)
+    # The asset registered its checkpoints while it trained; this also catches runs made outside
+    # Dagster (`gpt2train train`) and checkpoints Dagster has not observed yet.
+    register_checkpoints(instance, find_checkpoints(runs_root(cfg)))
+
+
+def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
+    from assets.evals import report_dir
+
+    if stale_only:
+        keys = list(instance.get_dynamic_partitions("checkpoints"))
+    else:  # the current run's checkpoints
+        current = run_dir(cfg).name
+        keys = [c.key for c in find_checkpoints(runs_root(cfg)) if c.key.startswith(f"{current}@")]
+    for key in keys:
+        if not stale_only:
+            ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, list(EVAL_ASSETS), key)
+            if not ok:
+                summary.failed.append(("hf_export + eval_report", key, cause))
+        # hf_export first; eval_report's status is asked again after it (a re-export with the same
+        # bytes keeps the report fresh).
+        for i, asset in enumerate(EVAL_ASSETS if stale_only else ()):
+            status = stale_statuses(defs, instance, assets=[asset], partition_keys=[key])[(asset, key)]
+            if stale_only and status == StaleStatus.FRESH:
+                summary.skipped.append((asset, key))
+                continue
+            ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, [asset], key)
+            if not ok:
+                summary.failed.extend((a, key, cause) for a in EVAL_ASSETS[i:])
+                break
+        if (report_dir(cfg, key) / "lineage.json").exists():
+            summary.reports.append(str(report_dir(cfg, key)))
+    status = stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)]
+    ran_reports = any(a == "eval_report" for a, _ in summary.ran)
+    if stale_only and status == StaleStatus.FRESH and not ran_reports:
+        summary.skipped.append(("eval_summary", None))
+    elif keys:
+        ok, cause = _execute(defs, EVAL_SUMMARY_JOB, instance, summary, ["eval_summary"])
+        if not ok:
+            summary.failed.append(("eval_summary", None, cause))
 
 
 def run_shard_checks(cfg: Config, instance: dg.DagsterInstance, key: str) -> dict[str, dg.AssetCheckEvaluation]:

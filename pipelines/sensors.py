@@ -1,13 +1,21 @@
-"""`corpus_files_sensor`: registers each new source file as a partition and materializes it.
+"""Sensors: new corpus files and new checkpoints are picked up without anyone clicking.
 
-Adding a parquet file to a local corpus (or raising `corpus.files` for the Hub) adds one
-`corpus_files` partition; the sensor requests `corpus` + `token_shards` for that key only.
+- `corpus_files_sensor`: adds a `corpus_files` partition for each new source file (adding a
+  parquet file to a local corpus, or raising `corpus.files` for the Hub) and requests
+  `corpus` + `token_shards` for that key only.
+- `checkpoints_sensor`: registers each complete checkpoint under `<data_dir>/runs/` as a
+  `checkpoints` partition (observing its content hash; the `training_run` asset does the same
+  while it trains, this catches runs trained outside Dagster), requests `hf_export` +
+  `eval_report` for every partition that has no eval report yet — also while training runs —
+  and `eval_summary` whenever a new report has landed since the last summary.
 """
 
 import dagster as dg
 
-from assets.partitions import corpus_files, unregistered_source_files
+from assets.checkpoints import pending_registrations
+from assets.partitions import checkpoints, corpus_files, unregistered_source_files
 from gpt2train.config import Config
+from gpt2train.runs import find_checkpoints, runs_root
 
 
 def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
@@ -27,3 +35,41 @@ def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
         )
 
     return corpus_files_sensor
+
+
+def latest_storage_id(instance: dg.DagsterInstance, asset: str) -> int | None:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else None
+
+
+def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="checkpoints_sensor",
+        jobs=[evals_job, summary_job],
+        # A checkpoint takes minutes to hours to train; 30 s is prompt and cheap (a directory listing).
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers each complete checkpoint as a `checkpoints` partition and exports and evaluates it; "
+                    "refreshes eval_summary after new reports.",
+    )
+    def checkpoints_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        infos = find_checkpoints(runs_root(cfg))
+        new_keys, observations = pending_registrations(context.instance, infos)
+        known = set(context.instance.get_dynamic_partitions(checkpoints.name)) | set(new_keys)
+        evaluated = context.instance.get_materialized_partitions(dg.AssetKey("eval_report"))
+        # One request per checkpoint content: run_key dedupes across ticks, and a checkpoint
+        # rewritten in place (new hash) is evaluated again.
+        requests = [dg.RunRequest(run_key=f"evals:{i.key}:{i.model_sha256[:16]}", job_name=evals_job.name,
+                                  partition_key=i.key)
+                    for i in infos if i.key in known and i.key not in evaluated]
+        last_report, last_summary = latest_storage_id(context.instance, "eval_report"), \
+            latest_storage_id(context.instance, "eval_summary")
+        if last_report is not None and (last_summary is None or last_report > last_summary):
+            requests.append(dg.RunRequest(run_key=f"summary:{last_report}", job_name=summary_job.name))
+        return dg.SensorResult(
+            dynamic_partitions_requests=[checkpoints.build_add_request(new_keys)] if new_keys else [],
+            asset_events=observations,
+            run_requests=requests,
+        )
+
+    return checkpoints_sensor

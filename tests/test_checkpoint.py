@@ -12,6 +12,7 @@ from gpt2train.checkpoint import (
     step_dir,
 )
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import sha256_file
 from gpt2train.model import GPT, GPTConfig
 
 
@@ -45,7 +46,9 @@ def test_round_trip_restores_weights_optimizer_rng_and_loader(tmp_path):
     torch.manual_seed(0)
     restore_rng(ck["rng"])
     assert torch.equal(torch.rand(3), expected_draw)
-    assert ck["loader"]["batch_pos"] == 7 and ck["state"] == {"step": 7, "loss": 1.5}
+    assert ck["loader"]["batch_pos"] == 7
+    assert ck["state"] == {"artifact": "checkpoint", "step": 7, "loss": 1.5,
+                           "model_sha256": sha256_file(path / "model.safetensors")}  # the content hash
 
 
 def test_incomplete_checkpoints_are_ignored(tmp_path):

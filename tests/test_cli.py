@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,29 +62,40 @@ def test_config_prints_resolved_values():
     assert cfg["shards"]["shard_size"] == 5000 and cfg["corpus"]["name"] == "sample-10BT"
 
 
-def test_pipeline_runs_in_dagster_home_then_skips_fresh(tmp_path, edu_mini):
+@pytest.mark.slow
+def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(tmp_path, edu_mini):
+    """The README's main command, on a smaller corpus and run: every stage, then nothing stale."""
     home = tmp_path / "dagster_home"
-    args = ("pipeline", "--set", f"data_dir={tmp_path / 'data'}", "--set", f"corpus.source={edu_mini}",
-            "--set", "corpus.max_documents_per_file=30", "--set", "shards.shard_size=40000")
-    r = gpt2train(*args, env_extra={"DAGSTER_HOME": str(home)})
+    sets = [f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}", "corpus.files=2",
+            "corpus.max_documents_per_file=30", "shards.shard_size=40000", "train.max_steps=4",
+            "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8", "evals.limit=8"]
+    args = ["pipeline", "--config", "tiny", *[a for s in sets for a in ("--set", s)]]
+    env = {"DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    r = gpt2train(*args, env_extra=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("ran      ") == 6  # 2 assets x 3 files
+    ran = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ran ")]
+    assert ran.count("corpus") == 2 and ran.count("token_shards") == 2 and ran.count("training_run") == 1
+    assert ran.count("hf_export") == 2 and ran.count("eval_report") == 2 and ran.count("eval_summary") == 1
+    reports = [line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("eval report: ")]
+    assert len(reports) == 2 and all(Path(p).is_file() for p in reports)
+    assert r.stdout.splitlines()[-1].startswith("eval trend: ")  # it ends by saying where to look
     assert (home / "history" / "runs.db").exists() or any(home.rglob("*.db"))  # SQLite storage persisted
 
-    r = gpt2train(*args, "--stale-only", env_extra={"DAGSTER_HOME": str(home)})
+    r = gpt2train(*args, "--stale-only", env_extra=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("skipped  ") == 6 and "ran " not in r.stdout
+    assert "ran " not in r.stdout and r.stdout.count("skipped  ") == 2 * 2 + 1 + 2 * 2 + 1
 
 
 def test_module_entry_points():
     r = subprocess.run([sys.executable, "-m", "gpt2train.cli", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "{prepare,verify,train,config}" in r.stdout  # the library: no Dagster command
+    assert r.returncode == 0 and "{prepare,verify,train,export,lineage,config}" in r.stdout  # the library: no Dagster command
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "{prepare,verify,train,config,pipeline}" in r.stdout
+    assert r.returncode == 0 and "{prepare,verify,train,export,lineage,config,pipeline}" in r.stdout
 
 
 def test_library_never_imports_dagster():
-    code = ("import sys, gpt2train.cli, gpt2train.data_stage, gpt2train.train, gpt2train.checkpoint; "
+    code = ("import sys, gpt2train.cli, gpt2train.data_stage, gpt2train.train, gpt2train.checkpoint, gpt2train.runs, "
+            "gpt2train.export, gpt2train.lineage_walk, evals.runner, evals.trend; "
             "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.stdout.strip() == "False", r.stderr
@@ -92,7 +104,7 @@ def test_library_never_imports_dagster():
 def test_pipeline_ignores_the_dagster_dev_environment(tmp_path, edu_mini):
     # GPT2TRAIN_* pick the config `dagster dev` loads; the CLI's own --config/--set win.
     r = gpt2train("pipeline", "--set", f"data_dir={tmp_path / 'data'}", "--set", f"corpus.source={edu_mini}",
-                  "--set", "corpus.max_documents_per_file=5", "--set", "corpus.files=1",
+                  "--set", "corpus.max_documents_per_file=5", "--set", "corpus.files=1", "--through", "data",
                   env_extra={"DAGSTER_HOME": str(tmp_path / "home"), "GPT2TRAIN_CONFIG": "nope",
                              "GPT2TRAIN_SET": "shards.shard_sise=5"})
     assert r.returncode == 0, r.stderr[-2000:]

@@ -53,7 +53,7 @@ def latest_materialization(instance, asset: str, partition: str):
 
 def statuses_by_asset(defs, instance, keys):
     out: dict[str, set] = {}
-    for (asset, _key), status in stale_statuses(defs, instance, keys).items():
+    for (asset, _key), status in stale_statuses(defs, instance, assets=["corpus", "token_shards"], partition_keys=keys).items():
         out.setdefault(asset, set()).add(status)
     return out
 
@@ -61,12 +61,18 @@ def statuses_by_asset(defs, instance, keys):
 def test_definitions_load(tiny_cfg):
     defs = build_definitions(tiny_cfg)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"corpus", "token_shards"}
-    assert graph.get(dg.AssetKey("token_shards")).parent_keys == {dg.AssetKey("corpus")}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "corpus", "token_shards", "training_run", "checkpoint", "hf_export", "eval_report", "eval_summary"}
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+               for k in graph.get_all_asset_keys()}
+    assert parents == {"corpus": set(), "token_shards": {"corpus"}, "training_run": {"token_shards"},
+                       "checkpoint": {"training_run"}, "hf_export": {"checkpoint"}, "eval_report": {"hf_export"},
+                       "eval_summary": {"eval_report"}}
+    assert not graph.get(dg.AssetKey("checkpoint")).is_materializable  # observed, never recomputed
     checks = {c.name for c in graph.asset_check_keys}
     assert checks == {"header", "size_matches_header", "tokens_in_vocab", "sha256_matches_sidecar"}
     assert defs.resolve_job_def(DATA_JOB) and defs.resolve_job_def(SHARD_CHECKS_JOB)
-    assert defs.resolve_sensor_def("corpus_files_sensor")
+    assert defs.resolve_sensor_def("corpus_files_sensor") and defs.resolve_sensor_def("checkpoints_sensor")
     # The module the workspace loads builds too (default config: tiny).
     from pipelines.definitions import defs as lazy_defs
 
@@ -88,7 +94,7 @@ def test_code_versions_follow_the_settings_that_shape_output(tmp_path, edu_mini)
 
 def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    summary = run_pipeline(cfg, instance)
+    summary = run_pipeline(cfg, instance, through="data")
     keys = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
     assert sorted(k for _, k in summary.ran) == sorted(keys * 2)
     assert statuses_by_asset(build_definitions(cfg), instance, keys) == {
@@ -106,25 +112,25 @@ def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, sm
     assert statuses_by_asset(build_definitions(changed), instance, keys) == {
         "corpus": {StaleStatus.FRESH}, "token_shards": {StaleStatus.STALE}}
 
-    summary = run_pipeline(changed, instance, stale_only=True)
+    summary = run_pipeline(changed, instance, stale_only=True, through="data")
     assert sorted(summary.ran) == [("token_shards", k) for k in keys]
     assert sorted(summary.skipped) == [("corpus", k) for k in keys]
     assert statuses_by_asset(build_definitions(changed), instance, keys) == {
         "corpus": {StaleStatus.FRESH}, "token_shards": {StaleStatus.FRESH}}
 
     # Nothing changed: nothing runs.
-    summary = run_pipeline(changed, instance, stale_only=True)
+    summary = run_pipeline(changed, instance, stale_only=True, through="data")
     assert summary.ran == [] and len(summary.skipped) == 4
 
 
 def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "shards").glob("*.bin")}
 
     new = "sample/10BT/002_00000.parquet"
     shutil.copyfile(edu_mini / new, small_corpus / new)
-    summary = run_pipeline(cfg, instance, stale_only=True)
+    summary = run_pipeline(cfg, instance, stale_only=True, through="data")
     assert summary.ran == [("corpus", new), ("token_shards", new)]
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data" / "shards").glob("*.bin")}
     assert {k: after[k] for k in before} == before  # earlier shards untouched
@@ -135,23 +141,23 @@ def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_min
 
 def test_changed_source_file_reruns_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     changed = "sample/10BT/001_00000.parquet"
     shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / changed)
-    summary = run_pipeline(cfg, instance, stale_only=True)
+    summary = run_pipeline(cfg, instance, stale_only=True, through="data")
     assert summary.ran == [("corpus", changed), ("token_shards", changed)]
     record = load_corpus_record(cfg, changed)
     assert record.sha256 == sha256_file(small_corpus / changed)
-    assert run_pipeline(cfg, instance, stale_only=True).ran == []
+    assert run_pipeline(cfg, instance, stale_only=True, through="data").ran == []
 
 
 def test_document_selection_change_reaches_the_shards(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     keys = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
     fewer = make_cfg(tmp_path, small_corpus, "corpus.max_documents_per_file=20")
     assert statuses_by_asset(build_definitions(fewer), instance, keys)["corpus"] == {StaleStatus.STALE}
-    summary = run_pipeline(fewer, instance, stale_only=True)
+    summary = run_pipeline(fewer, instance, stale_only=True, through="data")
     assert sorted(summary.ran) == sorted([("corpus", k) for k in keys] + [("token_shards", k) for k in keys])
     manifest = json.loads(manifest_path(tmp_path / "data" / "shards", keys[0]).read_text())
     assert manifest["documents"] == 20
@@ -159,31 +165,31 @@ def test_document_selection_change_reaches_the_shards(tmp_path, small_corpus, in
 
 def test_speed_settings_and_more_files_do_not_make_anything_stale(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus, "corpus.files=1")
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     key = "sample/10BT/000_00000.parquet"
     other = make_cfg(tmp_path, small_corpus, "corpus.files=2", "shards.threads=1", "shards.batch_documents=7")
-    assert stale_statuses(build_definitions(other), instance, [key]) == {
+    assert stale_statuses(build_definitions(other), instance, assets=["corpus", "token_shards"], partition_keys=[key]) == {
         ("corpus", key): StaleStatus.FRESH, ("token_shards", key): StaleStatus.FRESH}
-    summary = run_pipeline(other, instance, stale_only=True)
+    summary = run_pipeline(other, instance, stale_only=True, through="data")
     assert summary.ran == [("corpus", "sample/10BT/001_00000.parquet"), ("token_shards", "sample/10BT/001_00000.parquet")]
 
 
 def test_validation_shard_stays_with_its_first_owner(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     # a new file that sorts first must not take the validation shard over
     shutil.copyfile(edu_mini / "sample/10BT/002_00000.parquet", small_corpus / "sample/10BT/0000_first.parquet")
-    run_pipeline(cfg, instance, stale_only=True)
+    run_pipeline(cfg, instance, stale_only=True, through="data")
     val = tmp_path / "data" / "shards" / "edu_fineweb_val_000000.bin.json"
     assert json.loads(val.read_text())["sources"][0]["key"] == "sample/10BT/000_00000.parquet"
     typo = make_cfg(tmp_path, small_corpus, "shards.val_file=sample/10BT/nope.parquet")
     with pytest.raises(Gpt2TrainError, match="not one of the source files"):
-        run_pipeline(typo, instance)
+        run_pipeline(typo, instance, through="data")
 
 
 def test_shard_checks_pass_then_catch_corruption(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
-    run_pipeline(cfg, instance)
+    run_pipeline(cfg, instance, through="data")
     key = "sample/10BT/001_00000.parquet"
     evaluations = {name: e.passed for name, e in run_shard_checks(cfg, instance, key).items()}
     assert evaluations == {"header": True, "size_matches_header": True, "tokens_in_vocab": True,
@@ -217,7 +223,20 @@ def test_failed_run_reports_the_cause(tmp_path, small_corpus, instance):
     (small_corpus / "sample/10BT/001_00000.parquet").write_bytes(b"")  # an empty file
     cfg = make_cfg(tmp_path, small_corpus)
     with pytest.raises(Gpt2TrainError, match="001_00000.parquet.*empty"):
-        run_pipeline(cfg, instance)
+        run_pipeline(cfg, instance, through="data")
     # The good partition before it was materialized and stays so.
     assert latest_materialization(instance, "token_shards", "sample/10BT/000_00000.parquet")
 
+
+
+def test_the_code_location_validates_as_dagster_loads_it():
+    # Stricter than building the Definitions: Dagster's own loader, as `dagster dev` runs it
+    # (e.g. a job named like an asset passes build_definitions and fails here).
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    r = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0 and "Validation successful" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]

@@ -1,0 +1,119 @@
+"""The `checkpoint` asset: every complete training checkpoint, one `checkpoints` partition each.
+
+Checkpoints are written by the trainer, not computed by Dagster, so `checkpoint` is an external
+asset (an `AssetSpec` downstream of `training_run`): gpt2train *observes* each one as soon as its
+`DONE` marker lands — from the `training_run` asset while it trains (`CheckpointWatcher`), from
+the `checkpoints_sensor`, and from `gpt2train pipeline` — registering its partition and recording
+an observation whose data version is the checkpoint's content hash (sha256 of model.safetensors).
+
+Why external, and keyed `<run_tag>@step_XXXXXXXX`: an old run's checkpoints never change, so
+their exports and eval reports must stay fresh when a new run trains. Dagster marks an external
+asset neither stale nor missing, and its downstream goes stale only when a partition's observed
+content hash changes — never because `training_run` ran again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import dagster as dg
+
+from assets.partitions import checkpoints
+from gpt2train.checkpoint import complete_checkpoints
+from gpt2train.runs import CheckpointInfo, checkpoint_info
+
+CHECKPOINT = dg.AssetKey("checkpoint")
+DATA_VERSION_TAG = "dagster/data_version"
+
+checkpoint_spec = dg.AssetSpec(
+    CHECKPOINT,
+    deps=["training_run"],
+    partitions_def=checkpoints,
+    group_name="training",
+    kinds={"pytorch", "safetensors"},
+    description="A complete training checkpoint (weights, optimizer, loader and RNG state, lineage), observed "
+                "when its DONE marker lands. Partition `<run_tag>@step_XXXXXXXX`; data version = sha256 of "
+                "its model.safetensors.",
+)
+
+
+def checkpoint_observation(info: CheckpointInfo) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=CHECKPOINT,
+        partition=info.key,
+        tags={DATA_VERSION_TAG: info.model_sha256},
+        metadata={"path": dg.MetadataValue.path(str(info.path)), "step": dg.MetadataValue.int(info.step),
+                  "run_tag": info.run_tag, "model_sha256": info.model_sha256,
+                  **({"loss": dg.MetadataValue.float(info.loss)} if info.loss is not None else {})},
+    )
+
+
+def observed_version(instance: dg.DagsterInstance, key: str) -> str | None:
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=CHECKPOINT, asset_partitions=[key]), limit=1).records
+    if not records:
+        return None
+    return records[0].asset_observation.tags.get(DATA_VERSION_TAG)
+
+
+def pending_registrations(instance: dg.DagsterInstance,
+                          infos: list[CheckpointInfo]) -> tuple[list[str], list[dg.AssetObservation]]:
+    """(partition keys to add, observations to record) for checkpoints Dagster has not seen, or has
+    seen with other contents (a run directory rewritten in place)."""
+    known = set(instance.get_dynamic_partitions(checkpoints.name))
+    new_keys = [i.key for i in infos if i.key not in known]
+    observations = [checkpoint_observation(i) for i in infos
+                    if i.key not in known or observed_version(instance, i.key) != i.model_sha256]
+    return new_keys, observations
+
+
+def register_checkpoints(instance: dg.DagsterInstance, infos: list[CheckpointInfo]) -> list[str]:
+    """Register and observe the given checkpoints now; returns the keys that were new."""
+    new_keys, observations = pending_registrations(instance, infos)
+    if new_keys:
+        instance.add_dynamic_partitions(checkpoints.name, new_keys)
+    for obs in observations:
+        instance.report_runless_asset_event(obs)
+    return new_keys
+
+
+class CheckpointWatcher:
+    """While training runs, registers each checkpoint of `ckpt_root` within `interval` seconds of
+    its DONE marker, so the sensor (or a person) can export and evaluate it during training."""
+
+    def __init__(self, instance: dg.DagsterInstance, ckpt_root: Path, log: logging.Logger | None = None,
+                 interval: float = 2.0):
+        self.instance, self.ckpt_root, self.interval = instance, Path(ckpt_root), interval
+        self.log = log or logging.getLogger(__name__)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="checkpoint-watcher", daemon=True)
+        self.registered: list[str] = []
+
+    def scan(self) -> None:
+        infos = [checkpoint_info(p) for p in complete_checkpoints(self.ckpt_root)]
+        for key in register_checkpoints(self.instance, infos):
+            self.registered.append(key)
+            self.log.info(f"checkpoint {key} registered as a `checkpoints` partition")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.scan()
+            except Exception as e:  # a checkpoint pruned mid-scan, a busy database: try again next tick
+                self.log.warning(f"checkpoint watcher: {e}")
+
+    def __enter__(self) -> "CheckpointWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.scan()  # the final checkpoint, written just before the trainer exited
+        except Exception as e:
+            if exc[0] is None:
+                raise
+            self.log.warning(f"checkpoint watcher: {e}")  # keep the training failure as the error

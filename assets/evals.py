@@ -1,0 +1,114 @@
+"""The eval assets: an lm-eval report per checkpoint (`eval_report`) and the trend (`eval_summary`).
+
+`eval_report` wraps `evals.runner.evaluate_export`: the real Eleuther harness (`lm_eval.
+simple_evaluate`, model `hf`) on the checkpoint's export, the configured tasks (default
+HellaSwag; offline, the harness's own task definitions on local files), written to
+`<data_dir>/reports/<partition>/` as results.json, per-sample jsonl, report.md / report.html
+(metrics next to published GPT-2 / GPT-3 numbers, the in-loop HellaSwag and val loss of the
+same step, the lineage) and lineage.json. Its code version hashes the eval modules and the eval
+settings (tasks, few-shot, limit, local data hashes), so changing the task list makes only the
+eval assets stale.
+
+`eval_summary` wraps `evals.trend.write_trend`: metric vs step across all reports (llm.c's vislog).
+"""
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets.hf_export import export_dir
+from assets.partitions import checkpoints
+from evals.runner import evaluate_export
+from evals.tasks import evals_code_version
+from evals.trend import write_trend
+from gpt2train.checkpoint import checkpoint_path
+from gpt2train.config import Config
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import read_json
+from gpt2train.lineage import code_version
+from gpt2train.runs import runs_root
+
+
+def reports_root(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "reports"
+
+
+def report_dir(cfg: Config, key: str) -> Path:
+    return reports_root(cfg) / key
+
+
+def summary_dir(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "eval_summary"
+
+
+def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
+    """A PNG inline in markdown metadata: the Dagster UI renders it in the asset's page."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
+
+
+def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name="eval_report",
+        partitions_def=checkpoints,
+        deps=[dg.AssetDep("hf_export", partition_mapping=dg.IdentityPartitionMapping())],
+        code_version=evals_code_version(cfg.evals),
+        group_name="evaluation",
+        kinds={"python"},
+        description="Eleuther lm-eval harness scores of the checkpoint's Hugging Face export (evals.tasks), "
+                    "with per-sample logs and a report next to published GPT-2 / GPT-3 numbers.",
+    )
+    def eval_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        key = context.partition_key
+        ckpt = checkpoint_path(runs_root(cfg), key)
+        if not (export_dir(cfg, key) / "lineage.json").exists():
+            gone = "" if ckpt.is_dir() else f" and its checkpoint {ckpt} was deleted"
+            raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg, key)} of checkpoint {key} is missing{gone}; "
+                                 f"rematerialize hf_export for this partition first"
+                                 + (" (the checkpoint must exist: rerun training)" if gone else ""))
+        export_lineage = read_json(export_dir(cfg, key) / "lineage.json", "export lineage")
+        report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals,
+                                 step=export_lineage["checkpoint"]["step"], model_label=key,
+                                 metrics_path=ckpt.parent.parent / "metrics.jsonl",
+                                 checkpoint_info=export_lineage["checkpoint"])
+        metadata = {
+            "report": dg.MetadataValue.md(report.markdown),
+            "dir": dg.MetadataValue.path(str(report.report_dir)),
+            "code_version": report.lineage.get("code_version", ""),
+            "git_commit": report.lineage.get("git_commit") or "",
+            "export_sha256": report.lineage["export"]["model_sha256"],
+        }
+        for task, metrics in report.metrics.items():
+            for name, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    metadata[f"{task}/{name}"] = dg.MetadataValue.float(float(value))
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(hashlib.sha256(json.dumps(report.metrics, sort_keys=True).encode())
+                                        .hexdigest()[:24]),
+            metadata=metadata,
+        )
+
+    @dg.asset(
+        name="eval_summary",
+        deps=["eval_report"],
+        code_version=code_version(["evals.trend"], {}),
+        group_name="evaluation",
+        kinds={"python"},
+        description="Every checkpoint's eval metrics against its step, per training run: a table and a plot "
+                    "(llm.c's vislog).",
+    )
+    def eval_summary(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        keys = context.instance.get_dynamic_partitions(checkpoints.name)
+        dirs = [report_dir(cfg, k) for k in keys if (report_dir(cfg, k) / "lineage.json").exists()]
+        trend = write_trend(dirs, summary_dir(cfg))
+        metadata = {"reports": dg.MetadataValue.int(len(dirs)), "summary": dg.MetadataValue.md(trend.markdown),
+                    "dir": dg.MetadataValue.path(str(summary_dir(cfg)))}
+        png = trend.paths.get("trend.png")
+        if png is not None and Path(png).exists():
+            metadata["trend"] = png_markdown(Path(png), "eval metrics vs step")
+        return dg.MaterializeResult(metadata=metadata,
+                                    data_version=dg.DataVersion(hashlib.sha256(trend.markdown.encode()).hexdigest()[:24]))
+
+    return [eval_report, eval_summary]

@@ -1,0 +1,73 @@
+"""The `hf_export` asset: each checkpoint as a verified Hugging Face GPT2LMHeadModel directory.
+
+Wraps `gpt2train.export.export_checkpoint` (also `gpt2train export CHECKPOINT OUT`): weights,
+config, generation config, GPT-2's tokenizer built offline from its BPE ranks, a model card
+with the lineage, and `lineage.json`; verified on export (transformers loads it, logits equal
+ours within 1e-4, the tokenizer equals tiktoken). Written to `<data_dir>/exports/<partition>`.
+
+Data version: a hash of the exported weights, config and tokenizer files (not the model card or
+lineage.json, which name the code's git commit and the time), so re-exporting an unchanged
+checkpoint leaves its evals fresh.
+"""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+
+from assets.partitions import checkpoints
+from gpt2train.checkpoint import checkpoint_path
+from gpt2train.config import Config
+from gpt2train.export import export_checkpoint, export_code_version
+from gpt2train.runs import runs_root
+
+# Files whose bytes are the model; README.md and lineage.json carry the commit and the time.
+_NOT_CONTENT = {"README.md", "lineage.json"}
+
+
+def exports_root(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "exports"
+
+
+def export_dir(cfg: Config, key: str) -> Path:
+    return exports_root(cfg) / key
+
+
+def export_data_version(files: dict[str, str]) -> str:
+    content = sorted((name, sha) for name, sha in files.items() if name not in _NOT_CONTENT)
+    return hashlib.sha256(repr(content).encode()).hexdigest()[:24]
+
+
+def build_hf_export_asset(cfg: Config) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="hf_export",
+        partitions_def=checkpoints,
+        deps=[dg.AssetDep("checkpoint", partition_mapping=dg.IdentityPartitionMapping())],
+        code_version=export_code_version(),
+        group_name="evaluation",
+        kinds={"huggingface", "safetensors"},
+        description="The checkpoint as a Hugging Face GPT2LMHeadModel directory (weights, config, tokenizer "
+                    "built offline, model card with lineage), verified against our model on export.",
+    )
+    def hf_export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        key = context.partition_key
+        result = export_checkpoint(checkpoint_path(runs_root(cfg), key), export_dir(cfg, key), key=key)
+        v = result.verification
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(export_data_version(result.files)),
+            metadata={
+                "dir": dg.MetadataValue.path(str(result.out_dir)),
+                "step": dg.MetadataValue.int(result.step),
+                "model_sha256": result.model_sha256,
+                "checkpoint_sha256": result.lineage["checkpoint"]["model_sha256"],
+                "logits_max_abs_diff": dg.MetadataValue.float(float(v["logits_max_abs_diff"])),
+                "tokenizer_matches_tiktoken": bool(v["tokenizer_match"]),
+                "files": dg.MetadataValue.md("\n".join(f"- `{n}` sha256 `{h[:16]}…`" for n, h in sorted(result.files.items()))),
+                "model_card": dg.MetadataValue.path(str(result.out_dir / "README.md")),
+                "lineage": dg.MetadataValue.path(str(result.out_dir / "lineage.json")),
+                "code_version": result.lineage.get("code_version", ""),
+                "git_commit": result.lineage.get("git_commit") or "",
+            },
+        )
+
+    return hf_export

@@ -1,0 +1,108 @@
+"""Dagster's overhead on the whole chain, and what `--stale-only` saves (issue #4's goals).
+
+    python bench/pipeline.py            # tiny preset, offline, ~8 min on 2 CPU cores
+
+Three timings, each in a fresh data dir:
+1. the whole tiny chain through Dagster (`run_pipeline` in a SQLite instance: corpus and shards
+   per file, training through Pipes + torchrun, export, lm-eval, report, summary);
+2. the same stages called directly from the library, with the same launcher for the trainer
+   (`torchrun -m gpt2train.train`), no Dagster: the ratio 1/2 is Dagster's overhead (goal <= 1.15x);
+3. `--stale-only` after an eval-config change (evals.tasks gets an explicit few-shot count), in the
+   instance of (1): against (1), the full rerun it replaces (goal <= 0.2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def config(data_dir: Path, *extra: str):
+    from gpt2train.config import load_config
+
+    return load_config("tiny", [f"data_dir={data_dir}", *extra])
+
+
+def through_dagster(root: Path, extra: list[str]) -> tuple[float, object]:
+    import dagster as dg
+
+    from pipelines.runner import run_pipeline
+
+    (root / "home").mkdir(parents=True)
+    instance = dg.DagsterInstance.local_temp(str(root / "home"))
+    t0 = time.perf_counter()
+    run_pipeline(config(root / "data", *extra), instance)
+    return time.perf_counter() - t0, instance
+
+
+def through_library(root: Path, extra: list[str]) -> float:
+    from evals.runner import evaluate_export
+    from evals.trend import write_trend
+    from gpt2train.data_stage import materialize_corpus_file, materialize_token_shards
+    from gpt2train.corpus import list_source_files
+    from gpt2train.export import export_checkpoint
+    from gpt2train.runs import find_checkpoints, run_dir, write_run_config
+
+    cfg = config(root / "data", *extra)
+    t0 = time.perf_counter()
+    for f in list_source_files(cfg.corpus):
+        materialize_corpus_file(cfg, f.key)
+        materialize_token_shards(cfg, f.key)
+    run = run_dir(cfg)
+    run.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                    "-m", "gpt2train.train", "--config", str(write_run_config(cfg, run))], check=True, cwd=REPO)
+    reports = []
+    for ckpt in find_checkpoints(Path(cfg.data_dir) / "runs"):
+        export = export_checkpoint(ckpt.path, Path(cfg.data_dir) / "exports" / ckpt.key, key=ckpt.key)
+        report = evaluate_export(export.out_dir, Path(cfg.data_dir) / "reports" / ckpt.key, cfg.evals, step=ckpt.step,
+                                 model_label=ckpt.key, metrics_path=run / "metrics.jsonl",
+                                 checkpoint_info=export.lineage["checkpoint"])
+        reports.append(report.report_dir)
+    write_trend(reports, Path(cfg.data_dir) / "eval_summary")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config overrides")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        tmp = Path(tmp)
+        library_s = through_library(tmp / "library", args.extra)
+        dagster_s, instance = through_dagster(tmp / "dagster", args.extra)
+
+        from pipelines.runner import run_pipeline
+
+        changed = config(tmp / "dagster" / "data", *args.extra, "evals.tasks=[hellaswag:0]")
+        t0 = time.perf_counter()
+        summary = run_pipeline(changed, instance, stale_only=True)
+        stale_s = time.perf_counter() - t0
+        instance.dispose()
+
+    print(f"\nwhole tiny chain (corpus -> shards -> train -> export -> lm-eval -> reports), "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'':44s} {'seconds':>8s}  {'ratio':>6s}  goal")
+    print(f"{'library stages called directly':44s} {library_s:8.1f}  {1.0:6.2f}")
+    print(f"{'through Dagster (gpt2train pipeline)':44s} {dagster_s:8.1f}  {dagster_s / library_s:6.2f}  <= 1.15x")
+    print(f"{'full rerun (= the Dagster chain above)':44s} {dagster_s:8.1f}  {1.0:6.2f}")
+    print(f"{'--stale-only after an eval-config change':44s} {stale_s:8.1f}  {stale_s / dagster_s:6.2f}  <= 0.20x")
+    print(f"  stale-only ran: {', '.join(sorted({a for a, _ in summary.ran}))}; "
+          f"skipped {len(summary.skipped)} fresh (asset, partition) pairs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The human eval report: the harness's scores next to published GPT-2 / GPT-3 figures.
+
+    md, html = render_report(ReportInputs(...))     # evals/runner.py calls this
+
+One report = one checkpoint's export. It shows
+- the harness's metrics (value ± stderr) beside the published GPT-2 figure *of the same
+  scorer* for the model's size (llm.c's quotes of the harness: HellaSwag acc_norm 0.3114 for
+  124M, 0.5089 for 1558M);
+- every published figure for that size from `evals.baselines_file`, each with its scorer:
+  the harness's acc_norm (normalised by characters) and llm.c's scorer (mean per-token loss,
+  what gpt2train's in-loop eval uses) differ by ~0.02 on GPT-2 124M (0.3114 vs 0.2955);
+- the in-loop HellaSwag (llm.c's scorer) and val loss that training logged for the same step
+  (`metrics.jsonl`), next to the published figures of *that* scorer;
+- the lineage (export, checkpoint, run tag, code version, git commit) and, when `limit` is
+  set, that the scores come from a subset and are not comparable to full-set figures.
+
+Models smaller than GPT-2 124M (the `tiny` CPU preset) are compared with 124M, the smallest
+published size, and the report shows their own parameter count.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import html
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpt2train.errors import DataError
+from gpt2train.model import DEPTH_SHAPES
+
+# GPT-2's published sizes by depth (llm.c's -e dN with DEPTH_SHAPES' width).
+PUBLISHED_SIZES = {12: "124M", 24: "350M", 36: "774M", 48: "1558M"}
+NOMINAL_PARAMS = {"124M": 124e6, "350M": 350e6, "774M": 774e6, "1558M": 1558e6}
+
+# What each figure in published_baselines.json is: (name, scorer). Only a figure of the harness's
+# scorer stands next to a harness metric; llm.c's stand next to the in-loop numbers.
+BASELINE_LABELS = {
+    "gpt2_harness_hellaswag_acc_norm": ("GPT-2 HellaSwag acc_norm", "Eleuther harness acc_norm (this report's scorer)"),
+    "gpt2_harness_hellaswag_acc": ("GPT-2 HellaSwag acc", "Eleuther harness acc (this report's scorer)"),
+    "gpt2_hellaswag_llmc": ("GPT-2 HellaSwag (llm.c)", "llm.c's scorer (mean per-token loss; the in-loop eval's)"),
+    "gpt2_hellaswag_llmc_script_acc_norm": ("GPT-2 HellaSwag acc_norm (llm.c script)",
+                                            "llm.c's dev/data/hellaswag.py (mean per-token loss)"),
+    "gpt2_hellaswag_llmc_script_acc": ("GPT-2 HellaSwag acc (llm.c script)",
+                                       "llm.c's dev/data/hellaswag.py (summed loss)"),
+    "gpt3_hellaswag": ("GPT-3 HellaSwag", "GPT-3 paper figure (llm.c's vislog baseline line)"),
+    "gpt2_val_loss_fineweb": ("GPT-2 val loss, FineWeb", "mean next-token loss on FineWeb 10B validation tokens"),
+    "gpt2_val_loss_fineweb_edu": ("GPT-2 val loss, FineWeb-Edu",
+                                  "mean next-token loss on FineWeb-Edu validation tokens"),
+}
+# Our harness (task, metric) -> the published figure of the same scorer.
+HARNESS_BASELINE = {("hellaswag", "acc_norm"): "gpt2_harness_hellaswag_acc_norm",
+                    ("hellaswag", "acc"): "gpt2_harness_hellaswag_acc"}
+# In-loop metric -> published figures of the same scorer / data.
+IN_LOOP_BASELINES = {"hellaswag_acc_norm": ("gpt2_hellaswag_llmc", "gpt3_hellaswag"),
+                     "val_loss": ("gpt2_val_loss_fineweb_edu", "gpt2_val_loss_fineweb")}
+
+
+@dataclass
+class ModelSize:
+    published: str
+    """Key into the baselines' `models` (`124M`)."""
+    label: str
+    """How the report names the comparison (`124M (the smallest published)`)."""
+    n_params: int | None
+
+
+@dataclass
+class ReportInputs:
+    """Everything one report shows; the runner fills it."""
+
+    title: str
+    step: int | None
+    tasks: list[dict[str, Any]]
+    """EvalTask.to_dict() of each task, plus `n_shot` (what the harness used) and `n_samples`."""
+    results: dict[str, Any]
+    """The harness's `results` section: {harness_task: {"acc,none": ..., "acc_stderr,none": ...}}."""
+    size: ModelSize
+    baselines: dict[str, Any] | None
+    baselines_file: str | None
+    in_loop: dict[str, Any]
+    limit: int | None
+    lineage: dict[str, Any]
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- inputs
+
+def count_parameters(safetensors_path: str | Path) -> int:
+    """Parameters stored in a .safetensors file, from its header (no tensor is read)."""
+    with open(safetensors_path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))  # little-endian u64: header length
+        header = json.loads(f.read(n))
+    total = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        count = 1
+        for d in meta["shape"]:
+            count *= d
+        total += count
+    return total
+
+
+def model_size(n_layer: int, n_embd: int, n_params: int | None) -> ModelSize:
+    """GPT-2's published size for this shape: d12 124M, d24 350M, d36 774M, d48 1558M; smaller -> 124M."""
+    if n_layer in PUBLISHED_SIZES and DEPTH_SHAPES[n_layer][0] == n_embd:
+        size = PUBLISHED_SIZES[n_layer]
+        return ModelSize(size, size, n_params)
+    if n_params is None or n_params < NOMINAL_PARAMS["124M"]:
+        return ModelSize("124M", "124M (the smallest published)", n_params)
+    # An unpublished shape larger than 124M: the nearest published size by parameter count.
+    size = min(NOMINAL_PARAMS, key=lambda s: abs(NOMINAL_PARAMS[s] - n_params))
+    return ModelSize(size, f"{size} (the nearest published size)", n_params)
+
+
+def load_baselines(path: str | Path | None) -> dict[str, Any] | None:
+    """The published figures JSON (see ../shared/data/published_baselines.json), or None if not configured."""
+    if not path:
+        return None
+    data = _read_json(path, "evals.baselines_file")
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise DataError(f"evals.baselines_file {path}: expected a JSON object with `models: {{size: {{figure: "
+                        f"value}}}}`; fix the file or unset evals.baselines_file")
+    return data
+
+
+def in_loop_metrics(metrics_path: str | Path | None, step: int | None) -> dict[str, Any]:
+    """The val loss and in-loop HellaSwag training logged at `step`, else at the nearest earlier step.
+
+    Returns {"val_loss": {"value", "step"}, "hellaswag_acc_norm": {"value", "step", "n"}, "path"} with
+    only the metrics found; {} without a metrics file or step.
+    """
+    if metrics_path is None or step is None or not Path(metrics_path).is_file():
+        return {}
+    best: dict[str, dict[str, Any]] = {}
+    for line in Path(metrics_path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash mid-write; the others still count
+        s = r.get("step")
+        if not isinstance(s, int) or s > step:
+            continue
+        for key in ("val_loss", "hellaswag_acc_norm"):
+            if key in r and (key not in best or s >= best[key]["step"]):
+                best[key] = {"value": r[key], "step": s}
+                if key == "hellaswag_acc_norm" and "hellaswag_n" in r:
+                    best[key]["n"] = r["hellaswag_n"]
+    return {**best, "path": str(metrics_path)} if best else {}
+
+
+def harness_metrics(task_results: dict[str, Any]) -> dict[str, float]:
+    """{"acc,none": 0.3, "acc_stderr,none": 0.01, "alias": ...} -> {"acc": 0.3, "acc_stderr": 0.01}.
+
+    The harness keys a metric `<metric>,<filter>`; the filter `none` is dropped, others kept.
+    Non-numeric values (an "N/A" stderr) are left out.
+    """
+    out = {}
+    for key, value in task_results.items():
+        metric, sep, filt = key.partition(",")
+        if not sep or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[metric if filt == "none" else key] = float(value)
+    return out
+
+
+# ------------------------------------------------------------------------------- rendering
+
+def render_report(r: ReportInputs) -> tuple[str, str]:
+    """(markdown, html) of the report."""
+    blocks = _report_blocks(r)
+    return _to_markdown(blocks), _to_html(blocks, r.title)
+
+
+def _report_blocks(r: ReportInputs) -> list[tuple]:
+    models = (r.baselines or {}).get("models", {})
+    figures = models.get(r.size.published, {})
+    params = f"{r.size.n_params / 1e6:.2f}M parameters" if r.size.n_params else "parameter count unknown"
+    b: list[tuple] = [("h1", r.title)]
+    b.append(("p", f"Step {r.step if r.step is not None else '?'} · {params} · compared with GPT-2 "
+                   f"{r.size.label} · scored by the Eleuther lm-eval harness {r.versions.get('lm_eval', '')}"))
+    if r.limit is not None:
+        b.append(("note", f"limit = {r.limit}: only the first {r.limit} items of each task were scored. The scores "
+                          f"have wide error bars and are not comparable to the published full-set figures."))
+
+    # Scores, each beside the published figure of the same scorer.
+    rows = []
+    by_harness = {t["harness_task"]: t for t in r.tasks}
+    for harness_task, res in r.results.items():
+        t = by_harness.get(harness_task)
+        name = t["name"] if t else harness_task
+        m = harness_metrics(res)
+        for metric, value in m.items():
+            if metric.endswith("_stderr") or "_stderr," in metric:
+                continue
+            stderr = m.get(metric.replace(",", "_stderr,", 1) if "," in metric else metric + "_stderr")
+            key = HARNESS_BASELINE.get((name, metric))
+            ref = f"{figures[key]:.4f}" if key and key in figures else "–"
+            data = ("local: " + Path(t["local_path"]).name) if t and t.get("local_path") else "Hub"
+            rows.append([name if harness_task == name or not t else f"{name} ({harness_task})", metric,
+                         _pm(value, stderr), ref, _fmt(t.get("n_samples") if t else None),
+                         _fmt(t.get("n_shot") if t else None), data])
+    b.append(("h2", "Scores (Eleuther lm-eval harness)"))
+    b.append(("table", ["task", "metric", "this model (± stderr)", f"GPT-2 {r.size.published}, harness",
+                        "items", "few-shot", "data"], rows))
+
+    # In-loop numbers for the same step (llm.c's scorer).
+    b.append(("h2", "In-loop numbers from training (same step)"))
+    il = r.in_loop
+    if not il:
+        b.append(("p", "No training metrics for this step were found (the run's metrics.jsonl was not given or "
+                       "holds no val loss / HellaSwag at or before this step)."))
+    else:
+        rows = []
+        for key, label in (("hellaswag_acc_norm", "HellaSwag acc_norm (llm.c scorer)"), ("val_loss", "val loss")):
+            if key not in il:
+                continue
+            rec = il[key]
+            at = f"step {rec['step']}" + ("" if rec["step"] == r.step else f" (nearest earlier than {r.step})")
+            if "n" in rec:
+                label += f", {rec['n']} items"
+            refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
+            rows.append([label, f"{rec['value']:.4f}", at, refs or "–"])
+        b.append(("table", ["metric", "value", "logged at", f"published ({r.size.published}, same scorer)"], rows))
+        b.append(("p", f"From {il['path']}."))
+
+    # Every published figure for the size, with its scorer and source.
+    b.append(("h2", f"Published figures for GPT-2 {r.size.published}"))
+    if not figures:
+        why = "no evals.baselines_file is configured" if r.baselines is None else \
+            f"{r.baselines_file} has no figures for {r.size.published}"
+        b.append(("p", f"None shown: {why}."))
+    else:
+        sources = (r.baselines or {}).get("sources", {})
+        rows = [[_baseline_name(k), f"{v:.4f}" if isinstance(v, (int, float)) else str(v),
+                 BASELINE_LABELS.get(k, (k, "–"))[1], _source(k, sources)]
+                for k, v in figures.items()]
+        b.append(("table", ["figure", "value", "scorer", "source"], rows))
+        b.append(("p", f"From {r.baselines_file}. The harness's acc_norm normalises each ending's log-likelihood "
+                       f"by its length in characters; llm.c's scorer takes the mean per-token loss; the two differ "
+                       f"by ~0.02 on GPT-2 124M, so compare each number only with the figure of its own scorer."))
+
+    notes = []
+    for t in r.tasks:
+        if t.get("local_path"):
+            notes.append(f"{t['name']}: the harness's own task definition ({t['harness_yaml']}) run on the local file "
+                         f"{t['local_path']} (sha256 {t['local_sha256'][:16]}…) as its {t['split']} split, not on the "
+                         f"Hub's dataset; reported by the harness as {t['harness_task']}.")
+            if t.get("n_shot"):
+                notes.append(f"{t['name']}: the {t['n_shot']} few-shot examples come from the same local file "
+                             f"(the scored item excluded), since it holds no training split.")
+        if t.get("num_fewshot") is not None and t.get("n_shot") is not None and t["num_fewshot"] != t["n_shot"]:
+            notes.append(f"{t['name']}: {t['num_fewshot']} few-shot examples were asked for; the harness's task "
+                         f"config fixes {t['n_shot']}.")
+    if notes:
+        b.append(("h2", "Notes"))
+        b.append(("ul", notes))
+
+    lin = r.lineage
+    ck = lin.get("checkpoint", {})
+    ex = lin.get("export", {})
+    b.append(("h2", "Lineage"))
+    b.append(("table", ["", ""], [
+        ["export", str(ex.get("path"))],
+        ["export model.safetensors sha256", str(ex.get("model_sha256"))],
+        ["checkpoint", f"{ck.get('key')} ({ck.get('path')})"],
+        ["checkpoint step", _fmt(ck.get("step"))],
+        ["run tag", str(ck.get("run_tag"))],
+        ["eval code version", str(lin.get("code_version"))],
+        ["git commit", str(lin.get("git_commit"))],
+        ["versions", ", ".join(f"{k} {v}" for k, v in r.versions.items())],
+    ]))
+    return b
+
+
+def _baseline_name(key: str) -> str:
+    return BASELINE_LABELS.get(key, (key, ""))[0]
+
+
+def _source(key: str, sources: dict[str, str]) -> str:
+    for patterns, text in sources.items():
+        if any(fnmatch.fnmatchcase(key, p.strip()) for p in patterns.split(",")):
+            return text
+    return "–"
+
+
+def _pm(value: float, stderr: float | None) -> str:
+    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else str(v)
+
+
+def _to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind == "h1":
+            out.append(f"# {rest[0]}\n")
+        elif kind == "h2":
+            out.append(f"## {rest[0]}\n")
+        elif kind == "p":
+            out.append(f"{rest[0]}\n")
+        elif kind == "note":
+            out.append(f"> **Note:** {rest[0]}\n")
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in rest[0]) + "\n")
+        elif kind == "table":
+            header, rows = rest
+            cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+            lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+            out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def _to_html(blocks: list[tuple], title: str) -> str:
+    e = html.escape
+    out = [f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.note{background:#fff3cd;padding:.5em}"
+           "</style></head><body>"]
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{e(rest[0])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{e(rest[0])}</p>")
+        elif kind == "note":
+            out.append(f"<p class='note'><b>Note:</b> {e(rest[0])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in rest[0]) + "</ul>")
+        elif kind == "table":
+            header, rows = rest
+            out.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+            out.append("</table>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} not found; fix the path or unset it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{what} {path} is not valid JSON ({e}); fix the file") from e

@@ -1,0 +1,271 @@
+"""Score a Hugging Face GPT-2 export with the Eleuther lm-eval harness and write its eval report.
+
+    from gpt2train.config import load_config
+    from evals.runner import evaluate_export
+    cfg = load_config("tiny")
+    rep = evaluate_export("data/exports/tiny-3f9a1c2b0e@step_00000040", "data/evals/...", cfg.evals)
+    rep.metrics   # {"hellaswag": {"acc": 0.25, "acc_stderr": ..., "acc_norm": 0.3, ...}}
+
+The harness does all the scoring (`lm_eval.simple_evaluate` with its `hf` model on the export
+folder, in float32); this module checks the inputs first, runs it, and writes the report:
+
+    <report_dir>/results.json            the harness's results, versions, n-shot, configs (no samples)
+                 samples_<task>.jsonl    one record per scored item (the harness's log_samples)
+                 report.md, report.html  the human report (evals/report.py)
+                 tasks/<task>_local.yaml the generated task YAMLs for local data (evals/tasks.py)
+                 lineage.json            artifact eval_report (docs/lineage.md)
+
+Everything is written into a temp folder next to `report_dir` and renamed into place at the
+end, so a failed run leaves the previous report as it was and no half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.report import (ReportInputs, count_parameters, harness_metrics, in_loop_metrics,
+                          load_baselines, model_size, render_report)
+from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
+from gpt2train.config import EvalsConfig, config_to_dict
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import atomic_output, read_json, sha256_file, write_json_atomic
+from gpt2train.lineage import provenance
+
+log = logging.getLogger(__name__)
+
+# Files of an HF export the harness needs (the tokenizer as tokenizer.json, or vocab.json + merges.txt).
+EXPORT_REQUIRED = ("config.json", "model.safetensors", "lineage.json")
+
+
+@dataclass
+class EvalReport:
+    report_dir: Path
+    metrics: dict[str, dict[str, float]]
+    """{task: {metric: value}}: `acc`, `acc_stderr`, `acc_norm`, ... (the harness's filter `none` dropped)."""
+    markdown: str
+    """The report text (report.md), for Dagster metadata."""
+    files: dict[str, str] = field(default_factory=dict)
+    """{name relative to report_dir: sha256}."""
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportInfo:
+    lineage: dict[str, Any]
+    """The export's lineage.json (artifact hf_export)."""
+    hf_config: dict[str, Any]
+    """Its config.json."""
+    model_sha256: str
+    """sha256 of model.safetensors, as re-hashed now."""
+
+
+def check_export(export_dir: str | Path) -> ExportInfo:
+    """Check the folder is a complete GPT-2 export whose weights are the ones its lineage records."""
+    export_dir = Path(export_dir)
+    what = f"{export_dir} is not a GPT-2 Hugging Face export"
+    if not export_dir.is_dir():
+        raise Gpt2TrainError(f"{what}: no such folder; export a checkpoint first (the hf_model asset / "
+                             f"`gpt2train export`)")
+    missing = [n for n in EXPORT_REQUIRED if not (export_dir / n).is_file()]
+    if missing:
+        raise Gpt2TrainError(f"{what}: {', '.join(missing)} missing; export the checkpoint again")
+    try:
+        hf_config = json.loads((export_dir / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise Gpt2TrainError(f"{what}: config.json is not valid JSON ({e}); export the checkpoint again") from e
+    if hf_config.get("model_type") != "gpt2":
+        raise Gpt2TrainError(f"{what}: config.json has model_type={hf_config.get('model_type')!r}, expected "
+                             f"'gpt2'; point evals at a gpt2train export")
+    if not ((export_dir / "tokenizer.json").is_file()
+            or ((export_dir / "vocab.json").is_file() and (export_dir / "merges.txt").is_file())):
+        raise Gpt2TrainError(f"{what}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); export the "
+                             f"checkpoint again")
+    lineage = read_json(export_dir / "lineage.json", "export lineage")
+    if not isinstance(lineage, dict) or lineage.get("artifact") != "hf_export":
+        raise Gpt2TrainError(f"{what}: lineage.json is not an hf_export sidecar (artifact="
+                             f"{lineage.get('artifact') if isinstance(lineage, dict) else None!r}); export again")
+    recorded = lineage.get("model_sha256")
+    actual = sha256_file(export_dir / "model.safetensors")
+    if recorded and recorded != actual:
+        raise Gpt2TrainError(f"{export_dir}/model.safetensors (sha256 {actual[:16]}…) is not the file its "
+                             f"lineage.json records ({recorded[:16]}…): it changed after the export; export the "
+                             f"checkpoint again")
+    return ExportInfo(lineage=lineage, hf_config=hf_config, model_sha256=actual)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` if a GPU is visible, else `cpu`; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsConfig, *, step: int | None = None,
+                    model_label: str = "", metrics_path: Path | None = None,
+                    checkpoint_info: dict | None = None) -> EvalReport:
+    """Run the harness on `export_dir` for `ecfg.tasks` and write the report into `report_dir`.
+
+    step: the training step shown (default: the export's checkpoint step). metrics_path: the run's
+    metrics.jsonl for the in-loop numbers (default: `<run>/metrics.jsonl` next to the export's
+    checkpoint, if there). checkpoint_info: fields that override the checkpoint facts copied from
+    the export's lineage (e.g. the partition key). All input errors are raised before any work.
+    """
+    export_dir, report_dir = Path(export_dir).resolve(), Path(report_dir).resolve()
+    export = check_export(export_dir)
+    tasks = check_tasks(ecfg)
+    baselines = load_baselines(ecfg.baselines_file)
+    checkpoint = {k: v for k, v in (export.lineage.get("checkpoint") or {}).items()
+                  if k in ("path", "key", "step", "model_sha256", "run_tag")}
+    checkpoint.update(checkpoint_info or {})
+    step = step if step is not None else checkpoint.get("step")
+    if metrics_path is None and checkpoint.get("path"):
+        metrics_path = Path(checkpoint["path"]).parent.parent / "metrics.jsonl"
+    device = resolve_device(ecfg.device)
+
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report_dir.with_name(f".{report_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tasks = write_local_task_yamls(tasks, tmp / "tasks")
+        raw = _run_harness(export_dir, tasks, ecfg, device)
+        report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
+                               model_label, metrics_path, baselines)
+        _swap_into_place(tmp, report_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("eval report %s: %s", report_dir, json.dumps(report.metrics))
+    return report
+
+
+# ------------------------------------------------------------------------------- the harness
+
+def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, device: str) -> dict[str, Any]:
+    """`simple_evaluate` once per distinct few-shot count (its `num_fewshot` applies to every task it
+    runs), all on one loaded model; the results merged as one harness run would report them."""
+    import lm_eval
+    from lm_eval.api.registry import get_model
+
+    # A dict, not the "pretrained=...,dtype=..." string: a path may hold commas.
+    model_args = {"pretrained": str(export_dir), "dtype": "float32"}
+    lm = get_model("hf").create_from_arg_obj(model_args, {"batch_size": ecfg.batch_size, "device": device})
+    groups: dict[int | None, list[EvalTask]] = {}
+    for t in tasks:
+        groups.setdefault(t.num_fewshot, []).append(t)
+    merged: dict[str, Any] = {}
+    for shots, group in groups.items():
+        out = lm_eval.simple_evaluate(model=lm, tasks=[t.spec for t in group], num_fewshot=shots, limit=ecfg.limit,
+                                      batch_size=ecfg.batch_size, device=device, log_samples=True,
+                                      task_manager=harness_task_manager())
+        if out is None:  # only on non-zero ranks, which a single process never is
+            raise Gpt2TrainError("the lm-eval harness returned no results (not rank 0?)")
+        for key in ("results", "versions", "n-shot", "configs", "higher_is_better", "n-samples", "group_subtasks",
+                    "samples"):
+            merged.setdefault(key, {}).update(out.get(key) or {})
+        for key, value in out.items():
+            merged.setdefault(key, value)
+    # A pre-built LM leaves the model name as its class: record what was run.
+    merged["config"] = {**(merged.get("config") or {}), "model": "hf", "model_args": model_args}
+    return merged
+
+
+# ------------------------------------------------------------------------------- writing
+
+def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[EvalTask], ecfg: EvalsConfig,
+                  export_dir: Path, export: ExportInfo, checkpoint: dict[str, Any], step: int | None,
+                  model_label: str, metrics_path: Path | None, baselines: dict | None) -> EvalReport:
+    from lm_eval.utils import handle_non_serializable
+
+    def dumps(obj: Any, **kw) -> str:
+        # The harness's own fallback (numpy scalars, sets, functions -> str); the temp folder's
+        # name is replaced by the final one so the report never points at a vanished path.
+        return json.dumps(obj, default=handle_non_serializable, **kw).replace(str(tmp), str(report_dir))
+
+    samples = raw.pop("samples", {})
+    with atomic_output(tmp / "results.json", "w") as f:
+        f.write(dumps(raw, indent=2, sort_keys=True) + "\n")
+
+    display = {t.harness_task: t.name for t in tasks}
+    for harness_task, records in samples.items():
+        with atomic_output(tmp / f"samples_{display.get(harness_task, harness_task)}.jsonl", "w") as f:
+            for rec in records:
+                f.write(dumps(rec) + "\n")
+
+    metrics = {display.get(k, k): harness_metrics(v) for k, v in raw.get("results", {}).items()}
+    task_dicts = []
+    for t in tasks:
+        d = t.to_dict()
+        d.update(limit=ecfg.limit, n_shot=raw.get("n-shot", {}).get(t.harness_task),
+                 n_samples=(raw.get("n-samples", {}).get(t.harness_task) or {}).get("effective"))
+        task_dicts.append(d)
+
+    hf = export.hf_config
+    n_params = count_parameters(export_dir / "model.safetensors")
+    size = model_size(hf.get("n_layer", 0), hf.get("n_embd", 0), n_params)
+    in_loop = in_loop_metrics(metrics_path, step)
+    code_ver = evals_code_version(ecfg)
+    versions = _versions(raw)
+    lineage: dict[str, Any] = {
+        "artifact": "eval_report",
+        "export": {"path": str(export_dir), "model_sha256": export.model_sha256,
+                   "lineage_sha256": sha256_file(export_dir / "lineage.json")},
+        "checkpoint": checkpoint,
+        "step": step,
+        "model_label": model_label,
+        "tasks": task_dicts,
+        "config": {"evals": config_to_dict(ecfg)},
+        "metrics": metrics,
+        "in_loop": in_loop,
+        "model": {"n_params": n_params, "compared_with": size.published, "n_layer": hf.get("n_layer"),
+                  "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
+        "device": resolve_device(ecfg.device),
+        "harness": versions,
+        **provenance("eval_report", code_ver),
+    }
+    title = "Eval report: " + (model_label or checkpoint.get("key") or checkpoint.get("run_tag") or export_dir.name)
+    inputs = ReportInputs(title=title, step=step, tasks=task_dicts, results=raw.get("results", {}), size=size,
+                          baselines=baselines, baselines_file=ecfg.baselines_file, in_loop=in_loop,
+                          limit=ecfg.limit, lineage=lineage, versions=versions)
+    markdown, html = render_report(inputs)
+    with atomic_output(tmp / "report.md", "w") as f:
+        f.write(markdown)
+    with atomic_output(tmp / "report.html", "w") as f:
+        f.write(html)
+
+    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    lineage["files"] = files
+    write_json_atomic(tmp / "lineage.json", lineage)
+    return EvalReport(report_dir=report_dir, metrics=metrics, markdown=markdown, files=files, lineage=lineage)
+
+
+def _versions(raw: dict[str, Any]) -> dict[str, str]:
+    import torch
+
+    return {"lm_eval": str(raw.get("lm_eval_version", "")), "transformers": str(raw.get("transformers_version", "")),
+            "torch": torch.__version__}
+
+
+def _swap_into_place(tmp: Path, report_dir: Path) -> None:
+    """Rename `tmp` to `report_dir`; an existing report is moved aside first and removed after."""
+    old = report_dir.with_name(f".{report_dir.name}.old-{os.getpid()}")
+    if report_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(report_dir, old)
+    try:
+        os.replace(tmp, report_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if old.exists() and not report_dir.exists():
+                os.replace(old, report_dir)  # put the previous report back
+        raise
+    shutil.rmtree(old, ignore_errors=True)

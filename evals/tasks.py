@@ -1,0 +1,286 @@
+"""Configured eval tasks -> what the Eleuther lm-eval harness runs, checked before any work.
+
+    tasks = check_tasks(cfg.evals)                 # every error up front, nothing written
+    tasks = write_local_task_yamls(tasks, work_dir)  # local data: one generated YAML per task
+    evals_code_version(cfg.evals)                  # the eval report's Dagster code version
+
+A task without local data runs the harness's own definition on the harness's own data (the
+Hub; needs the network). A task with `evals.local_data: [task=PATH]` runs the harness's own
+definition too, on a local jsonl: we write a YAML that `include:`s the installed harness
+YAML (found through the harness's task index, never a hard-coded path) and overrides only
+where the data comes from, so prompts, metrics and scoring stay the harness's:
+
+    include: <site-packages>/lm_eval/tasks/hellaswag/hellaswag.yaml
+    task: hellaswag_local
+    dataset_path: json
+    dataset_name: null
+    dataset_kwargs: {data_files: {validation: /abs/invented_val.jsonl}}
+    training_split: null        # the local file holds only the split that is scored
+
+The split the harness scores is the included YAML's `test_split` if set, else its
+`validation_split`; the local file becomes that split. Other splits it names (training,
+few-shot) are set to null because the local file does not hold them: with few-shot > 0 the
+harness then draws its examples from the scored split itself, leaving out the item being
+scored (lm_eval/api/samplers.py); the report says so.
+
+Building the harness's task index reads ~every YAML it ships (~20 s on a laptop core), so
+one index is built per process (`harness_task_manager`) and generated YAMLs are passed to
+it by path (the harness loads a task spec that is a YAML path directly).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpt2train.config import EvalsConfig, parse_task_spec
+from gpt2train.errors import ConfigError, DataError
+from gpt2train.fileio import atomic_output, sha256_file
+from gpt2train.lineage import code_version
+
+# The modules whose source decides what an eval report holds: its code version.
+EVALS_CODE_MODULES = ["evals.tasks", "evals.runner", "evals.report"]
+LOCAL_SUFFIX = "_local"
+_TRUE = {"1", "true", "yes", "on"}
+
+# The HellaSwag fields the harness's hellaswag/utils.py:process_docs reads.
+HELLASWAG_FIELDS = ("ctx_a", "ctx_b", "activity_label", "endings", "label")
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One configured task, resolved: what the harness is asked to run and on which data."""
+
+    name: str
+    """As configured (`hellaswag`); reports and metrics use this name."""
+    num_fewshot: int | None
+    """`name:K` -> K; None = the task's own default (0 for most)."""
+    harness_task: str
+    """The name the harness reports results under (`hellaswag`, or `hellaswag_local` on local data)."""
+    harness_yaml: str | None
+    """The installed harness YAML defining the task (None for groups/tags and Python tasks)."""
+    local_path: str | None = None
+    """The local jsonl scored instead of the Hub's data (absolute), or None."""
+    local_sha256: str | None = None
+    split: str | None = None
+    """For local data: the split the local file stands in for (`validation`, `test`)."""
+    spec: str | None = None
+    """What is passed to `simple_evaluate(tasks=...)`: the task name, or the generated YAML's path."""
+
+    @property
+    def source(self) -> str:
+        return f"local file {self.local_path}" if self.local_path else "the harness's own dataset (Hub)"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["source"] = "local" if self.local_path else "hub"
+        return d
+
+
+def is_offline() -> bool:
+    """True when `HF_DATASETS_OFFLINE` or `HF_HUB_OFFLINE` is set: the Hub's datasets cannot be fetched."""
+    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+@functools.cache
+def harness_task_manager():
+    """The harness's task index (all built-in task YAMLs), built once per process (~20 s)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def parse_local_data(ecfg: EvalsConfig) -> dict[str, Path]:
+    """`[hellaswag=/abs/x.jsonl]` -> {"hellaswag": Path}; every entry must name a configured task."""
+    names = [parse_task_spec(s)[0] for s in ecfg.tasks]
+    out: dict[str, Path] = {}
+    for item in ecfg.local_data:
+        task, sep, path = item.partition("=")
+        task, path = task.strip(), path.strip()
+        if not sep or not task or not path:
+            raise ConfigError(f"evals.local_data: {item!r} is not `task=PATH` "
+                              f"(e.g. hellaswag=data/hellaswag_val.jsonl)")
+        if task not in names:
+            raise ConfigError(f"evals.local_data: {item!r} names task {task!r}, which is not in evals.tasks "
+                              f"({', '.join(names)}); add it to evals.tasks or remove the entry")
+        if task in out:
+            raise ConfigError(f"evals.local_data: task {task!r} is given twice; keep one file per task")
+        out[task] = Path(path).expanduser()
+    return out
+
+
+def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
+    """Resolve `ecfg.tasks` against the installed harness and check their data; raise before any work.
+
+    Errors (each names the task or file and says what to do): a task the harness does not know
+    (with close names), local data for a group/tag, offline with no local data for a task, a
+    local file that is missing or has a malformed line.
+    """
+    if not ecfg.tasks:
+        raise ConfigError("evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
+    specs = [parse_task_spec(s) for s in ecfg.tasks]
+    seen = [n for n, _ in specs]
+    dupes = sorted({n for n in seen if seen.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"evals.tasks: {', '.join(dupes)} listed more than once; keep one entry per task")
+    local = parse_local_data(ecfg)
+
+    tm = task_manager or harness_task_manager()
+    index = tm.task_index
+    tasks = []
+    for name, shots in specs:
+        entry = index.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, tm.all_tasks, n=5, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "see `lm-eval ls tasks` for the names"
+            raise ConfigError(f"evals.tasks: the lm-eval harness (installed version) has no task {name!r}; {hint}")
+        kind = entry.kind.name
+        if name in local and (kind != "TASK" or entry.yaml_path is None):
+            raise ConfigError(f"evals.local_data: {name!r} is a harness {kind.lower()}, not a single YAML task; "
+                              f"local data can replace one task's dataset only (list its tasks one by one)")
+        tasks.append(EvalTask(name=name, num_fewshot=shots, harness_task=name,
+                              harness_yaml=str(entry.yaml_path) if entry.yaml_path else None, spec=name))
+
+    if is_offline():
+        missing = [t.name for t in tasks if t.name not in local]
+        if missing:
+            raise ConfigError(f"offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) and no local data for "
+                              f"{', '.join(missing)}: the harness would fetch their datasets from the Hub. Add "
+                              f"evals.local_data entries ({missing[0]}=PATH.jsonl), or unset the offline "
+                              f"variables where the Hub can be reached")
+
+    out = []
+    for t in tasks:
+        if t.name not in local:
+            out.append(t)
+            continue
+        path = local[t.name].resolve()
+        if not path.is_file():
+            raise DataError(f"evals.local_data: {t.name}'s file {path} not found; fix the path (relative paths "
+                            f"are resolved against the config file's folder)")
+        _check_jsonl(t.name, path)
+        split = _eval_split(t)
+        out.append(replace(t, harness_task=t.name + LOCAL_SUFFIX, local_path=str(path),
+                           local_sha256=sha256_file(path), split=split))
+    return out
+
+
+def write_local_task_yamls(tasks: list[EvalTask], work_dir: str | Path) -> list[EvalTask]:
+    """Write `<work_dir>/<task>_local.yaml` for each local-data task; returns tasks whose `spec` is that path."""
+    work_dir = Path(work_dir)
+    out = []
+    for t in tasks:
+        if not t.local_path:
+            out.append(t)
+            continue
+        included = _harness_config(t.harness_yaml)
+        doc: dict[str, Any] = {
+            "include": t.harness_yaml,
+            "task": t.harness_task,
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {t.split: t.local_path}},
+        }
+        # The local file holds one split: any other split the harness YAML names would be a
+        # KeyError when the harness builds the task (it reads the few-shot pool eagerly).
+        for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+            if included.get(key) not in (None, t.split):
+                doc[key] = None
+        path = work_dir / f"{t.harness_task}.yaml"
+        with atomic_output(path, "w") as f:
+            f.write(f"# Generated by evals/tasks.py: the harness's own {t.name} task on a local file.\n")
+            yaml.safe_dump(doc, f, sort_keys=False)
+        out.append(replace(t, spec=str(path)))
+    return out
+
+
+def evals_code_version(ecfg: EvalsConfig) -> str:
+    """Code version of an eval report: the evals modules, the tasks and few-shot, `limit`, the local
+    files' and baselines file's sha256, and the harness version. Not `batch_size` or `device`:
+    they change the speed, not the scores (up to float rounding)."""
+    import lm_eval  # cheap: the package's __init__ imports nothing heavy
+
+    local = {}
+    for item in ecfg.local_data:
+        task, _, path = item.partition("=")
+        p = Path(path.strip()).expanduser()
+        local[task.strip()] = sha256_file(p) if p.is_file() else f"missing:{p}"
+    baselines = None
+    if ecfg.baselines_file:
+        b = Path(ecfg.baselines_file)
+        baselines = sha256_file(b) if b.is_file() else f"missing:{b}"
+    settings = {"tasks": [list(parse_task_spec(s)) for s in ecfg.tasks], "limit": ecfg.limit,
+                "local_data": local, "baselines": baselines, "lm_eval": lm_eval.__version__}
+    return code_version(EVALS_CODE_MODULES, settings)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def _harness_config(yaml_path: str | None) -> dict[str, Any]:
+    """The task's YAML as the harness reads it (its own `include:`s merged; `!function`s left as text)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(yaml_path, resolve_func=False, recursive=True)
+
+
+def _eval_split(t: EvalTask) -> str:
+    """The split the harness scores (lm_eval/api/task.py: eval_docs): test if set, else validation."""
+    cfg = _harness_config(t.harness_yaml)
+    if cfg.get("custom_dataset"):
+        raise ConfigError(f"evals.local_data: the harness builds {t.name}'s dataset in Python (custom_dataset); "
+                          f"a local jsonl cannot replace it. Remove the entry")
+    split = cfg.get("test_split") or cfg.get("validation_split")
+    if not split:
+        raise ConfigError(f"evals.local_data: the harness's {t.name} ({t.harness_yaml}) scores no test or "
+                          f"validation split; it cannot run on a local file")
+    return split
+
+
+def _check_jsonl(task: str, path: Path) -> None:
+    """Every non-blank line a JSON object; for HellaSwag, the fields and shapes the harness reads."""
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+                if task == "hellaswag":
+                    _check_hellaswag_item(obj)
+            except (json.JSONDecodeError, ValueError) as e:
+                raise DataError(f"{path}:{lineno}: not a valid {task} item for the harness ({e}); fix or remove "
+                                f"the line") from None
+            n += 1
+    if n == 0:
+        raise DataError(f"{path} holds no items; evals.local_data for {task} needs a non-empty jsonl")
+
+
+def _check_hellaswag_item(obj: dict) -> None:
+    missing = [k for k in HELLASWAG_FIELDS if k not in obj]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}; HellaSwag items need {', '.join(HELLASWAG_FIELDS)}")
+    for k in ("ctx_a", "ctx_b", "activity_label"):
+        if not isinstance(obj[k], str):
+            raise ValueError(f"{k} must be a string")
+    endings = obj["endings"]
+    if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
+        raise ValueError("endings must be a list of 4 strings")
+    label = obj["label"]
+    if isinstance(label, bool) or not (isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit())):
+        raise ValueError(f"label {label!r} must be an integer 0-3 (or its string)")
+    if not 0 <= int(label) < 4:
+        raise ValueError(f"label {label!r} must be 0-3")
+
+
+def resolve_tasks(ecfg: EvalsConfig, work_dir: str | Path) -> list[EvalTask]:
+    """`check_tasks` then `write_local_task_yamls`: the harness task specs, ready to run."""
+    return write_local_task_yamls(check_tasks(ecfg), work_dir)

@@ -1,0 +1,411 @@
+"""A checkpoint -> a verified Hugging Face `GPT2LMHeadModel` directory, with its lineage.
+
+    result = export_checkpoint("data/runs/tiny-<hash>/checkpoints/step_00000040", "exports/tiny-40")
+    # gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40
+
+The export directory holds what `from_pretrained` needs and nothing it would fetch from the Hub:
+
+    model.safetensors         fp32 weights, 50257-token vocabulary (our padded rows dropped), lm_head tied
+    config.json               GPT2Config: n_positions = block_size, gelu_new (= our tanh GELU), eps 1e-5
+    generation_config.json    bos = eos = 50256 (<|endoftext|>)
+    vocab.json, merges.txt    GPT-2's BPE (OpenAI's encoder.json / vocab.bpe, via tiktoken's cache)
+    tokenizer.json, tokenizer_config.json   the fast tokenizer (gpt2train/hf_tokenizer.py)
+    README.md                 model card: shape, step, losses, lineage, how to load
+    lineage.json              docs/lineage.md's hf_export sidecar: every other file's sha256, the
+                              checkpoint it came from, the verification figures
+
+It is written into `.<name>.tmp-<pid>` next to `out_dir` and renamed into place only after
+transformers has loaded it back, its logits matched ours (max |diff| <= 1e-4 in fp32) and its
+tokenizer matched tiktoken's gpt2 on a varied set of texts. Any failure removes the temp
+directory and leaves a previous export at `out_dir` as it was. Exporting the same checkpoint
+twice gives byte-identical files except lineage.json (its `created_at`): the Dagster data
+version of an export is its model.safetensors hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import inspect
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt2train.checkpoint import DONE, checkpoint_key, load_checkpoint
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import disk_full_error, read_json, sha256_file
+from gpt2train.hf_state_dict import to_hf_state_dict
+from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
+from gpt2train.lineage import code_version, provenance
+from gpt2train.model import GPT, GPTConfig
+from gpt2train.tokenizer import EOT_TOKEN
+
+# fp32 on CPU, our SDPA attention vs Hugging Face's: differences are ~1e-6 on logits of size ~10;
+# 1e-4 leaves room for that and still catches any real mapping error (a transposed or missing
+# weight moves logits by >= 1e-2).
+LOGITS_TOLERANCE = 1e-4
+LOGITS_BATCH = 2       # B of the sample batch the logits are compared on
+LOGITS_MAX_T = 32      # T = min(32, block_size)
+LOGITS_SEED = 1234     # the sample batch's token ids: fixed, so the recorded diff is reproducible
+
+EXPORT_MODULES = ["gpt2train.export", "gpt2train.hf_tokenizer", "gpt2train.hf_state_dict", "gpt2train.model"]
+LINEAGE_FILE = "lineage.json"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    step: int
+    model_sha256: str           # sha256 of the export's model.safetensors (its Dagster data version)
+    files: dict[str, str]       # every file of the export except lineage.json -> sha256
+    verification: dict          # logits_max_abs_diff, logits_tolerance, tokenizer_texts, tokenizer_match
+    lineage: dict               # the lineage.json written
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    model: GPT                  # fp32, eval mode, on the CPU
+    state: dict[str, Any]       # state.json
+    model_sha256: str           # sha256 of the checkpoint's model.safetensors
+
+
+def export_code_version() -> str:
+    return code_version(EXPORT_MODULES, {})
+
+
+def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: str | None = None) -> ExportResult:
+    """Export a complete checkpoint to `out_dir` (replaced atomically) as a verified HF GPT-2 directory.
+
+    `key` is the checkpoint's Dagster partition key; by default `<run dir>@step_XXXXXXXX`.
+    """
+    ckpt = read_checkpoint(checkpoint_dir)
+    out_dir = Path(out_dir).absolute()
+    check_replaceable(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with our pid
+    try:
+        tmp.mkdir()
+        # The tokenizer first: offline without the BPE files in TIKTOKEN_CACHE_DIR it fails fast.
+        write_gpt2_tokenizer(tmp, model_max_length=ckpt.model.config.block_size)
+        with _quiet_transformers():
+            hf_params = write_hf_model(ckpt.model, tmp)
+            verification = verify_export(tmp, ckpt.model)
+        checkpoint_ref = {
+            "path": str(ckpt.path), "key": key or _checkpoint_key(ckpt.path), "step": ckpt.state["step"],
+            "model_sha256": ckpt.model_sha256, "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
+        }
+        export_ver = export_code_version()
+        model_sha256 = sha256_file(tmp / "model.safetensors")
+        (tmp / "README.md").write_text(
+            model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir))
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        c = ckpt.model.config
+        lineage = {
+            "artifact": "hf_export",
+            "checkpoint": checkpoint_ref,
+            "files": files,
+            "model_sha256": model_sha256,
+            "verification": verification,
+            "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
+                      "block_size": c.block_size, "vocab_size": c.vocab_size},
+            **provenance("hf_export", export_ver),
+        }
+        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+        # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
+        mode = (tmp / "config.json").stat().st_mode & 0o777
+        for f in tmp.iterdir():  # data on disk before the directory appears under its final name
+            f.chmod(mode)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _replace_dir(tmp, out_dir)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _is_disk_full(e):
+            raise disk_full_error(out_dir) from e
+        raise
+    return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
+                        verification=verification, lineage=lineage)
+
+
+def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
+    """Our GPT from a complete checkpoint, with errors that say what is wrong with the directory."""
+    path = Path(checkpoint_dir).absolute()
+    if not path.exists():
+        raise Gpt2TrainError(f"checkpoint {path} does not exist: it was deleted (pruned by train.keep_last, "
+                             f"or the run was removed) or the path is wrong; export a complete checkpoint "
+                             f"from <run>/checkpoints/step_XXXXXXXX")
+    if not path.is_dir():
+        raise Gpt2TrainError(f"checkpoint {path} is not a directory; pass a <run>/checkpoints/step_XXXXXXXX folder")
+    has = {name: (path / name).is_file() for name in (DONE, "state.json", "model.safetensors")}
+    if not any(has.values()):
+        raise Gpt2TrainError(f"{path} is not a checkpoint (no {DONE}, state.json or model.safetensors); "
+                             f"pass a <run>/checkpoints/step_XXXXXXXX folder")
+    if not has[DONE]:
+        raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the save); "
+                             f"export a complete checkpoint of the run instead")
+    for name in ("state.json", "model.safetensors"):
+        if not has[name]:
+            raise Gpt2TrainError(f"checkpoint {path} has {DONE} but no {name}: it was damaged after the save; "
+                                 f"export another checkpoint of the run")
+    state = read_json(path / "state.json", "checkpoint state")
+    try:
+        descriptor, block_size = state["config"]["model"]["descriptor"], state["config"]["model"]["block_size"]
+        step = state["step"]
+        cfg = GPTConfig.from_descriptor(descriptor, int(block_size))
+    except (KeyError, TypeError) as e:
+        raise Gpt2TrainError(f"{path / 'state.json'} lacks step or config.model.descriptor/block_size ({e!r}): "
+                             f"not a gpt2train checkpoint's state") from e
+    except ValueError as e:
+        raise Gpt2TrainError(f"{path / 'state.json'}: config.model: {e}") from e
+    if not isinstance(step, int):
+        raise Gpt2TrainError(f"{path / 'state.json'}: step is {step!r}, not an integer")
+
+    model_sha256 = sha256_file(path / "model.safetensors")
+    recorded = state.get("model_sha256")
+    if recorded is not None and recorded != model_sha256:
+        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has sha256 {model_sha256} but state.json "
+                             f"records {recorded}: the weights changed after the save; export another checkpoint")
+    try:
+        weights = load_checkpoint(path, weights_only=True)["model"]
+    except KeyError as e:  # load_checkpoint ties lm_head to transformer.wte.weight
+        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has no {e} weight: not a GPT-2") from e
+    except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
+        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors cannot be read ({type(e).__name__}: {e}); "
+                             f"export another checkpoint") from e
+
+    # Built on the meta device (no memory, no init): only the shapes matter until the weights land.
+    with torch.device("meta"):
+        model = GPT(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{k} {tuple(weights[k].shape)} (expected {s})" for k, s in expected.items()
+             if k in weights and tuple(weights[k].shape) != s]
+    if missing or unexpected or wrong:
+        problems = "; ".join(part for part in (
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+            f"wrong shapes {', '.join(wrong[:5])}" if wrong else "") if part)
+        raise Gpt2TrainError(
+            f"checkpoint {path}: model.safetensors is not the GPT-2 state.json describes (config.model "
+            f"descriptor={descriptor!r}, block_size={block_size}: n_layer={cfg.n_layer}, n_head={cfg.n_head}, "
+            f"n_embd={cfg.n_embd}): {problems}. The checkpoint is damaged or its state.json does not belong to it")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign=True gave them separate Parameters
+    return LoadedCheckpoint(path=path, model=model.eval(), state=state, model_sha256=model_sha256)
+
+
+def hf_config(cfg: GPTConfig):
+    """The GPT2Config of our model: same shape, same activation, no dropout (llm.c trains without)."""
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, n_inner=4 * cfg.n_embd,
+        activation_function="gelu_new",  # tanh-approximated GELU, as F.gelu(approximate="tanh")
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,  # nn.LayerNorm's default eps
+        initializer_range=0.02, bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN, tie_word_embeddings=True,
+        architectures=["GPT2LMHeadModel"],
+    )
+
+
+def write_hf_model(model: GPT, out_dir: Path) -> int:
+    """model.safetensors, config.json, generation_config.json into `out_dir`; returns the parameter count."""
+    from transformers import GPT2LMHeadModel
+
+    # fork_rng: GPT2LMHeadModel's random init (overwritten below) must not move the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        hf = GPT2LMHeadModel(hf_config(model.config))
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model), strict=False)
+    # lm_head.weight is tied to wte; older versions also list the causal-mask buffers.
+    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if missing or unexpected:
+        raise Gpt2TrainError(f"the Hugging Face GPT-2 does not take our weights (missing {missing}, unexpected "
+                             f"{unexpected}): gpt2train/hf_state_dict.py does not match the installed transformers")
+    hf.tie_weights()
+    kwargs: dict[str, Any] = {"max_shard_size": "1000GB"}  # one model.safetensors at any size
+    if "safe_serialization" in inspect.signature(hf.save_pretrained).parameters:
+        kwargs["safe_serialization"] = True  # transformers 4; 5 writes safetensors only
+    hf.save_pretrained(out_dir, **kwargs)
+    if not (out_dir / "model.safetensors").is_file():
+        raise Gpt2TrainError(f"transformers wrote no model.safetensors into {out_dir} "
+                             f"(wrote {sorted(p.name for p in out_dir.iterdir())})")
+    return sum(p.numel() for p in hf.parameters())  # tied weights once
+
+
+@torch.no_grad()
+def verify_export(export_dir: Path, model: GPT) -> dict[str, Any]:
+    """Load `export_dir` with transformers' Auto classes and compare it with `model` and tiktoken.
+
+    Raises Gpt2TrainError on any mismatch; returns the figures for lineage.json and the model card.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(export_dir).float().eval()
+        tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    except Exception as e:
+        raise Gpt2TrainError(f"transformers cannot load the export in {export_dir} "
+                             f"({type(e).__name__}: {e})") from e
+    V, T = model.config.vocab_size, min(LOGITS_MAX_T, model.config.block_size)
+    idx = torch.randint(0, V, (LOGITS_BATCH, T), generator=torch.Generator().manual_seed(LOGITS_SEED))
+    ours = model(idx)[0][..., :V].float()  # (B, T, V)
+    theirs = hf(input_ids=idx).logits.float()  # (B, T, V)
+    if theirs.shape != ours.shape:
+        raise Gpt2TrainError(f"the exported model's logits have shape {tuple(theirs.shape)}, ours {tuple(ours.shape)}")
+    diff = (ours - theirs).abs().max().item()
+    if not diff <= LOGITS_TOLERANCE:  # `not <=`: a NaN fails too
+        raise Gpt2TrainError(f"the exported model's logits differ from the checkpoint's by up to {diff:.3g} "
+                             f"(tolerance {LOGITS_TOLERANCE:g}) on a {LOGITS_BATCH}x{T} batch: the weight "
+                             f"mapping (gpt2train/hf_state_dict.py) or the GPT2Config does not match our model")
+    texts = verify_tokenizer(tokenizer)
+    return {"logits_max_abs_diff": diff, "logits_tolerance": LOGITS_TOLERANCE, "tokenizer_texts": texts,
+            "tokenizer_match": True}
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace a directory that is not an earlier export (it would be deleted)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise Gpt2TrainError(f"export destination {out_dir} is a file; choose a directory path")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        artifact = json.loads((out_dir / LINEAGE_FILE).read_text()).get("artifact")
+    except (OSError, ValueError, AttributeError):
+        artifact = None
+    if artifact != "hf_export":
+        raise Gpt2TrainError(f"export destination {out_dir} exists and is not a gpt2train export (no {LINEAGE_FILE} "
+                             f"with artifact hf_export); it would be replaced, so choose another path or delete it")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    # A rename cannot replace a non-empty directory: move the old export aside, put the new one in
+    # place, then delete the old one. Between the two renames a crash leaves the old one aside.
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    # transformers' per-call progress bars ("Loading weights", "Writing model shards") take
+    # milliseconds here and would clutter the CLI and Dagster logs; restored afterwards.
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    # safetensors and tokenizers write from Rust and raise their own exception types on ENOSPC.
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+
+
+def _checkpoint_key(path: Path) -> str:
+    try:
+        return checkpoint_key(path)  # <run dir>@step_XXXXXXXX, the Dagster partition key
+    except Gpt2TrainError:  # a complete checkpoint copied under another name still exports
+        return f"{path.parent.parent.name}@{path.name}"
+
+
+def model_card(ckpt: LoadedCheckpoint, checkpoint_ref: dict, verification: dict, model_sha256: str,
+               n_params: int, export_ver: str, out_dir: Path) -> str:
+    """README.md: a Hugging Face model card. Holds no timestamp, so re-exports are byte-identical."""
+    c, state = ckpt.model.config, ckpt.state
+    train_lineage = state.get("lineage") or {}
+    config = state.get("config") or {}
+    dataset = (config.get("corpus") or {}).get("dataset")
+    prov = provenance("hf_export", export_ver)
+
+    def fmt_loss(v):
+        return f"{v:.4f}" if isinstance(v, (int, float)) else "not recorded"
+
+    def shard_rows(shards):
+        return [f"| {s.get('file')} | {s.get('tokens') if s.get('tokens') is not None else '?'} | "
+                f"`{s.get('sha256') or 'no sidecar'}` |" for s in shards or []]
+
+    front = ["---", "library_name: transformers", "license: mit", "pipeline_tag: text-generation",
+             "tags:", "- gpt2", "- llm.c", "- gpt2train"]
+    if dataset:
+        front += ["datasets:", f"- {dataset}"]
+    front += ["---", ""]
+    title = checkpoint_ref["run_tag"] or checkpoint_ref["key"]
+    lines = front + [
+        f"# {title} at step {checkpoint_ref['step']}",
+        "",
+        f"A GPT-2 trained with gpt2train (llm.c's recipe) and exported from checkpoint `{checkpoint_ref['key']}`.",
+        "",
+        "| | |", "|---|---|",
+        f"| model | `{config.get('model', {}).get('descriptor')}`: {c.n_layer} layers, {c.n_head} heads, "
+        f"{c.n_embd} channels |",
+        f"| context | {c.block_size} tokens |",
+        f"| vocabulary | {c.vocab_size} (GPT-2 BPE; end of text = {EOT_TOKEN}) |",  # no `|` inside a table
+        f"| parameters | {n_params:,} (tied embeddings counted once) |",
+        f"| step | {checkpoint_ref['step']} |",
+        f"| train loss (last step) | {fmt_loss(state.get('loss'))} |",
+        f"| val loss | {fmt_loss(state.get('val_loss'))} |",
+        "",
+        "## Verification",
+        "",
+        f"Before this directory was written, transformers loaded it back: its logits matched the checkpoint's "
+        f"to {verification['logits_max_abs_diff']:.2e} (tolerance {verification['logits_tolerance']:g}, fp32, "
+        f"a {LOGITS_BATCH}x{min(LOGITS_MAX_T, c.block_size)} batch), and its tokenizer encoded "
+        f"{verification['tokenizer_texts']} texts exactly as tiktoken's `gpt2`.",
+        "",
+        "## Lineage",
+        "",
+        f"- checkpoint: `{checkpoint_ref['path']}` (key `{checkpoint_ref['key']}`)",
+        f"- checkpoint model.safetensors sha256: `{checkpoint_ref['model_sha256']}`",
+        f"- this export's model.safetensors sha256: `{model_sha256}`",
+        f"- run tag: `{checkpoint_ref['run_tag']}`",
+        f"- training code version: `{train_lineage.get('code_version')}`, git commit "
+        f"`{train_lineage.get('git_commit')}`, gpt2train {train_lineage.get('gpt2train_version')}",
+        f"- export code version: `{export_ver}`, git commit `{prov['git_commit']}`, "
+        f"gpt2train {prov['gpt2train_version']}",
+        f"- shards read from: `{train_lineage.get('shards_dir')}`",
+        "",
+        "| shard | tokens | sha256 |", "|---|---|---|",
+        *shard_rows(train_lineage.get("train_shards")),
+        *shard_rows(train_lineage.get("val_shards")),
+        "",
+        f"`lineage.json` holds the same facts and every file's sha256; `gpt2train lineage {out_dir}` walks "
+        f"them back to the corpus files.",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{out_dir}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{out_dir}")',
+        'ids = tokenizer("The meaning of life is", return_tensors="pt").input_ids',
+        "print(tokenizer.decode(model.generate(ids, max_new_tokens=32, do_sample=True, top_k=40)[0]))",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

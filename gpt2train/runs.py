@@ -1,0 +1,128 @@
+"""Training runs on disk: where they live, their complete checkpoints, and a run's summary.
+
+    <data_dir>/runs/<run_tag>/                 one training run (gpt2train.train.run_tag)
+        config.yaml                            the resolved config it was launched with
+        main.log, metrics.jsonl, training.png  the trainer's log, metrics and loss curves
+        checkpoints/step_XXXXXXXX/             complete when DONE is there (gpt2train/checkpoint.py)
+
+    find_checkpoints(runs_root(cfg))           every complete checkpoint of every run, as CheckpointInfo
+    summarize_run(run_dir)                     what the `training_run` asset reports as metadata
+
+Used by the Dagster assets and sensor (a checkpoint becomes a `checkpoints` partition as soon as
+it is complete) and by `gpt2train` without Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpt2train.checkpoint import checkpoint_key, checkpoint_state, complete_checkpoints
+from gpt2train.config import Config
+from gpt2train.errors import Gpt2TrainError
+
+
+def runs_root(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "runs"
+
+
+def run_dir(cfg: Config) -> Path:
+    """Where the `training_run` asset trains the configured run: `<data_dir>/runs/<run_tag>`."""
+    from gpt2train.train import run_tag  # torch import: only when a run is actually needed
+
+    return runs_root(cfg) / run_tag(cfg)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    key: str  # `<run>@step_XXXXXXXX`: the `checkpoints` partition key
+    path: Path
+    step: int
+    model_sha256: str  # content hash: the partition's data version
+    run_tag: str
+    loss: float | None
+
+
+def checkpoint_info(path: str | Path) -> CheckpointInfo:
+    path = Path(path)
+    state = checkpoint_state(path)
+    return CheckpointInfo(key=checkpoint_key(path), path=path.resolve(), step=int(state["step"]),
+                          model_sha256=state["model_sha256"],
+                          run_tag=state.get("lineage", {}).get("run_tag") or path.parent.parent.name,
+                          loss=state.get("loss"))
+
+
+def find_checkpoints(root: str | Path) -> list[CheckpointInfo]:
+    """Every complete checkpoint under `root` (a runs folder), oldest run first, by step."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for run in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += [checkpoint_info(p) for p in complete_checkpoints(run / "checkpoints")]
+    return found
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize_run(run: str | Path) -> dict:
+    """Steps, tokens, final train / val loss, median tokens/s and MFU, and the checkpoints of a run."""
+    run = Path(run)
+    checkpoints = [checkpoint_info(p) for p in complete_checkpoints(run / "checkpoints")]
+    if not checkpoints:
+        raise Gpt2TrainError(f"training run {run} has no complete checkpoint; see {run / 'main.log'}")
+    final = checkpoints[-1]
+    state = checkpoint_state(final.path)
+    records = read_metrics(run)
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    hella = [r for r in records if "hellaswag_acc_norm" in r]
+    # Steady-state speed: the first steps include warm-up (allocation, compilation).
+    steady = train[min(len(train) // 4, 10):] or train
+    mfu = [r["mfu"] for r in steady if r.get("mfu") is not None]
+    total_batch = state.get("config", {}).get("train", {}).get("total_batch_tokens")
+    return {
+        "run_tag": final.run_tag,
+        "run_dir": str(run.resolve()),
+        "steps": final.step,
+        "tokens": final.step * total_batch if total_batch else None,
+        "final_train_loss": train[-1]["loss"] if train else final.loss,
+        "final_val_loss": val[-1]["val_loss"] if val else None,
+        "final_hellaswag_acc_norm": hella[-1]["hellaswag_acc_norm"] if hella else None,
+        "tokens_per_second": statistics.median(r["tok_s"] for r in steady) if steady else None,
+        "mfu": statistics.median(mfu) if mfu else None,
+        "checkpoints": [{"key": c.key, "path": str(c.path), "step": c.step, "model_sha256": c.model_sha256}
+                        for c in checkpoints],
+        "plot": str(run / "training.png") if (run / "training.png").exists() else None,
+        "log": str(run / "main.log"),
+        # The run's data version: what it names (config + shards) and the weights it ended with.
+        "data_version": hashlib.sha256(f"{final.run_tag}|{final.model_sha256}".encode()).hexdigest()[:24],
+        "lineage": state.get("lineage", {}),
+    }
+
+
+def write_run_config(cfg: Config, run: str | Path) -> Path:
+    """The resolved config, with `train.out_dir` = `run`, as `<run>/config.yaml`: what every rank of
+    the launched trainer reads (paths in it are absolute, so it loads from anywhere)."""
+    import dataclasses
+
+    import yaml
+
+    from gpt2train.config import config_to_dict
+    from gpt2train.fileio import atomic_output
+
+    run = Path(run)
+    resolved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(run.resolve())))
+    path = run / "config.yaml"
+    with atomic_output(path, "w") as f:
+        f.write(f"# written by gpt2train for the training run {run.name}\n")
+        yaml.safe_dump(config_to_dict(resolved), f, sort_keys=False)
+    return path

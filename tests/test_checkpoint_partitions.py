@@ -1,0 +1,118 @@
+"""Checkpoints as `checkpoints` partitions: keys, observation, the watcher and the sensor (fast:
+checkpoints are written directly with `save_checkpoint`, no training)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from assets.checkpoints import CheckpointWatcher, register_checkpoints
+from gpt2train.checkpoint import checkpoint_key, checkpoint_path, checkpoint_state, save_checkpoint
+from gpt2train.config import config_to_dict
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import sha256_file
+from gpt2train.model import GPT, GPTConfig
+from gpt2train.runs import find_checkpoints, runs_root
+from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "home").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as inst:
+        yield inst
+
+
+def write_checkpoint(cfg, run: str, step: int, seed: int = 0):
+    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(seed)
+    return save_checkpoint(runs_root(cfg) / run / "checkpoints", step, model_state=model.state_dict(),
+                           optimizer_state={}, loader_state={},
+                           state={"config": config_to_dict(cfg), "loss": 5.0, "lineage": {"run_tag": run}})
+
+
+def test_keys_round_trip_and_state_records_the_content_hash(tiny_cfg):
+    path = write_checkpoint(tiny_cfg, "tiny-0123456789", 20)
+    key = checkpoint_key(path)
+    assert key == "tiny-0123456789@step_00000020"
+    assert checkpoint_path(runs_root(tiny_cfg), key) == path
+    assert checkpoint_state(path)["model_sha256"] == sha256_file(path / "model.safetensors")
+    for bad in ("tiny", "tiny@20", "../x@step_00000020", "@step_00000020"):
+        with pytest.raises(Gpt2TrainError, match="not a checkpoint key"):
+            checkpoint_path(runs_root(tiny_cfg), bad)
+    with pytest.raises(Gpt2TrainError, match="deleted"):
+        checkpoint_state(runs_root(tiny_cfg) / "gone" / "checkpoints" / "step_00000001")
+    (path / "DONE").unlink()
+    with pytest.raises(Gpt2TrainError, match="DONE"):
+        checkpoint_state(path)
+
+
+def test_register_observes_the_content_hash_once(tiny_cfg, instance):
+    write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 2)
+    write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=1)
+    infos = find_checkpoints(runs_root(tiny_cfg))
+    assert register_checkpoints(instance, infos) == ["tiny-aaaaaaaaaa@step_00000002", "tiny-aaaaaaaaaa@step_00000004"]
+    assert register_checkpoints(instance, infos) == []  # nothing new, no second observation
+    obs = instance.fetch_observations(dg.AssetKey("checkpoint"), limit=10).records
+    assert len(obs) == 2
+    assert {o.asset_observation.tags["dagster/data_version"] for o in obs} == {i.model_sha256 for i in infos}
+    # The same step rewritten with other weights (a run directory reused by hand): observed again.
+    write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=2)
+    assert register_checkpoints(instance, find_checkpoints(runs_root(tiny_cfg))) == []
+    assert len(instance.fetch_observations(dg.AssetKey("checkpoint"), limit=10).records) == 3
+
+
+def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
+    root = runs_root(tiny_cfg) / "tiny-bbbbbbbbbb" / "checkpoints"
+    seen_during: list[list[str]] = []
+
+    def trainer():  # checkpoints landing over time, as a training process writes them
+        for step in (1, 2):
+            write_checkpoint(tiny_cfg, "tiny-bbbbbbbbbb", step)
+            time.sleep(0.6)
+            seen_during.append(list(instance.get_dynamic_partitions("checkpoints")))
+
+    with CheckpointWatcher(instance, root, interval=0.1):
+        t = threading.Thread(target=trainer)
+        t.start()
+        t.join()
+    assert seen_during[0] == ["tiny-bbbbbbbbbb@step_00000001"]  # registered before training ended
+    assert instance.get_dynamic_partitions("checkpoints") == ["tiny-bbbbbbbbbb@step_00000001",
+                                                              "tiny-bbbbbbbbbb@step_00000002"]
+
+
+def test_incomplete_checkpoints_are_never_registered(tiny_cfg, instance):
+    path = write_checkpoint(tiny_cfg, "tiny-cccccccccc", 3)
+    (path / "DONE").unlink()
+    (runs_root(tiny_cfg) / "tiny-cccccccccc" / "checkpoints" / ".step_00000004.tmp").mkdir()
+    assert find_checkpoints(runs_root(tiny_cfg)) == []
+    sensor = build_definitions(tiny_cfg).resolve_sensor_def("checkpoints_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance))
+    assert result.dynamic_partitions_requests == [] and result.run_requests == []
+
+
+def test_sensor_registers_and_requests_exports_and_evals(tiny_cfg, instance):
+    write_checkpoint(tiny_cfg, "tiny-dddddddddd", 2)
+    sensor = build_definitions(tiny_cfg).resolve_sensor_def("checkpoints_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance))
+    (add,) = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == ["tiny-dddddddddd@step_00000002"]
+    assert [o.partition for o in result.asset_events] == ["tiny-dddddddddd@step_00000002"]
+    (request,) = result.run_requests
+    assert request.job_name == CHECKPOINT_EVALS_JOB and request.partition_key == "tiny-dddddddddd@step_00000002"
+
+    # Once registered, the request is repeated with the same run key (deduplicated by Dagster)
+    # until a report exists; no second partition request, no second observation.
+    instance.add_dynamic_partitions("checkpoints", list(add.partition_keys))
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    again = sensor(dg.build_sensor_context(instance=instance))
+    assert again.dynamic_partitions_requests == [] and again.asset_events == []
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+
+    # A report landed: no more evals requests for it, and the summary is requested once.
+    instance.report_runless_asset_event(dg.AssetMaterialization("eval_report", partition="tiny-dddddddddd@step_00000002"))
+    after = sensor(dg.build_sensor_context(instance=instance))
+    assert [r.job_name for r in after.run_requests] == [EVAL_SUMMARY_JOB]

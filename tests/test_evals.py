@@ -1,0 +1,297 @@
+"""evals/: the real lm-eval harness on a real tiny Hugging Face GPT-2 export, and its reports.
+
+    pytest tests/test_evals.py -q        (~60 s: ~20 s of it is the harness indexing its task YAMLs)
+
+The export fixture is built here (not with gpt2train/export.py) from our GPT's weights through
+gpt2train/hf_state_dict.py; the harness scores HellaSwag on the invented local file offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2train.config import EvalsConfig
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import sha256_file
+from tests.conftest import SHARED
+
+HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
+BASELINES = SHARED / "data" / "published_baselines.json"
+ENCODER_JSON = SHARED / "tiktoken" / "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"  # HF vocab.json
+VOCAB_BPE = SHARED / "tiktoken" / "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # HF merges.txt
+LIMIT = 20
+RUN_TAG = "tiny-0123456789"
+
+
+def _ecfg(**kw) -> EvalsConfig:
+    base = dict(tasks=["hellaswag"], limit=LIMIT, batch_size=16, device="cpu",
+                local_data=[f"hellaswag={HELLASWAG}"], baselines_file=str(BASELINES))
+    return EvalsConfig(**{**base, **kw})
+
+
+def build_export(out: Path, run_dir: Path) -> Path:
+    """A tiny GPT-2 export as gpt2train's exporter lays it out: HF weights, tokenizer, lineage.json."""
+    import tiktoken
+    import transformers
+
+    from gpt2train.hf_state_dict import to_hf_state_dict
+    from gpt2train.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig.from_descriptor("tiny", 64))
+    model.init_weights(0)
+    c = model.config
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size, vocab_size=c.vocab_size,
+        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=50256, eos_token_id=50256))
+    result = hf.load_state_dict(to_hf_state_dict(model), strict=False)
+    assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # lm_head: tied to wte
+    hf.save_pretrained(out)
+    # transformers 5: GPT2TokenizerFast(vocab=, merges=) takes the files; `vocab_file=` would give an
+    # empty vocabulary without an error, hence the check against tiktoken.
+    tok = transformers.GPT2TokenizerFast(vocab=str(ENCODER_JSON), merges=str(VOCAB_BPE))
+    text = "A man fills a kettle with water.<|endoftext|>"
+    assert tok(text).input_ids == tiktoken.get_encoding("gpt2").encode(text, allowed_special="all")
+    tok.save_pretrained(out)
+    ckpt = run_dir / "checkpoints" / "step_00000020"
+    files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+    lineage = {"artifact": "hf_export", "model_sha256": files["model.safetensors"], "files": files,
+               "checkpoint": {"path": str(ckpt), "key": f"{RUN_TAG}@step_00000020", "step": 20,
+                              "model_sha256": "0" * 64, "run_tag": RUN_TAG},
+               "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
+                         "block_size": c.block_size, "vocab_size": c.vocab_size}}
+    (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("evals")
+    run_dir = root / "runs" / RUN_TAG
+    (run_dir / "checkpoints").mkdir(parents=True)
+    # What training logged: val loss and in-loop HellaSwag at steps 0 and 20, nothing at 40.
+    records = [{"step": 0, "val_loss": 10.9}, {"step": 0, "hellaswag_acc_norm": 0.22, "hellaswag_n": 50},
+               {"step": 10, "loss": 8.0}, {"step": 20, "val_loss": 7.654321},
+               {"step": 20, "hellaswag_acc_norm": 0.34, "hellaswag_acc": 0.3, "hellaswag_n": 50}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return build_export(root / "export", run_dir)
+
+
+@pytest.fixture(scope="module")
+def offline():
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_DATASETS_OFFLINE", "1")
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def report(export, offline, tmp_path_factory):
+    from evals.runner import evaluate_export
+
+    out = tmp_path_factory.mktemp("reports") / "step20"
+    return evaluate_export(export, out, _ecfg(), model_label="tiny test model")
+
+
+def test_harness_scores_local_hellaswag(report):
+    d = report.report_dir
+    for name in ("results.json", "samples_hellaswag.jsonl", "report.md", "report.html", "lineage.json",
+                 "tasks/hellaswag_local.yaml"):
+        assert (d / name).is_file(), name
+    assert not list(d.parent.glob(".*tmp*")), "temp folder left behind"
+    m = report.metrics["hellaswag"]
+    assert 0.0 <= m["acc"] <= 1.0 and 0.0 <= m["acc_norm"] <= 1.0 and m["acc_norm_stderr"] > 0
+
+    # Recompute acc and acc_norm from the per-item log-likelihoods the harness logged: argmax of the
+    # log-likelihood (acc) and of the log-likelihood per character of the ending (acc_norm).
+    samples = [json.loads(line) for line in (d / "samples_hellaswag.jsonl").read_text().splitlines()]
+    assert len(samples) == LIMIT
+    acc, acc_norm = [], []
+    for s in samples:
+        lls = np.array([r[0] for r in s["filtered_resps"]])
+        lens = np.array([len(c) for c in s["doc"]["choices"]], dtype=float)
+        acc.append(float(np.argmax(lls) == s["target"]))
+        acc_norm.append(float(np.argmax(lls / lens) == s["target"]))
+    results = json.loads((d / "results.json").read_text())
+    assert "samples" not in results
+    assert results["results"]["hellaswag_local"]["acc_norm,none"] == pytest.approx(np.mean(acc_norm))
+    assert results["results"]["hellaswag_local"]["acc,none"] == pytest.approx(np.mean(acc))
+    assert m["acc_norm"] == pytest.approx(np.mean(acc_norm))
+    # The items scored are the local file's first LIMIT items, with their gold labels.
+    items = [json.loads(line) for line in HELLASWAG.read_text().splitlines()][:LIMIT]
+    assert [s["target"] for s in samples] == [int(i["label"]) for i in items]
+    assert results["n-shot"] == {"hellaswag_local": 0}
+
+
+def test_report_shows_baselines_in_loop_and_lineage(report, export):
+    md = report.markdown
+    assert md == (report.report_dir / "report.md").read_text()
+    assert "0.3114" in md  # GPT-2 124M, harness acc_norm, beside our acc_norm
+    assert "0.2945" in md  # GPT-2 124M, llm.c's scorer, beside the in-loop HellaSwag
+    assert "124M (the smallest published)" in md
+    assert "7.6543" in md and "0.3400" in md and "step 20" in md  # metrics.jsonl at the checkpoint's step
+    assert f"limit = {LIMIT}" in md
+    assert RUN_TAG in md and "invented_val.jsonl" in md
+    html = (report.report_dir / "report.html").read_text()
+    assert "<table>" in html and "0.3114" in html
+
+    lin = json.loads((report.report_dir / "lineage.json").read_text())
+    assert lin["artifact"] == "eval_report" and lin["stage"] == "eval_report"
+    assert lin["export"]["model_sha256"] == sha256_file(export / "model.safetensors")
+    assert lin["export"]["lineage_sha256"] == sha256_file(export / "lineage.json")
+    assert lin["checkpoint"]["key"] == f"{RUN_TAG}@step_00000020" and lin["checkpoint"]["step"] == 20
+    assert lin["metrics"] == report.metrics
+    assert lin["tasks"][0]["local_sha256"] == sha256_file(HELLASWAG) and lin["tasks"][0]["limit"] == LIMIT
+    for name, digest in lin["files"].items():
+        assert sha256_file(report.report_dir / name) == digest
+    assert {"results.json", "samples_hellaswag.jsonl", "report.md", "report.html"} <= set(lin["files"])
+    # The results never point into the temp folder the report was written in.
+    assert ".tmp-" not in (report.report_dir / "results.json").read_text()
+
+
+def test_in_loop_takes_nearest_earlier_step(export):
+    from evals.report import in_loop_metrics
+
+    path = export.parent / "runs" / RUN_TAG / "metrics.jsonl"
+    got = in_loop_metrics(path, 15)
+    assert got["val_loss"] == {"value": 10.9, "step": 0}
+    assert got["hellaswag_acc_norm"]["step"] == 0 and got["hellaswag_acc_norm"]["n"] == 50
+    assert in_loop_metrics(path, 40)["val_loss"]["step"] == 20
+    assert in_loop_metrics(None, 20) == {}
+
+
+def test_unknown_task_suggests_close_names(offline):
+    from evals.tasks import check_tasks
+
+    with pytest.raises(Gpt2TrainError, match=r"no task 'hellaswg'.*did you mean.*hellaswag"):
+        check_tasks(_ecfg(tasks=["hellaswg"], local_data=[]))
+
+
+def test_tiny_preset_resolves_to_the_local_hellaswag(offline, tmp_path):
+    from evals.tasks import resolve_tasks
+    from gpt2train.config import load_config
+
+    (task,) = resolve_tasks(load_config("tiny").evals, tmp_path)
+    assert (task.name, task.harness_task, task.split) == ("hellaswag", "hellaswag_local", "validation")
+    assert Path(task.local_path) == HELLASWAG.resolve() and task.harness_yaml.endswith("hellaswag/hellaswag.yaml")
+    assert task.spec == str(tmp_path / "hellaswag_local.yaml")
+
+
+def test_offline_without_local_data_is_an_error(offline):
+    from evals.tasks import check_tasks
+
+    with pytest.raises(Gpt2TrainError, match=r"offline.*no local data for arc_easy.*arc_easy=PATH"):
+        check_tasks(_ecfg(tasks=["hellaswag", "arc_easy"]))
+
+
+def test_local_data_errors_name_the_file_and_line(offline, tmp_path):
+    from evals.tasks import check_tasks
+
+    with pytest.raises(Gpt2TrainError, match=r"nope\.jsonl not found"):
+        check_tasks(_ecfg(local_data=[f"hellaswag={tmp_path / 'nope.jsonl'}"]))
+    with pytest.raises(Gpt2TrainError, match=r"not in evals.tasks"):
+        check_tasks(_ecfg(local_data=[f"hellaswag={HELLASWAG}", f"piqa={HELLASWAG}"]))
+
+    lines = HELLASWAG.read_text().splitlines()[:5]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines[:3] + ['{"ctx_a": "broken'] + lines[3:]) + "\n")
+    with pytest.raises(Gpt2TrainError, match=r"bad\.jsonl:4: not a valid hellaswag item"):
+        check_tasks(_ecfg(local_data=[f"hellaswag={bad}"]))
+
+    item = json.loads(lines[0])
+    for field, value, why in (("endings", item["endings"][:3], "4 strings"), ("label", "7", "0-3"),
+                              ("ctx_b", None, "ctx_b")):
+        broken = copy.deepcopy(item)
+        if value is None:
+            del broken[field]
+        else:
+            broken[field] = value
+        bad.write_text("\n".join(lines[:1] + [json.dumps(broken)]) + "\n")
+        with pytest.raises(Gpt2TrainError, match=rf"bad\.jsonl:2: .*{why}"):
+            check_tasks(_ecfg(local_data=[f"hellaswag={bad}"]))
+
+
+def test_not_a_gpt2_export_is_an_error(export, tmp_path):
+    from evals.runner import check_export, evaluate_export
+
+    with pytest.raises(Gpt2TrainError, match="no such folder"):
+        check_export(tmp_path / "missing")
+    cases = {
+        "config.json": lambda d: (d / "config.json").unlink(),
+        "model_type='llama'": lambda d: (d / "config.json").write_text(json.dumps(
+            {**json.loads((d / "config.json").read_text()), "model_type": "llama"})),
+        "lineage.json missing": lambda d: (d / "lineage.json").unlink(),
+        "no tokenizer": lambda d: (d / "tokenizer.json").unlink(),
+        "changed after the export": lambda d: (d / "model.safetensors").write_bytes(b"not the weights"),
+    }
+    for i, (message, damage) in enumerate(cases.items()):
+        d = tmp_path / f"export{i}"
+        shutil.copytree(export, d)
+        damage(d)
+        with pytest.raises(Gpt2TrainError, match=message):
+            evaluate_export(d, tmp_path / f"report{i}", _ecfg())
+        assert not (tmp_path / f"report{i}").exists()
+
+
+def test_failure_keeps_the_earlier_report(export, report, offline, tmp_path):
+    from evals.runner import evaluate_export
+
+    out = tmp_path / "report"
+    shutil.copytree(report.report_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # A config.json that does not match the weights: passes the checks, fails when the harness loads it.
+    bad = tmp_path / "export"
+    shutil.copytree(export, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
+    with pytest.raises(Exception, match="(?i)size|mismatch"):
+        evaluate_export(bad, out, _ecfg())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "report"]  # no temp folder left
+
+
+def test_evals_code_version(tmp_path):
+    from evals.tasks import evals_code_version
+
+    local = tmp_path / "val.jsonl"
+    local.write_bytes(HELLASWAG.read_bytes())
+    base = evals_code_version(_ecfg(local_data=[f"hellaswag={local}"]))
+    assert evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], batch_size=3, device="cuda")) == base
+    changed = {evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag", "piqa"])),
+               evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag:5"])),
+               evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], limit=None))}
+    local.write_text("\n".join(HELLASWAG.read_text().splitlines()[:10]) + "\n")
+    changed.add(evals_code_version(_ecfg(local_data=[f"hellaswag={local}"])))
+    assert base not in changed and len(changed) == 4
+
+
+def test_write_trend(export, report, offline, tmp_path, caplog):
+    from evals.runner import evaluate_export
+    from evals.trend import write_trend
+
+    # A second real report of the same export, labelled step 40 (training logged nothing after 20).
+    second = evaluate_export(export, tmp_path / "step40", _ecfg(limit=8), step=40)
+    assert second.lineage["in_loop"]["val_loss"]["step"] == 20
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    trend = write_trend([second.report_dir, unfinished, report.report_dir], tmp_path / "trend")
+    assert [r["step"] for r in trend.rows] == [20, 40]
+    assert trend.skipped == [str(unfinished)] and "unfinished" in caplog.text
+    png = trend.paths["trend.png"].read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    md = trend.paths["summary.md"].read_text()
+    assert md == trend.markdown
+    table = [line for line in md.splitlines() if line.startswith(f"| {RUN_TAG}")]
+    assert len(table) == 2
+    assert f"{report.metrics['hellaswag']['acc_norm']:.4f}" in table[0] and "7.6543" in table[0]
+    assert f"{second.metrics['hellaswag']['acc_norm']:.4f}" in table[1] and "(step 20)" in table[1]
+    summary = json.loads(trend.paths["summary.json"].read_text())
+    assert [r["step"] for r in summary["reports"]] == [20, 40]
+    assert not list((tmp_path / "trend").glob(".*"))

@@ -1,0 +1,269 @@
+"""`gpt2train lineage`: walking a real chain on disk back to the corpus file, and catching changes.
+
+The corpus record, token shards and checkpoint are written by the library itself (the data
+stage over a copy of one edu-mini file, `save_checkpoint` with the lineage training records);
+the export and report directories are small but well-formed ones following docs/lineage.md,
+with real hashes of the files written into them.
+
+    pytest tests/test_lineage_walk.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save_file
+
+from gpt2train.checkpoint import DONE, checkpoint_key, save_checkpoint
+from gpt2train.config import config_to_dict, load_config
+from gpt2train.data_stage import materialize_corpus_file, materialize_token_shards, record_path, shards_dir
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import sha256_file, write_json_atomic
+from gpt2train.hf_state_dict import to_hf_state_dict
+from gpt2train.lineage import git_commit, provenance
+from gpt2train.lineage_walk import COMPACT_OVER, format_lineage, walk_lineage
+from gpt2train.model import GPT, GPTConfig
+from gpt2train.train import default_paths, run_tag, shard_lineage, train_code_version
+
+KEY = "sample/10BT/000_00000.parquet"
+
+
+@dataclass
+class Chain:
+    corpus_file: Path
+    record: Path
+    shards: list[Path]  # every .bin, sorted
+    checkpoint: Path
+    export: Path
+    report: Path
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha256_file(path)
+
+
+@pytest.fixture
+def chain(tmp_path, edu_mini) -> Chain:
+    # A copy of the corpus file: tests change it, and the shared mirror is read-only.
+    src = tmp_path / "mirror"
+    (src / "sample" / "10BT").mkdir(parents=True)
+    shutil.copyfile(edu_mini / KEY, src / KEY)
+    # 20 documents at 2,000 tokens a shard: ~49 shards, enough to exercise the compact listing.
+    cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={src}",
+                               "corpus.max_documents_per_file=20", "shards.shard_size=2000", "corpus.files=1"])
+    materialize_corpus_file(cfg, KEY)
+    materialize_token_shards(cfg, KEY, progress=False)
+    shards = sorted(shards_dir(cfg).glob("*.bin"))
+    assert len(shards) > COMPACT_OVER
+
+    # The checkpoint, with the lineage gpt2train.train records (same functions).
+    train_glob, val_glob, _ = default_paths(cfg)
+    tag = run_tag(cfg)
+    model = GPT(GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size))
+    lineage = {"run_tag": tag, "shards_dir": str(Path(train_glob).parent.resolve()),
+               "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob),
+               "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": "test"}
+    ckpt = save_checkpoint(tmp_path / "data" / "runs" / tag / "checkpoints", 2, model_state=model.state_dict(),
+                           optimizer_state={}, loader_state={}, state={"world": 1, "loss": 10.5,
+                                                                        "config": config_to_dict(cfg),
+                                                                        "lineage": lineage})
+    state = json.loads((ckpt / "state.json").read_text())
+    if "model_sha256" not in state:  # save_checkpoint records it; older versions did not
+        state["model_sha256"] = sha256_file(ckpt / "model.safetensors")
+        (ckpt / "state.json").write_text(json.dumps(state))
+    ck_ref = {"path": str(ckpt), "key": checkpoint_key(ckpt), "step": 2, "model_sha256": state["model_sha256"],
+              "run_tag": tag}
+
+    # The export: real HF-named weights, small stand-ins for the config and tokenizer files.
+    export = tmp_path / "data" / "exports" / checkpoint_key(ckpt)
+    export.mkdir(parents=True)
+    save_file(to_hf_state_dict(model), export / "model.safetensors")
+    files = {"model.safetensors": sha256_file(export / "model.safetensors"),
+             "config.json": _write(export / "config.json", b'{"model_type": "gpt2", "n_layer": 2}\n'),
+             "tokenizer.json": _write(export / "tokenizer.json", b'{"model": {"type": "BPE"}}\n'),
+             "README.md": _write(export / "README.md", b"# tiny export\n")}
+    write_json_atomic(export / "lineage.json", {
+        "artifact": "hf_export", "checkpoint": ck_ref, "files": files, "model_sha256": files["model.safetensors"],
+        "verification": {"logits_max_abs_diff": 1e-6, "logits_tolerance": 1e-4, "tokenizer_texts": 8,
+                         "tokenizer_match": True},
+        "model": {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64, "vocab_size": 50257},
+        **provenance("hf_model", "0123456789abcdef")})
+
+    report = tmp_path / "data" / "reports" / checkpoint_key(ckpt)
+    rfiles = {"results.json": _write(report / "results.json", b'{"results": {"hellaswag": {"acc": 0.25}}}\n'),
+              "samples_hellaswag.jsonl": _write(report / "samples_hellaswag.jsonl", b'{"doc_id": 0}\n'),
+              "report.md": _write(report / "report.md", b"# report\n"),
+              "report.html": _write(report / "report.html", b"<h1>report</h1>\n")}
+    write_json_atomic(report / "lineage.json", {
+        "artifact": "eval_report",
+        "export": {"path": str(export), "model_sha256": files["model.safetensors"],
+                   "lineage_sha256": sha256_file(export / "lineage.json")},
+        "checkpoint": ck_ref,
+        "tasks": [{"name": "hellaswag", "num_fewshot": 0, "limit": None, "data": "invented_val.jsonl"}],
+        "config": {"evals": config_to_dict(cfg.evals)},
+        "metrics": {"hellaswag": {"acc": 0.25, "acc_norm": 0.27}},
+        "files": rfiles,
+        **provenance("eval_report", "fedcba9876543210")})
+    return Chain(src / KEY, record_path(cfg, KEY), shards, ckpt, export, report)
+
+
+def by_kind(nodes, kind):
+    return [n for n in nodes if n.kind == kind]
+
+
+def flip_byte(path: Path, offset: int = 300) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_walk_from_report_reaches_every_level_down_to_the_corpus_file(chain):
+    nodes = walk_lineage(chain.report, progress=False)
+    levels = [(n.depth, n.kind) for n in nodes]
+    assert levels[:3] == [(0, "eval_report"), (1, "hf_export"), (2, "checkpoint")]
+    assert [n.path for n in by_kind(nodes, "token_shard")] == chain.shards  # every shard, once
+    assert {n.depth for n in by_kind(nodes, "token_shard")} == {3}
+    # 49 shards share one source file: one record, one corpus file.
+    assert [(n.depth, n.path) for n in by_kind(nodes, "corpus_record")] == [(4, chain.record)]
+    assert [(n.depth, n.path) for n in by_kind(nodes, "corpus_file")] == [(5, chain.corpus_file)]
+    assert all(n.status == "ok" for n in nodes), [(n.path, n.status) for n in nodes if n.status != "ok"]
+    # Re-hashed for real: the corpus file's and the checkpoint's hashes are the files' hashes now.
+    assert by_kind(nodes, "corpus_file")[0].actual_hash == sha256_file(chain.corpus_file)
+    ck = by_kind(nodes, "checkpoint")[0]
+    assert ck.actual_hash == ck.recorded_hash == sha256_file(chain.checkpoint / "model.safetensors")
+    assert ck.details["summary"]["descriptor"] == "tiny" and ck.details["code_version"]
+
+    text = format_lineage(nodes)
+    lines = text.splitlines()
+    assert len(lines) < 25  # 54 artifacts stay readable: the shards are one summary line
+    assert f"token_shard x{len(chain.shards)}" in text and f"{len(chain.shards)} ok" in text
+    assert str(chain.corpus_file) in text and "hellaswag acc 0.25" in text
+    assert lines[-1] == f"{len(nodes)} artifacts, {len(nodes)} verified, 0 mismatched, 0 missing"
+
+
+def test_a_flipped_shard_byte_is_a_mismatch_and_the_cli_exits_2_naming_it(chain):
+    from tests.test_cli import gpt2train
+
+    bad = chain.shards[5]
+    flip_byte(bad)
+    nodes = walk_lineage(chain.report, progress=False)
+    assert [n.path for n in nodes if not n.ok] == [bad]
+    node = next(n for n in nodes if n.path == bad)
+    assert node.status == "MISMATCH" and node.actual_hash == sha256_file(bad) != node.recorded_hash
+    # Both places that recorded the shard's hash disagree with it now.
+    why = "\n".join(c.why for c in node.checks)
+    assert "shard sidecar" in why and "checkpoint state.json" in why
+    # The walk goes on past it to the corpus.
+    assert by_kind(nodes, "corpus_file")[0].status == "ok"
+
+    r = gpt2train("lineage", chain.report)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert str(bad) in r.stdout and "MISMATCH" in r.stdout
+    assert f"{len(chain.shards) - 1} ok, 1 MISMATCH" in r.stdout
+    assert str(chain.shards[4]) not in r.stdout  # ok shards are counted, not listed
+    assert "mismatched" in r.stdout.splitlines()[-1] and "1 mismatched" in r.stdout.splitlines()[-1]
+    assert "no longer match" in r.stderr
+
+
+def test_deleted_export_weights_are_missing_and_the_walk_continues(chain):
+    (chain.export / "model.safetensors").unlink()
+    nodes = walk_lineage(chain.report, progress=False)
+    export = by_kind(nodes, "hf_export")[0]
+    assert export.status == "MISSING" and not export.ok
+    assert [n.kind for n in nodes if not n.ok] == ["hf_export"]
+    assert by_kind(nodes, "corpus_file")[0].status == "ok"
+    assert "model.safetensors is gone" in format_lineage(nodes)
+
+
+def test_deleted_export_directory_is_bridged_by_the_reports_copy_of_the_checkpoint(chain):
+    shutil.rmtree(chain.export)
+    nodes = walk_lineage(chain.report, progress=False)
+    assert by_kind(nodes, "hf_export")[0].status == "MISSING"
+    assert by_kind(nodes, "checkpoint")[0].status == "ok"
+    assert len(by_kind(nodes, "token_shard")) == len(chain.shards)
+
+
+def test_changed_checkpoint_weights_mismatch_every_record_of_them(chain):
+    save_file({"x": __import__("torch").zeros(3)}, chain.checkpoint / "model.safetensors")
+    nodes = walk_lineage(chain.export, progress=False)
+    assert [n.kind for n in nodes if not n.ok] == ["checkpoint"]
+    why = by_kind(nodes, "checkpoint")[0].checks[0].why
+    assert "checkpoint state.json" in why and "export lineage.json" in why
+
+
+def test_walk_from_a_shard_or_its_sidecar(chain):
+    shard = chain.shards[3]
+    for start in (shard, shard.with_name(shard.name + ".json")):
+        nodes = walk_lineage(start, progress=False)
+        assert [(n.depth, n.kind, n.path) for n in nodes] == [
+            (0, "token_shard", shard), (1, "corpus_record", chain.record), (2, "corpus_file", chain.corpus_file)]
+        assert all(n.status == "ok" for n in nodes)
+    text = format_lineage(nodes)
+    assert str(shard) in text and "3 artifacts, 3 verified" in text
+
+
+def test_a_changed_corpus_file_mismatches_even_after_its_record_is_rewritten(chain):
+    flip_byte(chain.corpus_file, 5000)
+    nodes = walk_lineage(chain.record, progress=False)
+    assert [(n.kind, n.status) for n in nodes] == [("corpus_record", "ok"), ("corpus_file", "MISMATCH")]
+    # Re-recording the new bytes does not hide that the shards were made from the old ones.
+    record = json.loads(chain.record.read_text())
+    record["sha256"] = sha256_file(chain.corpus_file)
+    chain.record.write_text(json.dumps(record))
+    nodes = walk_lineage(chain.shards[0], progress=False)
+    corpus = by_kind(nodes, "corpus_file")[0]
+    assert corpus.status == "MISMATCH" and "shard sidecar" in corpus.checks[0].why
+    assert "corpus record" not in corpus.checks[0].why  # the record agrees with the file now
+
+
+def test_no_rehash_reads_unverified_but_still_sees_missing_and_resized_files(chain):
+    nodes = walk_lineage(chain.report, rehash=False, progress=False)
+    content = [n for n in nodes if n.kind != "corpus_record"]  # a record has no hash, only has to exist
+    assert {n.status for n in content} == {"unverified"}
+    assert all(n.actual_hash is None and n.recorded_hash for n in content)
+    assert format_lineage(nodes).splitlines()[-1].endswith(f"{len(content)} unverified (not re-hashed)")
+
+    # A stat is free: a truncated corpus file and a deleted shard show without hashing.
+    with open(chain.corpus_file, "r+b") as f:
+        f.truncate(1000)
+    chain.shards[7].unlink()
+    nodes = walk_lineage(chain.report, rehash=False, progress=False)
+    assert {(n.kind, n.status) for n in nodes if not n.ok} == {("corpus_file", "MISMATCH"),
+                                                               ("token_shard", "MISSING")}
+
+
+def test_paths_that_are_not_artifacts_get_a_clear_error(chain, tmp_path):
+    stray = tmp_path / "notes.txt"
+    stray.write_text("hello")
+    for bad in (stray, tmp_path / "nope", chain.checkpoint.parent, chain.corpus_file):
+        with pytest.raises(Gpt2TrainError, match="takes an eval report directory"):
+            walk_lineage(bad, progress=False)
+    (chain.checkpoint / DONE).unlink()
+    with pytest.raises(Gpt2TrainError, match="incomplete"):
+        walk_lineage(chain.checkpoint, progress=False)
+    # Reached from the export instead, the incomplete checkpoint is a node that is not ok.
+    nodes = walk_lineage(chain.export, progress=False)
+    assert by_kind(nodes, "checkpoint")[0].status == "MISSING"
+    orphan = tmp_path / "orphan.bin"
+    orphan.write_bytes(b"\0" * 1024)
+    with pytest.raises(Gpt2TrainError, match="no sidecar"):
+        walk_lineage(orphan, progress=False)
+
+
+def test_many_corpus_files_print_compactly_listing_only_the_bad_ones(tmp_path):
+    # Formatting alone (edu-mini has 3 files; FineWeb-Edu's sample-100BT has ~100).
+    from gpt2train.lineage_walk import LineageNode
+
+    nodes = [LineageNode("corpus_record", tmp_path / f"r{i}.json", 0, status="ok",
+                         details={"code_version": "c0ffee", "summary": {"documents": "10"}}) for i in range(12)]
+    nodes[7].status = "MISSING"
+    text = format_lineage(nodes)
+    assert "corpus_record x12" in text and "11 ok, 1 MISSING" in text and "120 documents" in text
+    assert str(tmp_path / "r7.json") in text and str(tmp_path / "r6.json") not in text
+    assert text.splitlines()[-1] == "12 artifacts, 11 verified, 0 mismatched, 1 missing"

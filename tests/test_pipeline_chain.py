@@ -1,0 +1,159 @@
+"""The whole chain through Dagster's own API: training (torchrun through Pipes), checkpoint
+partitions, Hugging Face exports, lm-eval reports, the summary, and reruns of only what is stale.
+
+Real components throughout: a SQLite-backed instance in a temp DAGSTER_HOME, torchrun, the
+transformers export and the Eleuther harness (offline, its own hellaswag task on the invented
+local file). One scenario per test, each building on a chain materialized once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from gpt2train.config import load_config
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.lineage_walk import walk_lineage
+from pipelines.definitions import build_definitions
+from pipelines.runner import PipelineFailed, failure_cause, run_pipeline
+from pipelines.staleness import StaleStatus, stale_statuses
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.slow
+
+HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
+
+
+def chain_cfg(root: Path, *overrides: str):
+    return load_config("tiny", [
+        f"data_dir={root / 'data'}", f"corpus.source={SHARED / 'data' / 'edu-mini'}", "corpus.files=2",
+        "corpus.max_documents_per_file=30", "shards.shard_size=40000",
+        "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8",
+        "evals.limit=8", *overrides])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The chain materialized once: (root, instance, cfg, summary of the first run)."""
+    root = tmp_path_factory.mktemp("chain")
+    (root / "home").mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("HF_DATASETS_OFFLINE", "1")
+    with dg.DagsterInstance.local_temp(str(root / "home")) as instance:
+        cfg = chain_cfg(root)
+        summary = run_pipeline(cfg, instance)
+        yield root, instance, cfg, summary
+    mp.undo()
+
+
+def statuses(cfg, instance) -> dict:
+    return stale_statuses(build_definitions(cfg), instance)
+
+
+def test_chain_materializes_every_asset_with_lineage(chain):
+    root, instance, cfg, summary = chain
+    keys = instance.get_dynamic_partitions("checkpoints")
+    assert len(keys) == 2 and all("@step_0000000" in k for k in keys)
+    ran = {a for a, _ in summary.ran}
+    assert ran == {"corpus", "token_shards", "training_run", "hf_export", "eval_report", "eval_summary"}
+    assert all(s != StaleStatus.MISSING for s in statuses(cfg, instance).values())
+    for key in keys:
+        report = root / "data" / "reports" / key
+        for name in ("results.json", "report.md", "report.html", "lineage.json", "samples_hellaswag_local.jsonl"):
+            assert (report / name).exists() or name.startswith("samples"), name
+        text = (report / "report.md").read_text()
+        assert "hellaswag" in text.lower() and "0.2945" in text  # GPT-2 124M, llm.c's scorer, beside ours
+        # The chain walks back to the corpus files, all hashes matching.
+        nodes = walk_lineage(report)
+        kinds = {n.kind for n in nodes}
+        assert {"eval_report", "hf_export", "checkpoint", "token_shard", "corpus_record", "corpus_file"} <= kinds
+        assert all(n.ok for n in nodes)
+    # Dagster metadata of the training run: the figures the issue asks for.
+    mat = instance.fetch_materializations(dg.AssetKey("training_run"), limit=1).records[0].asset_materialization
+    for field in ("steps", "tokens", "final_train_loss", "final_val_loss", "tokens_per_second", "loss_curve",
+                  "checkpoints", "code_version", "git_commit", "shards"):
+        assert field in mat.metadata, field
+    assert mat.metadata["steps"].value == 4
+    # The checkpoint partitions' data version is their content hash.
+    state = json.loads((root / "data" / "runs" / keys[0].split("@")[0] / "checkpoints" / "step_00000002"
+                        / "state.json").read_text())
+    obs = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("checkpoint"),
+                                                            asset_partitions=[keys[0]]), limit=1).records
+    assert obs[0].asset_observation.tags["dagster/data_version"] == state["model_sha256"]
+
+
+def test_changing_nothing_makes_nothing_stale(chain):
+    root, instance, cfg, _ = chain
+    assert set(statuses(cfg, instance).values()) == {StaleStatus.FRESH}
+    summary = run_pipeline(cfg, instance, stale_only=True)
+    assert summary.ran == []
+    assert ("training_run", None) in summary.skipped and ("eval_summary", None) in summary.skipped
+
+
+def test_changing_the_eval_tasks_makes_only_evals_stale(chain):
+    root, instance, cfg, _ = chain
+    changed = chain_cfg(root, "evals.tasks=[hellaswag:0]")  # the task list, now with an explicit few-shot count
+    stale = {k for k, s in statuses(changed, instance).items() if s != StaleStatus.FRESH}
+    keys = instance.get_dynamic_partitions("checkpoints")
+    assert stale == {("eval_report", k) for k in keys}
+    summary = run_pipeline(changed, instance, stale_only=True)
+    assert sorted(summary.ran) == sorted([("eval_report", k) for k in keys] + [("eval_summary", None)])
+    assert all(a not in {"corpus", "token_shards", "training_run", "hf_export"} for a, _ in summary.ran)
+    assert set(statuses(changed, instance).values()) == {StaleStatus.FRESH}
+
+
+def test_changing_the_shard_config_retrains_into_new_partitions(chain):
+    root, instance, cfg, _ = chain
+    old_keys = set(instance.get_dynamic_partitions("checkpoints"))
+    changed = chain_cfg(root, "evals.tasks=[hellaswag:0]", "shards.shard_size=30000")
+    before = statuses(changed, instance)
+    assert {k for k, s in before.items() if s != StaleStatus.FRESH} == {
+        ("token_shards", k) for k in instance.get_dynamic_partitions("corpus_files")}
+    summary = run_pipeline(changed, instance, stale_only=True)
+    ran = {a for a, _ in summary.ran}
+    assert ran == {"token_shards", "training_run", "hf_export", "eval_report", "eval_summary"}  # not corpus
+    new_keys = set(instance.get_dynamic_partitions("checkpoints")) - old_keys
+    assert len(new_keys) == 2
+    assert {k for a, k in summary.ran if a == "eval_report"} == new_keys
+    # The old run's checkpoints, exports and reports are untouched and still fresh.
+    after = statuses(changed, instance)
+    assert all(after[(a, k)] == StaleStatus.FRESH for k in old_keys for a in ("hf_export", "eval_report"))
+
+
+def test_a_deleted_checkpoint_fails_alone(chain):
+    root, instance, cfg, _ = chain
+    keys = sorted(instance.get_dynamic_partitions("checkpoints"))
+    victim = keys[0]
+    run, step = victim.split("@")
+    ckpt = root / "data" / "runs" / run / "checkpoints" / step
+    report = root / "data" / "reports" / victim
+    report_before = (report / "report.md").read_bytes()
+    shutil.rmtree(ckpt)
+    shutil.rmtree(root / "data" / "exports" / victim)  # forces a re-export of that partition
+    with pytest.raises(PipelineFailed, match="deleted") as err:
+        run_pipeline(chain_cfg(root, "shards.shard_size=30000", "evals.tasks=[hellaswag:0]", "evals.limit=5"),
+                     instance, stale_only=True)
+    failed = {k for _, k, _ in err.value.summary.failed}
+    assert failed == {victim}
+    # Every other partition's report was redone; the victim's old report is intact, nothing half-written.
+    assert {k for a, k in err.value.summary.ran if a == "eval_report"} == set(keys) - {victim}
+    assert (report / "report.md").read_bytes() == report_before
+    assert not list(report.parent.glob(".*tmp*"))
+    # Exporting the deleted checkpoint's partition says so, and writes nothing.
+    defs = build_definitions(chain_cfg(root))
+    result = defs.resolve_job_def("checkpoint_evals").execute_in_process(
+        partition_key=victim, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("hf_export")])
+    assert not result.success and "deleted" in failure_cause(result)
+    assert not (root / "data" / "exports" / victim).exists()
+
+
+def test_a_failing_trainer_reports_its_own_error(chain):
+    root, instance, cfg, _ = chain
+    broken = chain_cfg(root, "train.learning_rate=0.002", f"train.hellaswag_file={root / 'nope.jsonl'}")
+    with pytest.raises(Gpt2TrainError, match="HellaSwag file .*nope.jsonl not found"):
+        run_pipeline(broken, instance, through="training")
