@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2train.errors import DataError
+from gpt2train.fileio import read_json
 from gpt2train.model import DEPTH_SHAPES
 
 # GPT-2's published sizes by depth (llm.c's -e dN with DEPTH_SHAPES' width).
@@ -120,7 +121,7 @@ def load_baselines(path: str | Path | None) -> dict[str, Any] | None:
     """The published figures JSON (see ../shared/data/published_baselines.json), or None if not configured."""
     if not path:
         return None
-    data = _read_json(path, "evals.baselines_file")
+    data = read_json(path, "evals.baselines_file")
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise DataError(f"evals.baselines_file {path}: expected a JSON object with `models: {{size: {{figure: "
                         f"value}}}}`; fix the file or unset evals.baselines_file")
@@ -341,12 +342,3 @@ def _to_html(blocks: list[tuple], title: str) -> str:
             out.append("</table>")
     out.append("</body></html>\n")
     return "\n".join(out)
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} not found; fix the path or unset it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{what} {path} is not valid JSON ({e}); fix the file") from e

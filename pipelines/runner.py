@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DATA_ASSETS = ("corpus", "token_shards")  # in dependency order
 EVAL_ASSETS = ("hf_export", "eval_report")
 STAGES = ("data", "training", "evals")
+GPT2TRAIN_ERRORS = {"Gpt2TrainError", "ConfigError", "DataError"}
 # Dagster's console logger at INFO: its DEBUG lines (every step event) drown the library's own log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -69,10 +70,14 @@ def failure_cause(result) -> str:
     failure = next((e for e in result.all_events if e.is_failure and e.step_failure_data), None)
     if failure is None or not failure.step_failure_data.error:
         return "see the run in the UI"
-    err = failure.step_failure_data.error
-    while err.cause:
+    # The first gpt2train error in the chain: it names the file or field and what to do (what
+    # it wraps, e.g. the Pipes client's "exit code 1", says less).
+    chain, err = [], failure.step_failure_data.error
+    while err is not None:
+        chain.append(err)
         err = err.cause
-    return err.message.strip()
+    ours = next((e for e in chain if e.cls_name in GPT2TRAIN_ERRORS), chain[-1])
+    return ours.message.strip()
 
 
 def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, summary: PipelineSummary,
