@@ -174,8 +174,9 @@ class LaunchConfig:
     nproc_per_node: int = 1
     """Processes per node: one per GPU on CUDA; CPU processes (gloo) otherwise."""
     torchrun_args: list[str] = field(default_factory=list)
-    """Extra torchrun arguments for several nodes, e.g. [--nnodes=4, --node-rank=0,
-    --rdzv-backend=c10d, --rdzv-endpoint=head:29400]; without them torchrun runs --standalone."""
+    """Extra torchrun arguments for several nodes, e.g. [--nnodes=4, --node-rank=0, --master-addr=head,
+    --master-port=29400] for the asset's node (static rendezvous keeps it global rank 0, the one that
+    opens Pipes; docs/deploy.md); without them torchrun runs --standalone."""
 
 
 @dataclass

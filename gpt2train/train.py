@@ -51,8 +51,10 @@ log = logging.getLogger("gpt2train.train")
 # The modules whose source decides what training computes: part of a checkpoint's code version.
 TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.data", "gpt2train.parallelize",
                       "gpt2train.checkpoint", "gpt2train.outliers"]
-# Train settings that do not change the weights: where the run lives, printing samples.
-_NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens")
+# Train settings that do not change the weights: where the run lives, samples, and the in-loop
+# evals (they use no RNG and leave the model and loaders as they were).
+_NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens", "val_every", "val_batches",
+                       "hellaswag_every", "hellaswag_file", "hellaswag_items")
 
 
 def train_code_version(cfg: Config) -> str:
