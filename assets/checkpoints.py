@@ -50,12 +50,18 @@ def checkpoint_observation(info: CheckpointInfo) -> dg.AssetObservation:
     )
 
 
-def observed_version(instance: dg.DagsterInstance, key: str) -> str | None:
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=CHECKPOINT, asset_partitions=[key]), limit=1).records
-    if not records:
-        return None
-    return records[0].asset_observation.tags.get(DATA_VERSION_TAG)
+def observed_versions(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """{partition key: the content hash its latest observation recorded}, in one paged query (the
+    sensor asks every tick, for every checkpoint)."""
+    latest: dict[str, str | None] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_observations(CHECKPOINT, limit=1000, cursor=cursor)  # newest first
+        for record in page.records:
+            latest.setdefault(record.partition_key, record.asset_observation.tags.get(DATA_VERSION_TAG))
+        if not page.has_more:
+            return latest
+        cursor = page.cursor
 
 
 def pending_registrations(instance: dg.DagsterInstance,
@@ -63,9 +69,9 @@ def pending_registrations(instance: dg.DagsterInstance,
     """(partition keys to add, observations to record) for checkpoints Dagster has not seen, or has
     seen with other contents (a run directory rewritten in place)."""
     known = set(instance.get_dynamic_partitions(checkpoints.name))
+    observed = observed_versions(instance)
     new_keys = [i.key for i in infos if i.key not in known]
-    observations = [checkpoint_observation(i) for i in infos
-                    if i.key not in known or observed_version(instance, i.key) != i.model_sha256]
+    observations = [checkpoint_observation(i) for i in infos if observed.get(i.key) != i.model_sha256]
     return new_keys, observations
 
 

@@ -27,7 +27,6 @@ from evals.trend import write_trend
 from gpt2train.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import read_json
 from gpt2train.lineage import code_version
 from gpt2train.runs import runs_root
 
@@ -68,11 +67,8 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
             raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg, key)} of checkpoint {key} is missing{gone}; "
                                  f"rematerialize hf_export for this partition first"
                                  + (" (the checkpoint must exist: rerun training)" if gone else ""))
-        export_lineage = read_json(export_dir(cfg, key) / "lineage.json", "export lineage")
-        report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals,
-                                 step=export_lineage["checkpoint"]["step"], model_label=key,
-                                 metrics_path=ckpt.parent.parent / "metrics.jsonl",
-                                 checkpoint_info=export_lineage["checkpoint"])
+        # The step, the checkpoint and the run's metrics.jsonl come from the export's lineage.json.
+        report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals, model_label=key)
         metadata = {
             "report": dg.MetadataValue.md(report.markdown),
             "dir": dg.MetadataValue.path(str(report.report_dir)),

@@ -71,9 +71,8 @@ def through_library(root: Path, extra: list[str]) -> float:
     reports = []
     for ckpt in find_checkpoints(Path(cfg.data_dir) / "runs"):
         export = export_checkpoint(ckpt.path, Path(cfg.data_dir) / "exports" / ckpt.key, key=ckpt.key)
-        report = evaluate_export(export.out_dir, Path(cfg.data_dir) / "reports" / ckpt.key, cfg.evals, step=ckpt.step,
-                                 model_label=ckpt.key, metrics_path=run / "metrics.jsonl",
-                                 checkpoint_info=export.lineage["checkpoint"])
+        report = evaluate_export(export.out_dir, Path(cfg.data_dir) / "reports" / ckpt.key, cfg.evals,
+                                 model_label=ckpt.key)
         reports.append(report.report_dir)
     write_trend(reports, Path(cfg.data_dir) / "eval_summary")
     return time.perf_counter() - t0

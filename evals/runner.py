@@ -21,7 +21,6 @@ end, so a failed run leaves the previous report as it was and no half-written on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from evals.report import (ReportInputs, count_parameters, harness_metrics, in_lo
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import atomic_output, read_json, sha256_file, write_json_atomic
+from gpt2train.fileio import atomic_output, read_json, replace_dir, sha256_file, write_json_atomic
 from gpt2train.lineage import provenance
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
         raw = _run_harness(export_dir, tasks, ecfg, device)
         report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
                                model_label, metrics_path, baselines)
-        _swap_into_place(tmp, report_dir)
+        replace_dir(tmp, report_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -253,19 +252,3 @@ def _versions(raw: dict[str, Any]) -> dict[str, str]:
 
     return {"lm_eval": str(raw.get("lm_eval_version", "")), "transformers": str(raw.get("transformers_version", "")),
             "torch": torch.__version__}
-
-
-def _swap_into_place(tmp: Path, report_dir: Path) -> None:
-    """Rename `tmp` to `report_dir`; an existing report is moved aside first and removed after."""
-    old = report_dir.with_name(f".{report_dir.name}.old-{os.getpid()}")
-    if report_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(report_dir, old)
-    try:
-        os.replace(tmp, report_dir)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if old.exists() and not report_dir.exists():
-                os.replace(old, report_dir)  # put the previous report back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -223,6 +223,7 @@ def evals_code_version(ecfg: EvalsConfig) -> str:
 
 # ------------------------------------------------------------------------------- helpers
 
+@functools.cache  # read by both _eval_split and write_local_task_yamls; the installed files do not change
 def _harness_config(yaml_path: str | None) -> dict[str, Any]:
     """The task's YAML as the harness reads it (its own `include:`s merged; `!function`s left as text)."""
     from lm_eval.tasks._yaml_loader import load_yaml

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import sha256_file, write_json_atomic
+from gpt2train.fileio import read_json, replace_dir, sha256_file, write_json_atomic
 
 STEP_DIR = re.compile(r"step_(\d{8})$")
 DONE = "DONE"
@@ -86,14 +86,7 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         (tmp / DONE).write_text("complete\n")
-        old = None
-        if final.exists():  # the same step saved again: move the old one aside, delete it after
-            old = root / f".{final.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)  # the same step saved again replaces the old one whole
     barrier()
     return final
 
@@ -114,18 +107,36 @@ def checkpoint_path(runs_root: str | Path, key: str) -> Path:
     return Path(runs_root) / run / "checkpoints" / step
 
 
-def checkpoint_state(path: str | Path) -> dict[str, Any]:
-    """state.json of a complete checkpoint, with a clear error for a missing or incomplete one."""
+def checkpoint_state(path: str | Path, verify_hash: bool = False) -> dict[str, Any]:
+    """state.json of a complete checkpoint, with `model_sha256` (hashed now if the checkpoint predates
+    it; with `verify_hash`, re-hashed and checked against the recorded one). Every way a directory
+    can fail to be a complete checkpoint is an error saying which."""
     path = Path(path)
+    if not path.exists():
+        raise Gpt2TrainError(f"checkpoint {path} does not exist: it was deleted (pruned by train.keep_last, "
+                             f"or the run was removed) or the path is wrong; use a complete checkpoint from "
+                             f"<run>/checkpoints/step_XXXXXXXX, or rerun training")
     if not path.is_dir():
-        raise Gpt2TrainError(f"checkpoint {path} does not exist (deleted or moved?); rerun training, or remove "
-                             f"its partition if it was deleted on purpose")
-    if not (path / DONE).is_file():
+        raise Gpt2TrainError(f"checkpoint {path} is not a directory; pass a <run>/checkpoints/step_XXXXXXXX folder")
+    has = {name: (path / name).is_file() for name in (DONE, "state.json", "model.safetensors")}
+    if not any(has.values()):
+        raise Gpt2TrainError(f"{path} is not a checkpoint (no {DONE}, state.json or model.safetensors); "
+                             f"pass a <run>/checkpoints/step_XXXXXXXX folder")
+    if not has[DONE]:
         raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
-                             f"save, or still being written) or not a checkpoint")
-    state = json.loads((path / "state.json").read_text())
-    if "model_sha256" not in state:  # written before checkpoints recorded their content hash
-        state["model_sha256"] = sha256_file(path / "model.safetensors")
+                             f"save, or still being written); use a complete checkpoint of the run instead")
+    for name in ("state.json", "model.safetensors"):
+        if not has[name]:
+            raise Gpt2TrainError(f"checkpoint {path} has {DONE} but no {name}: it was damaged after the save; "
+                                 f"use another checkpoint of the run")
+    state = read_json(path / "state.json", "checkpoint state")
+    recorded = state.get("model_sha256")
+    if recorded is None or verify_hash:
+        actual = sha256_file(path / "model.safetensors")
+        if recorded is not None and recorded != actual:
+            raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has sha256 {actual} but state.json "
+                                 f"records {recorded}: the weights changed after the save; use another checkpoint")
+        state["model_sha256"] = actual
     return state
 
 

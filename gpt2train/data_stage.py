@@ -56,7 +56,12 @@ def shards_dir(cfg: Config) -> Path:
 
 
 def record_path(cfg: Config, key: str) -> Path:
-    return data_dir(cfg) / "corpus" / "records" / f"{partition_tag(key)}.json"
+    return corpus_record_path(data_dir(cfg), key)
+
+
+def corpus_record_path(data: Path, key: str) -> Path:
+    """The record of source file `key` under the data folder `data` (the shards' parent)."""
+    return Path(data) / "corpus" / "records" / f"{partition_tag(key)}.json"
 
 
 def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:

@@ -36,9 +36,9 @@ from typing import Any
 
 import torch
 
-from gpt2train.checkpoint import DONE, checkpoint_key, load_checkpoint
+from gpt2train.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import disk_full_error, read_json, sha256_file
+from gpt2train.fileio import disk_full_error, replace_dir, sha256_file
 from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
 from gpt2train.lineage import code_version, provenance
@@ -124,7 +124,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             f.chmod(mode)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if _is_disk_full(e):
@@ -137,24 +137,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
 def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
     """Our GPT from a complete checkpoint, with errors that say what is wrong with the directory."""
     path = Path(checkpoint_dir).absolute()
-    if not path.exists():
-        raise Gpt2TrainError(f"checkpoint {path} does not exist: it was deleted (pruned by train.keep_last, "
-                             f"or the run was removed) or the path is wrong; export a complete checkpoint "
-                             f"from <run>/checkpoints/step_XXXXXXXX")
-    if not path.is_dir():
-        raise Gpt2TrainError(f"checkpoint {path} is not a directory; pass a <run>/checkpoints/step_XXXXXXXX folder")
-    has = {name: (path / name).is_file() for name in (DONE, "state.json", "model.safetensors")}
-    if not any(has.values()):
-        raise Gpt2TrainError(f"{path} is not a checkpoint (no {DONE}, state.json or model.safetensors); "
-                             f"pass a <run>/checkpoints/step_XXXXXXXX folder")
-    if not has[DONE]:
-        raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the save); "
-                             f"export a complete checkpoint of the run instead")
-    for name in ("state.json", "model.safetensors"):
-        if not has[name]:
-            raise Gpt2TrainError(f"checkpoint {path} has {DONE} but no {name}: it was damaged after the save; "
-                                 f"export another checkpoint of the run")
-    state = read_json(path / "state.json", "checkpoint state")
+    state = checkpoint_state(path, verify_hash=True)
     try:
         descriptor, block_size = state["config"]["model"]["descriptor"], state["config"]["model"]["block_size"]
         step = state["step"]
@@ -166,12 +149,7 @@ def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
         raise Gpt2TrainError(f"{path / 'state.json'}: config.model: {e}") from e
     if not isinstance(step, int):
         raise Gpt2TrainError(f"{path / 'state.json'}: step is {step!r}, not an integer")
-
-    model_sha256 = sha256_file(path / "model.safetensors")
-    recorded = state.get("model_sha256")
-    if recorded is not None and recorded != model_sha256:
-        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has sha256 {model_sha256} but state.json "
-                             f"records {recorded}: the weights changed after the save; export another checkpoint")
+    model_sha256 = state["model_sha256"]
     try:
         weights = load_checkpoint(path, weights_only=True)["model"]
     except KeyError as e:  # load_checkpoint ties lm_head to transformer.wte.weight
@@ -286,24 +264,6 @@ def check_replaceable(out_dir: Path) -> None:
     if artifact != "hf_export":
         raise Gpt2TrainError(f"export destination {out_dir} exists and is not a gpt2train export (no {LINEAGE_FILE} "
                              f"with artifact hf_export); it would be replaced, so choose another path or delete it")
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    # A rename cannot replace a non-empty directory: move the old export aside, put the new one in
-    # place, then delete the old one. Between the two renames a crash leaves the old one aside.
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -58,6 +58,25 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the complete directory `tmp` to `final`. A rename cannot replace a non-empty directory,
+    so an existing `final` is moved aside first and deleted after; if the second rename fails the
+    old one is put back. A crash between the two renames leaves the old one aside, never half of it."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def disk_full_error(path: Path) -> DataError:
     free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
     return DataError(

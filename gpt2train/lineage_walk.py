@@ -42,7 +42,7 @@ from gpt2train.checkpoint import DONE
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.lineage import sidecar_path
-from gpt2train.prepare import partition_tag
+from gpt2train.data_stage import corpus_record_path
 
 OK, MISMATCH, MISSING, UNVERIFIED = "ok", "MISMATCH", "MISSING", "unverified"
 # A node shows its worst file's status.
@@ -248,7 +248,7 @@ def walk_lineage(path: str | Path, rehash: bool = True, progress: bool = True) -
         for src in sources:
             if not src.get("key"):
                 continue
-            rec = shard.parent.parent / "corpus" / "records" / f"{partition_tag(src['key'])}.json"
+            rec = corpus_record_path(shard.parent.parent, src["key"])
             ref = record_refs.setdefault(rec, {"key": src["key"], "by_shard": {}})
             ref["by_shard"].setdefault(src.get("sha256"), []).append(shard.name)
     if shard_refs:

@@ -14,15 +14,19 @@ it is complete) and by `gpt2train` without Dagster.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from gpt2train.checkpoint import checkpoint_key, checkpoint_state, complete_checkpoints
-from gpt2train.config import Config
+from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import atomic_output
 
 
 def runs_root(cfg: Config) -> Path:
@@ -112,13 +116,6 @@ def summarize_run(run: str | Path) -> dict:
 def write_run_config(cfg: Config, run: str | Path) -> Path:
     """The resolved config, with `train.out_dir` = `run`, as `<run>/config.yaml`: what every rank of
     the launched trainer reads (paths in it are absolute, so it loads from anywhere)."""
-    import dataclasses
-
-    import yaml
-
-    from gpt2train.config import config_to_dict
-    from gpt2train.fileio import atomic_output
-
     run = Path(run)
     resolved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(run.resolve())))
     path = run / "config.yaml"

@@ -161,32 +161,45 @@ def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
     else:  # the current run's checkpoints
         current = run_dir(cfg).name
         keys = [c.key for c in find_checkpoints(runs_root(cfg)) if c.key.startswith(f"{current}@")]
+    # One resolver pass for every partition; only a partition whose export reruns is asked again.
+    statuses = stale_statuses(defs, instance, assets=list(EVAL_ASSETS)) if stale_only else {}
     for key in keys:
-        if not stale_only:
+        if stale_only:
+            _run_stale_evals(defs, instance, summary, key, statuses)
+        else:
             ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, list(EVAL_ASSETS), key)
             if not ok:
                 summary.failed.append(("hf_export + eval_report", key, cause))
-        # hf_export first; eval_report's status is asked again after it (a re-export with the same
-        # bytes keeps the report fresh).
-        for i, asset in enumerate(EVAL_ASSETS if stale_only else ()):
-            status = stale_statuses(defs, instance, assets=[asset], partition_keys=[key])[(asset, key)]
-            if stale_only and status == StaleStatus.FRESH:
-                summary.skipped.append((asset, key))
-                continue
-            ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, [asset], key)
-            if not ok:
-                summary.failed.extend((a, key, cause) for a in EVAL_ASSETS[i:])
-                break
         if (report_dir(cfg, key) / "lineage.json").exists():
             summary.reports.append(str(report_dir(cfg, key)))
-    status = stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)]
+    # A new report always redraws the summary: beyond 100 partitions Dagster stops tracking them.
     ran_reports = any(a == "eval_report" for a, _ in summary.ran)
-    if stale_only and status == StaleStatus.FRESH and not ran_reports:
+    if stale_only and not ran_reports and \
+            stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)] == StaleStatus.FRESH:
         summary.skipped.append(("eval_summary", None))
     elif keys:
         ok, cause = _execute(defs, EVAL_SUMMARY_JOB, instance, summary, ["eval_summary"])
         if not ok:
             summary.failed.append(("eval_summary", None, cause))
+
+
+def _run_stale_evals(defs, instance, summary, key: str, statuses: dict) -> None:
+    """hf_export, then eval_report, each only if stale or missing. eval_report's status is asked again
+    after a re-export: an export with the same bytes (the same data version) keeps the report fresh."""
+    if statuses[("hf_export", key)] == StaleStatus.FRESH:
+        summary.skipped.append(("hf_export", key))
+    else:
+        ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, ["hf_export"], key)
+        if not ok:
+            summary.failed.extend((a, key, cause) for a in EVAL_ASSETS)
+            return
+        statuses = stale_statuses(defs, instance, assets=["eval_report"], partition_keys=[key])
+    if statuses[("eval_report", key)] == StaleStatus.FRESH:
+        summary.skipped.append(("eval_report", key))
+        return
+    ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, ["eval_report"], key)
+    if not ok:
+        summary.failed.append(("eval_report", key, cause))
 
 
 def run_shard_checks(cfg: Config, instance: dg.DagsterInstance, key: str) -> dict[str, dg.AssetCheckEvaluation]:
