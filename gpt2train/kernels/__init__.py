@@ -1,0 +1,55 @@
+"""Triton kernels for the training hot path, one file per op (after Liger-Kernel):
+
+    layernorm.py   residual add + LayerNorm            (llm.c's fused_residual_forward5)
+    gelu.py        bias add + tanh-GELU                (llm.c's gelu_forward, bias folded in)
+    attention.py   causal flash attention, FA2-style   (llm.c's cuDNN / attention_forward)
+    classifier.py  lm_head + cross-entropy + gradient, chunked over rows (llm.c's fused_classifier)
+    adamw.py       AdamW over every parameter in one launch (llm.c's adamw_kernel3)
+
+Each op file holds its kernels, their host launchers, a `torch.autograd.Function`, and a plain
+PyTorch `<op>_reference` that tests/kernels/test_<op>.py compares it with, forward and backward.
+bench/kernels.py times each op against PyTorch eager and torch.compile on a GPU.
+
+The model picks them with `GPT(cfg, kernels="triton")` (`train.kernels`, `--kernels`): the
+default `auto` is Triton on CUDA and PyTorch elsewhere. Without CUDA, Triton can only run its
+interpreter (`TRITON_INTERPRET=1`, numpy on CPU tensors: correct but ~1000x slower), which this
+package switches on when it is imported on a machine without CUDA, so that the tests and a
+`--kernels triton` run on CPU work; it must happen before any kernel is defined (`triton.jit`
+reads the setting when a kernel is decorated).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+KERNEL_CHOICES = ("auto", "triton", "torch")
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def interpreted() -> bool:
+    """True when Triton kernels run in the CPU interpreter (no bf16 arithmetic there)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_kernels(choice: str, device_type: str) -> str:
+    """`auto` -> `triton` on CUDA (when Triton is installed), `torch` elsewhere."""
+    if choice not in KERNEL_CHOICES:
+        raise ValueError(f"kernels={choice!r}; use one of {', '.join(KERNEL_CHOICES)}")
+    if choice == "auto":
+        return "triton" if device_type == "cuda" and triton_available() else "torch"
+    if choice == "triton" and not triton_available():
+        raise ValueError("kernels=triton needs the `triton` package (pip install triton; Linux only); "
+                         "use kernels=torch")
+    return choice
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
