@@ -159,6 +159,10 @@ class TrainConfig:
     """Allow TF32 matmuls on CUDA."""
     compile: bool = False
     """torch.compile the model (each block and the head; minutes of compile time on first use)."""
+    kernels: str = "auto"
+    """[--kernels] Hot-path ops: `triton` (gpt2train/kernels: fused LayerNorm, GELU, flash attention,
+    classifier), `torch` (PyTorch's), or `auto`: Triton on CUDA, PyTorch elsewhere. Triton on a
+    CPU runs in its interpreter: correct, for tests, far too slow to train."""
     overfit_batch: bool = False
     """[-a] Train on the first batch over and over (a correctness check: the loss must go to ~0)."""
     shuffle: bool = True
@@ -280,6 +284,8 @@ def validate_config(cfg: Config, where: str = "config") -> None:
     if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
         raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
                           f"HellaSwag-schema jsonl) and must be >= -1")
+    if t.kernels not in ("auto", "triton", "torch"):
+        raise ConfigError(f"{where}: train.kernels={t.kernels!r}; use auto, triton or torch")
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:

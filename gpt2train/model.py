@@ -11,11 +11,17 @@ gpt2train/hf_state_dict.py transposes them.
 
     model = GPT(GPTConfig.from_descriptor("d12"))     # llm.c's -e d12: GPT-2 124M
     logits, loss = model(idx, targets)                 # idx, targets: (B, T) int64
+
+The hot path runs through four ops (`HotPathOps`): the residual add + LayerNorm, bias + GELU,
+causal attention and the classifier. `GPT(cfg, kernels="torch")` uses PyTorch's (below);
+`kernels="triton"` swaps in gpt2train/kernels' fused Triton versions (llm.c's CUDA kernels).
+The parameters and their names are the same either way, so checkpoints move between them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +68,52 @@ class GPTConfig:
         return cls(n_layer=depth, n_head=n_head, n_embd=n_embd, block_size=block_size)
 
 
+@dataclass(frozen=True)
+class HotPathOps:
+    residual_layernorm: Callable  # (x, delta | None, w, b, eps) -> (x + delta, LayerNorm(x + delta))
+    bias_gelu: Callable | None    # (h, b) -> gelu_tanh(h + b); None: the Linear adds its bias
+    causal_attention: Callable    # q, k, v (B, nh, T, hs) -> (B, nh, T, hs)
+    classifier: Callable | None   # (x, W, targets, V) -> mean loss; None: lm_head, then cross-entropy
+
+
+def _residual_layernorm(x, delta, weight, bias, eps):
+    x = x if delta is None else x + delta
+    return x, F.layer_norm(x, (x.size(-1),), weight, bias, eps)
+
+
+TORCH_OPS = HotPathOps(
+    residual_layernorm=_residual_layernorm,
+    bias_gelu=None,
+    causal_attention=lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    classifier=None,
+)
+
+
+def hot_path_ops(kernels: str) -> HotPathOps:
+    if kernels == "torch":
+        return TORCH_OPS
+    if kernels == "triton":
+        from gpt2train.kernels import triton_ops
+
+        return triton_ops()
+    raise ValueError(f"kernels={kernels!r}; use torch or triton")
+
+
+class ResidualLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters) that first adds the pending residual: llm.c fuses the two."""
+
+    def __init__(self, n_embd: int, ops: HotPathOps):
+        super().__init__(n_embd)
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor, delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ops.residual_layernorm(x, delta, self.weight, self.bias, self.eps)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, ops: HotPathOps):
         super().__init__()
+        self.ops = ops
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v for all heads in one matmul
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
@@ -75,44 +124,54 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = self.ops.causal_attention(q, k, v)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, ops: HotPathOps):
         super().__init__()
+        self.ops = ops
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
         self.c_proj.RESIDUAL_PROJECTION = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's tanh GELU
+        if self.ops.bias_gelu is None:
+            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # GPT-2's tanh GELU
+        # The bias add moves out of the matmul into the GELU kernel (one pass over (B, T, 4C)).
+        return self.c_proj(self.ops.bias_gelu(F.linear(x, self.c_fc.weight), self.c_fc.bias))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, ops: HotPathOps):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd)
-        self.mlp = MLP(cfg)
+        self.ln_1 = ResidualLayerNorm(cfg.n_embd, ops)
+        self.attn = CausalSelfAttention(cfg, ops)
+        self.ln_2 = ResidualLayerNorm(cfg.n_embd, ops)
+        self.mlp = MLP(cfg, ops)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # pre-LayerNorm residual blocks
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-LayerNorm block. x: the residual stream (B, T, C); delta: the previous block's MLP
+        output, not yet added (None for the first block). Returns (x + delta + attention, this
+        block's MLP output): each residual add happens inside the LayerNorm that follows it."""
+        x, h = self.ln_1(x, delta)
+        x, h = self.ln_2(x, self.attn(h))
+        return x, self.mlp(h)
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, kernels: str = "torch"):
         super().__init__()
         self.config = cfg
+        self.kernels = kernels
+        self.ops = ops = hot_path_ops(kernels)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
             wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
-            ln_f=nn.LayerNorm(cfg.n_embd),
+            h=nn.ModuleList(Block(cfg, ops) for _ in range(cfg.n_layer)),
+            ln_f=ResidualLayerNorm(cfg.n_embd, ops),
         ))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied embeddings
@@ -140,16 +199,20 @@ class GPT(nn.Module):
         """idx (B, T) -> logits (B, T, vocab_size); loss = mean cross-entropy if targets given.
 
         Targets equal to -1 are ignored. The padded columns are sliced off here, once, so no
-        caller can sample or score them.
+        caller can sample or score them. With the Triton kernels and targets, logits are None:
+        the fused classifier never materialises them (llm.c's training forward does the same).
         """
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds the model's context {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        delta = None
         for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x)
+            x, delta = block(x, delta)
+        _, x = self.transformer.ln_f(x, delta)
+        if targets is not None and self.ops.classifier is not None:
+            return None, self.ops.classifier(x, self.lm_head.weight, targets, self.config.vocab_size)
         logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V), padded columns dropped
         loss = None
         if targets is not None:

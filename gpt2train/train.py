@@ -38,6 +38,7 @@ from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
+from gpt2train.kernels import resolve_kernels
 from gpt2train.lineage import code_version, git_commit, sidecar_path
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
@@ -51,6 +52,8 @@ log = logging.getLogger("gpt2train.train")
 # The modules whose source decides what training computes: part of a checkpoint's code version.
 TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.data", "gpt2train.parallelize",
                       "gpt2train.checkpoint", "gpt2train.outliers"]
+TRITON_KERNEL_MODULES = ["gpt2train.kernels", "gpt2train.kernels.layernorm", "gpt2train.kernels.gelu",
+                         "gpt2train.kernels.attention", "gpt2train.kernels.classifier"]
 # Train settings that do not change the weights: where the run lives, samples, and the in-loop
 # evals (they use no RNG and leave the model and loaders as they were).
 _NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens", "val_every", "val_batches",
@@ -61,7 +64,10 @@ def train_code_version(cfg: Config) -> str:
     """Version of what training computes: its modules and the model / train settings that shape the
     weights (the Dagster `training_run` asset's code_version)."""
     train_settings = {k: v for k, v in config_to_dict(cfg.train).items() if k not in _NOT_OUTPUT_SHAPING}
-    return code_version(TRAIN_CODE_MODULES, {"model": config_to_dict(cfg.model), "train": train_settings})
+    modules = TRAIN_CODE_MODULES
+    if resolve_kernels(cfg.train.kernels, "cuda" if torch.cuda.is_available() else "cpu") == "triton":
+        modules = modules + TRITON_KERNEL_MODULES
+    return code_version(modules, {"model": config_to_dict(cfg.model), "train": train_settings})
 
 
 def run_tag(cfg: Config) -> str:
@@ -176,7 +182,11 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
     torch.manual_seed(t.seed)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
-    model = GPT(model_cfg).init_weights(t.seed)
+    try:
+        kernels = resolve_kernels(t.kernels, device_type)
+    except ValueError as e:
+        raise ConfigError(f"train.kernels: {e}") from e
+    model = GPT(model_cfg, kernels=kernels).init_weights(t.seed)
     if t.init_from:
         try:
             model.load_state_dict(load_checkpoint(t.init_from, rank=0, weights_only=True)["model"])
@@ -223,8 +233,10 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         out_dir.mkdir(parents=True, exist_ok=True)
         _setup_file_log(out_dir / "main.log")
         n = model.num_params()
-        log.info("model %s: %s parameters, %s FLOPs/token; B=%d T=%d world=%d grad_accum=%d, steps %d..%d%s",
-                 cfg.model.descriptor, f"{n:,}", f"{model.flops_per_token(t.seq_len):,}", t.batch_size,
+        log.info("model %s: %s parameters, %s FLOPs/token, %s kernels; B=%d T=%d world=%d grad_accum=%d, "
+                 "steps %d..%d%s", cfg.model.descriptor, f"{n:,}", f"{model.flops_per_token(t.seq_len):,}",
+                 kernels + (" (Triton interpreter)" if kernels == "triton" and device_type != "cuda" else ""),
+                 t.batch_size,
                  t.seq_len, d.world, grad_accum, start_step, max_steps,
                  f" (resumed from {resume_from})" if resume_from else "")
     metrics_path = out_dir / "metrics.jsonl"
@@ -322,7 +334,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                 log.info("checkpoint %s", path)
                 if on_checkpoint is not None:
                     on_checkpoint(path)
-    return {"steps": max_steps, "final_loss": loss_value, "skipped_updates": skipped, "out_dir": str(out_dir)}
+    return {"steps": max_steps, "final_loss": loss_value, "skipped_updates": skipped, "out_dir": str(out_dir),
+            "kernels": kernels}
 
 
 @torch.no_grad()
@@ -387,7 +400,7 @@ def _setup_file_log(path: Path) -> None:
 
 # llm.c's train_gpt2cu flags -> our config keys, so `scripts/run_gpt2_124M.sh`'s arguments work as
 # they are. Each takes one value, as in llm.c. (`-ge`, llm.c's GELU-fusion switch, is accepted and
-# ignored: the kernels are chosen by --kernels, issue #5.)
+# ignored: the kernels are chosen by --kernels / train.kernels.)
 LLMC_FLAGS = {
     "-i": "train.train_glob", "-j": "train.val_glob", "-o": "train.out_dir", "-e": "model.descriptor",
     "-b": "train.batch_size", "-t": "train.seq_len", "-d": "train.total_batch_tokens", "-x": "train.max_steps",
@@ -433,9 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--help", action="help", help="show this help (-h is llm.c's HellaSwag flag)")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--kernels", choices=("auto", "triton", "torch"),
+                    help="hot-path ops (train.kernels): auto = Triton on CUDA, PyTorch elsewhere")
     rest, llmc_overrides = llmc_args_to_overrides(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(rest)
-    args.overrides = llmc_overrides + args.overrides
+    args.overrides = llmc_overrides + args.overrides + ([f"train.kernels={args.kernels}"] if args.kernels else [])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         summary = train(load_config(args.config, args.overrides))
