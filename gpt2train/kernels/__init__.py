@@ -4,7 +4,10 @@
     gelu.py        bias add + tanh-GELU                (llm.c's gelu_forward, bias folded in)
     attention.py   causal flash attention, FA2-style   (llm.c's cuDNN / attention_forward)
     classifier.py  lm_head + cross-entropy + gradient, chunked over rows (llm.c's fused_classifier)
-    adamw.py       AdamW over every parameter in one launch (llm.c's adamw_kernel3)
+
+AdamW has no Triton kernel here: `torch.optim.AdamW(fused=True)`, which the trainer uses on
+CUDA, is already one multi-tensor CUDA kernel over all parameters (llm.c's adamw_kernel3 does
+the same job). bench/kernels.py times it against the foreach implementation on a GPU.
 
 Each op file holds its kernels, their host launchers, a `torch.autograd.Function`, and a plain
 PyTorch `<op>_reference` that tests/kernels/test_<op>.py compares it with, forward and backward.
