@@ -218,6 +218,7 @@ class Config:
 
 
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
+KERNEL_CHOICES = ("auto", "triton", "torch")  # train.kernels; resolved by gpt2train.kernels
 
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
 _PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
@@ -284,7 +285,7 @@ def validate_config(cfg: Config, where: str = "config") -> None:
     if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
         raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
                           f"HellaSwag-schema jsonl) and must be >= -1")
-    if t.kernels not in ("auto", "triton", "torch"):
+    if t.kernels not in KERNEL_CHOICES:
         raise ConfigError(f"{where}: train.kernels={t.kernels!r}; use auto, triton or torch")
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")

@@ -165,7 +165,6 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig, kernels: str = "torch"):
         super().__init__()
         self.config = cfg
-        self.kernels = kernels
         self.ops = ops = hot_path_ops(kernels)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),

@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from gpt2train import __version__
 from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
-from gpt2train.config import Config, TrainConfig, config_to_dict, load_config
+from gpt2train.config import KERNEL_CHOICES, Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--help", action="help", help="show this help (-h is llm.c's HellaSwag flag)")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--kernels", choices=("auto", "triton", "torch"),
+    ap.add_argument("--kernels", choices=KERNEL_CHOICES,
                     help="hot-path ops (train.kernels): auto = Triton on CUDA, PyTorch elsewhere")
     rest, llmc_overrides = llmc_args_to_overrides(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(rest)

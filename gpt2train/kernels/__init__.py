@@ -27,7 +27,7 @@ import os
 
 import torch
 
-KERNEL_CHOICES = ("auto", "triton", "torch")
+from gpt2train.config import KERNEL_CHOICES
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -48,6 +48,12 @@ def resolve_kernels(choice: str, device_type: str) -> str:
         raise ValueError("kernels=triton needs the `triton` package (pip install triton; Linux only); "
                          "use kernels=torch")
     return choice
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """(..., C) -> (N, C) with unit column stride, as the row kernels index it (a view when possible)."""
+    t = t.reshape(-1, t.shape[-1])
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def triton_available() -> bool:

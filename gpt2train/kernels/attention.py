@@ -43,9 +43,7 @@ HEAD_DIMS = (16, 32, 64, 128)
 # diagonal block). The interpreter gets one small config: autotuning there would only run
 # every config through numpy.
 if interpreted():
-    _FWD_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
-    _DKDV_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
-    _DQ_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
+    _FWD_CONFIGS = _DKDV_CONFIGS = _DQ_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
 else:
     _FWD_CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
                     for bm, bn, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (128, 32, 4, 4), (64, 64, 4, 3),

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gpt2train.kernels import as_rows as _rows
+
 # 2-D tiles: BLOCK_ROWS rows x BLOCK_F columns per program, 1024 elements per warp group of 4
 # warps. An elementwise op is bandwidth-bound; any tile this size saturates HBM on Hopper.
 BLOCK_ROWS = 4
@@ -38,21 +40,28 @@ def _tanh(x):
 
 
 @triton.jit
-def bias_gelu_forward_kernel(
-    h_ptr, b_ptr, y_ptr,   # (N, F), (F,), (N, F)
-    stride_h, stride_y,    # row strides; columns are contiguous
-    N, F,
-    BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr,
-):
+def _load_tile_plus_bias(h_ptr, b_ptr, stride_h, N, F, BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr):
+    """This program's (BLOCK_ROWS, BLOCK_F) tile of u = h + b in fp32, its row offsets, columns, mask."""
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     mask = (rows[:, None] < N) & (cols[None, :] < F)
     rows64 = rows.to(tl.int64)[:, None]
     u = tl.load(h_ptr + rows64 * stride_h + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     u += tl.load(b_ptr + cols, mask=cols < F, other=0.0).to(tl.float32)[None, :]
+    return u, rows64, cols[None, :], mask
+
+
+@triton.jit
+def bias_gelu_forward_kernel(
+    h_ptr, b_ptr, y_ptr,   # (N, F), (F,), (N, F)
+    stride_h, stride_y,    # row strides; columns are contiguous
+    N, F,
+    BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    u, rows64, cols, mask = _load_tile_plus_bias(h_ptr, b_ptr, stride_h, N, F, BLOCK_ROWS, BLOCK_F)
     t = _tanh(SQRT_2_OVER_PI * (u + GELU_CUBIC * u * u * u))
     y = 0.5 * u * (1.0 + t)
-    tl.store(y_ptr + rows64 * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + rows64 * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -62,21 +71,11 @@ def bias_gelu_backward_kernel(
     N, F,
     BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask = (rows[:, None] < N) & (cols[None, :] < F)
-    rows64 = rows.to(tl.int64)[:, None]
-    u = tl.load(h_ptr + rows64 * stride_h + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    u += tl.load(b_ptr + cols, mask=cols < F, other=0.0).to(tl.float32)[None, :]
-    g = tl.load(dy_ptr + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    u, rows64, cols, mask = _load_tile_plus_bias(h_ptr, b_ptr, stride_h, N, F, BLOCK_ROWS, BLOCK_F)
+    g = tl.load(dy_ptr + rows64 * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
     t = _tanh(SQRT_2_OVER_PI * (u + GELU_CUBIC * u * u * u))
     du = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * u * u)
-    tl.store(dh_ptr + rows64 * stride_dh + cols[None, :], (g * du).to(dh_ptr.dtype.element_ty), mask=mask)
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    t = t.reshape(-1, t.shape[-1])
-    return t if t.stride(-1) == 1 else t.contiguous()
+    tl.store(dh_ptr + rows64 * stride_dh + cols, (g * du).to(dh_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(N: int, F: int) -> tuple[int, int]:

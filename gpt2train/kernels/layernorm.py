@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gpt2train.kernels import as_rows as _rows
+
 # One program per row in the forward: a GPT-2 row (C <= 1600) fits one block of registers.
 # The backward gives each program ROWS_PER_PROGRAM rows so that its partial dw/db sums are
 # few (N / ROWS_PER_PROGRAM rows of C floats), then torch sums the partials: Liger-Kernel's
@@ -105,12 +107,6 @@ def residual_layernorm_backward_kernel(
             tl.store(dr_ptr + row64 * stride_dr + cols, dr.to(dr_ptr.dtype.element_ty), mask=mask)
     tl.store(dw_partial_ptr + pid * C + cols, dw, mask=mask)
     tl.store(db_partial_ptr + pid * C + cols, db, mask=mask)
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """(..., C) -> (N, C) with unit column stride (a view when possible)."""
-    t = t.reshape(-1, t.shape[-1])
-    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def residual_layernorm_forward(x, delta, w, b, eps):

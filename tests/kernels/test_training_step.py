@@ -11,6 +11,7 @@ Adam's first update is lr * g / (|g| + eps), so a gradient entry near zero flips
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -127,7 +128,7 @@ def test_ddp_two_ranks_with_triton_kernels_match_one_process(shard_dir, tmp_path
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "gpt2train.train", "--config", "tiny", *args],
                        capture_output=True, text=True, cwd=REPO, timeout=800,
-                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     la = [m["loss"] for m in metrics(tmp_path / "one") if "loss" in m]
     lb = [m["loss"] for m in metrics(tmp_path / "ddp") if "loss" in m]
