@@ -34,7 +34,9 @@ from evals.report import (ReportInputs, count_parameters, harness_metrics, in_lo
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import atomic_output, read_json, replace_dir, sha256_file, write_json_atomic
+from gpt2train.fileio import (
+    atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic,
+)
 from gpt2train.lineage import provenance
 
 log = logging.getLogger(__name__)
@@ -140,8 +142,10 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
         report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
                                model_label, metrics_path, baselines)
         replace_dir(tmp, report_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):  # name the report, not the temp file that was being written
+            raise disk_full_error(report_dir) from e
         raise
     log.info("eval report %s: %s", report_dir, json.dumps(report.metrics))
     return report
@@ -156,7 +160,8 @@ def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, dev
     from lm_eval.api.registry import get_model
 
     # A dict, not the "pretrained=...,dtype=..." string: a path may hold commas.
-    model_args = {"pretrained": str(export_dir), "dtype": "float32"}
+    # use_safetensors: transformers refuses a pickled pytorch_model.bin instead of loading it.
+    model_args = {"pretrained": str(export_dir), "dtype": "float32", "use_safetensors": True}
     lm = get_model("hf").create_from_arg_obj(model_args, {"batch_size": ecfg.batch_size, "device": device})
     groups: dict[int | None, list[EvalTask]] = {}
     for t in tasks:

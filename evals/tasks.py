@@ -131,6 +131,14 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
     if dupes:
         raise ConfigError(f"evals.tasks: {', '.join(dupes)} listed more than once; keep one entry per task")
     local = parse_local_data(ecfg)
+    # The local files first: reading them takes milliseconds, the harness's task index below ~20 s,
+    # so a malformed line is reported (by line number) before that wait.
+    for name, path in local.items():
+        path = path.resolve()
+        if not path.is_file():
+            raise DataError(f"evals.local_data: {name}'s file {path} not found; fix the path (relative paths "
+                            f"are resolved against the config file's folder)")
+        _check_jsonl(name, path)
 
     tm = task_manager or harness_task_manager()
     index = tm.task_index
@@ -161,11 +169,7 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
         if t.name not in local:
             out.append(t)
             continue
-        path = local[t.name].resolve()
-        if not path.is_file():
-            raise DataError(f"evals.local_data: {t.name}'s file {path} not found; fix the path (relative paths "
-                            f"are resolved against the config file's folder)")
-        _check_jsonl(t.name, path)
+        path = local[t.name].resolve()  # checked above
         split = _eval_split(t)
         out.append(replace(t, harness_task=t.name + LOCAL_SUFFIX, local_path=str(path),
                            local_sha256=sha256_file(path), split=split))

@@ -15,7 +15,11 @@ in state.json): the Dagster `checkpoints` partition key and data version.
 Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
 `state.json` and `DONE`, then renames the directory into place. A crash at any point
 leaves either the previous complete checkpoints or a temp directory that resume skips
-(and the next save removes, along with any other `.step_*.tmp`). Loading uses safetensors and `torch.load(weights_only=True)`.
+(and the next save removes, along with any other `.step_*.tmp`). A full disk removes the
+temp directory and says so (`CheckpointDiskFull`). Pruning renames a checkpoint out of the
+`step_*` namespace before deleting it, so a crash mid-delete never leaves a partial
+directory that looks complete. Loading uses safetensors and `torch.load(weights_only=True)`.
+The `failpoint`s mark where the fault tests kill a save (tests/test_fault_kill_resume.py).
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ import os
 import re
 import shutil
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import read_json, replace_dir, sha256_file, write_json_atomic
+from gpt2train.errors import DataError, Gpt2TrainError
+from gpt2train.failpoints import failpoint
+from gpt2train.fileio import is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic
 
-STEP_DIR = re.compile(r"step_(\d{8})$")
+STEP_DIR = re.compile(r"step_(\d{8})\Z")  # \Z: `$` would also match before a trailing newline
 DONE = "DONE"
 
 
@@ -64,31 +70,61 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
     tmp = root / f".{final.name}.tmp"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".step_*.tmp"):  # left by saves that crashed
+        for stale in [*root.glob(".step_*.tmp"), *root.glob(".step_*.deleting")]:  # left by crashed saves/prunes
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
+        failpoint("checkpoint.tmp_created")
     barrier()
-    torch.save(optimizer_state, tmp / f"optimizer_rank{rank}.pt")
+    try:
+        _write_rank_files(tmp, rank, optimizer_state, loader_state)
+        failpoint("checkpoint.rank_files_written")
+        if rank == 0:
+            # safetensors refuses tensors that share memory: the tied lm_head is rebuilt on load.
+            save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items() if k != "lm_head.weight"},
+                      tmp / "model.safetensors")
+            failpoint("checkpoint.model_written")
+        barrier()
+        if rank == 0:
+            write_json_atomic(tmp / "state.json", {"artifact": "checkpoint", "step": step, **(state or {}),
+                                                   "model_sha256": sha256_file(tmp / "model.safetensors")})
+            failpoint("checkpoint.state_written")
+            for f in tmp.iterdir():  # data on disk before the directory claims to be complete
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            (tmp / DONE).write_text("complete\n")
+            failpoint("checkpoint.done_written")
+            replace_dir(tmp, final)  # the same step saved again replaces the old one whole
+    except BaseException as e:
+        if not is_disk_full(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointDiskFull(root, step) from e
+    barrier()
+    return final
+
+
+def _write_rank_files(tmp: Path, rank: int, optimizer_state: dict, loader_state: dict) -> None:
+    # Through Python file objects: on a full disk torch.save's own writer reports only "unexpected
+    # pos", while this way the OSError(ENOSPC) is kept as the error's context.
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, tmp / f"rng_rank{rank}.pt")
-    (tmp / f"loader_rank{rank}.json").write_text(json.dumps(loader_state))
-    if rank == 0:
-        # safetensors refuses tensors that share memory: the tied lm_head is rebuilt on load.
-        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items() if k != "lm_head.weight"},
-                  tmp / "model.safetensors")
-    barrier()
-    if rank == 0:
-        write_json_atomic(tmp / "state.json", {"artifact": "checkpoint", "step": step, **(state or {}),
-                                               "model_sha256": sha256_file(tmp / "model.safetensors")})
-        for f in tmp.iterdir():  # data on disk before the directory claims to be complete
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        (tmp / DONE).write_text("complete\n")
-        replace_dir(tmp, final)  # the same step saved again replaces the old one whole
-    barrier()
-    return final
+    for name, obj in ((f"optimizer_rank{rank}.pt", optimizer_state), (f"rng_rank{rank}.pt", rng)):
+        with open(tmp / name, "wb") as f:
+            torch.save(obj, f)
+    with open(tmp / f"loader_rank{rank}.json", "w") as f:
+        f.write(json.dumps(loader_state))
+
+
+class CheckpointDiskFull(DataError):
+    def __init__(self, root: Path, step: int):
+        free = shutil.disk_usage(root).free if root.exists() else 0
+        latest = latest_checkpoint(root)
+        super().__init__(
+            f"disk full while writing the step-{step} checkpoint into {root} ({free / 2**20:.1f} MiB free on its "
+            f"filesystem); its partial files were removed and the earlier checkpoints are intact (latest complete: "
+            f"{latest or 'none'}). Free space there, or keep fewer checkpoints (train.keep_last), then run again: "
+            f"training resumes from the latest complete checkpoint.")
 
 
 def checkpoint_key(path: str | Path) -> str:
@@ -160,11 +196,20 @@ def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False)
         model["lm_head.weight"] = model["transformer.wte.weight"]
     return {
         "model": model,
-        "optimizer": torch.load(optimizer_file, weights_only=True, map_location="cpu"),
-        "rng": torch.load(path / f"rng_rank{rank}.pt", weights_only=True),
+        "optimizer": _load_tensors(optimizer_file),
+        "rng": _load_tensors(path / f"rng_rank{rank}.pt"),
         "loader": json.loads((path / f"loader_rank{rank}.json").read_text()),
         "state": json.loads((path / "state.json").read_text()),
     }
+
+
+def _load_tensors(file: Path) -> Any:
+    try:
+        return torch.load(file, weights_only=True, map_location="cpu")
+    except UnpicklingError as e:  # weights_only refused an object: it was never unpickled
+        raise Gpt2TrainError(f"checkpoint file {file} holds objects other than tensors (refused, not unpickled: "
+                             f"{str(e).splitlines()[0]}); gpt2train never writes such files: delete this "
+                             f"checkpoint and use another") from None
 
 
 def restore_rng(rng: dict[str, torch.Tensor]) -> None:
@@ -184,6 +229,11 @@ def prune_checkpoints(root: str | Path, keep_last: int, major_every: int = 0) ->
         step = int(STEP_DIR.match(p.name)[1])
         if major_every and step % major_every == 0:
             continue
-        shutil.rmtree(p)
+        # Out of the step_* namespace first (one atomic rename), then deleted: a crash mid-delete
+        # leaves a `.step_*.deleting` folder that the next save removes, never a partial step_*.
+        doomed = p.with_name(f".{p.name}.deleting")
+        os.replace(p, doomed)
+        failpoint("checkpoint.prune_renamed")
+        shutil.rmtree(doomed)
         deleted.append(p)
     return deleted

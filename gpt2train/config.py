@@ -143,6 +143,13 @@ class TrainConfig:
     """[-sl] Skip the update when the loss z-score over the last 128 steps exceeds this (0 = off)."""
     skip_grad_z: float = 0.0
     """[-sg] Skip the update when the grad-norm z-score over the last 128 steps exceeds this (0 = off)."""
+    max_nonfinite_steps: int = 5
+    """A step whose loss or gradient norm is NaN or Inf never updates the weights: it is skipped and
+    counted. After this many such steps in a row the run stops, naming the step and the last good
+    checkpoint (0 = never stop; the run keeps skipping)."""
+    verify_shards: bool = True
+    """Hash every train and val shard before training reads it and compare with its sidecar's sha256
+    (a bit flipped on disk is found before it trains the model; ~1 s per GB)."""
     hellaswag_every: int = 0
     """[-h] In-loop HellaSwag accuracy every N steps (llm.c's scorer); 0 = never, -1 = with val_every."""
     hellaswag_file: str | None = None
@@ -252,12 +259,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     _resolve_paths(cfg, base=path.resolve().parent)
     for item in overrides or []:
         apply_override(cfg, item)
-    validate_config(cfg, where=str(path))
+    validate_config(cfg, where=str(path), explicit={item.split("=", 1)[0].strip() for item in overrides or []})
     return cfg
 
 
-def validate_config(cfg: Config, where: str = "config") -> None:
-    """Range checks a type cannot express; each error names the field and a valid value."""
+def validate_config(cfg: Config, where: str = "config", explicit: typing.Collection[str] = ()) -> None:
+    """Range checks a type cannot express; each error names the field and a valid value. Everything a
+    stage would only find out after starting (an unknown model.descriptor, a total batch the launched
+    world cannot divide, an init_from checkpoint of another shape) is checked here, before any work.
+
+    `explicit`: dotted keys set on the command line (`--set`, llm.c's `-o`); a written path given
+    there may lie outside data_dir (see `_check_written_paths`)."""
     s, c = cfg.shards, cfg.corpus
     if not 1 <= s.shard_size < 2**31:
         raise ConfigError(f"{where}: shards.shard_size={s.shard_size} must be in [1, 2^31) tokens (llm.c's header holds an int32)")
@@ -274,12 +286,23 @@ def validate_config(cfg: Config, where: str = "config") -> None:
         if getattr(t, name) < 1:
             raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 1")
     if t.seq_len > cfg.model.block_size:
-        raise ConfigError(f"{where}: train.seq_len={t.seq_len} exceeds model.block_size={cfg.model.block_size}")
+        raise ConfigError(f"{where}: train.seq_len={t.seq_len} exceeds model.block_size={cfg.model.block_size} "
+                          f"(the model's context); lower train.seq_len or raise model.block_size")
     if t.total_batch_tokens % (t.batch_size * t.seq_len):
         raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
                           f"batch_size*seq_len={t.batch_size * t.seq_len}; pick B, T and the total so it divides")
+    world = launch_world_size(cfg.launch)
+    if world > 1 and t.total_batch_tokens % (t.batch_size * t.seq_len * world):
+        # The trainer checks this again against the real world size (torchrun by hand); here it is
+        # caught before the `training_run` asset launches anything.
+        raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
+                          f"batch_size*seq_len*world={t.batch_size}*{t.seq_len}*{world}="
+                          f"{t.batch_size * t.seq_len * world} (world = launch.nproc_per_node x --nnodes); "
+                          f"change the total, B or T, or the number of processes")
     if t.max_steps == 0 or t.max_steps < -1:
         raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
+    if t.max_nonfinite_steps < 0:
+        raise ConfigError(f"{where}: train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 0 (0 = never stop)")
     if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
         raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
     if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
@@ -302,6 +325,97 @@ def validate_config(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: launch.nproc_per_node={cfg.launch.nproc_per_node} must be >= 1")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.prefix):
         raise ConfigError(f"{where}: shards.prefix={s.prefix!r} may only hold letters, digits, '_', '-' and '.'")
+    # corpus.dataset names the download folder <data_dir>/corpus/hub/<dataset>: the Hub's own repo id
+    # rules (huggingface_hub validate_repo_id), so it can be neither absolute nor climb out with `..`.
+    if not re.fullmatch(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", c.dataset) or ".." in c.dataset:
+        raise ConfigError(f"{where}: corpus.dataset={c.dataset!r} is not a Hub repo id (`owner/name`: letters, "
+                          f"digits, '_', '-', '.', no '..'); e.g. HuggingFaceFW/fineweb-edu")
+    _check_model(cfg, where)
+    _check_written_paths(cfg, where, explicit)
+    if t.init_from:
+        _check_init_from(cfg, where)
+
+
+# Config paths that gpt2train *writes* under: they must stay inside data_dir (below). Every other
+# path field is only read: corpus.source, train.train_glob / val_glob, train.hellaswag_file,
+# train.init_from, evals.baselines_file and evals.local_data may live anywhere (a shared read-only
+# mirror such as ../shared, a checkpoint of another project), and reading them writes nothing.
+# (data_dir is the root itself; corpus.dataset and shards.prefix, which become path components,
+# are checked by pattern in validate_config; model.descriptor by gpt2train/model.py's parser.)
+WRITTEN_PATH_FIELDS = (("train", "out_dir"),)
+
+
+def launch_world_size(launch: LaunchConfig) -> int:
+    """Processes the `training_run` asset starts: nproc_per_node x torchrun's --nnodes (1 when absent
+    or an elastic range such as 1:4, whose size is only known at rendezvous)."""
+    nnodes, args = 1, launch.torchrun_args
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else (
+            args[i + 1] if arg == "--nnodes" and i + 1 < len(args) else None)
+        if value is not None and value.isdigit():
+            nnodes = int(value)
+    return launch.nproc_per_node * nnodes
+
+
+def _check_model(cfg: Config, where: str) -> None:
+    """model.descriptor through the model's own parser (gpt2train/model.py; imported here, lazily,
+    because it imports torch), so a typo fails at config load, not when training starts."""
+    from gpt2train.model import GPTConfig
+
+    try:
+        GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
+    except ValueError as e:
+        raise ConfigError(f"{where}: model.descriptor: {e}") from None
+    if cfg.model.block_size < 1:
+        raise ConfigError(f"{where}: model.block_size={cfg.model.block_size} must be >= 1")
+
+
+def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[str]) -> None:
+    """A written path from a config file must resolve (`..` and symlinks followed) inside data_dir, so a
+    YAML or preset received from someone else cannot make a run write over files elsewhere. A path the
+    user types on the command line (`--set train.out_dir=...`, llm.c's `-o log124M` in docs/training.md)
+    is their explicit choice and is allowed."""
+    data = Path(cfg.data_dir).expanduser().resolve()
+    for path in WRITTEN_PATH_FIELDS:
+        dotted = ".".join(path)
+        obj: Any = cfg
+        for part in path:
+            obj = getattr(obj, part)
+        if obj is None or dotted in explicit:
+            continue
+        target = Path(obj).expanduser().resolve()
+        if not target.is_relative_to(data):
+            raise ConfigError(f"{where}: {dotted}={obj} resolves to {target}, outside data_dir={data}; a config "
+                              f"may only write under its data_dir: use a path inside it (or leave {dotted} "
+                              f"unset), or pass --set {dotted}=PATH on the command line to choose another place")
+
+
+def _check_init_from(cfg: Config, where: str) -> None:
+    """train.init_from must be a complete checkpoint of the configured model shape: read from its
+    state.json now (no weights loaded), not found only after the trainer has built the model."""
+    from gpt2train.checkpoint import checkpoint_state
+    from gpt2train.errors import Gpt2TrainError
+    from gpt2train.model import GPTConfig
+
+    t = cfg.train
+    try:
+        saved = checkpoint_state(t.init_from)["config"]["model"]
+        theirs = GPTConfig.from_descriptor(saved["descriptor"], int(saved["block_size"]))
+    except Gpt2TrainError as e:
+        raise ConfigError(f"{where}: train.init_from: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: train.init_from={t.init_from}: its state.json has no usable config.model "
+                          f"({type(e).__name__}: {e}); start from a checkpoint gpt2train wrote") from None
+    ours = GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
+
+    def shape(c: GPTConfig) -> str:
+        return f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"
+
+    if theirs != ours:
+        raise ConfigError(f"{where}: train.init_from={t.init_from} holds another model shape than model.descriptor="
+                          f"{cfg.model.descriptor!r} (it has {saved['descriptor']!r}: {shape(theirs)}; the config "
+                          f"asks for {shape(ours)}); set model.descriptor / model.block_size to the checkpoint's "
+                          f"or pick a checkpoint of this shape")
 
 
 def apply_override(cfg: Config, item: str) -> None:

@@ -99,7 +99,8 @@ def _list_local(cfg: CorpusConfig) -> list[SourceFile]:
         raise DataError(f"{bad[0]}: unsupported file type {bad[0].suffix!r}; corpus files must be "
                         f"{', '.join(SUPPORTED_SUFFIXES)}")
     if not paths:
-        raise DataError(f"corpus.source {cfg.source} holds no {', '.join(SUPPORTED_SUFFIXES)} files")
+        raise DataError(f"corpus.source {cfg.source} holds no {', '.join(SUPPORTED_SUFFIXES)} files; point "
+                        f"corpus.source (prepare --source) at a folder, file or glob of them, or 'hub'")
     return [SourceFile(p.relative_to(root).as_posix(), p) for p in paths]
 
 
@@ -117,21 +118,33 @@ def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusReco
         local, source, repo, revision = matches[0].local_path, "local", None, None
     if local.stat().st_size == 0:
         raise DataError(f"{local}: the file is empty; delete it (or re-download it) and run again")
-    documents = count_documents(local, cfg.text_field, cfg.max_documents_per_file)
-    if documents == 0:
-        raise DataError(f"{local}: no documents with text in field {cfg.text_field!r}; "
-                        f"remove the file from the corpus or fill it")
+    documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file)
+    if documents == 0 or not has_text:
+        what = "no documents" if documents == 0 else f"{documents} document(s), every one empty or blank"
+        raise DataError(f"{local}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
+                        f"remove the file from the corpus or fill it (or set corpus.text_field)")
     return CorpusRecord(key=key, source=source, repo=repo, revision=revision, local_path=str(local),
                         sha256=sha256_file(local), bytes=local.stat().st_size, documents=documents)
 
 
 def count_documents(path: Path, text_field: str, limit: int | None) -> int:
     """Documents in the file (capped at `limit`), validating it on the way."""
+    return _count_documents(path, text_field, limit)[0]
+
+
+def _count_documents(path: Path, text_field: str, limit: int | None) -> tuple[int, bool]:
+    """(documents, whether any holds non-blank text). A .jsonl/.txt is read through anyway, so its
+    text is checked; a .parquet is counted from its footer only (reading a 2 GB column to find
+    text would double the corpus stage's I/O), so True is assumed for it."""
     if path.suffix == ".parquet":
         pf = _open_parquet(path, text_field)
         n = pf.metadata.num_rows
-        return min(n, limit) if limit else n
-    return sum(len(batch) for batch in iter_document_batches(path, text_field, 4096, limit))
+        return (min(n, limit) if limit else n), True
+    n, has_text = 0, False
+    for batch in iter_document_batches(path, text_field, 4096, limit):
+        n += len(batch)
+        has_text = has_text or any(text.strip() for text in batch)
+    return n, has_text
 
 
 def _open_parquet(path: Path, text_field: str):

@@ -66,7 +66,12 @@ def corpus_record_path(data: Path, key: str) -> Path:
 
 def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:
     """Fetch source file `key` (download or locate), hash it, and write its record."""
-    record = fetch_source_file(cfg.corpus, key, data_dir(cfg))
+    return write_corpus_record(cfg, fetch_source_file(cfg.corpus, key, data_dir(cfg)))
+
+
+def write_corpus_record(cfg: Config, record: CorpusRecord) -> CorpusRecord:
+    """Write the lineage record of a fetched source file (`corpus/records/<tag>.json`)."""
+    key = record.key
     write_json_atomic(record_path(cfg, key), {
         "artifact": "corpus_file",
         **record.to_dict(),
@@ -153,7 +158,10 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
                         f"give `prepare` another --out, e.g. {out_dir.parent / 'prepared'}")
     files = list_source_files(cfg.corpus)
     log.info("corpus: %d file(s) from %s", len(files), cfg.corpus.source)
-    records = [materialize_corpus_file(cfg, f.key) for f in files]
+    # Every file is fetched and checked (it holds text) before any record is written: a bad file
+    # among many stops `prepare` with the data dir as it was.
+    records = [write_corpus_record(cfg, r) for r in [fetch_source_file(cfg.corpus, f.key, data_dir(cfg))
+                                                     for f in files]]
     # Earlier stream-layout shards here (never per-partition ones, which the asset owns).
     stale = [p for p in sorted(out_dir.glob(f"{cfg.shards.prefix}_*.bin"))
              if _sidecar_layout(p) == "stream"] if out_dir.exists() else []

@@ -15,3 +15,7 @@ class ConfigError(Gpt2TrainError):
 
 class DataError(Gpt2TrainError):
     """A corpus file, download or token shard is missing, malformed or cannot be written."""
+
+
+class TrainingDiverged(Gpt2TrainError):
+    """The loss or gradients stayed NaN/Inf for train.max_nonfinite_steps steps in a row."""

@@ -25,7 +25,6 @@ version of an export is its model.safetensors hash.
 from __future__ import annotations
 
 import contextlib
-import errno
 import inspect
 import json
 import os
@@ -38,7 +37,7 @@ import torch
 
 from gpt2train.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import disk_full_error, replace_dir, sha256_file
+from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file
 from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
 from gpt2train.lineage import code_version, provenance
@@ -127,7 +126,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
         replace_dir(tmp, out_dir)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_disk_full(e):
+        if is_disk_full(e):
             raise disk_full_error(out_dir) from e
         raise
     return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
@@ -228,7 +227,7 @@ def verify_export(export_dir: Path, model: GPT) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        hf = AutoModelForCausalLM.from_pretrained(export_dir).float().eval()
+        hf = AutoModelForCausalLM.from_pretrained(export_dir, use_safetensors=True).float().eval()
         tokenizer = AutoTokenizer.from_pretrained(export_dir)
     except Exception as e:
         raise Gpt2TrainError(f"transformers cannot load the export in {export_dir} "
@@ -279,11 +278,6 @@ def _quiet_transformers():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    # safetensors and tokenizers write from Rust and raise their own exception types on ENOSPC.
-    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
 
 
 def _checkpoint_key(path: Path) -> str:

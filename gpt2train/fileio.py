@@ -53,7 +53,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if is_disk_full(e):
             raise disk_full_error(path) from e
         raise
 
@@ -75,6 +75,19 @@ def replace_dir(tmp: Path, final: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, is a full disk. safetensors and tokenizers write
+    from Rust and raise their own types; torch.save into a file object raises a RuntimeError whose
+    context is the OSError(ENOSPC)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def disk_full_error(path: Path) -> DataError:

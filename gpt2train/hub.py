@@ -11,11 +11,17 @@ failure or a crash) resumes with an HTTP range request; the complete file is the
 `hf_hub_download(local_dir=...)`, which checks it against the Hub's sha256 and records its metadata.
 (`hf_hub_download` alone only resumes within one call: it deletes its partial file when it fails.)
 Xet-backed files are left to `hf_hub_download`, whose Xet client does its own chunk-level caching.
+
+What comes from the server is not trusted as a path: a listed file name (the partition key) must be
+relative with no `..` (`check_repo_path`) and stay inside the download folder once symlinks are
+followed, and an etag must be a plain token before it names the partial file. A mirror URL with
+credentials in HF_ENDPOINT is shown masked in our errors and in huggingface_hub's own log lines.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +36,64 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 def endpoint() -> str:
     # Read at call time (huggingface_hub reads it at import), so tests and users can set it late.
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def shown_endpoint() -> str:
+    """The endpoint for messages: a mirror URL may carry credentials (`https://user:token@host`),
+    and messages end up in logs and Dagster's event log, so the user-info part is masked."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", endpoint())
+
+
+class _MaskEndpointCredentials(logging.Filter):
+    """Masks the endpoint's credentials in huggingface_hub's own log records: its retry warnings quote
+    the full request URL (`... thrown while requesting GET https://user:token@mirror/...`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if shown_endpoint() != endpoint():
+            message = record.getMessage()
+            if endpoint() in message:
+                record.msg, record.args = redact(message), None
+        return True
+
+
+_MASK = _MaskEndpointCredentials()
+
+
+def _mask_library_logs() -> None:
+    """Put the mask on every huggingface_hub logger that exists now (a logger's filters only see the
+    records logged to it, not its children's; the library's loggers exist once it is imported)."""
+    for name in ["huggingface_hub", *logging.root.manager.loggerDict]:
+        if name.startswith("huggingface_hub"):
+            logger = logging.getLogger(name)
+            if _MASK not in logger.filters:
+                logger.addFilter(_MASK)
+
+
+def redact(text: str) -> str:
+    """`text` with the endpoint's credentials (if any) masked, e.g. an error that quotes a URL."""
+    return text.replace(endpoint(), shown_endpoint())
+
+
+def check_repo_path(path: str, what: str = "Hub file") -> str:
+    """`path` (a name the Hub listed, or a partition key) as a path under the download folder:
+    relative, '/'-separated, no `..`, `.` or empty segment, no backslash or NUL. A malicious or
+    broken repo listing (`../../x.parquet`, `/etc/x.parquet`) is refused before anything is written."""
+    parts = path.split("/")
+    if (not path or path.startswith("/") or "\\" in path or "\0" in path or re.match(r"^[A-Za-z]:", path)
+            or any(part in ("", ".", "..") for part in parts)):
+        raise DataError(f"{what} {path!r} is not a safe relative path (absolute, `..` or empty segments); "
+                        f"refusing to write it under the download folder. Check corpus.dataset and "
+                        f"HF_ENDPOINT: the repository or mirror lists a file name that would escape it")
+    return path
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """root/rel, checked to stay inside root once resolved (symlinks followed)."""
+    target = (root / check_repo_path(rel)).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DataError(f"{root / rel} resolves to {target}, outside the download folder {root}; "
+                        f"remove the symlink that leads there")
+    return root / rel
 
 
 def config_subdir(name: str) -> str:
@@ -54,9 +118,9 @@ class HubFile:
 
 def _unreachable(what: str, repo: str, revision: str, err: Exception) -> DataError:
     return DataError(
-        f"cannot reach the Hugging Face Hub at {endpoint()} to {what} {repo}@{revision} "
-        f"({type(err).__name__}: {err}). Connect to the internet, set HF_ENDPOINT to a reachable mirror, "
-        f"or set corpus.source to a local copy with the Hub's layout (e.g. ../shared/data/edu-mini)."
+        f"cannot reach the Hugging Face Hub at {shown_endpoint()} to {what} {repo}@{revision} "
+        f"({type(err).__name__}: {redact(str(err))}). Connect to the internet, set HF_ENDPOINT to a reachable "
+        f"mirror, or set corpus.source to a local copy with the Hub's layout (e.g. ../shared/data/edu-mini)."
     )
 
 
@@ -65,6 +129,7 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    _mask_library_logs()
     subdir = config_subdir(name)
     api = HfApi(endpoint=endpoint())
     try:
@@ -73,7 +138,7 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403, 404):
-            raise DataError(f"{repo}@{revision} has no folder {subdir!r} on {endpoint()} (HTTP {status}); "
+            raise DataError(f"{repo}@{revision} has no folder {subdir!r} on {shown_endpoint()} (HTTP {status}); "
                             f"check corpus.dataset, corpus.name and corpus.revision") from e
         raise _unreachable("list", repo, revision, e) from e
     except Exception as e:  # httpx transport errors surface unwrapped from some calls
@@ -82,6 +147,8 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
                     if e.path.endswith(".parquet") and hasattr(e, "size")), key=lambda f: f.path)
     if not files:
         raise DataError(f"{repo}@{revision}: no .parquet files under {subdir!r}; check corpus.name")
+    for f in files:  # listed names become partition keys and download paths
+        check_repo_path(f.path, f"{repo}@{revision} on {shown_endpoint()} lists a file")
     return files
 
 
@@ -90,6 +157,8 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
+    _inside(local_dir, path)  # before any request: the path may come from a partition key
+    _mask_library_logs()
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, path, repo_type="dataset", revision=revision,
                                                endpoint=endpoint()))
@@ -108,7 +177,7 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
         status = getattr(getattr(e, "response", None), "status_code", None)
         if isinstance(e, HfHubHTTPError) and status in (401, 403, 404):
             # The Hub answered: the file (or repo, or revision) is not there, which no retry or mirror fixes.
-            raise DataError(f"{repo}@{revision} has no file {path!r} on {endpoint()} (HTTP {status}); "
+            raise DataError(f"{repo}@{revision} has no file {path!r} on {shown_endpoint()} (HTTP {status}); "
                             f"check corpus.dataset, corpus.name and corpus.revision, or remove the partition "
                             f"if the file was deleted upstream") from e
         local = local_dir / path
@@ -138,7 +207,11 @@ def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, 
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
-    final = local_dir / path
+    final = _inside(local_dir, path)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", etag) or etag.strip(".") == "":
+        # The etag comes from the server and names the partial file: it must stay one file name.
+        raise DataError(f"{shown_endpoint()} sent the etag {etag[:80]!r} for {path}, which is not a plain "
+                        f"token; refusing to use it in a file name. Check HF_ENDPOINT")
     part = local_dir / ".cache" / "huggingface" / "download" / f"{path}.{etag}.incomplete"
     part.parent.mkdir(parents=True, exist_ok=True)
     with WeakFileLock(part.with_name(part.name + ".lock")):
@@ -153,7 +226,7 @@ def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, 
         if re.fullmatch(r"[0-9a-f]{64}", etag) and sha256_file(part) != etag:
             # An LFS file's etag is its sha256: a mismatch means the partial bytes were bad.
             part.unlink()
-            raise DataError(f"{url}: downloaded bytes do not match the Hub's sha256 {etag}; run again to "
+            raise DataError(f"{redact(url)}: downloaded bytes do not match the Hub's sha256 {etag}; run again to "
                             f"download the file afresh")
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)

@@ -71,10 +71,23 @@ def find_checkpoints(root: str | Path) -> list[CheckpointInfo]:
 
 
 def read_metrics(run: str | Path) -> list[dict]:
-    path = Path(run) / "metrics.jsonl"
+    return read_metrics_file(Path(run) / "metrics.jsonl")
+
+
+def read_metrics_file(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl; [] if there is none. A line that is not JSON is one a
+    SIGKILL tore mid-write (the trainer appends a line per record): it is dropped, and the
+    resumed run writes that step again."""
+    path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def summarize_run(run: str | Path) -> dict:

@@ -12,15 +12,20 @@ published shards (e.g. `edu_fineweb_train_000001.bin`).
 from __future__ import annotations
 
 import contextlib
-import errno
+import glob as globlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from gpt2train.errors import DataError
-from gpt2train.fileio import disk_full_error, sha256_file, temp_path_for
+from gpt2train.fileio import disk_full_error, is_disk_full, read_json, sha256_file, temp_path_for
+from gpt2train.lineage import sidecar_path
+
+log = logging.getLogger(__name__)
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -115,6 +120,36 @@ def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: in
     return checks
 
 
+def verify_shard_hashes(pattern: str, progress: bool = False) -> int:
+    """Hash every shard matching `pattern` and compare with its sidecar's sha256; returns how many
+    were verified. A shard that changed after it was written (a flipped bit, a truncation, an edited
+    header) raises a DataError naming it, before training reads a token of it. Shards without a
+    sidecar (e.g. karpathy's published ones) cannot be checked and are logged as such."""
+    files = sorted(Path(p) for p in globlib.glob(pattern))
+    checked, unchecked = 0, []
+    with tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="verify shards",
+              disable=not progress or not files, leave=False) as bar:
+        for path in files:
+            sidecar = sidecar_path(path)
+            expected = read_json(sidecar, "shard sidecar").get("sha256") if sidecar.exists() else None
+            if expected is None:
+                unchecked.append(path.name)
+            else:
+                actual = sha256_file(path)
+                if actual != expected:
+                    raise DataError(
+                        f"token shard {path}: sha256 {actual[:16]}… differs from {expected[:16]}… recorded in "
+                        f"{sidecar.name} when it was written: the file changed since (a flipped bit, a truncation, "
+                        f"an edit). Training has not read it. Delete it and its sidecar and rematerialize its "
+                        f"`token_shards` partition (or rerun `gpt2train prepare`).")
+                checked += 1
+            bar.update(path.stat().st_size)
+    if unchecked and progress:
+        log.warning("%d shard(s) have no sidecar with a sha256 and were not verified: %s", len(unchecked),
+                    ", ".join(unchecked[:5]) + (" …" if len(unchecked) > 5 else ""))
+    return checked
+
+
 class ShardFileWriter:
     """Streams tokens into one shard under a temp name; `finish()` patches the header and renames.
 
@@ -158,6 +193,6 @@ class ShardFileWriter:
             op()
         except BaseException as e:
             self.abort()
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            if is_disk_full(e):
                 raise disk_full_error(self.report_as) from e
             raise

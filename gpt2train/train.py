@@ -36,16 +36,21 @@ from gpt2train import __version__
 from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
 from gpt2train.config import KERNEL_CHOICES, Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
-from gpt2train.errors import ConfigError, Gpt2TrainError
+from gpt2train.errors import ConfigError, Gpt2TrainError, TrainingDiverged
+from gpt2train.failpoints import failpoint
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
 from gpt2train.kernels import resolve_kernels
+from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full, read_json
 from gpt2train.lineage import code_version, git_commit, sidecar_path
+from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
     apply_compile, apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
 from gpt2train.plots import plot_training
+from gpt2train.runs import read_metrics_file
+from gpt2train.shards import verify_shard_hashes
 
 log = logging.getLogger("gpt2train.train")
 
@@ -57,7 +62,8 @@ TRITON_KERNEL_MODULES = ["gpt2train.kernels", "gpt2train.kernels.layernorm", "gp
 # Train settings that do not change the weights: where the run lives, samples, and the in-loop
 # evals (they use no RNG and leave the model and loaders as they were).
 _NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens", "val_every", "val_batches",
-                       "hellaswag_every", "hellaswag_file", "hellaswag_items")
+                       "hellaswag_every", "hellaswag_file", "hellaswag_items", "verify_shards",
+                       "max_nonfinite_steps")
 
 
 def train_code_version(cfg: Config) -> str:
@@ -156,14 +162,15 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> d
     d = init_distributed(device_type)
     device = f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu"
     try:
-        return _train(cfg, t, d, device, device_type, on_checkpoint)
+        with contextlib.ExitStack() as held:  # the run directory's writer lock, once taken
+            return _train(cfg, t, d, device, device_type, on_checkpoint, held)
     finally:
         if d.world > 1:
             dist.destroy_process_group()
 
 
 def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
-           on_checkpoint: Callable[[Path], None] | None) -> dict:
+           on_checkpoint: Callable[[Path], None] | None, held: contextlib.ExitStack) -> dict:
     try:
         model_cfg = GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
     except ValueError as e:
@@ -178,6 +185,11 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
     train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=t.shuffle, seed=t.seed)
     val_loader = ShardLoader(val_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=False) if t.val_every else None
     max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch // grad_accum)
+    if t.verify_shards:  # before any batch is read: a corrupted shard stops the run here, named
+        for pattern in (train_glob, val_glob) if val_loader else (train_glob,):
+            verify_shard_hashes(pattern, progress=d.is_main)
+    hellaswag_every = t.val_every if t.hellaswag_every == -1 else t.hellaswag_every  # -1: llm.c's `-h 1`
+    hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
 
     torch.manual_seed(t.seed)
     if device_type == "cuda":
@@ -202,6 +214,13 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
     optimizer = build_optimizer(model, t, device_type, d.world)
     loss_outliers, norm_outliers = OutlierDetector(), OutlierDetector()
     start_step, history, skipped, loss_value = 0, [], 0, float("nan")
+    nonfinite_in_a_row = 0  # steps in a row whose loss or grad norm was NaN/Inf (their updates skipped)
+    if d.is_main:
+        # Every input is checked above; from here on the run directory is read for resuming and
+        # then written. One trainer per run directory: a second one (another pipeline run, a CLI
+        # launch beside a UI run) is refused here. Rank 0 holds the lock for the job.
+        held.enter_context(writer_lock(out_dir, "training run"))
+    d.barrier()  # no rank reads the run directory before rank 0 holds it
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
         saved_world = load_checkpoint(resume_from, rank=0, weights_only=True)["state"].get("world", 1)
@@ -216,13 +235,12 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         train_loader.load_state_dict(ck["loader"])
         restore_rng(ck["rng"])
         start_step, skipped = ck["state"]["step"], ck["state"].get("skipped_updates", 0)
+        nonfinite_in_a_row = ck["state"].get("nonfinite_in_a_row", 0)
         loss_value = ck["state"].get("loss", loss_value)  # the summary's, if nothing is left to train
         loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
     ddp_model = apply_ddp(apply_compile(model) if t.compile else model, d.world)
     overfit_batch = train_loader.next_batch() if t.overfit_batch else None
-    hellaswag_every = t.val_every if t.hellaswag_every == -1 else t.hellaswag_every  # -1: llm.c's `-h 1`
-    hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
     autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     peak_flops = gpu_peak_flops(device_type)
     lineage = {"run_tag": run_tag(cfg), "shards_dir": str(Path(train_glob).parent.resolve()),
@@ -241,16 +259,22 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                  f" (resumed from {resume_from})" if resume_from else "")
     metrics_path = out_dir / "metrics.jsonl"
     if d.is_main and metrics_path.exists():
-        # Drop what a crashed run logged after its last checkpoint: those steps are redone now.
-        kept = [line for line in metrics_path.read_text().splitlines()
-                if line.strip() and _logged_before(json.loads(line), start_step)]
-        metrics_path.write_text("".join(k + "\n" for k in kept))
+        # Drop what a crashed run logged after its last checkpoint (and a line it tore): those steps
+        # are redone now. Rewritten whole under a temp name: a kill here loses nothing.
+        kept = [r for r in read_metrics_file(metrics_path) if _logged_before(r, start_step)]
+        with atomic_output(metrics_path, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept))
 
     def write_metric(record: dict) -> None:
         if d.is_main:
             history.append(record)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:  # a torn last line is dropped on resume (runs.read_metrics_file)
+                if is_disk_full(e):
+                    raise disk_full_error(metrics_path) from e
+                raise
 
     last_val_loss = None  # the newest val loss, recorded in each checkpoint's state
     if d.is_main and start_step >= max_steps:
@@ -294,13 +318,22 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         loss_value = (loss_sum / (grad_accum * d.world)).item()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
         lr = learning_rate(step, t, max_steps)
-        # llm.c's -sl/-sg: an update whose loss or grad norm is an outlier against the last 128
-        # steps is skipped (the same decision on every rank: both values are all-reduced).
-        loss_z, norm_z = loss_outliers.update(loss_value), norm_outliers.update(norm)
-        skip = (t.skip_loss_z > 0 and loss_z > t.skip_loss_z) or (t.skip_grad_z > 0 and norm_z > t.skip_grad_z)
+        # A NaN/Inf loss or grad norm never reaches the weights (nor the outlier statistics); llm.c's
+        # -sl/-sg skip an update whose loss or grad norm is an outlier against the last 128 steps.
+        # Every rank decides the same: the loss is all-reduced, the norm is of all-reduced grads.
+        nonfinite = not (math.isfinite(loss_value) and math.isfinite(norm))
+        if nonfinite:
+            skip, nonfinite_in_a_row = True, nonfinite_in_a_row + 1
+            log.warning("step %d: loss %s, grad norm %s: not finite, update skipped (%d in a row)",
+                        step + 1, loss_value, norm, nonfinite_in_a_row)
+        else:
+            nonfinite_in_a_row = 0
+            loss_z, norm_z = loss_outliers.update(loss_value), norm_outliers.update(norm)
+            skip = (t.skip_loss_z > 0 and loss_z > t.skip_loss_z) or (t.skip_grad_z > 0 and norm_z > t.skip_grad_z)
+            if skip:
+                log.warning("step %d: update skipped (loss z %.2f, grad-norm z %.2f)", step + 1, loss_z, norm_z)
         if skip:
             skipped += 1
-            log.warning("step %d: update skipped (loss z %.2f, grad-norm z %.2f)", step + 1, loss_z, norm_z)
         else:
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -310,14 +343,17 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         tok_s = t.total_batch_tokens / (ms / 1000)
         # MFU per GPU against its bf16 dense peak (llm.c's table); omitted where unknown (CPU).
         mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
-        write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip, "ms": ms,
-                      "tok_s": tok_s, "mem_mb": memory_mb(device_type), **({"mfu": mfu} if mfu is not None else {})})
+        write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip,
+                      **({"nonfinite": True} if nonfinite else {}), "ms": ms, "tok_s": tok_s, "mem_mb": memory_mb(device_type), **({"mfu": mfu} if mfu is not None else {})})
         if d.is_main:
             mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
             log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s",
                      step + 1, max_steps, loss_value, norm, lr, ms, mfu_text, tok_s)
 
         done = step + 1
+        failpoint("train.step_done")
+        if nonfinite and t.max_nonfinite_steps and nonfinite_in_a_row >= t.max_nonfinite_steps:
+            raise TrainingDiverged(_diverged_message(done, nonfinite_in_a_row, t.max_nonfinite_steps, ckpt_root))
         if d.is_main and ((t.sample_every and done % t.sample_every == 0) or done == max_steps):
             log.info("sample at step %d: %r", done, sample_text(model, t.sample_tokens, t.seed, device))
         if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == max_steps:
@@ -325,7 +361,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                 ckpt_root, done, model_state=model.state_dict() if d.is_main else None,
                 optimizer_state=optimizer_shard_state(optimizer), loader_state=train_loader.state_dict(),
                 state={"world": d.world, "loss": loss_value, "val_loss": last_val_loss, "config": config_to_dict(cfg),
-                       "skipped_updates": skipped, "loss_outliers": loss_outliers.state_dict(),
+                       "skipped_updates": skipped, "nonfinite_in_a_row": nonfinite_in_a_row,
+                       "loss_outliers": loss_outliers.state_dict(),
                        "norm_outliers": norm_outliers.state_dict(),
                        "lineage": lineage} if d.is_main else None,
                 rank=d.rank, barrier=d.barrier)
@@ -380,10 +417,20 @@ def shard_lineage(pattern: str) -> list[dict]:
     out = []
     for path in sorted(globlib.glob(pattern)):
         sidecar = sidecar_path(path)
-        meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        meta = read_json(sidecar, "shard sidecar") if sidecar.exists() else {}
         out.append({"file": Path(path).name, "sha256": meta.get("sha256"), "tokens": meta.get("tokens"),
                     "sources": [src.get("key") for src in meta.get("sources", [])]})
     return out
+
+
+def _diverged_message(step: int, in_a_row: int, limit: int, ckpt_root: Path) -> str:
+    last_good = latest_checkpoint(ckpt_root)
+    where = (f"the last good checkpoint is {last_good} (step {int(last_good.name.split('_')[1])}); the run resumes "
+             f"from it when started again" if last_good else "no checkpoint was written yet")
+    return (f"training stopped at step {step}: the loss or gradient norm was NaN/Inf for {in_a_row} steps in a row "
+            f"(steps {step - in_a_row + 1}..{step}; train.max_nonfinite_steps={limit}); none of them updated the "
+            f"weights. {where}. Lower train.learning_rate or raise train.warmup_steps, or check the data; "
+            f"train.max_nonfinite_steps=0 keeps skipping instead of stopping")
 
 
 def _logged_before(record: dict, start_step: int) -> bool:

@@ -31,3 +31,16 @@ def tiny_cfg(tmp_path, edu_mini):
 
     return load_config("tiny", overrides=[f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}"])
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory, edu_mini) -> Path:
+    """A data dir holding small shards of edu-mini (1 val + 2 train, with sidecars), made once."""
+    from gpt2train.config import load_config
+    from gpt2train.data_stage import prepare
+
+    data = tmp_path_factory.mktemp("tiny-shards")
+    cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",
+                               "shards.shard_size=60000"])
+    prepare(cfg, data / "shards", progress=False)
+    return data

@@ -250,3 +250,26 @@ def test_absolute_and_glob_paths_kept(tmp_path):
     cfg = load_config(p)
     assert cfg.data_dir == str(tmp_path / "abs")
     assert cfg.corpus.source == str(src)
+
+
+# ---------------------------------------------------------------- checks moved before any work (issue #6)
+
+
+@pytest.mark.parametrize("args, world", [([], 2), (["--nnodes=4"], 8), (["--nnodes", "3", "--node-rank=0"], 6),
+                                         (["--nnodes=1:4"], 2)])  # an elastic range: known only at rendezvous
+def test_launch_world_size_counts_nodes(args, world):
+    from gpt2train.config import LaunchConfig, launch_world_size
+
+    assert launch_world_size(LaunchConfig(nproc_per_node=2, torchrun_args=args)) == world
+
+
+def test_total_batch_must_divide_over_the_launched_world():
+    load_config("tiny", ["launch.nproc_per_node=2"])  # 512 = 4*64*2: fine
+    with pytest.raises(ConfigError, match=r"batch_size\*seq_len\*world=4\*64\*4=1024"):
+        load_config("tiny", ["launch.nproc_per_node=2", "launch.torchrun_args=[--nnodes=2]"])
+
+
+def test_model_descriptor_is_checked_at_load():
+    assert load_config("tiny", ["model.descriptor=gpt2:d12", "model.block_size=1024"]).model.descriptor == "gpt2:d12"
+    with pytest.raises(ConfigError, match=r"model\.descriptor: unknown model descriptor 'd7'"):
+        load_config("tiny", ["model.descriptor=d7"])

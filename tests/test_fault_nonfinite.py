@@ -1,0 +1,126 @@
+"""NaN or Inf in the loss or the gradients: the update is skipped and counted, and after
+train.max_nonfinite_steps such steps in a row the run stops, naming the step and the last good
+checkpoint.
+
+The faults are injected into the real model: its forward returns a NaN loss on chosen steps,
+or an autograd identity whose backward turns every gradient to Inf (the loss stays finite).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gpt2train import model as model_module
+from gpt2train.config import load_config
+from gpt2train.errors import TrainingDiverged
+from gpt2train.train import main, train
+from tests.faults import loss_log
+
+
+class _InfGradient(torch.autograd.Function):
+    """Identity forward; backward sends Inf down to every parameter (a blown-up gradient)."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """poison({step: "nan" | "inf"}): from then on, training micro-batches of those (1-based) optimizer
+    steps get a NaN loss or Inf gradients. Evaluation passes (model.eval()) are left alone."""
+
+    def install(plan: dict[int, str], micro_batches_per_step: int):
+        real_forward = model_module.GPT.forward
+        calls = {"n": 0}
+
+        def forward(self, idx, targets=None):
+            logits, loss = real_forward(self, idx, targets)
+            if not self.training or loss is None:
+                return logits, loss
+            step = calls["n"] // micro_batches_per_step + 1
+            calls["n"] += 1
+            kind = plan.get(step, plan.get("rest") if step >= plan.get("from", math.inf) else None)
+            if kind == "nan":
+                loss = loss * math.nan
+            elif kind == "inf":
+                loss = _InfGradient.apply(loss)
+            return logits, loss
+
+        monkeypatch.setattr(model_module.GPT, "forward", forward)
+
+    return install
+
+
+def cfg_for(data, out, *extra):
+    return load_config("tiny", [f"data_dir={data}", f"train.out_dir={out}", "train.max_steps=6",
+                                "train.checkpoint_every=1", "train.val_every=0", "train.warmup_steps=2",
+                                "train.hellaswag_every=0", "train.sample_tokens=4", *extra])
+
+
+def weights(out, step):
+    return load_file(out / "checkpoints" / f"step_{step:08d}" / "model.safetensors")
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_and_inf_gradients_skip_the_update_and_are_counted(tiny_shards, tmp_path, poison):
+    poison({3: "nan", 5: "inf"}, micro_batches_per_step=2)  # tiny: 512 tokens = 2 micro-batches of 4 x 64
+    out = tmp_path / "run"
+    summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=2"))
+    assert summary["steps"] == 6 and summary["skipped_updates"] == 2
+    records = {r["step"]: r for r in loss_log(out) if "loss" in r}
+    assert math.isnan(records[3]["loss"]) and records[3]["skipped"] and records[3]["nonfinite"]
+    assert math.isfinite(records[5]["loss"]) and not math.isfinite(records[5]["norm"])  # finite loss, Inf grads
+    assert records[5]["skipped"] and records[5]["nonfinite"]
+    assert all(not r["skipped"] and "nonfinite" not in r for s, r in records.items() if s not in (3, 5))
+    # A skipped step leaves the weights exactly as they were; the others move them.
+    assert same(weights(out, 2), weights(out, 3)) and same(weights(out, 4), weights(out, 5))
+    assert not same(weights(out, 3), weights(out, 4))
+    final = weights(out, 6)
+    assert all(torch.isfinite(v).all() for v in final.values())
+    log = (out / "main.log").read_text()
+    assert "step 3: loss nan" in log and "not finite, update skipped (1 in a row)" in log
+
+
+def test_nonfinite_steps_in_a_row_stop_the_run_naming_the_step_and_last_good_checkpoint(tiny_shards, tmp_path,
+                                                                                         poison, capsys):
+    poison({"from": 3, "rest": "nan"}, micro_batches_per_step=2)
+    out = tmp_path / "run"
+    args = ["--config", "tiny", f"--set=data_dir={tiny_shards}", f"--set=train.out_dir={out}",
+            "--set=train.max_steps=8", "--set=train.checkpoint_every=2", "--set=train.val_every=0",
+            "--set=train.warmup_steps=2", "--set=train.hellaswag_every=0", "--set=train.max_nonfinite_steps=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # Steps 3, 4, 5 are NaN: the third in a row stops it, before step 5's checkpoint (none is due).
+    assert "training stopped at step 5" in err and "3 steps in a row (steps 3..5" in err
+    assert f"the last good checkpoint is {out / 'checkpoints' / 'step_00000004'} (step 4)" in err
+    assert "train.max_nonfinite_steps=3" in err and "Lower train.learning_rate" in err
+    # Step 4's checkpoint holds step 2's weights: the NaN steps never reached them.
+    assert same(weights(out, 2), weights(out, 4))
+    assert not (out / "checkpoints" / "step_00000006").exists()
+    assert [r["step"] for r in loss_log(out) if "loss" in r] == [1, 2, 3, 4, 5]
+
+
+def test_stop_with_no_checkpoint_yet_says_so(tiny_shards, tmp_path, poison):
+    poison({"from": 1, "rest": "inf"}, micro_batches_per_step=2)
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 2: .*no checkpoint was written yet"):
+        train(cfg_for(tiny_shards, tmp_path / "run", "train.max_nonfinite_steps=2", "train.checkpoint_every=4"))
+
+
+def test_zero_limit_keeps_skipping_to_the_end(tiny_shards, tmp_path, poison):
+    poison({"from": 2, "rest": "nan"}, micro_batches_per_step=2)
+    out = tmp_path / "run"
+    summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=0", "train.max_steps=5"))
+    assert summary["steps"] == 5 and summary["skipped_updates"] == 4
+    assert same(weights(out, 1), weights(out, 5))
