@@ -2,7 +2,9 @@
 
 Wraps `gpt2train.data_stage.materialize_corpus_file`. Its data version hashes the file's
 sha256 with the document selection (text field, documents per file), so downstream shards
-go stale exactly when the documents they are made of change.
+go stale exactly when the documents they are made of change. A partition is written under the
+writer lock of its record (gpt2train/locks.py): two runs of one partition, e.g. launched twice
+from the UI, are refused rather than interleaved.
 """
 
 import dagster as dg
@@ -10,6 +12,7 @@ import dagster as dg
 from assets.partitions import corpus_files
 from gpt2train.config import Config
 from gpt2train.data_stage import corpus_code_version, corpus_data_version, materialize_corpus_file, record_path
+from gpt2train.locks import writer_lock
 
 
 def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
@@ -23,7 +26,10 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
                     "(resumable) or read from a local mirror. Data version = hash(file sha256, document selection).",
     )
     def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        record = materialize_corpus_file(cfg, context.partition_key)
+        # The record is written last and marks the partition done; its lock covers the download too.
+        key = context.partition_key
+        with writer_lock(record_path(cfg, key), f"corpus partition {key}: record"):
+            record = materialize_corpus_file(cfg, key)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(corpus_data_version(record, cfg)),
             metadata={

@@ -10,6 +10,9 @@ settings (tasks, few-shot, limit, local data hashes), so changing the task list 
 eval assets stale.
 
 `eval_summary` wraps `evals.trend.write_trend`: metric vs step across all reports (llm.c's vislog).
+
+Each writes its directory under that directory's writer lock (gpt2train/locks.py; for reports taken
+by `evaluate_export`, so a CLI evaluation is covered too): a second writer is refused, naming the first.
 """
 
 import base64
@@ -28,6 +31,7 @@ from gpt2train.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage import code_version
+from gpt2train.locks import writer_lock
 from gpt2train.runs import runs_root
 
 
@@ -64,8 +68,8 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
         ckpt = checkpoint_path(runs_root(cfg), key)
         if not (export_dir(cfg, key) / "lineage.json").exists():
             gone = "" if ckpt.is_dir() else f" and its checkpoint {ckpt} was deleted"
-            raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg, key)} of checkpoint {key} is missing{gone}; "
-                                 f"rematerialize hf_export for this partition first"
+            raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg, key)} of checkpoint {key} is missing"
+                                 f"{gone}; rematerialize hf_export for this partition first"
                                  + (" (the checkpoint must exist: rerun training)" if gone else ""))
         # The step, the checkpoint and the run's metrics.jsonl come from the export's lineage.json.
         report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals, model_label=key)
@@ -98,7 +102,8 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
     def eval_summary(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         keys = context.instance.get_dynamic_partitions(checkpoints.name)
         dirs = [report_dir(cfg, k) for k in keys if (report_dir(cfg, k) / "lineage.json").exists()]
-        trend = write_trend(dirs, summary_dir(cfg))
+        with writer_lock(summary_dir(cfg), "eval summary"):
+            trend = write_trend(dirs, summary_dir(cfg))
         metadata = {"reports": dg.MetadataValue.int(len(dirs)), "summary": dg.MetadataValue.md(trend.markdown),
                     "dir": dg.MetadataValue.path(str(summary_dir(cfg)))}
         png = trend.paths.get("trend.png")

@@ -8,6 +8,9 @@ ours within 1e-4, the tokenizer equals tiktoken). Written to `<data_dir>/exports
 Data version: a hash of the exported weights, config and tokenizer files (not the model card or
 lineage.json, which name the code's git commit and the time), so re-exporting an unchanged
 checkpoint leaves its evals fresh.
+
+`export_checkpoint` writes the directory under its writer lock (gpt2train/locks.py): two runs of one
+partition (the sensor's and a UI click, two pipelines, a CLI export) are refused rather than racing.
 """
 
 import hashlib

@@ -3,7 +3,8 @@
 Wraps `gpt2train.data_stage.materialize_token_shards` (partition layout, see
 gpt2train/prepare.py), and the four shard checks of `gpt2train.shards.validate_shard`
 as Dagster asset checks, run after every materialization and runnable on their own to
-catch a shard corrupted later.
+catch a shard corrupted later. A partition's shards are written under the writer lock of its
+manifest (gpt2train/locks.py): a second run of the same partition is refused, naming the first.
 """
 
 import warnings
@@ -14,6 +15,7 @@ from assets.partitions import corpus_files
 from gpt2train.config import Config
 from gpt2train.data_stage import materialize_token_shards, shards_dir
 from gpt2train.fileio import read_json
+from gpt2train.locks import writer_lock
 from gpt2train.prepare import manifest_path, shards_code_version
 from gpt2train.shards import validate_shard
 
@@ -41,8 +43,12 @@ def build_token_shards_asset(cfg: Config) -> list:
                     "in llm.c .bin shards of shards.shard_size tokens with lineage sidecars.",
     )
     def token_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        manifest = materialize_token_shards(cfg, context.partition_key)
         out = shards_dir(cfg)
+        # The manifest is written last and marks the partition complete; one lock per partition, as
+        # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
+        key = context.partition_key
+        with writer_lock(manifest_path(out, key), f"token_shards partition {key}: manifest"):
+            manifest = materialize_token_shards(cfg, key)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(manifest["data_version"]),
             metadata={

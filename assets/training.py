@@ -3,17 +3,27 @@
 Wraps `gpt2train.train.train` (via `pipelines/train_pipes.py`): the asset writes the resolved
 config into the run directory `<data_dir>/runs/<run_tag>` and runs
 
-    python -m torch.distributed.run --standalone --nproc_per_node=N -m pipelines.train_pipes --config <run>/config.yaml
+    python -m pipelines.torchrun_launcher --failure-note <notes>/launch_failure.json \\
+        --standalone --nproc_per_node=N -m pipelines.train_pipes --config <run>/config.yaml \\
+        --error-file <notes>/trainer_error.txt
 
-with the Pipes client from the `pipes_subprocess_client` resource — swap in `dagster-k8s`'s
-`PipesK8sClient` (docs/deploy.md) and the same asset trains on Kubernetes. Rank 0 streams the log
-into the run and reports the metadata; a watcher thread registers each checkpoint as a
-`checkpoints` partition the moment it is complete, so exports and evals start while training goes on.
+(torchrun, i.e. `python -m torch.distributed.run`, plus a note of how a rank died: see
+pipelines/torchrun_launcher.py) with the Pipes client from the `pipes_subprocess_client`
+resource — swap in `dagster-k8s`'s `PipesK8sClient` (docs/deploy.md) and the same asset trains on
+Kubernetes. Rank 0 streams the log into the run and reports the metadata; a watcher thread
+registers each checkpoint as a `checkpoints` partition the moment it is complete, so exports and
+evals start while training goes on.
 
 Same config and shards -> same run tag -> the trainer resumes (and does nothing if the run is
-complete); a changed config or corpus -> a new run directory, a new run.
+complete); a changed config or corpus -> a new run directory, a new run. A failed run says why
+(the trainer's own error, or the signal that killed a rank) and which complete checkpoint the
+next materialization resumes from.
 """
 
+import json
+import re
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -22,19 +32,64 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 
 from assets.checkpoints import CheckpointWatcher
+from gpt2train.checkpoint import latest_checkpoint
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.runs import run_dir, write_run_config
+from gpt2train.runs import read_metrics, run_dir, write_run_config
 from gpt2train.train import train_code_version
 
 TRAINER_MODULE = "pipelines.train_pipes"
+LAUNCHER_MODULE = "pipelines.torchrun_launcher"
+# One attempt's failure notes, in `<run>/.launch-<Dagster run id>/`: on the run's volume, which a
+# training pod writes too (docs/deploy.md), and one folder per attempt, so a second attempt that
+# the trainer's run-directory lock refuses never leaves its note where this attempt reads its own.
+TRAINER_ERROR = "trainer_error.txt"  # the trainer's own Gpt2TrainError (pipelines/train_pipes.py)
+LAUNCH_FAILURE = "launch_failure.json"  # how the first failed rank ended (pipelines/torchrun_launcher.py)
 
 
-def torchrun_command(cfg: Config, config_path: Path) -> list[str]:
-    """torchrun (as `python -m torch.distributed.run`, so it is this environment's) for the config."""
+def torchrun_command(cfg: Config, config_path: Path, notes: Path) -> list[str]:
+    """torchrun (`python -m torch.distributed.run` inside the launcher, so it is this environment's)
+    for the config; a failed attempt leaves its notes in the folder `notes`."""
     rendezvous = list(cfg.launch.torchrun_args) or ["--standalone"]
-    return [sys.executable, "-m", "torch.distributed.run", *rendezvous,
-            f"--nproc_per_node={cfg.launch.nproc_per_node}", "-m", TRAINER_MODULE, "--config", str(config_path)]
+    return [sys.executable, "-m", LAUNCHER_MODULE, "--failure-note", str(notes / LAUNCH_FAILURE), *rendezvous,
+            f"--nproc_per_node={cfg.launch.nproc_per_node}", "-m", TRAINER_MODULE, "--config", str(config_path),
+            "--error-file", str(notes / TRAINER_ERROR)]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_training_failure(run: Path, notes: Path, launcher_error: str) -> str:
+    """Why the trainer in `run` failed, from the attempt's `notes`, for the run's failure message.
+    The trainer's own error says what to fix; a rank killed by a signal or crashed reports nothing
+    itself, so the message says how it ended, how far it got and which checkpoint a rerun resumes from."""
+    trainer_error = notes / TRAINER_ERROR
+    if trainer_error.exists():
+        return f"training run {run.name} failed: {trainer_error.read_text().strip()}"
+    note = json.loads((notes / LAUNCH_FAILURE).read_text()) if (notes / LAUNCH_FAILURE).exists() else None
+    if note and note.get("signal"):
+        how = (f"trainer rank {note['rank']} (pid {note['pid']}) was killed by {note['signal']} "
+               f"(signal {-note['exitcode']}: e.g. the OOM killer, `kill -9`, a preempted node)")
+    elif note:
+        how = (f"trainer rank {note['rank']} (pid {note['pid']}) exited with code {note['exitcode']} without a "
+               f"gpt2train error (a crash: its traceback is in the run's output above)")
+    else:  # the launcher itself failed, e.g. killed: only the Pipes client's exit code is left
+        code = re.search(r"code (-?\d+)", launcher_error)
+        how = (f"torchrun was killed by {_signal_name(-int(code[1]))}" if code and int(code[1]) < 0
+               else f"torchrun failed ({launcher_error})")
+    steps = [m["step"] for m in read_metrics(run) if "loss" in m]
+    progress = f" after step {max(steps)}" if steps else " before its first step"
+    last = latest_checkpoint(run / "checkpoints")
+    if last is not None:
+        resume = (f"The last complete checkpoint is {last}; materializing training_run again (e.g. "
+                  f"`gpt2train pipeline --stale-only`) resumes from it")
+    else:
+        resume = "No checkpoint was complete, so materializing training_run again starts from step 0"
+    return f"training run {run.name} failed: {how}{progress}. Log: {run / 'main.log'}. {resume}."
 
 
 def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
@@ -50,18 +105,20 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
     )
     def training_run(context: dg.AssetExecutionContext,
                      pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        # No writer lock here: the trainer locks its run directory itself (gpt2train/train.py),
+        # which also covers `gpt2train train` next to a Dagster run.
         run = run_dir(cfg)
-        run.mkdir(parents=True, exist_ok=True)
-        error_file = run / "last_error.txt"
-        error_file.unlink(missing_ok=True)
-        command = torchrun_command(cfg, write_run_config(cfg, run))
+        notes = run / f".launch-{context.run.run_id}"
+        notes.mkdir(parents=True, exist_ok=True)
+        command = torchrun_command(cfg, write_run_config(cfg, run), notes)
         context.log.info(f"training run {run.name}: {' '.join(command)}")
         try:
             with CheckpointWatcher(context.instance, run / "checkpoints", log=context.log):
                 invocation = pipes_subprocess_client.run(context=context, command=command)
         except DagsterPipesExecutionError as e:  # the trainer exited non-zero
-            reason = error_file.read_text().strip() if error_file.exists() else f"see {run / 'main.log'}"
-            raise Gpt2TrainError(f"training run {run.name} failed: {reason}") from e
+            raise Gpt2TrainError(describe_training_failure(run, notes, str(e))) from e
+        finally:
+            shutil.rmtree(notes, ignore_errors=True)  # read above, or nothing to read
         return invocation.get_materialize_result()
 
     return training_run

@@ -38,6 +38,7 @@ from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic,
 )
 from gpt2train.lineage import provenance
+from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +134,22 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     device = resolve_device(ecfg.device)
 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report_dir.with_name(f".{report_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        tasks = write_local_task_yamls(tasks, tmp / "tasks")
-        raw = _run_harness(export_dir, tasks, ecfg, device)
-        report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
-                               model_label, metrics_path, baselines)
-        replace_dir(tmp, report_dir)
-    except BaseException as e:
+    # One writer per report directory: a second evaluation into it (CLI or Dagster) is refused.
+    with writer_lock(report_dir, "eval report"):
+        tmp = report_dir.with_name(f".{report_dir.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(e):  # name the report, not the temp file that was being written
-            raise disk_full_error(report_dir) from e
-        raise
+        tmp.mkdir()
+        try:
+            tasks = write_local_task_yamls(tasks, tmp / "tasks")
+            raw = _run_harness(export_dir, tasks, ecfg, device)
+            report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
+                                   model_label, metrics_path, baselines)
+            replace_dir(tmp, report_dir)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(e):  # name the report, not the temp file that was being written
+                raise disk_full_error(report_dir) from e
+            raise
     log.info("eval report %s: %s", report_dir, json.dumps(report.metrics))
     return report
 

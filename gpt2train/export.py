@@ -41,6 +41,7 @@ from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_
 from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
 from gpt2train.lineage import code_version, provenance
+from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.tokenizer import EOT_TOKEN
 
@@ -87,48 +88,50 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
     out_dir = Path(out_dir).absolute()
     check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with our pid
-    try:
-        tmp.mkdir()
-        # The tokenizer first: offline without the BPE files in TIKTOKEN_CACHE_DIR it fails fast.
-        write_gpt2_tokenizer(tmp, model_max_length=ckpt.model.config.block_size)
-        with _quiet_transformers():
-            hf_params = write_hf_model(ckpt.model, tmp)
-            verification = verify_export(tmp, ckpt.model)
-        checkpoint_ref = {
-            "path": str(ckpt.path), "key": key or _checkpoint_key(ckpt.path), "step": ckpt.state["step"],
-            "model_sha256": ckpt.model_sha256, "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
-        }
-        export_ver = export_code_version()
-        model_sha256 = sha256_file(tmp / "model.safetensors")
-        (tmp / "README.md").write_text(
-            model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir))
-        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
-        c = ckpt.model.config
-        lineage = {
-            "artifact": "hf_export",
-            "checkpoint": checkpoint_ref,
-            "files": files,
-            "model_sha256": model_sha256,
-            "verification": verification,
-            "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
-                      "block_size": c.block_size, "vocab_size": c.vocab_size},
-            **provenance("hf_export", export_ver),
-        }
-        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
-        # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
-        mode = (tmp / "config.json").stat().st_mode & 0o777
-        for f in tmp.iterdir():  # data on disk before the directory appears under its final name
-            f.chmod(mode)
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        replace_dir(tmp, out_dir)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(e):
-            raise disk_full_error(out_dir) from e
-        raise
+    # One writer per export directory: a second export of it (CLI or Dagster) is refused, naming the first.
+    with writer_lock(out_dir, "Hugging Face export"):
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with our pid
+        try:
+            tmp.mkdir()
+            # The tokenizer first: offline without the BPE files in TIKTOKEN_CACHE_DIR it fails fast.
+            write_gpt2_tokenizer(tmp, model_max_length=ckpt.model.config.block_size)
+            with _quiet_transformers():
+                hf_params = write_hf_model(ckpt.model, tmp)
+                verification = verify_export(tmp, ckpt.model)
+            checkpoint_ref = {
+                "path": str(ckpt.path), "key": key or _checkpoint_key(ckpt.path), "step": ckpt.state["step"],
+                "model_sha256": ckpt.model_sha256, "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
+            }
+            export_ver = export_code_version()
+            model_sha256 = sha256_file(tmp / "model.safetensors")
+            (tmp / "README.md").write_text(
+                model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir))
+            files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+            c = ckpt.model.config
+            lineage = {
+                "artifact": "hf_export",
+                "checkpoint": checkpoint_ref,
+                "files": files,
+                "model_sha256": model_sha256,
+                "verification": verification,
+                "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
+                          "block_size": c.block_size, "vocab_size": c.vocab_size},
+                **provenance("hf_export", export_ver),
+            }
+            (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+            # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
+            mode = (tmp / "config.json").stat().st_mode & 0o777
+            for f in tmp.iterdir():  # data on disk before the directory appears under its final name
+                f.chmod(mode)
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            replace_dir(tmp, out_dir)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(e):
+                raise disk_full_error(out_dir) from e
+            raise
     return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
                         verification=verification, lineage=lineage)
 

@@ -257,6 +257,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                  t.batch_size,
                  t.seq_len, d.world, grad_accum, start_step, max_steps,
                  f" (resumed from {resume_from})" if resume_from else "")
+        restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+        if restarts:
+            log.info("torchrun restart %d of this job (--max-restarts): every rank was started again", restarts)
     metrics_path = out_dir / "metrics.jsonl"
     if d.is_main and metrics_path.exists():
         # Drop what a crashed run logged after its last checkpoint (and a line it tore): those steps

@@ -16,13 +16,24 @@ Everything else is reported as skipped. Without `stale_only`, every stage runs (
 so a complete run costs nothing) for the current run's checkpoints.
 
 A failing checkpoint partition (e.g. its checkpoint was deleted) does not stop the others: the
-failures are collected and raised together at the end, after the summary of what did run.
+failures are collected and raised together at the end, after the summary of what did run. A
+failed data or training stage stops the pipeline; what it materialized before stays, and a
+rerun with `stale_only` redoes only the failed stage and what comes after it (training resumes
+from its last complete checkpoint).
+
+One pipeline per data dir at a time: `run_pipeline` holds the data dir's writer lock
+(`<data_dir>/.pipeline.lock`, gpt2train/locks.py) for the whole run, so a second `gpt2train
+pipeline` on the same data dir is refused at once, naming the first, whatever its DAGSTER_HOME.
+Runs launched from the UI do not come through here; each asset takes its own artifact's lock
+(assets/*).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -31,6 +42,7 @@ from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
 from gpt2train.data_stage import source_changed
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.locks import writer_lock
 from gpt2train.runs import find_checkpoints, run_dir, runs_root
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
@@ -42,7 +54,6 @@ log = logging.getLogger(__name__)
 DATA_ASSETS = ("corpus", "token_shards")  # in dependency order
 EVAL_ASSETS = ("hf_export", "eval_report")
 STAGES = ("data", "training", "evals")
-GPT2TRAIN_ERRORS = {"Gpt2TrainError", "ConfigError", "DataError"}
 # Dagster's console logger at INFO: its DEBUG lines (every step event) drown the library's own log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -76,8 +87,20 @@ def failure_cause(result) -> str:
     while err is not None:
         chain.append(err)
         err = err.cause
-    ours = next((e for e in chain if e.cls_name in GPT2TRAIN_ERRORS), chain[-1])
-    return ours.message.strip()
+    ours = next((e for e in chain if e.cls_name in gpt2train_error_names()), chain[-1])
+    # Dagster's message starts "gpt2train.errors.Gpt2TrainError: "; the user needs only the text.
+    return re.sub(rf"^[\w.]*\b{re.escape(ours.cls_name)}: ", "", ours.message.strip())
+
+
+def gpt2train_error_names() -> set[str]:
+    """Class names of Gpt2TrainError and its subclasses (ArtifactBusy, InjectedFault, ...): a failed
+    run's error chain holds only names, and every module that defines one is imported by now."""
+    names, todo = set(), [Gpt2TrainError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
 
 
 def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, summary: PipelineSummary,
@@ -100,6 +123,20 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
     """Materialize the stages up to `through` (data | training | evals); see the module docstring."""
     if through not in STAGES:
         raise ValueError(f"through={through!r}: one of {STAGES}")
+    # Refuses (ArtifactBusy, naming the holder) rather than waits: a second pipeline would only
+    # redo, or fight over, what the first is writing. No asset's lock is this file (theirs are
+    # named after their artifacts), so the runs below never meet it: no self-deadlock.
+    with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg)):
+        return _run_stages(cfg, instance, stale_only, through)
+
+
+def pipeline_lock_path(cfg: Config) -> Path:
+    """Inside the data dir (git-ignored, writable), not beside it as artifact locks are: the data
+    dir is never replaced whole, and its parent may be a checkout or a read-only mount."""
+    return Path(cfg.data_dir) / ".pipeline.lock"
+
+
+def _run_stages(cfg: Config, instance: dg.DagsterInstance, stale_only: bool, through: str) -> PipelineSummary:
     defs = build_definitions(cfg)
     summary = PipelineSummary()
     _run_data_stage(cfg, defs, instance, summary, stale_only)

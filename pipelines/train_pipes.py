@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="the run's resolved config YAML")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--error-file", type=Path, default=None,
+                    help="where rank 0 writes a gpt2train error for the asset (default: <run dir>/last_error.txt)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.overrides)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, on_checkpoint=on_checkpoint)
         except Gpt2TrainError as e:
             # The asset reads this back: the Pipes client itself only knows the exit code.
-            write_text_atomic(default_paths(cfg)[2] / "last_error.txt", f"{e}\n")
+            write_text_atomic(args.error_file or default_paths(cfg)[2] / "last_error.txt", f"{e}\n")
             pipes.log.error(f"training failed: {e}")
             print(f"gpt2train train: error: {e}", file=sys.stderr)
             return 2

@@ -35,7 +35,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory, edu_mini) -> Path:
-    """A data dir holding small shards of edu-mini (1 val + 2 train, with sidecars), made once."""
+    """A data dir holding small shards of edu-mini (60k tokens each: 1 val and 11 train, with sidecars), made once."""
     from gpt2train.config import load_config
     from gpt2train.data_stage import prepare
 

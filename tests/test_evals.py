@@ -254,7 +254,7 @@ def test_failure_keeps_the_earlier_report(export, report, offline, tmp_path):
     with pytest.raises(Exception, match="(?i)size|mismatch"):
         evaluate_export(bad, out, _ecfg())
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "report"]  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".report.lock", "export", "report"]  # no temp folder
 
 
 def test_evals_code_version(tmp_path):

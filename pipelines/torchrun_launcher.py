@@ -1,0 +1,58 @@
+"""torchrun that leaves a note of how its workers ended: what the `training_run` asset launches.
+
+    python -m pipelines.torchrun_launcher --failure-note NOTE.json <torchrun arguments>
+
+runs `python -m torch.distributed.run <torchrun arguments>` in this process, unchanged. Why the
+wrapper: only torchrun (the elastic agent) sees how a trainer rank ended. A rank killed by a signal
+(the OOM killer, `kill -9`, a preempted node) cannot report anything itself, and torchrun then
+exits 1 as for any other failure, so the Pipes client knows only "exit code 1". On a worker
+failure this writes the first failed rank's pid, exit code and signal to the note as JSON (the
+`training_run` asset turns it into its error message), then fails exactly as torchrun does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+USAGE = "usage: python -m pipelines.torchrun_launcher --failure-note PATH <torchrun arguments>"
+
+
+def failure_note(failures: dict) -> dict:
+    """The first failed rank of a ChildFailedError's `failures` ({global rank: ProcessFailure})."""
+    # The first to fail, as ChildFailedError.get_first_failure, but never a rank torchrun itself stopped
+    # (SIGTERM) when another one failed: timestamps are whole seconds, so a tie could name the bystander.
+    candidates = {r: f for r, f in failures.items() if f.exitcode != -15} or failures
+    rank = min(candidates, key=lambda r: candidates[r].timestamp)
+    first = failures[rank]
+    return {"rank": rank, "local_rank": first.local_rank, "pid": first.pid, "exitcode": first.exitcode,
+            # torchrun reports a death by signal as a negative exit code, as subprocess does.
+            "signal": first.signal_name() if first.exitcode < 0 else None,
+            "failed_ranks": sorted(failures), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] != "--failure-note":
+        raise SystemExit(USAGE)
+    note, torchrun_args = Path(argv[1]), argv[2:]
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torch 2.13 shares one rendezvous TCP store across --max-restarts attempts, and restarted workers
+    # can then read the dead attempt's gloo addresses (pytorch/pytorch#135712): 2 of 8 restarts came up
+    # without this setting, 8 of 8 with it (tests/test_fault_rank_kill.py).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    try:
+        torchrun.main(torchrun_args)
+    except ChildFailedError as e:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(json.dumps(failure_note(e.failures), indent=1) + "\n")
+        raise  # torchrun's own report (traceback, rank table) and exit code 1, as without the wrapper
+
+
+if __name__ == "__main__":
+    main()
