@@ -207,9 +207,12 @@ def _load_tensors(file: Path) -> Any:
     try:
         return torch.load(file, weights_only=True, map_location="cpu")
     except UnpicklingError as e:  # weights_only refused an object: it was never unpickled
+        # torch's message is a page of advice on loading it anyway; keep only what it refused.
+        why = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in str(e).splitlines()
+                    if "WeightsUnpickler error:" in line), "an object that is not a tensor").split(". ")[0]
         raise Gpt2TrainError(f"checkpoint file {file} holds objects other than tensors (refused, not unpickled: "
-                             f"{str(e).splitlines()[0]}); gpt2train never writes such files: delete this "
-                             f"checkpoint and use another") from None
+                             f"{why}); gpt2train never writes such files: delete this checkpoint and use "
+                             f"another") from None
 
 
 def restore_rng(rng: dict[str, torch.Tensor]) -> None:

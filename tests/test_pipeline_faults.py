@@ -119,7 +119,7 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
         # ---- run 1: killed mid-training -------------------------------------------------------
         with pytest.raises(Gpt2TrainError) as err:
             run_pipeline(cfg, instance)
-        run = next((data / "runs").iterdir())
+        (run,) = [p for p in (data / "runs").iterdir() if p.is_dir()]  # beside it: its .lock file
         ckpt2, ckpt4 = run / "checkpoints" / "step_00000002", run / "checkpoints" / "step_00000004"
         # The message says what happened, how far it got, and where a rerun resumes.
         message = str(err.value)
