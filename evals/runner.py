@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import (
-    atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic,
+    atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
+    write_json_atomic,
 )
 from gpt2train.lineage import provenance
 from gpt2train.locks import writer_lock
@@ -136,7 +136,7 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     # One writer per report directory: a second evaluation into it (CLI or Dagster) is refused.
     with writer_lock(report_dir, "eval report"):
-        tmp = report_dir.with_name(f".{report_dir.name}.tmp-{os.getpid()}")
+        tmp = temp_path_for(report_dir)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:

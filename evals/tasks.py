@@ -130,11 +130,10 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
     dupes = sorted({n for n in seen if seen.count(n) > 1})
     if dupes:
         raise ConfigError(f"evals.tasks: {', '.join(dupes)} listed more than once; keep one entry per task")
-    local = parse_local_data(ecfg)
+    local = {name: path.resolve() for name, path in parse_local_data(ecfg).items()}
     # The local files first: reading them takes milliseconds, the harness's task index below ~20 s,
     # so a malformed line is reported (by line number) before that wait.
     for name, path in local.items():
-        path = path.resolve()
         if not path.is_file():
             raise DataError(f"evals.local_data: {name}'s file {path} not found; fix the path (relative paths "
                             f"are resolved against the config file's folder)")
@@ -169,7 +168,7 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
         if t.name not in local:
             out.append(t)
             continue
-        path = local[t.name].resolve()  # checked above
+        path = local[t.name]  # checked above
         split = _eval_split(t)
         out.append(replace(t, harness_task=t.name + LOCAL_SUFFIX, local_path=str(path),
                            local_sha256=sha256_file(path), split=split))

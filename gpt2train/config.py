@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from gpt2train.errors import ConfigError
+from gpt2train.model_config import GPTConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -330,10 +331,10 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
     if not re.fullmatch(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", c.dataset) or ".." in c.dataset:
         raise ConfigError(f"{where}: corpus.dataset={c.dataset!r} is not a Hub repo id (`owner/name`: letters, "
                           f"digits, '_', '-', '.', no '..'); e.g. HuggingFaceFW/fineweb-edu")
-    _check_model(cfg, where)
+    model = _check_model(cfg, where)
     _check_written_paths(cfg, where, explicit)
     if t.init_from:
-        _check_init_from(cfg, where)
+        _check_init_from(cfg, where, model)
 
 
 # Config paths that gpt2train *writes* under: they must stay inside data_dir (below). Every other
@@ -341,7 +342,7 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
 # train.init_from, evals.baselines_file and evals.local_data may live anywhere (a shared read-only
 # mirror such as ../shared, a checkpoint of another project), and reading them writes nothing.
 # (data_dir is the root itself; corpus.dataset and shards.prefix, which become path components,
-# are checked by pattern in validate_config; model.descriptor by gpt2train/model.py's parser.)
+# are checked by pattern in validate_config; model.descriptor by gpt2train/model_config.py's parser.)
 WRITTEN_PATH_FIELDS = (("train", "out_dir"),)
 
 
@@ -357,17 +358,13 @@ def launch_world_size(launch: LaunchConfig) -> int:
     return launch.nproc_per_node * nnodes
 
 
-def _check_model(cfg: Config, where: str) -> None:
-    """model.descriptor through the model's own parser (gpt2train/model.py; imported here, lazily,
-    because it imports torch), so a typo fails at config load, not when training starts."""
-    from gpt2train.model import GPTConfig
-
+def _check_model(cfg: Config, where: str) -> GPTConfig:
+    """model.descriptor through the model's own parser (gpt2train/model_config.py), so a typo fails at
+    config load, not when training starts. (block_size >= 1 follows from 1 <= seq_len <= block_size.)"""
     try:
-        GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
+        return GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
     except ValueError as e:
         raise ConfigError(f"{where}: model.descriptor: {e}") from None
-    if cfg.model.block_size < 1:
-        raise ConfigError(f"{where}: model.block_size={cfg.model.block_size} must be >= 1")
 
 
 def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[str]) -> None:
@@ -390,12 +387,11 @@ def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[st
                               f"unset), or pass --set {dotted}=PATH on the command line to choose another place")
 
 
-def _check_init_from(cfg: Config, where: str) -> None:
-    """train.init_from must be a complete checkpoint of the configured model shape: read from its
-    state.json now (no weights loaded), not found only after the trainer has built the model."""
-    from gpt2train.checkpoint import checkpoint_state
+def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
+    """train.init_from must be a complete checkpoint of the configured model shape (`ours`): read from
+    its state.json now (no weights loaded), not found only after the trainer has built the model."""
+    from gpt2train.checkpoint import checkpoint_state  # imports torch: only when init_from is set
     from gpt2train.errors import Gpt2TrainError
-    from gpt2train.model import GPTConfig
 
     t = cfg.train
     try:
@@ -406,7 +402,6 @@ def _check_init_from(cfg: Config, where: str) -> None:
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: train.init_from={t.init_from}: its state.json has no usable config.model "
                           f"({type(e).__name__}: {e}); start from a checkpoint gpt2train wrote") from None
-    ours = GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
 
     def shape(c: GPTConfig) -> str:
         return f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"

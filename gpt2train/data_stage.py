@@ -160,8 +160,8 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
     log.info("corpus: %d file(s) from %s", len(files), cfg.corpus.source)
     # Every file is fetched and checked (it holds text) before any record is written: a bad file
     # among many stops `prepare` with the data dir as it was.
-    records = [write_corpus_record(cfg, r) for r in [fetch_source_file(cfg.corpus, f.key, data_dir(cfg))
-                                                     for f in files]]
+    fetched = [fetch_source_file(cfg.corpus, f.key, data_dir(cfg)) for f in files]
+    records = [write_corpus_record(cfg, r) for r in fetched]
     # Earlier stream-layout shards here (never per-partition ones, which the asset owns).
     stale = [p for p in sorted(out_dir.glob(f"{cfg.shards.prefix}_*.bin"))
              if _sidecar_layout(p) == "stream"] if out_dir.exists() else []

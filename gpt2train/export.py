@@ -37,7 +37,7 @@ import torch
 
 from gpt2train.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file
+from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
 from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
 from gpt2train.lineage import code_version, provenance
@@ -53,7 +53,8 @@ LOGITS_BATCH = 2       # B of the sample batch the logits are compared on
 LOGITS_MAX_T = 32      # T = min(32, block_size)
 LOGITS_SEED = 1234     # the sample batch's token ids: fixed, so the recorded diff is reproducible
 
-EXPORT_MODULES = ["gpt2train.export", "gpt2train.hf_tokenizer", "gpt2train.hf_state_dict", "gpt2train.model"]
+EXPORT_MODULES = ["gpt2train.export", "gpt2train.hf_tokenizer", "gpt2train.hf_state_dict", "gpt2train.model",
+                  "gpt2train.model_config"]
 LINEAGE_FILE = "lineage.json"
 
 
@@ -86,11 +87,11 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
     """
     ckpt = read_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).absolute()
-    check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     # One writer per export directory: a second export of it (CLI or Dagster) is refused, naming the first.
     with writer_lock(out_dir, "Hugging Face export"):
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+        check_replaceable(out_dir)  # under the lock: no other writer changes it between check and write
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_for(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with our pid
         try:
             tmp.mkdir()
@@ -107,7 +108,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             model_sha256 = sha256_file(tmp / "model.safetensors")
             (tmp / "README.md").write_text(
                 model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir))
-            files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+            files = {f.name: model_sha256 if f.name == "model.safetensors" else sha256_file(f)
+                     for f in sorted(tmp.iterdir())}
             c = ckpt.model.config
             lineage = {
                 "artifact": "hf_export",

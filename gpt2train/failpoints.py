@@ -58,9 +58,3 @@ def failpoint(name: str) -> None:
         raise OSError(errno.ENOSPC, f"No space left on device (failpoint {name})")
     raise InjectedFault(f"injected fault at {name} (hit {hit}, {ENV})")
 
-
-def configure(spec: str) -> None:
-    """Replace the active failpoints (tests in this process); '' turns all off."""
-    global _points
-    _points = _parse(spec)
-    _hits.clear()

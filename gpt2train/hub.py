@@ -49,10 +49,10 @@ class _MaskEndpointCredentials(logging.Filter):
     the full request URL (`... thrown while requesting GET https://user:token@mirror/...`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if shown_endpoint() != endpoint():
-            message = record.getMessage()
-            if endpoint() in message:
-                record.msg, record.args = redact(message), None
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
 
 
@@ -79,7 +79,8 @@ def check_repo_path(path: str, what: str = "Hub file") -> str:
     relative, '/'-separated, no `..`, `.` or empty segment, no backslash or NUL. A malicious or
     broken repo listing (`../../x.parquet`, `/etc/x.parquet`) is refused before anything is written."""
     parts = path.split("/")
-    if (not path or path.startswith("/") or "\\" in path or "\0" in path or re.match(r"^[A-Za-z]:", path)
+    # An empty path and a leading `/` give an empty segment.
+    if ("\\" in path or "\0" in path or re.match(r"^[A-Za-z]:", path)
             or any(part in ("", ".", "..") for part in parts)):
         raise DataError(f"{what} {path!r} is not a safe relative path (absolute, `..` or empty segments); "
                         f"refusing to write it under the download folder. Check corpus.dataset and "
@@ -207,7 +208,7 @@ def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, 
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
-    final = _inside(local_dir, path)
+    final = local_dir / path  # checked by the caller, download_hub_file, before any request
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", etag) or etag.strip(".") == "":
         # The etag comes from the server and names the partial file: it must stay one file name.
         raise DataError(f"{shown_endpoint()} sent the etag {etag[:80]!r} for {path}, which is not a plain "

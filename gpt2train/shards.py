@@ -120,13 +120,12 @@ def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: in
     return checks
 
 
-def verify_shard_hashes(pattern: str, progress: bool = False) -> int:
-    """Hash every shard matching `pattern` and compare with its sidecar's sha256; returns how many
-    were verified. A shard that changed after it was written (a flipped bit, a truncation, an edited
+def verify_shard_hashes(pattern: str, progress: bool = False) -> None:
+    """Hash every shard matching `pattern` and compare with its sidecar's sha256. A shard that changed after it was written (a flipped bit, a truncation, an edited
     header) raises a DataError naming it, before training reads a token of it. Shards without a
     sidecar (e.g. karpathy's published ones) cannot be checked and are logged as such."""
     files = sorted(Path(p) for p in globlib.glob(pattern))
-    checked, unchecked = 0, []
+    unchecked = []
     with tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="verify shards",
               disable=not progress or not files, leave=False) as bar:
         for path in files:
@@ -142,12 +141,10 @@ def verify_shard_hashes(pattern: str, progress: bool = False) -> int:
                         f"{sidecar.name} when it was written: the file changed since (a flipped bit, a truncation, "
                         f"an edit). Training has not read it. Delete it and its sidecar and rematerialize its "
                         f"`token_shards` partition (or rerun `gpt2train prepare`).")
-                checked += 1
             bar.update(path.stat().st_size)
     if unchecked and progress:
         log.warning("%d shard(s) have no sidecar with a sha256 and were not verified: %s", len(unchecked),
                     ", ".join(unchecked[:5]) + (" …" if len(unchecked) > 5 else ""))
-    return checked
 
 
 class ShardFileWriter:

@@ -33,14 +33,16 @@ import torch
 import torch.distributed as dist
 
 from gpt2train import __version__
-from gpt2train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint
+from gpt2train.checkpoint import (
+    STEP_DIR, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+)
 from gpt2train.config import KERNEL_CHOICES, Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError, TrainingDiverged
 from gpt2train.failpoints import failpoint
+from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full, read_json
 from gpt2train.hellaswag import load_hellaswag, score_hellaswag
 from gpt2train.kernels import resolve_kernels
-from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full, read_json
 from gpt2train.lineage import code_version, git_commit, sidecar_path
 from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
@@ -55,7 +57,7 @@ from gpt2train.shards import verify_shard_hashes
 log = logging.getLogger("gpt2train.train")
 
 # The modules whose source decides what training computes: part of a checkpoint's code version.
-TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.data", "gpt2train.parallelize",
+TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.model_config", "gpt2train.data", "gpt2train.parallelize",
                       "gpt2train.checkpoint", "gpt2train.outliers"]
 TRITON_KERNEL_MODULES = ["gpt2train.kernels", "gpt2train.kernels.layernorm", "gpt2train.kernels.gelu",
                          "gpt2train.kernels.attention", "gpt2train.kernels.classifier"]
@@ -347,7 +349,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         # MFU per GPU against its bf16 dense peak (llm.c's table); omitted where unknown (CPU).
         mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
         write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip,
-                      **({"nonfinite": True} if nonfinite else {}), "ms": ms, "tok_s": tok_s, "mem_mb": memory_mb(device_type), **({"mfu": mfu} if mfu is not None else {})})
+                      **({"nonfinite": True} if nonfinite else {}), "ms": ms, "tok_s": tok_s,
+                      "mem_mb": memory_mb(device_type), **({"mfu": mfu} if mfu is not None else {})})
         if d.is_main:
             mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
             log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s",
@@ -428,7 +431,7 @@ def shard_lineage(pattern: str) -> list[dict]:
 
 def _diverged_message(step: int, in_a_row: int, limit: int, ckpt_root: Path) -> str:
     last_good = latest_checkpoint(ckpt_root)
-    where = (f"the last good checkpoint is {last_good} (step {int(last_good.name.split('_')[1])}); the run resumes "
+    where = (f"the last good checkpoint is {last_good} (step {int(STEP_DIR.match(last_good.name)[1])}); the run resumes "
              f"from it when started again" if last_good else "no checkpoint was written yet")
     return (f"training stopped at step {step}: the loss or gradient norm was NaN/Inf for {in_a_row} steps in a row "
             f"(steps {step - in_a_row + 1}..{step}; train.max_nonfinite_steps={limit}); none of them updated the "

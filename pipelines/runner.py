@@ -87,7 +87,8 @@ def failure_cause(result) -> str:
     while err is not None:
         chain.append(err)
         err = err.cause
-    ours = next((e for e in chain if e.cls_name in gpt2train_error_names()), chain[-1])
+    ours_names = gpt2train_error_names()
+    ours = next((e for e in chain if e.cls_name in ours_names), chain[-1])
     # Dagster's message starts "gpt2train.errors.Gpt2TrainError: "; the user needs only the text.
     return re.sub(rf"^[\w.]*\b{re.escape(ours.cls_name)}: ", "", ours.message.strip())
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 USAGE = "usage: python -m pipelines.torchrun_launcher --failure-note PATH <torchrun arguments>"
@@ -28,10 +27,9 @@ def failure_note(failures: dict) -> dict:
     candidates = {r: f for r, f in failures.items() if f.exitcode != -15} or failures
     rank = min(candidates, key=lambda r: candidates[r].timestamp)
     first = failures[rank]
-    return {"rank": rank, "local_rank": first.local_rank, "pid": first.pid, "exitcode": first.exitcode,
+    return {"rank": rank, "pid": first.pid, "exitcode": first.exitcode,
             # torchrun reports a death by signal as a negative exit code, as subprocess does.
-            "signal": first.signal_name() if first.exitcode < 0 else None,
-            "failed_ranks": sorted(failures), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "signal": first.signal_name() if first.exitcode < 0 else None}
 
 
 def main(argv: list[str] | None = None) -> None:

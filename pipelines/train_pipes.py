@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="the run's resolved config YAML")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--error-file", type=Path, default=None,
-                    help="where rank 0 writes a gpt2train error for the asset (default: <run dir>/last_error.txt)")
+                    help="where rank 0 writes a gpt2train error for the asset (the training_run asset passes it)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.overrides)
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, on_checkpoint=on_checkpoint)
         except Gpt2TrainError as e:
             # The asset reads this back: the Pipes client itself only knows the exit code.
-            write_text_atomic(args.error_file or default_paths(cfg)[2] / "last_error.txt", f"{e}\n")
+            if args.error_file:
+                write_text_atomic(args.error_file, f"{e}\n")
             pipes.log.error(f"training failed: {e}")
             print(f"gpt2train train: error: {e}", file=sys.stderr)
             return 2

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 EDU_MINI = SHARED / "data" / "edu-mini"
 TIKTOKEN_DIR = SHARED / "tiktoken"
+HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"  # the invented HellaSwag-schema file
 
 # Set before any test imports tiktoken; offline, tiktoken finds GPT-2's files here.
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))

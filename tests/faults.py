@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from gpt2train.checkpoint import STEP_DIR, checkpoint_state
+from gpt2train.fileio import sha256_file
 from gpt2train.runs import read_metrics_file
 from tests.conftest import REPO, TIKTOKEN_DIR
 
@@ -63,9 +66,23 @@ def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float 
     raise TimeoutError(f"{text!r} did not appear in {path} within {timeout} s")
 
 
+def without_timings(records: list[dict]) -> list[dict]:
+    """Metrics records without the wall-clock fields: what must be bitwise reproducible."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
 def loss_log(out: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock fields: what must be bitwise reproducible."""
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics_file(out / "metrics.jsonl")]
+    return without_timings(read_metrics_file(out / "metrics.jsonl"))
+
+
+def weights(out: Path, step: int) -> dict:
+    """The model weights of the run `out`'s checkpoint at `step`."""
+    return load_file(out / "checkpoints" / f"step_{step:08d}" / "model.safetensors")
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """{path relative to root: sha256} of every file under root."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def step_dirs(out: Path) -> list[Path]:

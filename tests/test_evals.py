@@ -19,9 +19,8 @@ import pytest
 from gpt2train.config import EvalsConfig
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from tests.conftest import SHARED
+from tests.conftest import HELLASWAG, SHARED
 
-HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
 BASELINES = SHARED / "data" / "published_baselines.json"
 ENCODER_JSON = SHARED / "tiktoken" / "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"  # HF vocab.json
 VOCAB_BPE = SHARED / "tiktoken" / "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # HF merges.txt

@@ -28,12 +28,12 @@ from gpt2train.fileio import sha256_file
 from gpt2train.lineage import sidecar_path
 from gpt2train.shards import validate_shard
 from gpt2train.train import train
-from tests.conftest import SHARED
+from tests.conftest import HELLASWAG
+from tests.faults import file_hashes
 
 pytestmark = pytest.mark.slow
 
 DISK_MB = 256
-HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
 
 
 def mount_tmpfs(path, size_mb):
@@ -56,10 +56,6 @@ def filled(disk, leave_bytes):
     finally:
         os.close(fd)
         filler.unlink()
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def temp_leftovers(folder):
@@ -104,13 +100,13 @@ def assert_disk_full_error(e, names):
 
 def test_shard(chain):
     data = chain["data"]
-    before = snapshot(data / "shards")
+    before = file_hashes(data / "shards")
     # Re-tokenizing with another shard size: the first new 100 KB shard does not fit in 64 KB.
     cfg = load_config("tiny", [*chain["sets"], "shards.shard_size=50000"])
     with filled(chain["disk"], 64 << 10), pytest.raises(DataError) as e:
         prepare(cfg, data / "shards", progress=False)
     assert_disk_full_error(e, data / "shards")
-    assert snapshot(data / "shards") == before and temp_leftovers(data) == []
+    assert file_hashes(data / "shards") == before and temp_leftovers(data) == []
     shards = sorted((data / "shards").glob("*.bin"))
     assert len(shards) > 2
     for shard in shards:  # header, size, token range and sha256 against the sidecar
@@ -119,7 +115,7 @@ def test_shard(chain):
 
 def test_checkpoint(chain):
     out, ckpt = chain["out"], chain["ckpt"]
-    before = snapshot(out / "checkpoints")
+    before = file_hashes(out / "checkpoints")
     cfg = load_config("tiny", [*chain["sets"], f"train.out_dir={out}", "train.max_steps=4"])
     # 1 MiB: room for the log and metrics lines of steps 3-4, not for the step-4 checkpoint (~80 MB).
     with filled(chain["disk"], 1 << 20), pytest.raises(DataError) as e:
@@ -127,7 +123,7 @@ def test_checkpoint(chain):
     msg = str(e.value)
     assert "disk full while writing the step-4 checkpoint" in msg and f"latest complete: {ckpt}" in msg, msg
     assert "MiB free" in msg and "training resumes from the latest complete checkpoint" in msg
-    assert snapshot(out / "checkpoints") == before and temp_leftovers(out) == []
+    assert file_hashes(out / "checkpoints") == before and temp_leftovers(out) == []
     checkpoint_state(ckpt, verify_hash=True)
     # With the space back, the same command resumes from step 2 and completes.
     assert train(cfg)["steps"] == 4 and latest_checkpoint(out / "checkpoints").name == "step_00000004"
@@ -136,19 +132,19 @@ def test_checkpoint(chain):
 
 def test_export(chain):
     export = chain["export"]
-    before = snapshot(export)
+    before = file_hashes(export)
     with filled(chain["disk"], 256 << 10), pytest.raises(DataError) as e:
         export_checkpoint(chain["ckpt"], export)  # the ~26 MB weights do not fit in 256 KB
     assert_disk_full_error(e, export)
-    assert snapshot(export) == before and temp_leftovers(export.parent) == []
+    assert file_hashes(export) == before and temp_leftovers(export.parent) == []
     recorded = json.loads((export / "lineage.json").read_text())["files"]
     assert {name: sha256_file(export / name) for name in recorded} == recorded
 
 
 def test_report(chain):
     report = chain["report"]
-    before = snapshot(report)
+    before = file_hashes(report)
     with filled(chain["disk"], 0), pytest.raises(DataError) as e:
         evaluate_export(chain["export"], report, chain["ecfg"])
     assert_disk_full_error(e, report)
-    assert snapshot(report) == before and temp_leftovers(report.parent) == []
+    assert file_hashes(report) == before and temp_leftovers(report.parent) == []

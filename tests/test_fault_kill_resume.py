@@ -70,7 +70,8 @@ class KilledRun:
     def launch(self, failpoints=""):
         self.launches += 1
         self.log = self.runs_root.parent / f"launch-{self.launches}.log"
-        latest = self.complete()[-1] if self.complete() else None
+        done = self.complete()
+        latest = done[-1] if done else None
         self.proc = start_training(self.data, self.out, SETS, self.log, failpoints)
         # The run names the checkpoint it resumed from in its first log line: the newest complete one.
         started = wait_for_text(self.log, "model tiny:", self.proc)

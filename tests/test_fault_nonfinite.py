@@ -12,13 +12,12 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from gpt2train import model as model_module
 from gpt2train.config import load_config
 from gpt2train.errors import TrainingDiverged
 from gpt2train.train import main, train
-from tests.faults import loss_log
+from tests.faults import loss_log, weights
 
 
 class _InfGradient(torch.autograd.Function):
@@ -64,10 +63,6 @@ def cfg_for(data, out, *extra):
     return load_config("tiny", [f"data_dir={data}", f"train.out_dir={out}", "train.max_steps=6",
                                 "train.checkpoint_every=1", "train.val_every=0", "train.warmup_steps=2",
                                 "train.hellaswag_every=0", "train.sample_tokens=4", *extra])
-
-
-def weights(out, step):
-    return load_file(out / "checkpoints" / f"step_{step:08d}" / "model.safetensors")
 
 
 def same(a, b):

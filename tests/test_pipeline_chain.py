@@ -21,19 +21,18 @@ from gpt2train.lineage_walk import walk_lineage
 from pipelines.definitions import build_definitions
 from pipelines.runner import PipelineFailed, failure_cause, run_pipeline
 from pipelines.staleness import StaleStatus, stale_statuses
-from tests.conftest import SHARED
+from tests.conftest import EDU_MINI
 
 pytestmark = pytest.mark.slow
 
-HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
+# The chain on a small slice: 2 corpus files, 4 steps with a checkpoint every 2, 8 eval items.
+CHAIN_SETS = (f"corpus.source={EDU_MINI}", "corpus.files=2", "corpus.max_documents_per_file=30",
+              "shards.shard_size=40000", "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2",
+              "train.hellaswag_items=8", "evals.limit=8")
 
 
 def chain_cfg(root: Path, *overrides: str):
-    return load_config("tiny", [
-        f"data_dir={root / 'data'}", f"corpus.source={SHARED / 'data' / 'edu-mini'}", "corpus.files=2",
-        "corpus.max_documents_per_file=30", "shards.shard_size=40000",
-        "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8",
-        "evals.limit=8", *overrides])
+    return load_config("tiny", [f"data_dir={root / 'data'}", *CHAIN_SETS, *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ versions, the runs' event logs) and from the files' bytes and mtimes, not from o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,17 +25,15 @@ import pytest
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.failpoints import ENV as FAILPOINTS_ENV
 from gpt2train.failpoints import InjectedFault
-from gpt2train.fileio import read_json
+from gpt2train.fileio import read_json, sha256_file
 from gpt2train.lineage_walk import walk_lineage
 from gpt2train.prepare import manifest_path
 from gpt2train.runs import read_metrics
 from gpt2train.shards import validate_shard
-from pipelines.runner import PipelineFailed, run_pipeline
-from tests.conftest import SHARED, TIKTOKEN_DIR
-from tests.test_pipeline_chain import chain_cfg
+from pipelines.runner import DATA_ASSETS, EVAL_ASSETS, PipelineFailed, run_pipeline
+from tests.conftest import TIKTOKEN_DIR
+from tests.test_pipeline_chain import CHAIN_SETS, chain_cfg
 
-DATA_ASSETS = ("corpus", "token_shards")
-EVAL_ASSETS = ("hf_export", "eval_report")
 
 
 @pytest.mark.parametrize("notes, expected", [
@@ -81,7 +78,7 @@ def materializations(instance: dg.DagsterInstance, asset: str) -> dict[str | Non
 
 def file_states(*roots: Path) -> dict[str, tuple[str, int]]:
     """{path: (sha256, mtime_ns)} of every file under `roots`: a rewrite with equal bytes shows too."""
-    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return {str(p): (sha256_file(p), p.stat().st_mtime_ns)
             for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
 
 
@@ -213,9 +210,7 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
 def gpt2train_pipeline(data: Path, home: Path, log: Path) -> subprocess.Popen:
     """`gpt2train pipeline`, the whole chain on the chain test's small config, as a user runs it."""
     exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed (pip install -e .)")
-    sets = [f"data_dir={data}", f"corpus.source={SHARED / 'data' / 'edu-mini'}", "corpus.files=2",
-            "corpus.max_documents_per_file=30", "shards.shard_size=40000", "train.max_steps=4",
-            "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8", "evals.limit=8"]
+    sets = [f"data_dir={data}", *CHAIN_SETS]
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "DAGSTER_DISABLE_TELEMETRY": "1",
            "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop(FAILPOINTS_ENV, None)

@@ -35,10 +35,10 @@ import pytest
 import torch
 
 from gpt2train.errors import ConfigError, DataError, Gpt2TrainError
-from tests.conftest import EDU_MINI, REPO, SHARED, TIKTOKEN_DIR
+from tests.conftest import EDU_MINI, HELLASWAG, REPO, SHARED, TIKTOKEN_DIR
+from tests.webserver import free_port
 
 SCANNED_DIRS = ["gpt2train", "assets", "pipelines", "evals", "bench"]
-HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
 
 
 # =============================================================================== 1. no pickles
@@ -429,7 +429,7 @@ def test_dagster_dev_as_the_readme_starts_it_listens_on_loopback_only(tmp_path):
     tree listens on (code server, daemon), is on 127.0.0.1 / ::1."""
     import psutil
 
-    from tests.webserver import Webserver, _default_signals, free_port, stop_group
+    from tests.webserver import Webserver, _default_signals, stop_group
 
     exe = shutil.which("dagster", path=str(Path(sys.executable).parent)) or pytest.fail("no dagster executable")
     port = free_port()  # -p only: port 3000 may be taken on a test machine; the host is left to the default
@@ -515,8 +515,9 @@ def secret_run(tmp_path_factory):
                 assert main(train_argv) == 0, err.getvalue()
                 ckpt = sorted((data / "runs" / "tiny" / "checkpoints").glob("step_*"))[-1]
                 assert main(["export", str(ckpt), str(data / "exports" / "tiny-1")]) == 0, err.getvalue()
-                # A Hub that cannot be reached: the error (which quotes the endpoint) is printed too.
-                mp.setenv("HF_ENDPOINT", f"http://mirror-user:{URL_PASSWORD}@127.0.0.1:{_closed_port()}")
+                # A Hub that cannot be reached (a port nothing listens on): the error, which quotes
+                # the endpoint, is printed too.
+                mp.setenv("HF_ENDPOINT", f"http://mirror-user:{URL_PASSWORD}@127.0.0.1:{free_port()}")
                 assert main(["-q", "prepare", "--source", "hub", "--files", "1",
                              "--out", str(root / "unreachable" / "shards")]) == 2
             close_session()
@@ -525,14 +526,6 @@ def secret_run(tmp_path_factory):
         server.stop()
     return {"root": root, "data": data, "run": data / "runs" / "tiny", "export": data / "exports" / "tiny-1",
             "printed": out.getvalue() + err.getvalue() + log_stream.getvalue(), "requests": server.requests}
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_no_secret_in_any_file_written_or_line_printed(secret_run):

@@ -11,22 +11,17 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from gpt2train.config import load_config
-from gpt2train.data_stage import prepare
 from gpt2train.errors import ConfigError
 from gpt2train.train import learning_rate, train
 from tests.conftest import REPO, TIKTOKEN_DIR
+from tests.faults import weights, without_timings
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory, edu_mini):
-    data = tmp_path_factory.mktemp("train-data")
-    cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",
-                               "shards.shard_size=60000"])
-    prepare(cfg, data / "shards", progress=False)
-    return data
+def shard_dir(tiny_shards):
+    return tiny_shards  # read only: every run here writes into its own train.out_dir
 
 
 def run_cfg(shard_dir, out, *extra):
@@ -37,11 +32,7 @@ def run_cfg(shard_dir, out, *extra):
 
 def metrics(out, timings=True):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return records if timings else timing_free(records)
-
-
-def weights(out, step):
-    return load_file(out / "checkpoints" / f"step_{step:08d}" / "model.safetensors")
+    return records if timings else without_timings(records)
 
 
 def test_resume_is_bitwise_exact(shard_dir, tmp_path):
@@ -252,10 +243,6 @@ def test_init_from_a_checkpoint_and_shape_mismatch(shard_dir, tmp_path):
         train(run_cfg(shard_dir, tmp_path / "third", "model.descriptor=small", f"train.init_from={ckpt}"))
 
 
-def timing_free(records):
-    return [{k: v for k, v in r.items() if k not in ("ms", "tok_s", "mem_mb")} for r in records]
-
-
 @pytest.mark.slow
 def test_memory_does_not_grow(shard_dir, tmp_path):
     # A fresh process, so what earlier tests left in this one's heap does not count.
@@ -283,7 +270,7 @@ def test_two_rank_resume_is_bitwise_exact(shard_dir, tmp_path):
     torchrun(shard_dir, resumed, *sets)
     shutil.rmtree(resumed / "checkpoints" / "step_00000004")
     torchrun(shard_dir, resumed, *sets)
-    assert timing_free(metrics(straight)) == timing_free(metrics(resumed))
+    assert without_timings(metrics(straight)) == without_timings(metrics(resumed))
     a, b = weights(straight, 4), weights(resumed, 4)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
