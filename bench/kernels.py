@@ -3,10 +3,12 @@ classifier's peak memory against the unfused one.
 
     python bench/kernels.py              # everything this machine can run
     python bench/kernels.py --memory     # only the classifier memory figures (CPU or GPU)
+    python bench/kernels.py --gpu-only   # the GPU figures only (bench/gpu_check.sh)
 
 On a CUDA GPU, for each kernel, forward and backward, at GPT-2 124M (d12) and 1558M (d48)
 shapes: median time, TFLOP/s (attention, classifier) or GB/s (LayerNorm, GELU: bandwidth-bound),
-the fraction of the H100's peak (989 TFLOP/s dense bf16, 3.35 TB/s HBM3), and the ratio to
+the fraction of this GPU's peak (dense bf16 FLOP/s or memory bandwidth, from gpt2train/mfu.py; omitted
+for a GPU not in its table), and the ratio to
 eager and to torch.compile of the same PyTorch code; torch's SDPA flash backend stands for the
 FA2 figures. Then a whole d12 training step (B=16, T=1024, bf16 autocast, AdamW) with each
 kernel set, as MFU, and torch's fused AdamW against its foreach AdamW.
@@ -34,8 +36,6 @@ import subprocess
 import torch
 import torch.nn.functional as F
 
-H100_BF16_FLOPS = 989e12
-H100_HBM_BYTES = 3.35e12
 # (name, C, heads) for the two ends of llm.c's GPT-2 range; T = 1024 and B * T = 16384 rows.
 SHAPES = [("124M (d12)", 768, 12), ("1558M (d48)", 1600, 25)]
 B, T, V, VP = 16, 1024, 50257, 50304
@@ -70,7 +70,7 @@ def _memory_child(variant: str) -> None:
     print(json.dumps({"variant": variant, "peak_bytes": (peak - base) * 1024, "loss": loss.item()}))
 
 
-def memory_table() -> None:
+def memory_table(cpu: bool = True) -> None:
     print(f"fused classifier peak memory, B={B} T={T} V={V} (padded {VP}) C=768, forward + backward")
     rows = []
     if torch.cuda.is_available():
@@ -86,7 +86,7 @@ def memory_table() -> None:
             rows.append((variant + " (CUDA, bf16 autocast)", torch.cuda.max_memory_allocated() - base, loss.item()))
             del x, w, targets, loss
             torch.cuda.empty_cache()
-    for variant in ("unfused", "chunked-torch"):
+    for variant in ("unfused", "chunked-torch") if cpu else ():
         r = subprocess.run([sys.executable, __file__, "--memory-child", variant], capture_output=True, text=True,
                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
         if r.returncode:
@@ -182,7 +182,18 @@ def kernel_cases(C: int, H: int):
     ]
 
 
-def timing_table() -> None:
+def _device_peaks() -> tuple[float | None, float | None]:
+    """(bf16 FLOP/s, memory bytes/s) of this GPU; None, said once, for a GPU gpt2train/mfu.py lacks."""
+    from gpt2train.mfu import peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
+
+    name = torch.cuda.get_device_name()
+    flops, bandwidth = peak_bf16_flops(name), peak_memory_bytes_per_s(name)
+    if flops is None:
+        print(unknown_device_note(name) + "; fractions of peak omitted")
+    return flops, bandwidth
+
+
+def timing_table(peak_flops: float | None, peak_bandwidth: float | None) -> None:
     print(f"\nkernels, B*T = {B * T} rows, bf16 where training uses it ({torch.cuda.get_device_name()})")
     print(f"{'kernel':24s} {'pass':4s} {'triton ms':>9s} {'eager ms':>9s} {'compile ms':>10s} "
           f"{'rate':>14s} {'of peak':>7s} {'vs eager':>8s} {'vs compile':>10s}")
@@ -199,13 +210,14 @@ def timing_table() -> None:
                 if not work:
                     continue
                 rate = work / (ms / 1e3)
-                peak = H100_BF16_FLOPS if unit == "F" else H100_HBM_BYTES
+                peak = peak_flops if unit == "F" else peak_bandwidth
                 label = f"{rate / 1e12:7.1f} TFLOP/s" if unit == "F" else f"{rate / 1e9:8.0f} GB/s"
-                print(f"{name:24s} {pas:4s} {ms:9.3f} {ems:9.3f} {cms:10.3f} {label:>14s} {rate / peak:7.1%} "
+                of_peak = f"{rate / peak:7.1%}" if peak else f"{'-':>7}"
+                print(f"{name:24s} {pas:4s} {ms:9.3f} {ems:9.3f} {cms:10.3f} {label:>14s} {of_peak} "
                       f"{ems / ms:7.2f}x {cms / ms:9.2f}x")
 
 
-def training_step_table() -> None:
+def training_step_table(peak_flops: float | None) -> None:
     from gpt2train.model import GPT, GPTConfig
 
     cfg = GPTConfig.from_descriptor("d12")
@@ -225,9 +237,9 @@ def training_step_table() -> None:
             opt.zero_grad(set_to_none=True)
 
         ms = _median_ms(step, reps=10, warmup=3)
-        mfu = model.flops_per_token(T) * B * T / (ms / 1e3) / H100_BF16_FLOPS
+        mfu = f"MFU {model.flops_per_token(T) * B * T / (ms / 1e3) / peak_flops:6.1%}" if peak_flops else "MFU -"
         print(f"  kernels={kernels:6s} compile={str(compile_):5s} {ms:8.1f} ms/step  "
-              f"{B * T / (ms / 1e3):9.0f} tok/s  MFU {mfu:6.1%}  (goal >= 50% with triton)")
+              f"{B * T / (ms / 1e3):9.0f} tok/s  {mfu}  (goal >= 50% with triton)")
         del model, run, opt
         torch.cuda.empty_cache()
     model = GPT(cfg).init_weights(0).cuda()
@@ -241,19 +253,21 @@ def training_step_table() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memory", action="store_true", help="only the classifier memory figures")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU memory comparison (bench/gpu_check.sh)")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
         return _memory_child(args.memory_child)
-    memory_table()
+    memory_table(cpu=not args.gpu_only)
     if args.memory:
         return
     if not torch.cuda.is_available():
         print("\nno CUDA device: kernel timings, the training-step MFU and AdamW timings are skipped "
               "(they need an NVIDIA GPU; the kernels' correctness is tested on CPU by tests/kernels).")
         return
-    timing_table()
-    training_step_table()
+    peak_flops, peak_bandwidth = _device_peaks()
+    timing_table(peak_flops, peak_bandwidth)
+    training_step_table(peak_flops)
 
 
 if __name__ == "__main__":

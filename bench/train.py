@@ -1,34 +1,44 @@
-"""Training-step throughput and peak memory: our step against a plain eager nanoGPT-style GPT-2.
+"""Training-step throughput and peak memory: the trainer's own step against a plain eager nanoGPT-style GPT-2.
 
     python bench/train.py                 # CPU: `small` preset (4 layers, 256 channels), B=4, T=256
-    python bench/train.py --device cuda   # GPU: d12 (124M), B=16, T=1024, bf16 autocast, with MFU
+    python bench/train.py --device cuda   # GPU: d12 (124M), B=16, T=1024, with MFU
+    python bench/train.py --device cuda --json out.json --pairs 5
 
-Each variant runs in its own process (so peak memory is its own), `--warmup` steps first
-(compilation happens there), then `--steps` timed steps of forward + backward + AdamW, of
-which the median is reported:
+The two variants:
 
-- reference  nanoGPT's way: the whole model eager, loss over all padded-vocab logits
-- ours       gpt2train's model and optimizer (`build_optimizer`), `torch.compile`d as
-             `train.compile=true` does, bf16 autocast on CUDA
+- reference  nanoGPT's way: the whole model eager, loss over all padded-vocab logits, AdamW;
+             bf16 autocast on CUDA with TF32 on, as nanoGPT trains
+- ours       what `gpt2train train` runs with `train.compile=true`, built by the trainer's own
+             functions: `build_model` (kernels=auto: the Triton kernels on CUDA, PyTorch's on
+             CPU), `set_matmul_precision` (TF32), `autocast_for` (bf16 autocast over fp32 master
+             weights on CUDA), `build_optimizer` (fused AdamW on CUDA), `apply_compile`, and the
+             trainer's gradient clipping
 
-Goal (issue #3): ours >= 1.2x the reference on CPU; >= 50% bf16 MFU at 124M on an H100.
+Each run is a fresh process (so its peak memory is its own): `--warmup` steps (compilation happens
+there), then `--steps` timed steps of forward + backward + clip + AdamW, each ended by a device
+sync, of which the median is that run's step time. The variants alternate, reference then ours,
+`--pairs` times; the reported speed-up is the median of the pairs' ratios, so a burst of noise on
+this shared machine hits one pair, not one variant.
+
+MFU (CUDA): 6 N + 6 L C T FLOPs per token over the GPU's dense bf16 peak from gpt2train/mfu.py,
+found by the exact device name; for a GPU not in that table it is omitted, and said once.
+Goals: ours >= 1.2x the reference on CPU; >= 50% MFU at 124M on an H100.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# The repo root, not bench/, first on the path: bench/tokenize.py would shadow the stdlib's.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -71,63 +81,72 @@ class RefGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def peak_memory_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_variant(variant: str, args) -> dict:
+def build_variant(variant: str, args):
+    """(model, step function) of one variant; the step runs forward, backward, clip and AdamW."""
     from gpt2train.config import TrainConfig
-    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.kernels import resolve_kernels
+    from gpt2train.model import GPTConfig
     from gpt2train.parallelize import apply_compile, build_optimizer
+    from gpt2train.train import autocast_for, build_model, set_matmul_precision
 
     torch.manual_seed(0)
     device = args.device
     cfg = GPTConfig.from_descriptor(args.model, block_size=args.T)
     if variant == "reference":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         model = RefGPT(cfg.n_layer, cfg.n_embd, cfg.n_head, args.T).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-        step_model = model
-        loss_fn = lambda x, y: step_model(x, y)  # noqa: E731
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "cuda" else None
+        loss_of = model
     else:
-        model = GPT(cfg).init_weights(0).to(device)
-        opt = build_optimizer(model, TrainConfig(learning_rate=1e-4), device, world=1)
-        step_model = apply_compile(model)
-        loss_fn = lambda x, y: step_model(x, y)[1]  # noqa: E731
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+        t = TrainConfig(learning_rate=1e-4, compile=True, batch_size=args.B, seq_len=args.T)
+        set_matmul_precision(t, device)
+        kernels = resolve_kernels(t.kernels, device)
+        model = build_model(cfg, t, kernels, device)
+        opt = build_optimizer(model, t, device, world=1)
+        autocast = autocast_for(t, device)
+        compiled = apply_compile(model)
+        loss_of = lambda x, y: compiled(x, y)[1]  # noqa: E731
+    autocast = autocast or (lambda: torch.autocast("cpu", enabled=False))
     x = torch.randint(0, 50257, (args.B, args.T), device=device)
     y = torch.randint(0, 50257, (args.B, args.T), device=device)
 
     def step():
-        with autocast:
-            loss = loss_fn(x, y)
+        with autocast():
+            loss = loss_of(x, y)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
+    return model, step
+
+
+def run_variant(variant: str, args) -> dict:
+    from gpt2train.mfu import peak_bf16_flops
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.train import peak_memory_mb
+
+    model, step = build_variant(variant, args)
     for _ in range(args.warmup):
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
         step()
-        if device == "cuda":
-            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    # The median step: this shared 2-core machine has bursts of noise that a mean would carry.
     seconds = statistics.median(times)
     tok_s = args.B * args.T / seconds
-    flops = (6 * model_params(cfg) + 6 * cfg.n_layer * cfg.n_embd * args.T) * tok_s
-    return {"variant": variant, "s_per_step": seconds, "tok_s": tok_s, "peak_mb": peak_memory_mb(device),
-            "mfu": flops / 989e12 if device == "cuda" else None}
-
-
-def model_params(cfg) -> int:
-    C, L = cfg.n_embd, cfg.n_layer
-    return cfg.padded_vocab_size * C + cfg.block_size * C + L * (12 * C * C + 13 * C) + 2 * C
+    peak_mb = peak_memory_mb(args.device)  # before anything else is built in this process
+    # The reference has the same parameters as our model: one FLOP count for both (6 N + 6 L C T).
+    flops_per_token = model.flops_per_token(args.T) if isinstance(model, GPT) else \
+        GPT(GPTConfig.from_descriptor(args.model, block_size=args.T)).flops_per_token(args.T)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else None
+    peak = peak_bf16_flops(device_name)
+    return {"variant": variant, "ms_per_step": 1000 * seconds, "tok_s": tok_s, "peak_mb": peak_mb,
+            "mfu": flops_per_token * tok_s / peak if peak else None, "device": device_name or "cpu"}
 
 
 def main() -> None:
@@ -138,6 +157,8 @@ def main() -> None:
     ap.add_argument("--T", type=int)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--pairs", type=int, default=3, help="reference/ours pairs of runs, alternated")
+    ap.add_argument("--json", type=Path, help="write every run and the summary here")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -151,25 +172,47 @@ def main() -> None:
     if args.variant:
         print(json.dumps(run_variant(args.variant, args)))
         return
-    results = {}
-    for variant in ("reference", "ours"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--device", args.device, "--model", args.model,
-               "--B", str(args.B), "--T", str(args.T), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
-        if proc.returncode != 0:
-            sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-    ref, ours = results["reference"], results["ours"]
-    print(f"{args.model}, B={args.B}, T={args.T}, {args.device}, {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'variant':<40}{'tok/s':>10}{'ms/step':>10}{'peak MB':>10}{'MFU':>8}")
-    for name, r in (("reference: eager nanoGPT-style", ref), ("ours: gpt2train + torch.compile", ours)):
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        print(f"{name:<40}{r['tok_s']:>10.0f}{1000 * r['s_per_step']:>10.0f}{r['peak_mb']:>10.0f}{mfu:>8}")
-    ratio = ours["tok_s"] / ref["tok_s"]
-    print(f"ours / reference = {ratio:.2f}x tokens/s (goal >= 1.2x on CPU); "
-          f"peak memory {ours['peak_mb'] / ref['peak_mb']:.2f}x")
-    if gpu and not math.isnan(ours["mfu"] or math.nan):
-        print(f"ours MFU = {100 * ours['mfu']:.1f}% of 989 TFLOP/s (goal >= 50% on an H100)")
+    print(f"{args.model}, B={args.B}, T={args.T}, {args.device}: {args.pairs} pairs of runs (reference, ours), "
+          f"each {args.warmup} warm-up + {args.steps} timed steps in a fresh process")
+    print(f"{'pair':>4} {'variant':<10}{'tok/s':>10}{'ms/step':>10}{'peak MB':>10}{'MFU':>8}")
+    runs, ratios = [], []
+    for pair in range(1, args.pairs + 1):
+        result = {}
+        for variant in ("reference", "ours"):
+            cmd = [sys.executable, __file__, "--variant", variant, "--device", args.device, "--model", args.model,
+                   "--B", str(args.B), "--T", str(args.T), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+            if proc.returncode != 0:
+                sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            result[variant] = r
+            runs.append({"pair": pair, **r})
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+            print(f"{pair:>4} {variant:<10}{r['tok_s']:>10.0f}{r['ms_per_step']:>10.1f}{r['peak_mb']:>10.0f}{mfu:>8}",
+                  flush=True)
+        ratios.append(result["ours"]["tok_s"] / result["reference"]["tok_s"])
+
+    def median_of(variant, key):
+        values = [r[key] for r in runs if r["variant"] == variant and r[key] is not None]
+        return statistics.median(values) if values else None
+
+    summary = {"model": args.model, "B": args.B, "T": args.T, "device": runs[0]["device"], "pairs": args.pairs,
+               "ratios": ratios, "median_ratio": statistics.median(ratios),
+               **{f"{v}_{k}": median_of(v, k) for v in ("reference", "ours") for k in ("tok_s", "ms_per_step",
+                                                                                        "peak_mb", "mfu")}}
+    print(f"ours / reference: {' '.join(f'{r:.2f}x' for r in ratios)} -> median {summary['median_ratio']:.2f}x "
+          f"tokens/s (goal >= 1.2x on CPU); peak memory "
+          f"{summary['ours_peak_mb'] / summary['reference_peak_mb']:.2f}x (medians)")
+    if gpu:
+        if summary["ours_mfu"] is None:
+            from gpt2train.mfu import unknown_device_note
+
+            print(unknown_device_note(summary["device"]))
+        else:
+            print(f"ours MFU (median) = {100 * summary['ours_mfu']:.1f}% of {summary['device']}'s dense bf16 peak "
+                  f"(goal >= 50% at 124M on an H100)")
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

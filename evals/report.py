@@ -9,8 +9,9 @@ One report = one checkpoint's export. It shows
 - every published figure for that size from `evals.baselines_file`, each with its scorer:
   the harness's acc_norm (normalised by characters) and llm.c's scorer (mean per-token loss,
   what gpt2train's in-loop eval uses) differ by ~0.02 on GPT-2 124M (0.3114 vs 0.2955);
-- the in-loop HellaSwag (llm.c's scorer) and val loss that training logged for the same step
-  (`metrics.jsonl`), next to the published figures of *that* scorer;
+- the in-loop HellaSwag (llm.c's scorer) and val loss that training logged for the checkpoint's
+  own step (`metrics.jsonl`; the trainer evaluates every checkpoint), next to the published
+  figures of *that* scorer; a figure from an earlier step is labelled as such, never as the same;
 - the lineage (export, checkpoint, run tag, code version, git commit) and, when `limit` is
   set, that the scores come from a subset and are not comparable to full-set figures.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.published import published_baselines
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json
 from gpt2train.model import DEPTH_SHAPES
@@ -36,8 +38,8 @@ from gpt2train.model import DEPTH_SHAPES
 PUBLISHED_SIZES = {12: "124M", 24: "350M", 36: "774M", 48: "1558M"}
 NOMINAL_PARAMS = {"124M": 124e6, "350M": 350e6, "774M": 774e6, "1558M": 1558e6}
 
-# What each figure in published_baselines.json is: (name, scorer). Only a figure of the harness's
-# scorer stands next to a harness metric; llm.c's stand next to the in-loop numbers.
+# What each published figure (evals/published.py, or evals.baselines_file) is: (name, scorer). Only a
+# figure of the harness's scorer stands next to a harness metric; llm.c's stand next to the in-loop numbers.
 BASELINE_LABELS = {
     "gpt2_harness_hellaswag_acc_norm": ("GPT-2 HellaSwag acc_norm", "Eleuther harness acc_norm (this report's scorer)"),
     "gpt2_harness_hellaswag_acc": ("GPT-2 HellaSwag acc", "Eleuther harness acc (this report's scorer)"),
@@ -117,10 +119,11 @@ def model_size(n_layer: int, n_embd: int, n_params: int | None) -> ModelSize:
     return ModelSize(size, f"{size} (the nearest published size)", n_params)
 
 
-def load_baselines(path: str | Path | None) -> dict[str, Any] | None:
-    """The published figures JSON (see ../shared/data/published_baselines.json), or None if not configured."""
+def load_baselines(path: str | Path | None) -> dict[str, Any]:
+    """The published figures: evals.baselines_file when set (a JSON of the same shape), else the
+    project's own table (evals/published.py)."""
     if not path:
-        return None
+        return published_baselines()
     data = read_json(path, "evals.baselines_file")
     if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise DataError(f"evals.baselines_file {path}: expected a JSON object with `models: {{size: {{figure: "
@@ -210,8 +213,8 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
     b.append(("table", ["task", "metric", "this model (± stderr)", f"GPT-2 {r.size.published}, harness",
                         "items", "few-shot", "data"], rows))
 
-    # In-loop numbers for the same step (llm.c's scorer).
-    b.append(("h2", "In-loop numbers from training (same step)"))
+    # In-loop numbers (llm.c's scorer), of this checkpoint's own weights where training logged them.
+    b.append(("h2", "In-loop numbers from training"))
     il = r.in_loop
     if not il:
         b.append(("p", "No training metrics for this step were found (the run's metrics.jsonl was not given or "
@@ -222,7 +225,8 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
             if key not in il:
                 continue
             rec = il[key]
-            at = f"step {rec['step']}" + ("" if rec["step"] == r.step else f" (nearest earlier than {r.step})")
+            at = (f"step {rec['step']} (this checkpoint)" if rec["step"] == r.step else
+                  f"step {rec['step']}: an earlier model than this step-{r.step} checkpoint")
             if "n" in rec:
                 label += f", {rec['n']} items"
             refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
@@ -232,9 +236,10 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
 
     # Every published figure for the size, with its scorer and source.
     b.append(("h2", f"Published figures for GPT-2 {r.size.published}"))
+    source_name = r.baselines_file or "the project's table of published figures (evals/published.py)"
     if not figures:
-        why = "no evals.baselines_file is configured" if r.baselines is None else \
-            f"{r.baselines_file} has no figures for {r.size.published}"
+        why = "no published figures were given" if r.baselines is None else \
+            f"{source_name} has no figures for {r.size.published}"
         b.append(("p", f"None shown: {why}."))
     else:
         sources = (r.baselines or {}).get("sources", {})
@@ -242,7 +247,7 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
                  BASELINE_LABELS.get(k, (k, "–"))[1], _source(k, sources)]
                 for k, v in figures.items()]
         b.append(("table", ["figure", "value", "scorer", "source"], rows))
-        b.append(("p", f"From {r.baselines_file}. The harness's acc_norm normalises each ending's log-likelihood "
+        b.append(("p", f"From {source_name}. The harness's acc_norm normalises each ending's log-likelihood "
                        f"by its length in characters; llm.c's scorer takes the mean per-token loss; the two differ "
                        f"by ~0.02 on GPT-2 124M, so compare each number only with the figure of its own scorer."))
 

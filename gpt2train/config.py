@@ -121,7 +121,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Gradient-norm clipping threshold."""
     val_every: int = 250
-    """[-v] Validation loss every N steps (0 = never)."""
+    """[-v] Validation loss at step 0, every N steps, at every checkpoint and at the last step (0 = never).
+    Step s is the model after s updates, as in llm.c."""
     val_batches: int = 20
     """[-m] Validation batches per evaluation."""
     checkpoint_every: int = 0
@@ -136,8 +137,8 @@ class TrainConfig:
     """[-z] 1 = ZeRO-1: shard the AdamW state across ranks (torch ZeroRedundancyOptimizer)."""
     recompute: int = 0
     """[-r] Activation recompute: 0 none, 1 the MLP, 2 the MLP and LayerNorms (whole blocks)."""
-    sample_every: int = 0
-    """[-s] Print a sample every N steps and at the end (0 = only at the end)."""
+    sample_every: int = 250
+    """[-s] Print a sample every N steps and at the last step (0 = never, as llm.c's -s 0)."""
     sample_tokens: int = 64
     """[-g] Tokens per sample."""
     skip_loss_z: float = 0.0
@@ -152,9 +153,12 @@ class TrainConfig:
     """Hash every train and val shard before training reads it and compare with its sidecar's sha256
     (a bit flipped on disk is found before it trains the model; ~1 s per GB)."""
     hellaswag_every: int = 0
-    """[-h] In-loop HellaSwag accuracy every N steps (llm.c's scorer); 0 = never, -1 = with val_every."""
+    """[-h] In-loop HellaSwag accuracy every N steps, at every checkpoint and at the last step (llm.c's
+    scorer; not at step 0, as llm.c); 0 = never, -1 = with val_every (llm.c's `-h 1`)."""
     hellaswag_file: str | None = None
-    """HellaSwag-schema jsonl for the in-loop eval (HellaSwag's hellaswag_val.jsonl; required with -h)."""
+    """HellaSwag-schema jsonl for the in-loop eval (required with -h): a path, or an http(s) URL that is
+    downloaded once into `<data_dir>/hellaswag/` (the gpt2_* presets give llm.c's: HellaSwag's own
+    hellaswag_val.jsonl on GitHub)."""
     hellaswag_items: int = 0
     """Score only the first N items (0 = all)."""
     init_from: str | None = None
@@ -164,7 +168,7 @@ class TrainConfig:
     master_weights: bool = True
     """[-w] Keep fp32 master weights with bf16 on CUDA; 0 = train in pure bf16."""
     tf32: bool = True
-    """Allow TF32 matmuls on CUDA."""
+    """[-f] Allow TF32 matmuls on CUDA (fp32 runs; under bf16 autocast only the fp32 leftovers)."""
     compile: bool = False
     """torch.compile the model (each block and the head; minutes of compile time on first use)."""
     kernels: str = "auto"
@@ -208,7 +212,8 @@ class EvalsConfig:
     """`task=PATH` pairs: run the harness's own task definition on a local jsonl instead of the
     Hub's dataset (offline), e.g. [hellaswag=data/hellaswag_val.jsonl]."""
     baselines_file: str | None = None
-    """JSON of published GPT-2 / GPT-3 scores (llm.c's figures) shown next to each report's own."""
+    """JSON of reference figures shown next to each report's own, in the shape of evals/published.py's
+    `published_baselines()`; None = that table (published GPT-2 / GPT-3 figures for 124M-1558M)."""
 
 
 @dataclass
@@ -306,6 +311,10 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
         raise ConfigError(f"{where}: train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 0 (0 = never stop)")
     if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
         raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
+    for name in ("val_every", "val_batches", "checkpoint_every", "sample_every", "sample_tokens", "keep_last",
+                 "major_every"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 0")
     if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
         raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
                           f"HellaSwag-schema jsonl) and must be >= -1")
@@ -432,7 +441,7 @@ def apply_override(cfg: Config, item: str) -> None:
             ftype = _field_type(type(obj), part)
             value = _parse_override(ftype, text, where=f"--set {dotted}")
             value = _check(ftype, value, where=f"--set {dotted}")
-            if tuple(parts) in _PATH_FIELDS and value is not None and value != "hub":
+            if tuple(parts) in _PATH_FIELDS and _is_local_path(value):
                 value = str(Path(value).expanduser().resolve())
             if tuple(parts) in _TASK_PATH_LIST_FIELDS and value:
                 value = [_resolve_task_path(v, Path.cwd(), where=f"--set {dotted}") for v in value]
@@ -520,12 +529,21 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         for part in path[:-1]:
             obj = getattr(obj, part)
         value = getattr(obj, path[-1])
-        if value is not None and value != "hub":
+        if _is_local_path(value):
             setattr(obj, path[-1], str((base / Path(value).expanduser()).resolve()))
     for path in _TASK_PATH_LIST_FIELDS:
         section = getattr(cfg, path[0])
         setattr(section, path[1], [_resolve_task_path(v, base, where=".".join(path))
                                    for v in getattr(section, path[1])])
+
+
+def _is_local_path(value: str | None) -> bool:
+    """A path field's value names a local path (resolved against the YAML's folder), not `hub` or a URL."""
+    return value is not None and value != "hub" and not is_url(value)
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(("https://", "http://"))
 
 
 def _resolve_task_path(item: str, base: Path, where: str) -> str:

@@ -19,3 +19,7 @@ class DataError(Gpt2TrainError):
 
 class TrainingDiverged(Gpt2TrainError):
     """The loss or gradients stayed NaN/Inf for train.max_nonfinite_steps steps in a row."""
+
+
+class KernelCompileError(Gpt2TrainError):
+    """A Triton kernel does not compile (or fits no config) for this machine's GPU."""

@@ -3,16 +3,25 @@
 For each item, the context is followed by each of the 4 endings (with a leading space);
 the model's mean per-token cross-entropy over the ending's tokens is the ending's score,
 and the prediction is the ending with the lowest score (llm.c's "acc_norm"). `acc` uses
-the summed loss instead. Published figures with this scorer are in
-../shared/data/published_baselines.json (`gpt2_hellaswag_llmc`: 0.2945 for GPT-2 124M).
+the summed loss instead. Published figures with this scorer are in evals/published.py
+(`gpt2_hellaswag_llmc`: 0.2945 for GPT-2 124M).
 
 The Eleuther harness scores differently (length-normalised by characters): the eval
 report shows both, each next to the published number of the same scorer.
+
+`train.hellaswag_file` may be a URL: llm.c's dev/data/hellaswag.py downloads HellaSwag's
+validation file from the HellaSwag authors' GitHub (`HELLASWAG_VAL_URL`, the gpt2_* presets'
+setting); `local_hellaswag_file` fetches it once into `<data_dir>/hellaswag/`.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +29,11 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+from gpt2train.config import is_url
 from gpt2train.errors import DataError
+from gpt2train.fileio import atomic_output
+
+HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
 
 @dataclass
@@ -28,6 +41,24 @@ class HellaSwagItem:
     ctx: str
     endings: list[str]
     label: int
+
+
+def local_hellaswag_file(spec: str, data_dir: str | Path) -> Path:
+    """train.hellaswag_file as a local path: a path as it is; a URL downloaded once (atomically) to
+    `<data_dir>/hellaswag/<its file name>` and reused from there, offline too."""
+    if not is_url(spec):
+        return Path(spec)
+    dest = Path(data_dir) / "hellaswag" / Path(urllib.parse.urlsplit(spec).path).name
+    if dest.is_file():
+        return dest
+    try:
+        with urllib.request.urlopen(spec, timeout=60) as response, atomic_output(dest) as f:
+            shutil.copyfileobj(response, f)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # HTTPException: a cut-off body
+        reason = getattr(e, "reason", None) or e
+        raise DataError(f"train.hellaswag_file: cannot download {spec} ({reason}); put the file at {dest} by hand "
+                        f"(any HellaSwag-schema jsonl) or set train.hellaswag_file to a local copy") from e
+    return dest
 
 
 def load_hellaswag(path: str | Path, limit: int = 0) -> list[HellaSwagItem]:

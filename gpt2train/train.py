@@ -5,8 +5,11 @@
 
 Every step: `grad_accum` micro-batches (B x T per process; the gradient all-reduce only on
 the last one), grad-norm clipping, the learning rate of the schedule, one AdamW step.
-Validation loss every `val_every` steps, a checkpoint every `checkpoint_every` steps and
-at the end; on start it resumes from the newest complete checkpoint in `out_dir`.
+As llm.c, "step s" is the model after s updates: validation loss at step 0, every `val_every`
+steps and at the last one; in-loop HellaSwag at the same steps but 0; a checkpoint every
+`checkpoint_every` steps and at the end. Every checkpoint's weights are evaluated before it is
+saved, so the val loss it records is its own. On start it resumes from the newest complete
+checkpoint in `out_dir`.
 
 Exactness: the data position, RNG states, weights and optimizer state are all in the
 checkpoint, so on CPU N steps + resume + N steps equal 2N steps straight, bit for bit
@@ -23,6 +26,7 @@ import json
 import logging
 import math
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -41,10 +45,13 @@ from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError, TrainingDiverged
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full, read_json
-from gpt2train.hellaswag import load_hellaswag, score_hellaswag
+from gpt2train.hellaswag import load_hellaswag, local_hellaswag_file, score_hellaswag
 from gpt2train.kernels import resolve_kernels
+from gpt2train.kernels.compile_check import ModelShape, check_kernels_compile, mode_for
 from gpt2train.lineage import code_version, git_commit, sidecar_path
+from gpt2train.llmc import llmc_args_to_overrides
 from gpt2train.locks import writer_lock
+from gpt2train.mfu import peak_bf16_flops, unknown_device_note
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.outliers import OutlierDetector
 from gpt2train.parallelize import (
@@ -142,6 +149,31 @@ def default_paths(cfg: Config) -> tuple[str, str, Path]:
     return train_glob, val_glob, out_dir
 
 
+def set_matmul_precision(t: TrainConfig, device_type: str) -> None:
+    """TF32 for fp32 matmuls on CUDA (train.tf32, llm.c's -f)."""
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+
+
+def build_model(model_cfg: GPTConfig, t: TrainConfig, kernels: str, device: str) -> GPT:
+    """The model as the trainer trains it: GPT-2's seeded init, the precision of its weights (fp32
+    master weights, or with `master_weights=false` on CUDA the weights themselves in bf16, llm.c's
+    -w 0), on `device`, with activation recompute (-r) applied. bench/train.py builds the same."""
+    model = GPT(model_cfg, kernels=kernels).init_weights(t.seed)
+    if device.startswith("cuda") and t.bf16 and not t.master_weights:
+        model.to(torch.bfloat16)
+    model.to(device)
+    apply_recompute(model, t.recompute)
+    return model
+
+
+def autocast_for(t: TrainConfig, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CUDA (train.bf16); fp32 elsewhere."""
+    if device_type == "cuda" and t.bf16:
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: ShardLoader, batches: int, device: str, d: Dist) -> float:
     model.eval()
@@ -191,28 +223,29 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         for pattern in (train_glob, val_glob) if val_loader else (train_glob,):
             verify_shard_hashes(pattern, progress=d.is_main)
     hellaswag_every = t.val_every if t.hellaswag_every == -1 else t.hellaswag_every  # -1: llm.c's `-h 1`
-    hellaswag = load_hellaswag(t.hellaswag_file, t.hellaswag_items) if hellaswag_every > 0 else None
+    hellaswag = None
+    if hellaswag_every > 0:
+        if d.local_rank == 0:  # a URL is downloaded once per node, the other ranks read that copy
+            local_hellaswag_file(t.hellaswag_file, cfg.data_dir)
+        d.barrier()
+        hellaswag = load_hellaswag(local_hellaswag_file(t.hellaswag_file, cfg.data_dir), t.hellaswag_items)
 
     torch.manual_seed(t.seed)
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+    set_matmul_precision(t, device_type)
     try:
         kernels = resolve_kernels(t.kernels, device_type)
     except ValueError as e:
         raise ConfigError(f"train.kernels: {e}") from e
-    model = GPT(model_cfg, kernels=kernels).init_weights(t.seed)
+    if kernels == "triton" and device_type == "cuda":
+        check_triton_kernels(cfg, model_cfg, d)
+    model = build_model(model_cfg, t, kernels, device)
     if t.init_from:
         try:
             model.load_state_dict(load_checkpoint(t.init_from, rank=0, weights_only=True)["model"])
         except RuntimeError as e:  # torch's size-mismatch report
             raise ConfigError(f"train.init_from={t.init_from} holds another model shape than model.descriptor="
                               f"{cfg.model.descriptor}: {str(e).splitlines()[-1].strip()}") from e
-    # bf16 on CUDA: autocast over fp32 master weights, or (-w 0) the weights themselves in bf16.
-    autocast_dtype = torch.bfloat16 if device_type == "cuda" and t.bf16 else None
-    if autocast_dtype is not None and not t.master_weights:
-        model.to(torch.bfloat16)
-    model.to(device)
-    apply_recompute(model, t.recompute)
+    autocast = autocast_for(t, device_type)
     optimizer = build_optimizer(model, t, device_type, d.world)
     loss_outliers, norm_outliers = OutlierDetector(), OutlierDetector()
     start_step, history, skipped, loss_value = 0, [], 0, float("nan")
@@ -243,8 +276,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
     ddp_model = apply_ddp(apply_compile(model) if t.compile else model, d.world)
     overfit_batch = train_loader.next_batch() if t.overfit_batch else None
-    autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
-    peak_flops = gpu_peak_flops(device_type)
+    device_name = torch.cuda.get_device_name() if device_type == "cuda" else None
+    peak_flops = peak_bf16_flops(device_name)
     lineage = {"run_tag": run_tag(cfg), "shards_dir": str(Path(train_glob).parent.resolve()),
                "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
                "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": __version__}
@@ -259,6 +292,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                  t.batch_size,
                  t.seq_len, d.world, grad_accum, start_step, max_steps,
                  f" (resumed from {resume_from})" if resume_from else "")
+        if device_name and peak_flops is None:
+            log.info(unknown_device_note(device_name))
         restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
         if restarts:
             log.info("torchrun restart %d of this job (--max-restarts): every rank was started again", restarts)
@@ -281,32 +316,40 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                     raise disk_full_error(metrics_path) from e
                 raise
 
-    last_val_loss = None  # the newest val loss, recorded in each checkpoint's state
-    if d.is_main and start_step >= max_steps:
-        log.info("nothing to train: %s already holds the final step %d", resume_from, start_step)
-    for step in range(start_step, max_steps):
-        last = step == max_steps - 1
-        evaluated = False
-        if val_loader is not None and (step % t.val_every == 0 or last):
+    def checkpoint_due(step: int) -> bool:
+        return bool(t.checkpoint_every and step % t.checkpoint_every == 0) or step == max_steps
+
+    def eval_due(step: int, every: int) -> bool:
+        # Every checkpoint is evaluated too, so that what it records (and its report shows) is its own.
+        return step % every == 0 or checkpoint_due(step)
+
+    def in_loop_evals(step: int) -> float | None:
+        """Val loss and HellaSwag of the weights after `step` updates, when due; returns the val loss."""
+        val_loss = None
+        if val_loader is not None and eval_due(step, t.val_every):
             with autocast():
                 val_loss = evaluate(ddp_model, val_loader, t.val_batches, device, d)
             write_metric({"step": step, "val_loss": val_loss})
-            last_val_loss = val_loss
-            evaluated = True
             if d.is_main:
                 log.info("step %d/%d | val loss %.6f", step, max_steps, val_loss)
-        if hellaswag is not None and (step % hellaswag_every == 0 or last):
+        hs_due = hellaswag is not None and step > 0 and eval_due(step, hellaswag_every)  # llm.c: not at step 0
+        if hs_due:
             with autocast():
                 hs = score_hellaswag(model, hellaswag, device, d.rank, d.world)
             write_metric({"step": step, "hellaswag_acc_norm": hs["acc_norm"], "hellaswag_acc": hs["acc"],
                           "hellaswag_n": hs["n"]})
-            evaluated = True
             if d.is_main:
                 log.info("step %d/%d | HellaSwag acc_norm %.4f (%d items, llm.c scorer)", step, max_steps,
                          hs["acc_norm"], hs["n"])
-        if evaluated and d.is_main:
+        if (val_loss is not None or hs_due) and d.is_main:
             plot_training(metrics_path, out_dir / "training.png", title=f"{cfg.model.descriptor} · {out_dir.name}")
+        return val_loss
 
+    if d.is_main and start_step >= max_steps:
+        log.info("nothing to train: %s already holds the final step %d", resume_from, start_step)
+    if start_step == 0:
+        in_loop_evals(0)  # the untrained model (a resumed run logged its start step's before saving it)
+    for step in range(start_step, max_steps):
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for micro in range(grad_accum):
@@ -344,9 +387,11 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                 group["lr"] = lr
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device_type == "cuda":
+            torch.cuda.synchronize()  # the optimizer step is queued, not done: time it too
         ms = (time.perf_counter() - t0) * 1000
         tok_s = t.total_batch_tokens / (ms / 1000)
-        # MFU per GPU against its bf16 dense peak (llm.c's table); omitted where unknown (CPU).
+        # MFU per GPU against its dense bf16 peak (gpt2train/mfu.py); omitted where unknown (CPU).
         mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
         write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip,
                       **({"nonfinite": True} if nonfinite else {}), "ms": ms, "tok_s": tok_s,
@@ -360,13 +405,16 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         failpoint("train.step_done")
         if nonfinite and t.max_nonfinite_steps and nonfinite_in_a_row >= t.max_nonfinite_steps:
             raise TrainingDiverged(_diverged_message(done, nonfinite_in_a_row, t.max_nonfinite_steps, ckpt_root))
-        if d.is_main and ((t.sample_every and done % t.sample_every == 0) or done == max_steps):
+        val_loss = in_loop_evals(done)
+        if d.is_main and t.sample_every and (done % t.sample_every == 0 or done == max_steps):
             log.info("sample at step %d: %r", done, sample_text(model, t.sample_tokens, t.seed, device))
-        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == max_steps:
+        if checkpoint_due(done):
             path = save_checkpoint(
                 ckpt_root, done, model_state=model.state_dict() if d.is_main else None,
                 optimizer_state=optimizer_shard_state(optimizer), loader_state=train_loader.state_dict(),
-                state={"world": d.world, "loss": loss_value, "val_loss": last_val_loss, "config": config_to_dict(cfg),
+                # val_loss: of these very weights (in_loop_evals runs at every checkpoint step), or None
+                # when validation is off.
+                state={"world": d.world, "loss": loss_value, "val_loss": val_loss, "config": config_to_dict(cfg),
                        "skipped_updates": skipped, "nonfinite_in_a_row": nonfinite_in_a_row,
                        "loss_outliers": loss_outliers.state_dict(),
                        "norm_outliers": norm_outliers.state_dict(),
@@ -378,7 +426,30 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                 if on_checkpoint is not None:
                     on_checkpoint(path)
     return {"steps": max_steps, "final_loss": loss_value, "skipped_updates": skipped, "out_dir": str(out_dir),
-            "kernels": kernels}
+            "kernels": kernels, "peak_memory_mb": peak_memory_mb(device_type)}
+
+
+def check_triton_kernels(cfg: Config, model_cfg: GPTConfig, d: Dist) -> None:
+    """Before the first step on a GPU: every Triton kernel compiles for it at this run's shapes and
+    precision (gpt2train/kernels/compile_check.py), or the run stops here with one line naming the
+    kernel and the architecture, not with a Triton traceback in the middle of a step."""
+    t = cfg.train
+    # Triton specializes on B * T only through its divisibility by 16, which B = 1 keeps when T is a
+    # multiple of 16: the same builds, without the host work of full-size tensors on every rank.
+    B = 1 if t.seq_len % 16 == 0 else t.batch_size
+    shape = ModelShape(cfg.model.descriptor, C=model_cfg.n_embd, H=model_cfg.n_head, B=B, T=t.seq_len,
+                       V=model_cfg.vocab_size, VP=model_cfg.padded_vocab_size)
+    mode = mode_for(t.bf16, t.master_weights, t.tf32)
+    t0 = time.perf_counter()
+    # One rank per node builds (into triton's cache), then the others find every build there.
+    if d.local_rank == 0:
+        arch = check_kernels_compile(shape, mode, choice=t.kernels)
+    d.barrier()
+    if d.local_rank != 0:
+        arch = check_kernels_compile(shape, mode, choice=t.kernels)
+    if d.is_main:
+        log.info("Triton kernels compile for sm_%d at T=%d, %s (%.1f s; triton caches the builds)", arch,
+                 t.seq_len, mode.name, time.perf_counter() - t0)
 
 
 @torch.no_grad()
@@ -394,18 +465,6 @@ def sample_text(model: GPT, tokens: int, seed: int, device: str) -> str:
     return get_encoding("gpt2").decode(out[0, 1:].tolist())
 
 
-# bf16 dense tensor-core peak per GPU, FLOP/s (llm.c's mfu.h table; H100 = SXM).
-GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 70e12, "L4": 121e12, "4090": 165e12,
-                 "3090": 71e12}
-
-
-def gpu_peak_flops(device_type: str) -> float | None:
-    if device_type != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)
-
-
 def memory_mb(device_type: str) -> float | None:
     """Memory in use now: CUDA allocator bytes on GPU, the process's resident set on CPU (Linux)."""
     if device_type == "cuda":
@@ -415,6 +474,13 @@ def memory_mb(device_type: str) -> float | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError):
         return None
+
+
+def peak_memory_mb(device_type: str) -> float:
+    """The most this process held: CUDA allocator bytes on GPU, the peak resident set on CPU."""
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def shard_lineage(pattern: str) -> list[dict]:
@@ -440,8 +506,10 @@ def _diverged_message(step: int, in_a_row: int, limit: int, ckpt_root: Path) -> 
 
 
 def _logged_before(record: dict, start_step: int) -> bool:
-    # A train record's step counts completed steps; a val record is taken before step `step` runs.
-    return record["step"] <= start_step if "loss" in record else record["step"] < start_step
+    # Every record's step counts completed updates, and the evals of a checkpoint's step are logged
+    # before it is saved: what a resumed run keeps is everything up to its checkpoint's step. A run
+    # that starts over from step 0 keeps nothing (it evaluates step 0 again).
+    return start_step > 0 and record["step"] <= start_step
 
 
 def _setup_file_log(path: Path) -> None:
@@ -449,48 +517,6 @@ def _setup_file_log(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-
-
-# llm.c's train_gpt2cu flags -> our config keys, so `scripts/run_gpt2_124M.sh`'s arguments work as
-# they are. Each takes one value, as in llm.c. (`-ge`, llm.c's GELU-fusion switch, is accepted and
-# ignored: the kernels are chosen by --kernels / train.kernels.)
-LLMC_FLAGS = {
-    "-i": "train.train_glob", "-j": "train.val_glob", "-o": "train.out_dir", "-e": "model.descriptor",
-    "-b": "train.batch_size", "-t": "train.seq_len", "-d": "train.total_batch_tokens", "-x": "train.max_steps",
-    "-k": "train.lr_schedule", "-l": "train.learning_rate", "-q": "train.final_lr_frac", "-u": "train.warmup_steps",
-    "-c": "train.weight_decay", "-z": "train.zero_stage", "-r": "train.recompute", "-w": "train.master_weights",
-    "-n": "train.checkpoint_every", "-nk": "train.keep_last", "-nm": "train.major_every", "-y": "train.resume",
-    "-v": "train.val_every", "-m": "train.val_batches", "-s": "train.sample_every", "-g": "train.sample_tokens",
-    "-h": "train.hellaswag_every", "-sl": "train.skip_loss_z", "-sg": "train.skip_grad_z",
-    "-a": "train.overfit_batch", "-f": None, "-ge": None,
-}
-# llm.c's on/off flags take 0/1; ours are booleans. `-h 1` means "every val_every steps".
-_LLMC_BOOL = {"train.master_weights", "train.resume", "train.overfit_batch"}
-
-
-def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split llm.c-style `-x VALUE` pairs out of argv: (remaining argv, `--set` overrides).
-    `-e` with a path to one of our checkpoints initialises from it, as llm.c's `-e model.bin`."""
-    rest, overrides, i = [], [], 0
-    while i < len(argv):
-        flag = argv[i]
-        if flag in LLMC_FLAGS and i + 1 < len(argv):
-            key, value = LLMC_FLAGS[flag], argv[i + 1]
-            i += 2
-            if key is None:
-                continue  # -f (cuDNN attention: SDPA picks its flash kernel itself), -ge
-            if key == "model.descriptor" and Path(value).is_dir():
-                key = "train.init_from"
-            if key in _LLMC_BOOL:
-                value = "true" if value not in ("0", "false") else "false"
-            if key == "train.hellaswag_every":
-                overrides.append(f"train.hellaswag_every={'0' if value == '0' else '-1'}")
-                continue
-            overrides.append(f"{key}={value}")
-        else:
-            rest.append(flag)
-            i += 1
-    return rest, overrides
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,7 @@ def test_report_shows_baselines_in_loop_and_lineage(report, export):
     assert "0.3114" in md  # GPT-2 124M, harness acc_norm, beside our acc_norm
     assert "0.2945" in md  # GPT-2 124M, llm.c's scorer, beside the in-loop HellaSwag
     assert "124M (the smallest published)" in md
-    assert "7.6543" in md and "0.3400" in md and "step 20" in md  # metrics.jsonl at the checkpoint's step
+    assert "7.6543" in md and "0.3400" in md and "step 20 (this checkpoint)" in md  # metrics.jsonl at its step
     assert f"limit = {LIMIT}" in md
     assert RUN_TAG in md and "invented_val.jsonl" in md
     html = (report.report_dir / "report.html").read_text()
@@ -153,6 +153,19 @@ def test_report_shows_baselines_in_loop_and_lineage(report, export):
     assert {"results.json", "samples_hellaswag.jsonl", "report.md", "report.html"} <= set(lin["files"])
     # The results never point into the temp folder the report was written in.
     assert ".tmp-" not in (report.report_dir / "results.json").read_text()
+
+
+def test_an_earlier_steps_in_loop_numbers_are_not_called_this_checkpoints(export):
+    from evals.report import ModelSize, ReportInputs, in_loop_metrics, render_report
+
+    path = export.parent / "runs" / RUN_TAG / "metrics.jsonl"
+    inputs = dict(title="t", tasks=[], results={}, size=ModelSize("124M", "124M", None), baselines=None,
+                  baselines_file=None, limit=None, lineage={})
+    md, _ = render_report(ReportInputs(step=30, in_loop=in_loop_metrics(path, 30), **inputs))
+    assert "step 20: an earlier model than this step-30 checkpoint" in md and "(this checkpoint)" not in md
+    assert "same step" not in md
+    md, _ = render_report(ReportInputs(step=20, in_loop=in_loop_metrics(path, 20), **inputs))
+    assert "step 20 (this checkpoint)" in md and "earlier model" not in md
 
 
 def test_in_loop_takes_nearest_earlier_step(export):

@@ -166,7 +166,7 @@ def test_unknown_model_descriptor(shard_dir, tmp_path):
 
 
 def test_llmc_script_flags_are_accepted_verbatim(tmp_path):
-    from gpt2train.train import llmc_args_to_overrides
+    from gpt2train.llmc import llmc_args_to_overrides
 
     # the arguments of llm.c's scripts/run_gpt2_124M.sh (plus -k, -x, -ge from the 1558M one)
     argv = ("-i data/edu_fineweb_train_*.bin -j data/edu_fineweb_val_*.bin -o log124M -v 250 -s 20000 -g 144 "
@@ -186,10 +186,11 @@ def test_llmc_script_flags_are_accepted_verbatim(tmp_path):
 def test_in_loop_hellaswag_and_plot(shard_dir, tmp_path, edu_mini):
     hellaswag = edu_mini.parent / "hellaswag-format" / "invented_val.jsonl"
     out = tmp_path / "hs"
-    train(run_cfg(shard_dir, out, "train.max_steps=2", "train.hellaswag_every=2", f"train.hellaswag_file={hellaswag}",
+    train(run_cfg(shard_dir, out, "train.max_steps=3", "train.hellaswag_every=2", f"train.hellaswag_file={hellaswag}",
                   "train.hellaswag_items=12", "train.checkpoint_every=0"))
     hs = [m for m in metrics(out) if "hellaswag_acc_norm" in m]
-    assert [m["step"] for m in hs] == [0, 1] and all(m["hellaswag_n"] == 12 for m in hs)
+    # As llm.c: every N steps and the last one, not the untrained model at step 0.
+    assert [m["step"] for m in hs] == [2, 3] and all(m["hellaswag_n"] == 12 for m in hs)
     assert all(0.0 <= m["hellaswag_acc_norm"] <= 1.0 for m in hs)
     png = out / "training.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -297,3 +298,45 @@ def test_compiled_training_matches_eager(shard_dir, tmp_path):
     assert compiled == pytest.approx(eager, abs=1e-4)
     a, b = weights(tmp_path / "eager", 2), weights(tmp_path / "compiled", 2)
     assert a.keys() == b.keys()  # compiling does not change checkpoint names
+
+
+def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_path):
+    """Checkpoints every 2 steps, validation every 3: the trainer still evaluates each checkpoint's
+    weights before saving it, and the last step's. Their recorded val loss equals a fresh evaluation
+    of the saved weights on the same val tokens, by our model and by transformers on the export."""
+    from transformers import GPT2LMHeadModel
+
+    from gpt2train.checkpoint import load_checkpoint
+    from gpt2train.data import ShardLoader
+    from gpt2train.export import export_checkpoint
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.train import default_paths
+
+    out = tmp_path / "run"
+    cfg = run_cfg(shard_dir, out, "train.max_steps=5", "train.checkpoint_every=2", "train.val_every=3")
+    train(cfg)
+    val_steps = [m["step"] for m in metrics(out) if "val_loss" in m]
+    assert val_steps == [0, 2, 3, 4, 5]  # 0 and every 3, each checkpoint (2, 4) and the last (5)
+    _, val_glob, _ = default_paths(cfg)
+    t = cfg.train
+
+    def val_batches():
+        loader = ShardLoader(val_glob, t.batch_size, t.seq_len, 0, 1, shuffle=False)
+        return [loader.next_batch() for _ in range(t.val_batches)]
+
+    for step in (2, 4, 5):
+        ckpt = out / "checkpoints" / f"step_{step:08d}"
+        recorded = json.loads((ckpt / "state.json").read_text())["val_loss"]
+        model = GPT(GPTConfig.from_descriptor("tiny", cfg.model.block_size)).eval()
+        model.load_state_dict(load_checkpoint(out / "checkpoints" / f"step_{step:08d}", weights_only=True)["model"])
+        with torch.no_grad():
+            ours = sum(model(x, y)[1].item() for x, y in val_batches()) / t.val_batches
+        assert recorded == pytest.approx(ours, abs=1e-6), step
+    export = export_checkpoint(out / "checkpoints" / "step_00000002", tmp_path / "export")
+    hf = GPT2LMHeadModel.from_pretrained(export.out_dir).eval()
+    with torch.no_grad():
+        theirs = sum(torch.nn.functional.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten()).item()
+                     for x, y in val_batches()) / t.val_batches
+    recorded = json.loads((out / "checkpoints" / "step_00000002" / "state.json").read_text())["val_loss"]
+    assert recorded == pytest.approx(theirs, abs=1e-4)
+    assert f"{recorded:.4f}" in (export.out_dir / "README.md").read_text()  # the model card's val loss

@@ -11,7 +11,9 @@ For each chunk of rows x_c (R, C) of the final LayerNorm's output:
     dx_c = dz W,   dW += dz^T x_c        the gradients are finished in the forward
 
 and at the end loss = sum loss_r / n, dx and dW divided by n (n = targets != -1; no host sync).
-The backward only scales the saved dx and dW by the incoming gradient (usually 1). Peak memory
+The backward only scales the saved dx and dW by the incoming gradient (usually 1). When no
+gradient is wanted (validation under `torch.no_grad()`), only the loss is computed: the same
+chunks, without dz, dx or dW (llm.c's validation forward writes no gradient either). Peak memory
 beyond x and W is one chunk of logits plus dx (N, C) and dW (Vp, C) fp32, instead of the
 unfused (N, V) fp32 logits, their log-softmax and their gradient: `python bench/kernels.py
 --memory` measures both on CPU at B=16, T=1024, V=50304.
@@ -34,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gpt2train.kernels import interpreted
+from gpt2train.kernels import interpreted, launch
 
 # Columns per step of the row loop. 4096 fp32 values per pass is 16 KiB of registers spread
 # over 8 warps; a row of GPT-2's 50304 logits takes 13 steps per pass (two passes: statistics,
@@ -51,6 +53,7 @@ def cross_entropy_rows_kernel(
     targets_ptr,       # (R,) int64 target ids, -1 = ignored
     loss_ptr,          # (R,) fp32 per-row loss out (0 for ignored rows)
     V, VP,             # real and padded vocabulary sizes
+    WRITE_GRAD: tl.constexpr,  # False: the loss only (validation); the logits are left as they are
     BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -69,32 +72,35 @@ def cross_entropy_rows_kernel(
     valid = target != -1
     z_target = tl.load(logits_ptr + tl.where(valid, target, 0)).to(tl.float32)
     tl.store(loss_ptr + row, tl.where(valid, lse - z_target, 0.0))
-    # Pass 2: dz = softmax - onehot over the real columns, 0 on padded ones and ignored rows.
-    keep = tl.where(valid, 1.0, 0.0)
-    for start in range(0, VP, BLOCK_V):
-        cols = start + tl.arange(0, BLOCK_V)
-        z = tl.load(logits_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-        dz = tl.exp(z - lse) - tl.where(cols == target, 1.0, 0.0)
-        dz = tl.where(cols < V, dz * keep, 0.0)
-        tl.store(logits_ptr + cols, dz.to(logits_ptr.dtype.element_ty), mask=cols < VP)
+    if WRITE_GRAD:
+        # Pass 2: dz = softmax - onehot over the real columns, 0 on padded ones and ignored rows.
+        keep = tl.where(valid, 1.0, 0.0)
+        for start in range(0, VP, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            z = tl.load(logits_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+            dz = tl.exp(z - lse) - tl.where(cols == target, 1.0, 0.0)
+            dz = tl.where(cols < V, dz * keep, 0.0)
+            tl.store(logits_ptr + cols, dz.to(logits_ptr.dtype.element_ty), mask=cols < VP)
 
 
 def cross_entropy_rows_triton(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                              loss_out: torch.Tensor) -> None:
-    """Per-row loss into loss_out; logits overwritten by their gradient (unscaled)."""
+                              loss_out: torch.Tensor, write_grad: bool = True) -> None:
+    """Per-row loss into loss_out; with write_grad, logits overwritten by their gradient (unscaled)."""
     R, VP = logits.shape
-    cross_entropy_rows_kernel[(R,)](logits, logits.stride(0), targets, loss_out, vocab_size, VP,
-                                    BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
+    launch(cross_entropy_rows_kernel, (R,), logits, logits.stride(0), targets, loss_out, vocab_size, VP,
+           WRITE_GRAD=write_grad, BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
 
 
 def cross_entropy_rows_torch(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                             loss_out: torch.Tensor) -> None:
+                             loss_out: torch.Tensor, write_grad: bool = True) -> None:
     """The same contract as the kernel, in plain PyTorch (fp32 math on a chunk)."""
     z = logits[:, :vocab_size].float()
     lse = torch.logsumexp(z, dim=-1)
     valid = targets != -1
     safe = targets.clamp(min=0)[:, None]
     loss_out.copy_(torch.where(valid, lse - z.gather(1, safe).squeeze(1), 0.0))
+    if not write_grad:
+        return
     dz = torch.exp(z - lse[:, None])
     dz.scatter_add_(1, safe, torch.full_like(safe, -1, dtype=dz.dtype))
     logits[:, :vocab_size] = dz * valid[:, None]
@@ -114,28 +120,46 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _in_compute_dtype(x, weight, chunk_rows):
+    """(x, W) as the matmuls take them (bf16 under autocast) and the rows per chunk."""
+    dtype = _compute_dtype(x)
+    return x.to(dtype), weight.to(dtype), chunk_rows or default_chunk_rows(x.shape[0], x.shape[1], weight.shape[0])
+
+
+def _scored_rows(targets):
+    """How many rows carry a target (not -1), as a device tensor: no host sync."""
+    return (targets != -1).sum().clamp(min=1).to(torch.float32)
+
+
 def fused_classifier_forward(x, weight, targets, vocab_size, chunk_rows=None, backend="triton"):
     """-> (loss, dx, dW): the mean loss and its gradients, chunk by chunk."""
     N, C = x.shape
-    VP = weight.shape[0]
-    dtype = _compute_dtype(x)
-    xc, wc = x.to(dtype), weight.to(dtype)
-    chunk = chunk_rows or default_chunk_rows(N, C, VP)
+    xc, wc, chunk = _in_compute_dtype(x, weight, chunk_rows)
     ce_rows = CROSS_ENTROPY_ROWS[backend]
     dx = torch.empty_like(x)
-    dw = torch.zeros(VP, C, device=x.device, dtype=torch.float32)
+    dw = torch.zeros(weight.shape[0], C, device=x.device, dtype=torch.float32)
     loss_rows = torch.empty(N, device=x.device, dtype=torch.float32)
     for s in range(0, N, chunk):
         e = min(s + chunk, N)
         logits = xc[s:e] @ wc.T                       # (R, Vp): the only logits alive at a time
         ce_rows(logits, targets[s:e], vocab_size, loss_rows[s:e])
         dx[s:e] = logits @ wc                          # logits now hold dz
-        if dtype == torch.float32:
+        if xc.dtype == torch.float32:
             dw.addmm_(logits.T, xc[s:e])
         else:
             dw += (logits.T @ xc[s:e]).float()
-    n = (targets != -1).sum().clamp(min=1).to(torch.float32)  # stays on the device
+    n = _scored_rows(targets)
     return loss_rows.sum() / n, dx / n.to(dx.dtype), (dw / n).to(weight.dtype)
+
+
+def fused_classifier_loss(x, weight, targets, vocab_size, chunk_rows=None, backend="triton"):
+    """The mean loss alone, chunk by chunk: no dz, dx or dW (validation)."""
+    xc, wc, chunk = _in_compute_dtype(x, weight, chunk_rows)
+    loss_rows = torch.empty(x.shape[0], device=x.device, dtype=torch.float32)
+    for s in range(0, x.shape[0], chunk):
+        e = min(s + chunk, x.shape[0])
+        CROSS_ENTROPY_ROWS[backend](xc[s:e] @ wc.T, targets[s:e], vocab_size, loss_rows[s:e], write_grad=False)
+    return loss_rows.sum() / _scored_rows(targets)
 
 
 class FusedClassifierFunction(torch.autograd.Function):
@@ -156,12 +180,15 @@ class FusedClassifierFunction(torch.autograd.Function):
 def fused_classifier(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
                      chunk_rows: int | None = None, backend: str = "triton") -> torch.Tensor:
     """Mean cross-entropy of (x @ weight^T)[..., :vocab_size] against targets (-1 ignored),
-    never materialising more than one chunk of logits. x (..., C), weight (Vp, C)."""
+    never materialising more than one chunk of logits. x (..., C), weight (Vp, C). Without a
+    gradient to compute (no_grad, or inputs that need none) only the loss is computed."""
     if backend not in CROSS_ENTROPY_ROWS:
         raise ValueError(f"backend={backend!r}; use one of {', '.join(CROSS_ENTROPY_ROWS)}")
     C = x.shape[-1]
-    return FusedClassifierFunction.apply(x.reshape(-1, C), weight, targets.reshape(-1), vocab_size,
-                                         chunk_rows, backend)
+    x2, t2 = x.reshape(-1, C), targets.reshape(-1)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return fused_classifier_loss(x2, weight, t2, vocab_size, chunk_rows, backend)
+    return FusedClassifierFunction.apply(x2, weight, t2, vocab_size, chunk_rows, backend)
 
 
 def classifier_reference(x, weight, targets, vocab_size):

@@ -15,20 +15,19 @@ Tests: tests/kernels/test_gelu.py. Benchmark: bench/kernels.py (`bias_gelu`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from gpt2train.kernels import as_rows as _rows
+from gpt2train.kernels import launch
 
 # 2-D tiles: BLOCK_ROWS rows x BLOCK_F columns per program, 1024 elements per warp group of 4
 # warps. An elementwise op is bandwidth-bound; any tile this size saturates HBM on Hopper.
 BLOCK_ROWS = 4
 BLOCK_F = 1024
-
-SQRT_2_OVER_PI = 0.7978845608028654
-GELU_CUBIC = 0.044715
-
 
 @triton.jit
 def _tanh(x):
@@ -37,6 +36,22 @@ def _tanh(x):
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0, -t, t)
+
+
+# The constants are literals inside the kernels: a @triton.jit function cannot read a module-level
+# float on a GPU (a NameError at compile time, which the CPU interpreter does not raise), and the
+# interpreter cannot multiply a tl.constexpr global by a tensor. bench/aot_compile.py compiles
+# them for sm_80 / sm_90. The reference below computes sqrt(2 / pi) on its own.
+@triton.jit
+def _tanh_argument(u):
+    # k (u + 0.044715 u^3), k = sqrt(2 / pi)
+    return 0.7978845608028654 * (u + 0.044715 * u * u * u)
+
+
+@triton.jit
+def _tanh_argument_grad(u):
+    # d/du of the above: k (1 + 3 * 0.044715 u^2)
+    return 0.7978845608028654 * (1.0 + 0.134145 * u * u)
 
 
 @triton.jit
@@ -59,7 +74,7 @@ def bias_gelu_forward_kernel(
     BLOCK_ROWS: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     u, rows64, cols, mask = _load_tile_plus_bias(h_ptr, b_ptr, stride_h, N, F, BLOCK_ROWS, BLOCK_F)
-    t = _tanh(SQRT_2_OVER_PI * (u + GELU_CUBIC * u * u * u))
+    t = _tanh(_tanh_argument(u))
     y = 0.5 * u * (1.0 + t)
     tl.store(y_ptr + rows64 * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -73,8 +88,8 @@ def bias_gelu_backward_kernel(
 ):
     u, rows64, cols, mask = _load_tile_plus_bias(h_ptr, b_ptr, stride_h, N, F, BLOCK_ROWS, BLOCK_F)
     g = tl.load(dy_ptr + rows64 * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
-    t = _tanh(SQRT_2_OVER_PI * (u + GELU_CUBIC * u * u * u))
-    du = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * u * u)
+    t = _tanh(_tanh_argument(u))
+    du = 0.5 * (1.0 + t) + 0.5 * u * (1.0 - t * t) * _tanh_argument_grad(u)
     tl.store(dh_ptr + rows64 * stride_dh + cols, (g * du).to(dh_ptr.dtype.element_ty), mask=mask)
 
 
@@ -86,8 +101,8 @@ def bias_gelu_forward(h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     h2 = _rows(h)
     N, F = h2.shape
     y = torch.empty_like(h2)
-    bias_gelu_forward_kernel[_grid(N, F)](h2, b, y, h2.stride(0), y.stride(0), N, F,
-                                          BLOCK_ROWS=BLOCK_ROWS, BLOCK_F=BLOCK_F)
+    launch(bias_gelu_forward_kernel, _grid(N, F), h2, b, y, h2.stride(0), y.stride(0), N, F,
+           BLOCK_ROWS=BLOCK_ROWS, BLOCK_F=BLOCK_F)
     return y.view(h.shape)
 
 
@@ -95,8 +110,8 @@ def bias_gelu_backward(h: torch.Tensor, b: torch.Tensor, dy: torch.Tensor) -> tu
     h2, dy2 = _rows(h), _rows(dy)
     N, F = h2.shape
     dh = torch.empty_like(h2)
-    bias_gelu_backward_kernel[_grid(N, F)](h2, b, dy2, dh, h2.stride(0), dy2.stride(0), dh.stride(0), N, F,
-                                           BLOCK_ROWS=BLOCK_ROWS, BLOCK_F=BLOCK_F)
+    launch(bias_gelu_backward_kernel, _grid(N, F), h2, b, dy2, dh, h2.stride(0), dy2.stride(0), dh.stride(0), N, F,
+           BLOCK_ROWS=BLOCK_ROWS, BLOCK_F=BLOCK_F)
     db = dh.sum(0, dtype=torch.float32).to(b.dtype)
     return dh.view(h.shape), db
 
@@ -123,4 +138,4 @@ def bias_gelu(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 def bias_gelu_reference(h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Plain PyTorch: the formula above in fp32, cast back to h's dtype."""
     u = h.float() + bias.float()
-    return (0.5 * u * (1.0 + torch.tanh(SQRT_2_OVER_PI * (u + GELU_CUBIC * u ** 3)))).to(h.dtype)
+    return (0.5 * u * (1.0 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))).to(h.dtype)

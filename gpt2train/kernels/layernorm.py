@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from gpt2train.kernels import as_rows as _rows
+from gpt2train.kernels import launch
 
 # One program per row in the forward: a GPT-2 row (C <= 1600) fits one block of registers.
 # The backward gives each program ROWS_PER_PROGRAM rows so that its partial dw/db sums are
@@ -119,8 +120,8 @@ def residual_layernorm_forward(x, delta, w, b, eps):
     mean = torch.empty(N, device=x.device, dtype=torch.float32)
     rstd = torch.empty(N, device=x.device, dtype=torch.float32)
     block_c = triton.next_power_of_2(C)
-    residual_layernorm_forward_kernel[(N,)](
-        x2, d2, r2, y2, w, b, mean, rstd,
+    launch(
+        residual_layernorm_forward_kernel, (N,), x2, d2, r2, y2, w, b, mean, rstd,
         x2.stride(0), d2.stride(0), r2.stride(0), y2.stride(0), C, eps,
         HAS_DELTA=delta is not None, BLOCK_C=block_c, num_warps=_num_warps(block_c))
     return r2.view(shape), y2.view(shape), mean, rstd
@@ -136,8 +137,8 @@ def residual_layernorm_backward(r, dy, gr, w, mean, rstd):
     dw_partial = torch.empty(programs, C, device=r.device, dtype=torch.float32)
     db_partial = torch.empty(programs, C, device=r.device, dtype=torch.float32)
     block_c = triton.next_power_of_2(C)
-    residual_layernorm_backward_kernel[(programs,)](
-        r2, dy2, gr2, d_in, w, mean, rstd, dw_partial, db_partial,
+    launch(
+        residual_layernorm_backward_kernel, (programs,), r2, dy2, gr2, d_in, w, mean, rstd, dw_partial, db_partial,
         r2.stride(0), dy2.stride(0), gr2.stride(0), d_in.stride(0), N, C,
         HAS_GR=gr is not None, ROWS_PER_PROGRAM=BACKWARD_ROWS_PER_PROGRAM, BLOCK_C=block_c,
         num_warps=_num_warps(block_c))

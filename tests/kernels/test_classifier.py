@@ -75,3 +75,21 @@ def test_three_dimensional_input():
     x, w, targets = _problem(2 * 7, 48, 300, 384, torch.float32)
     loss = fused_classifier(x.view(2, 7, 48), w, targets.view(2, 7), 300)
     torch.testing.assert_close(loss, classifier_reference(x, w, targets, 300), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_without_grad_only_the_loss_is_computed(backend, monkeypatch):
+    """Validation (torch.no_grad) takes the forward-only path: the same loss, no dx / dW work."""
+    import gpt2train.kernels.classifier as classifier
+
+    x, w, targets = _problem(47, 96, 1000, 1024, torch.float32, ignore=5)
+    expected = classifier_reference(x, w, targets, 1000)
+
+    def no_gradients(*args, **kwargs):
+        raise AssertionError("the gradient path ran under no_grad")
+
+    monkeypatch.setattr(classifier, "fused_classifier_forward", no_gradients)
+    with torch.no_grad():
+        loss = fused_classifier(x.requires_grad_(True), w.requires_grad_(True), targets, 1000, chunk_rows=16,
+                                backend=backend)
+    torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=1e-5)
