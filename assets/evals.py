@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.hf_export import export_dir
+from assets.manifests import REPORT_MANIFEST, record_manifests, reports_root
 from assets.partitions import checkpoints
 from evals.runner import evaluate_export
 from evals.tasks import evals_code_version
@@ -32,11 +33,7 @@ from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage import code_version
 from gpt2train.locks import writer_lock
-from gpt2train.runs import runs_root
-
-
-def reports_root(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "reports"
+from gpt2train.run_identity import runs_root
 
 
 def report_dir(cfg: Config, key: str) -> Path:
@@ -73,6 +70,7 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
                                  + (" (the checkpoint must exist: rerun training)" if gone else ""))
         # The step, the checkpoint and the run's metrics.jsonl come from the export's lineage.json.
         report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals, model_label=key)
+        record_manifests(cfg, context.instance, (REPORT_MANIFEST,))  # eval_summary reads every report through it
         metadata = {
             "report": dg.MetadataValue.md(report.markdown),
             "dir": dg.MetadataValue.path(str(report.report_dir)),
@@ -92,8 +90,8 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         name="eval_summary",
-        deps=["eval_report"],
-        code_version=code_version(["evals.trend"], {}),
+        deps=["report_manifest"],  # every report, in one edge at any number of checkpoints (assets/manifests.py)
+        code_version=code_version(["eval_summary"], {}),
         group_name="evaluation",
         kinds={"python"},
         description="Every checkpoint's eval metrics against its step, per training run: a table and a plot "

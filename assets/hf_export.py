@@ -22,7 +22,7 @@ from assets.partitions import checkpoints
 from gpt2train.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.export import export_checkpoint, export_code_version
-from gpt2train.runs import runs_root
+from gpt2train.run_identity import runs_root
 
 # Files whose bytes are the model; README.md and lineage.json carry the commit and the time.
 _NOT_CONTENT = {"README.md", "lineage.json"}

@@ -11,6 +11,7 @@ import warnings
 
 import dagster as dg
 
+from assets.manifests import SHARD_MANIFEST, record_manifests
 from assets.partitions import corpus_files
 from gpt2train.config import Config
 from gpt2train.data_stage import materialize_token_shards, shards_dir
@@ -49,6 +50,7 @@ def build_token_shards_asset(cfg: Config) -> list:
         key = context.partition_key
         with writer_lock(manifest_path(out, key), f"token_shards partition {key}: manifest"):
             manifest = materialize_token_shards(cfg, key)
+        record_manifests(cfg, context.instance, (SHARD_MANIFEST,))  # training_run reads every shard through it
         return dg.MaterializeResult(
             data_version=dg.DataVersion(manifest["data_version"]),
             metadata={

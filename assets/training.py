@@ -35,8 +35,8 @@ from assets.checkpoints import CheckpointWatcher
 from gpt2train.checkpoint import latest_checkpoint
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.runs import read_metrics, run_dir, write_run_config
-from gpt2train.train import train_code_version
+from gpt2train.run_identity import run_dir, train_code_version
+from gpt2train.runs import read_metrics, write_run_config
 
 TRAINER_MODULE = "pipelines.train_pipes"
 LAUNCHER_MODULE = "pipelines.torchrun_launcher"
@@ -95,7 +95,7 @@ def describe_training_failure(run: Path, notes: Path, launcher_error: str) -> st
 def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
     @dg.asset(
         name="training_run",
-        deps=[dg.AssetDep("token_shards")],
+        deps=["shard_manifest"],  # every shard, in one edge at any number of files (assets/manifests.py)
         code_version=train_code_version(cfg),
         group_name="training",
         kinds={"pytorch"},

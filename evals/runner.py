@@ -33,11 +33,12 @@ from evals.report import (ReportInputs, count_parameters, harness_metrics, in_lo
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.export import exported_checkpoint
 from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
 )
-from gpt2train.lineage import provenance
+from gpt2train.lineage import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,9 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
                   if k in ("path", "key", "step", "model_sha256", "run_tag")}
     checkpoint.update(checkpoint_info or {})
     step = step if step is not None else checkpoint.get("step")
-    if metrics_path is None and checkpoint.get("path"):
-        metrics_path = Path(checkpoint["path"]).parent.parent / "metrics.jsonl"
+    ckpt_dir = exported_checkpoint(export.lineage, export_dir)
+    if metrics_path is None and ckpt_dir is not None:
+        metrics_path = ckpt_dir.parent.parent / "metrics.jsonl"
     device = resolve_device(ecfg.device)
 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -222,9 +224,16 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[
     in_loop = in_loop_metrics(metrics_path, step)
     code_ver = evals_code_version(ecfg)
     versions = _versions(raw)
+    # Paths relative to the export's data dir (the checkpoint reference copied from the export already is).
+    data = sidecar_data_dir(export.lineage, export_dir)
+    for d in task_dicts:  # the generated task YAML, where it lies once the report is in place
+        if (d.get("spec") or "").startswith(str(tmp)):
+            d["spec"] = recorded_path(report_dir / Path(d["spec"]).relative_to(tmp), data)
+    if in_loop:
+        in_loop["path"] = recorded_path(in_loop["path"], data)
     lineage: dict[str, Any] = {
         "artifact": "eval_report",
-        "export": {"path": str(export_dir), "model_sha256": export.model_sha256,
+        "export": {"path": recorded_path(export_dir, data), "model_sha256": export.model_sha256,
                    "lineage_sha256": sha256_file(export_dir / "lineage.json")},
         "checkpoint": checkpoint,
         "step": step,
@@ -237,6 +246,7 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[
                   "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
         "device": resolve_device(ecfg.device),
         "harness": versions,
+        **({"data_dir": data_dir_field(report_dir, data)} if data else {}),
         **provenance("eval_report", code_ver),
     }
     title = "Eval report: " + (model_label or checkpoint.get("key") or checkpoint.get("run_tag") or export_dir.name)

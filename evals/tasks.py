@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -40,13 +41,13 @@ from typing import Any
 
 import yaml
 
+from evals.published import published_baselines
 from gpt2train.config import EvalsConfig, parse_task_spec
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import atomic_output, sha256_file
 from gpt2train.lineage import code_version
 
 # The modules whose source decides what an eval report holds: its code version.
-EVALS_CODE_MODULES = ["evals.tasks", "evals.runner", "evals.report"]
 LOCAL_SUFFIX = "_local"
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -205,8 +206,8 @@ def write_local_task_yamls(tasks: list[EvalTask], work_dir: str | Path) -> list[
 
 
 def evals_code_version(ecfg: EvalsConfig) -> str:
-    """Code version of an eval report: the evals modules, the tasks and few-shot, `limit`, the local
-    files' and baselines file's sha256, and the harness version. Not `batch_size` or `device`:
+    """Code version of an eval report: the evals stage's version, the tasks and few-shot, `limit`, the
+    local files' sha256, the published figures shown beside the scores, and the harness version. Not `batch_size` or `device`:
     they change the speed, not the scores (up to float rounding)."""
     import lm_eval  # cheap: the package's __init__ imports nothing heavy
 
@@ -215,13 +216,14 @@ def evals_code_version(ecfg: EvalsConfig) -> str:
         task, _, path = item.partition("=")
         p = Path(path.strip()).expanduser()
         local[task.strip()] = sha256_file(p) if p.is_file() else f"missing:{p}"
-    baselines = None
     if ecfg.baselines_file:
         b = Path(ecfg.baselines_file)
         baselines = sha256_file(b) if b.is_file() else f"missing:{b}"
+    else:  # the figures a report shows beside its scores: the project's table
+        baselines = hashlib.sha256(json.dumps(published_baselines(), sort_keys=True).encode()).hexdigest()
     settings = {"tasks": [list(parse_task_spec(s)) for s in ecfg.tasks], "limit": ecfg.limit,
                 "local_data": local, "baselines": baselines, "lm_eval": lm_eval.__version__}
-    return code_version(EVALS_CODE_MODULES, settings)
+    return code_version(["evals"], settings)
 
 
 # ------------------------------------------------------------------------------- helpers

@@ -7,7 +7,7 @@
 Reads each report's lineage.json (evals/runner.py writes it: step, run tag, metrics, and the
 in-loop val loss / HellaSwag training logged for that step) and writes into `out_dir`:
 `summary.json`, `summary.md` (run, step, each task metric, in-loop numbers) and `trend.png`
-(metric vs step, one line per run tag and metric; like llm.c's dev/vislog.ipynb). A folder
+(metric vs step, one line per run directory and metric; like llm.c's dev/vislog.ipynb). A folder
 without a lineage.json (a report that was never finished) is skipped with a warning.
 """
 
@@ -32,7 +32,7 @@ class Trend:
     out_dir: Path
     markdown: str
     rows: list[dict[str, Any]]
-    """One per report, sorted by (run tag, step): report_dir, run_tag, step, metrics, in_loop."""
+    """One per report, sorted by (run, step): report_dir, run, run_tag, step, metrics, in_loop."""
     paths: dict[str, Path] = field(default_factory=dict)
     """summary.json, summary.md, trend.png."""
     skipped: list[str] = field(default_factory=list)
@@ -59,10 +59,13 @@ def read_reports(report_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[st
             continue
         ck = lin.get("checkpoint") or {}
         step = lin.get("step", ck.get("step"))
-        rows.append({"report_dir": str(d), "run_tag": ck.get("run_tag") or "?", "step": step,
+        # A line per run directory (the checkpoint key's `<run>@` part): two directories that hold the
+        # same run tag (a run trained again elsewhere) are two runs, never one zig-zag line.
+        run = ck["key"].split("@", 1)[0] if ck.get("key") else ck.get("run_tag") or "?"
+        rows.append({"report_dir": str(d), "run": run, "run_tag": ck.get("run_tag") or "?", "step": step,
                      "limit": (lin.get("config", {}).get("evals") or {}).get("limit"),
                      "metrics": lin.get("metrics") or {}, "in_loop": lin.get("in_loop") or {}})
-    rows.sort(key=lambda r: (r["run_tag"], r["step"] if r["step"] is not None else -1))
+    rows.sort(key=lambda r: (r["run"], r["step"] if r["step"] is not None else -1))
     return rows, skipped
 
 
@@ -97,7 +100,7 @@ def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]], skippe
     header = ["run", "step"] + [f"{t} {m}" for t, m in columns] + [label for _, label in IN_LOOP_COLUMNS]
     lines = ["# Eval scores by checkpoint", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["run_tag"], str(r["step"])]
+        cells = [r["run"], str(r["step"])]
         for task, metric in columns:
             ms = r["metrics"].get(task, {})
             if metric not in ms:
@@ -130,12 +133,12 @@ def _plot(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out_png: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted({r["run_tag"] for r in rows})
+    runs = sorted({r["run"] for r in rows})
     has_loss = any("val_loss" in r["in_loop"] for r in rows)
     fig, axes = plt.subplots(1, 2 if has_loss else 1, figsize=(12 if has_loss else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     for run in runs:
-        mine = [r for r in rows if r["run_tag"] == run and r["step"] is not None]
+        mine = [r for r in rows if r["run"] == run and r["step"] is not None]
         for task, metric in columns:
             pts = [(r["step"], r["metrics"][task][metric]) for r in mine if metric in r["metrics"].get(task, {})]
             if pts:
@@ -152,7 +155,7 @@ def _plot(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out_png: P
     if has_loss:
         ax2 = axes[0][1]
         for run in runs:
-            pts = _in_loop_points([r for r in rows if r["run_tag"] == run], "val_loss")
+            pts = _in_loop_points([r for r in rows if r["run"] == run], "val_loss")
             if pts:
                 ax2.plot(*zip(*pts), "o-", label=f"{run} val loss")
         ax2.set_xlabel("step")

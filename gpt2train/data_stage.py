@@ -22,20 +22,17 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.corpus import CorpusRecord, fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage import code_version, provenance, sidecar_path
+from gpt2train.lineage import code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path
 from gpt2train.prepare import ShardsResult, partition_tag, write_partition_shards, write_shards
 
 log = logging.getLogger(__name__)
-
-CORPUS_CODE_MODULES = ["gpt2train.corpus", "gpt2train.hub"]
-
 
 def corpus_code_version(cfg: Config) -> str:
     """The settings that decide what a partition's record holds. Not `source` (a mirror and the
     Hub give the same bytes, and the data version is their hash) and not `files` (it selects
     partitions: raising it adds partitions and leaves the others fresh)."""
     c = cfg.corpus
-    return code_version(CORPUS_CODE_MODULES, {"dataset": c.dataset, "name": c.name, "revision": c.revision,
+    return code_version(["corpus"], {"dataset": c.dataset, "name": c.name, "revision": c.revision,
                                               "text_field": c.text_field,
                                               "max_documents_per_file": c.max_documents_per_file})
 
@@ -72,9 +69,13 @@ def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:
 def write_corpus_record(cfg: Config, record: CorpusRecord) -> CorpusRecord:
     """Write the lineage record of a fetched source file (`corpus/records/<tag>.json`)."""
     key = record.key
-    write_json_atomic(record_path(cfg, key), {
+    path = record_path(cfg, key)
+    write_json_atomic(path, {
         "artifact": "corpus_file",
         **record.to_dict(),
+        # A download under the data dir is recorded relative to it; a local mirror elsewhere absolute.
+        "local_path": recorded_path(record.local_path, data_dir(cfg)),
+        "data_dir": data_dir_field(path.parent, data_dir(cfg)),
         "config": {"corpus": config_to_dict(cfg.corpus)},
         **provenance("corpus", corpus_code_version(cfg)),
     })
@@ -92,6 +93,7 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
     raw = read_json(path, "corpus record")
     try:
         record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
+        record.local_path = str(resolve_recorded(record.local_path, data_dir(cfg)))
     except KeyError as e:
         raise DataError(f"corpus record {path} lacks field {e}; rematerialize the `corpus` partition {key!r}") from e
     if record.key != key:
@@ -116,7 +118,7 @@ def source_changed(cfg: Config, key: str) -> bool:
     if cfg.corpus.source == "hub" or not path.exists():
         return False
     record = read_json(path, "corpus record")
-    local = Path(record["local_path"])
+    local = resolve_recorded(record["local_path"], data_dir(cfg))
     return not local.exists() or sha256_file(local) != record["sha256"]
 
 

@@ -40,7 +40,9 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
 from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
-from gpt2train.lineage import code_version, provenance
+from gpt2train.lineage import (
+    code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
+)
 from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.tokenizer import EOT_TOKEN
@@ -53,8 +55,6 @@ LOGITS_BATCH = 2       # B of the sample batch the logits are compared on
 LOGITS_MAX_T = 32      # T = min(32, block_size)
 LOGITS_SEED = 1234     # the sample batch's token ids: fixed, so the recorded diff is reproducible
 
-EXPORT_MODULES = ["gpt2train.export", "gpt2train.hf_tokenizer", "gpt2train.hf_state_dict", "gpt2train.model",
-                  "gpt2train.model_config"]
 LINEAGE_FILE = "lineage.json"
 
 
@@ -77,7 +77,7 @@ class LoadedCheckpoint:
 
 
 def export_code_version() -> str:
-    return code_version(EXPORT_MODULES, {})
+    return code_version(["export"], {})
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: str | None = None) -> ExportResult:
@@ -100,9 +100,11 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             with _quiet_transformers():
                 hf_params = write_hf_model(ckpt.model, tmp)
                 verification = verify_export(tmp, ckpt.model)
+            data = sidecar_data_dir(ckpt.state, ckpt.path)  # the checkpoint's data dir, where it records one
             checkpoint_ref = {
-                "path": str(ckpt.path), "key": key or _checkpoint_key(ckpt.path), "step": ckpt.state["step"],
-                "model_sha256": ckpt.model_sha256, "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
+                "path": recorded_path(ckpt.path, data), "key": key or _checkpoint_key(ckpt.path),
+                "step": ckpt.state["step"], "model_sha256": ckpt.model_sha256,
+                "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
             }
             export_ver = export_code_version()
             model_sha256 = sha256_file(tmp / "model.safetensors")
@@ -119,6 +121,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
                 "verification": verification,
                 "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
                           "block_size": c.block_size, "vocab_size": c.vocab_size},
+                **({"data_dir": data_dir_field(out_dir, data)} if data else {}),
                 **provenance("hf_export", export_ver),
             }
             (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
@@ -136,6 +139,12 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             raise
     return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
                         verification=verification, lineage=lineage)
+
+
+def exported_checkpoint(lineage: dict, export_dir: str | Path) -> Path | None:
+    """The checkpoint an export's lineage.json names, as a usable path (None if it names none)."""
+    ref = (lineage.get("checkpoint") or {}).get("path")
+    return resolve_recorded(ref, sidecar_data_dir(lineage, export_dir)) if ref else None
 
 
 def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from gpt2train.checkpoint import DONE
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from gpt2train.lineage import sidecar_path
+from gpt2train.lineage import resolve_recorded, sidecar_data_dir, sidecar_path
 from gpt2train.data_stage import corpus_record_path
 
 OK, MISMATCH, MISSING, UNVERIFIED = "ok", "MISMATCH", "MISSING", "unverified"
@@ -168,11 +168,15 @@ def _sidecar(path: Path, check: FileCheck | None = None) -> dict | None:
         return None
 
 
-def _resolve(recorded: str | None, base: Path) -> Path | None:
-    """A path a sidecar recorded: absolute as written; a relative one is tried from the directory of
-    the sidecar, then from the working directory."""
+def _resolve(recorded: str | None, sidecar: dict | None, base: Path) -> Path | None:
+    """A path the sidecar in folder `base` recorded: absolute as written; a relative one from the data
+    dir the sidecar records (docs/lineage.md), so a copied or moved data dir resolves to its own files.
+    Sidecars from before that field: from the sidecar's folder, then the working directory."""
     if not recorded:
         return None
+    data = sidecar_data_dir(sidecar or {}, base)
+    if data is not None:
+        return resolve_recorded(recorded, data)
     p = Path(recorded)
     if p.is_absolute():
         return p
@@ -198,11 +202,12 @@ def walk_lineage(path: str | Path, rehash: bool = True, progress: bool = True) -
     shard_refs: list[tuple[Path, dict | None]] = []  # (.bin, the checkpoint's entry for it)
     record_refs: dict[Path, dict] = {}
 
+    report_root = root
     if kind == "eval_report":
         node, report = _report_node(root, depth)
         nodes.append(node)
         depth += 1
-        root, kind = _resolve((report.get("export") or {}).get("path"), root), "hf_export"
+        root, kind = _resolve((report.get("export") or {}).get("path"), report, root), "hf_export"
         if root is None:
             node.notes.append("records no export path: following its copy of the checkpoint reference")
     if kind == "hf_export":
@@ -211,8 +216,12 @@ def walk_lineage(path: str | Path, rehash: bool = True, progress: bool = True) -
             nodes.append(node)
             depth += 1
         # The export's reference; if its lineage.json is gone, the report's copy of it.
-        ref = (export or {}).get("checkpoint") or (report or {}).get("checkpoint") or {}
-        ckpt_dir = _resolve(ref.get("path"), root or Path("."))
+        if (export or {}).get("checkpoint"):
+            ref = export["checkpoint"]
+            ckpt_dir = _resolve(ref.get("path"), export, root)
+        else:
+            ref = (report or {}).get("checkpoint") or {}
+            ckpt_dir = _resolve(ref.get("path"), report, report_root) if report else None
         if export:
             ckpt_expect["export lineage.json"] = ref.get("model_sha256")
         if report:
@@ -263,7 +272,7 @@ def walk_lineage(path: str | Path, rehash: bool = True, progress: bool = True) -
         nodes.append(node)
         if record is None:
             continue
-        local = _resolve(record.get("local_path"), rec.parent)
+        local = _resolve(record.get("local_path"), record, rec.parent)
         if local is None:
             node.notes.append("records no local_path: the walk ends here")
             continue
@@ -271,6 +280,10 @@ def walk_lineage(path: str | Path, rehash: bool = True, progress: bool = True) -
             continue
         seen_files.add(local.resolve())
         files.append(_corpus_file_node(local, depth + 1, record, ref["by_shard"]))
+        if not local.exists():  # e.g. a data dir moved to another machine without its corpus.source mirror
+            files[-1].notes.append(f"the source file {record.get('key')!r} is missing: it was recorded at {local} "
+                                   f"(corpus.source outside the data dir stays where it was); put it back there "
+                                   f"to verify the chain")
     nodes.extend(files)
 
     _verify(nodes, rehash, progress)
@@ -370,7 +383,7 @@ def _checkpoint_shards(state: dict, root: Path) -> list[tuple[Path, dict]]:
     t = cfg.get("train") or {}
     # `shards_dir` is recorded since checkpoints carry full lineage; older ones: the configured globs.
     if lineage.get("shards_dir"):
-        train_dir = val_dir = _resolve(lineage["shards_dir"], root)
+        train_dir = val_dir = _resolve(lineage["shards_dir"], state, root)
     else:
         default = Path(cfg.get("data_dir") or ".") / "shards"
         train_dir = Path(t["train_glob"]).parent if t.get("train_glob") else default

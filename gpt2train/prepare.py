@@ -46,22 +46,18 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.corpus import CorpusRecord, iter_document_batches
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage import code_version, provenance, sidecar_path
+from gpt2train.lineage import code_version, data_dir_field, provenance, recorded_path, sidecar_path
 from gpt2train.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
 from gpt2train.tokenizer import DocumentEncoder, ranks_sha256
 
 log = logging.getLogger(__name__)
-
-# The modules whose source decides the bytes of a shard: part of the shards' code version.
-SHARD_CODE_MODULES = ["gpt2train.prepare", "gpt2train.shards", "gpt2train.tokenizer", "gpt2train.corpus"]
-
 
 def shards_code_version(cfg: Config) -> str:
     """Only the settings that change a shard's bytes: not `threads` or `batch_documents`. The
     corpus settings that do (`text_field`, `max_documents_per_file`) reach the shards through
     the corpus data version (gpt2train/data_stage.py)."""
     s = cfg.shards
-    return code_version(SHARD_CODE_MODULES, {"tokenizer": s.tokenizer, "shard_size": s.shard_size,
+    return code_version(["shards"], {"tokenizer": s.tokenizer, "shard_size": s.shard_size,
                                              "prefix": s.prefix, "val_file": s.val_file})
 
 
@@ -316,7 +312,8 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
     manifest = {
         "artifact": "token_shards_partition",
         "key": record.key,
-        "source": record.to_dict(),
+        "source": {**record.to_dict(), "local_path": recorded_path(record.local_path, cfg.data_dir)},
+        "data_dir": data_dir_field(mpath.parent, cfg.data_dir),
         "is_val_file": is_val_file,
         "shards": [{k: s[k] for k in ("file", "split", "tokens", "sha256")} for s in result.shards],
         "tokens": result.tokens,

@@ -1,11 +1,13 @@
 """Training runs on disk: where they live, their complete checkpoints, and a run's summary.
 
-    <data_dir>/runs/<run_tag>/                 one training run (gpt2train.train.run_tag)
+    <data_dir>/runs/<run_tag>/                 one training run (gpt2train/run_identity.py)
+        run.json                               its run tag, recorded by the trainer on first start
         config.yaml                            the resolved config it was launched with
         main.log, metrics.jsonl, training.png  the trainer's log, metrics and loss curves
         checkpoints/step_XXXXXXXX/             complete when DONE is there (gpt2train/checkpoint.py)
 
     find_checkpoints(runs_root(cfg))           every complete checkpoint of every run, as CheckpointInfo
+                                               (runs_root: gpt2train/run_identity.py)
     summarize_run(run_dir)                     what the `training_run` asset reports as metadata
 
 Used by the Dagster assets and sensor (a checkpoint becomes a `checkpoints` partition as soon as
@@ -27,17 +29,6 @@ from gpt2train.checkpoint import checkpoint_key, checkpoint_state, complete_chec
 from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
-
-
-def runs_root(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "runs"
-
-
-def run_dir(cfg: Config) -> Path:
-    """Where the `training_run` asset trains the configured run: `<data_dir>/runs/<run_tag>`."""
-    from gpt2train.train import run_tag  # torch import: only when a run is actually needed
-
-    return runs_root(cfg) / run_tag(cfg)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob as globlib
-import hashlib
 import json
 import logging
 import math
@@ -38,17 +36,17 @@ import torch.distributed as dist
 
 from gpt2train import __version__
 from gpt2train.checkpoint import (
-    STEP_DIR, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+    STEP_DIR, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint, step_dir,
 )
 from gpt2train.config import KERNEL_CHOICES, Config, TrainConfig, config_to_dict, load_config
 from gpt2train.data import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError, TrainingDiverged
 from gpt2train.failpoints import failpoint
-from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full, read_json
+from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full
 from gpt2train.hellaswag import load_hellaswag, local_hellaswag_file, score_hellaswag
 from gpt2train.kernels import resolve_kernels
 from gpt2train.kernels.compile_check import ModelShape, check_kernels_compile, mode_for
-from gpt2train.lineage import code_version, git_commit, sidecar_path
+from gpt2train.lineage import data_dir_field, git_commit, recorded_path
 from gpt2train.llmc import llmc_args_to_overrides
 from gpt2train.locks import writer_lock
 from gpt2train.mfu import peak_bf16_flops, unknown_device_note
@@ -58,44 +56,11 @@ from gpt2train.parallelize import (
     apply_compile, apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
 from gpt2train.plots import plot_training
+from gpt2train.run_identity import check_run_dir, run_tag, runs_root, shard_globs, shard_lineage, train_code_version
 from gpt2train.runs import read_metrics_file
 from gpt2train.shards import verify_shard_hashes
 
 log = logging.getLogger("gpt2train.train")
-
-# The modules whose source decides what training computes: part of a checkpoint's code version.
-TRAIN_CODE_MODULES = ["gpt2train.train", "gpt2train.model", "gpt2train.model_config", "gpt2train.data", "gpt2train.parallelize",
-                      "gpt2train.checkpoint", "gpt2train.outliers"]
-TRITON_KERNEL_MODULES = ["gpt2train.kernels", "gpt2train.kernels.layernorm", "gpt2train.kernels.gelu",
-                         "gpt2train.kernels.attention", "gpt2train.kernels.classifier"]
-# Train settings that do not change the weights: where the run lives, samples, and the in-loop
-# evals (they use no RNG and leave the model and loaders as they were).
-_NOT_OUTPUT_SHAPING = ("out_dir", "resume", "sample_every", "sample_tokens", "val_every", "val_batches",
-                       "hellaswag_every", "hellaswag_file", "hellaswag_items", "verify_shards",
-                       "max_nonfinite_steps")
-
-
-def train_code_version(cfg: Config) -> str:
-    """Version of what training computes: its modules and the model / train settings that shape the
-    weights (the Dagster `training_run` asset's code_version)."""
-    train_settings = {k: v for k, v in config_to_dict(cfg.train).items() if k not in _NOT_OUTPUT_SHAPING}
-    modules = TRAIN_CODE_MODULES
-    if resolve_kernels(cfg.train.kernels, "cuda" if torch.cuda.is_available() else "cpu") == "triton":
-        modules = modules + TRITON_KERNEL_MODULES
-    return code_version(modules, {"model": config_to_dict(cfg.model), "train": train_settings})
-
-
-def run_tag(cfg: Config) -> str:
-    """`<descriptor>-<10 hex>`: names a training run by what decides its weights, the training code
-    version and the sha256 of every shard it reads. The `training_run` asset trains in
-    `<data_dir>/runs/<run_tag>`, so a changed config or corpus starts a new run (new checkpoint
-    partitions) and never resumes from, or overwrites, another run's checkpoints."""
-    train_glob, val_glob, _ = default_paths(cfg)
-    h = hashlib.sha256(train_code_version(cfg).encode())
-    for entry in shard_lineage(train_glob) + shard_lineage(val_glob):
-        h.update(f"{entry['file']}:{entry['sha256']}".encode())
-    return f"{cfg.model.descriptor.replace(':', '-')}-{h.hexdigest()[:10]}"
-
 
 @dataclass
 class Dist:
@@ -138,15 +103,6 @@ def learning_rate(step: int, t: TrainConfig, max_steps: int) -> float:
         return peak - (peak - final) * progress
     decay_start = 0.8  # wsd
     return peak if progress < decay_start else peak - (peak - final) * (progress - decay_start) / (1 - decay_start)
-
-
-def default_paths(cfg: Config) -> tuple[str, str, Path]:
-    shards = Path(cfg.data_dir) / "shards"
-    t = cfg.train
-    train_glob = t.train_glob or str(shards / f"{cfg.shards.prefix}_train_*.bin")
-    val_glob = t.val_glob or str(shards / f"{cfg.shards.prefix}_val_*.bin")
-    out_dir = Path(t.out_dir or Path(cfg.data_dir) / "runs" / cfg.model.descriptor.replace(":", "-"))
-    return train_glob, val_glob, out_dir
 
 
 def set_matmul_precision(t: TrainConfig, device_type: str) -> None:
@@ -214,11 +170,14 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         raise ConfigError(f"train.total_batch_tokens={t.total_batch_tokens} is not divisible by "
                           f"B*T*world = {t.batch_size}*{t.seq_len}*{d.world} = {tokens_per_micro}")
     grad_accum = t.total_batch_tokens // tokens_per_micro
-    train_glob, val_glob, out_dir = default_paths(cfg)
+    train_glob, val_glob = shard_globs(cfg)
+    tag = run_tag(cfg)
+    out_dir = Path(t.out_dir) if t.out_dir else runs_root(cfg) / tag  # run_dir(cfg), the tag computed once
     ckpt_root = out_dir / "checkpoints"
-    train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=t.shuffle, seed=t.seed)
+    train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=t.shuffle, seed=t.seed,
+                               accum=grad_accum)
     val_loader = ShardLoader(val_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=False) if t.val_every else None
-    max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch // grad_accum)
+    max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch)
     if t.verify_shards:  # before any batch is read: a corrupted shard stops the run here, named
         for pattern in (train_glob, val_glob) if val_loader else (train_glob,):
             verify_shard_hashes(pattern, progress=d.is_main)
@@ -255,6 +214,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         # then written. One trainer per run directory: a second one (another pipeline run, a CLI
         # launch beside a UI run) is refused here. Rank 0 holds the lock for the job.
         held.enter_context(writer_lock(out_dir, "training run"))
+        check_run_dir(out_dir, tag)
     d.barrier()  # no rank reads the run directory before rank 0 holds it
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
@@ -275,10 +235,14 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
     ddp_model = apply_ddp(apply_compile(model) if t.compile else model, d.world)
-    overfit_batch = train_loader.next_batch() if t.overfit_batch else None
+    overfit_batch = None
+    if t.overfit_batch:  # one micro-batch, over and over; the loader's position stays where it was
+        position = train_loader.state_dict()
+        overfit_batch = train_loader.next_batch()
+        train_loader.load_state_dict(position)
     device_name = torch.cuda.get_device_name() if device_type == "cuda" else None
     peak_flops = peak_bf16_flops(device_name)
-    lineage = {"run_tag": run_tag(cfg), "shards_dir": str(Path(train_glob).parent.resolve()),
+    lineage = {"run_tag": tag, "shards_dir": recorded_path(Path(train_glob).parent, cfg.data_dir),
                "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
                "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": __version__}
 
@@ -414,7 +378,8 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                 optimizer_state=optimizer_shard_state(optimizer), loader_state=train_loader.state_dict(),
                 # val_loss: of these very weights (in_loop_evals runs at every checkpoint step), or None
                 # when validation is off.
-                state={"world": d.world, "loss": loss_value, "val_loss": val_loss, "config": config_to_dict(cfg),
+                state={"world": d.world, "kernels": kernels, "loss": loss_value, "val_loss": val_loss,
+                       "data_dir": data_dir_field(step_dir(ckpt_root, done), cfg.data_dir), "config": config_to_dict(cfg),
                        "skipped_updates": skipped, "nonfinite_in_a_row": nonfinite_in_a_row,
                        "loss_outliers": loss_outliers.state_dict(),
                        "norm_outliers": norm_outliers.state_dict(),
@@ -481,18 +446,6 @@ def peak_memory_mb(device_type: str) -> float:
     if device_type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def shard_lineage(pattern: str) -> list[dict]:
-    """What the run reads: each shard's name, tokens and sha256 from its sidecar (None for shards
-    without one, e.g. karpathy's published files)."""
-    out = []
-    for path in sorted(globlib.glob(pattern)):
-        sidecar = sidecar_path(path)
-        meta = read_json(sidecar, "shard sidecar") if sidecar.exists() else {}
-        out.append({"file": Path(path).name, "sha256": meta.get("sha256"), "tokens": meta.get("tokens"),
-                    "sources": [src.get("key") for src in meta.get("sources", [])]})
-    return out
 
 
 def _diverged_message(step: int, in_a_row: int, limit: int, ckpt_root: Path) -> str:

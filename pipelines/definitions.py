@@ -4,10 +4,12 @@
     GPT2TRAIN_CONFIG=gpt2_124m dagster dev -w workspace.yaml
 
 Assets, by group:
-- `data`: `corpus` -> `token_shards` (+ 4 shard checks), partitioned by source file (`corpus_files`);
+- `data`: `corpus` -> `token_shards` (+ 4 shard checks), partitioned by source file (`corpus_files`)
+  -> `shard_manifest` (external: every shard's hash, assets/manifests.py);
 - `training`: `training_run` (torchrun through Pipes, all shards) -> `checkpoint` (external,
-  observed; one `checkpoints` partition per complete checkpoint);
-- `evaluation`: `hf_export` -> `eval_report` per checkpoint partition -> `eval_summary`.
+  recorded as each lands; one `checkpoints` partition per complete checkpoint);
+- `evaluation`: `hf_export` -> `eval_report` per checkpoint partition -> `report_manifest`
+  (external) -> `eval_summary`.
 
 Jobs: `data` (one corpus partition), `shard_checks`, `training`, `checkpoint_evals` (export +
 report of one checkpoint partition), `refresh_eval_summary`. Sensors (on by default): `corpus_files_sensor`
@@ -24,6 +26,7 @@ from assets.checkpoints import checkpoint_spec
 from assets.corpus import build_corpus_asset
 from assets.evals import build_eval_assets
 from assets.hf_export import build_hf_export_asset
+from assets.manifests import report_manifest_spec, shard_manifest_spec
 from assets.token_shards import build_token_shards_asset
 from assets.training import build_training_asset
 from gpt2train.config import Config
@@ -55,7 +58,8 @@ def build_definitions(cfg: Config) -> dg.Definitions:
     summary_job = dg.define_asset_job(EVAL_SUMMARY_JOB, selection=dg.AssetSelection.assets(eval_summary),
                                       description="Redraw the eval trend across all checkpoints.")
     return dg.Definitions(
-        assets=[corpus, token_shards, training_run, checkpoint_spec, hf_export, eval_report, eval_summary],
+        assets=[corpus, token_shards, shard_manifest_spec, training_run, checkpoint_spec, hf_export, eval_report,
+                report_manifest_spec, eval_summary],
         asset_checks=shard_checks,
         jobs=[data_job, checks_job, training_job, evals_job, summary_job],
         sensors=[build_corpus_files_sensor(cfg, data_job), build_checkpoints_sensor(cfg, evals_job, summary_job)],

@@ -38,12 +38,14 @@ from pathlib import Path
 import dagster as dg
 
 from assets.checkpoints import register_checkpoints
+from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, record_manifests
 from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
 from gpt2train.data_stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.locks import writer_lock
-from gpt2train.runs import find_checkpoints, run_dir, runs_root
+from gpt2train.run_identity import run_dir, runs_root
+from gpt2train.runs import find_checkpoints
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
 )
@@ -179,6 +181,7 @@ def _run_data_stage(cfg, defs, instance, summary, stale_only) -> None:
 
 
 def _run_training_stage(cfg, defs, instance, summary, stale_only) -> None:
+    record_manifests(cfg, instance, (SHARD_MANIFEST,))  # the shards training would read, as they are on disk
     status = stale_statuses(defs, instance, assets=["training_run"])[("training_run", None)]
     if stale_only and status == StaleStatus.FRESH:
         summary.skipped.append(("training_run", None))
@@ -187,7 +190,7 @@ def _run_training_stage(cfg, defs, instance, summary, stale_only) -> None:
         if not ok:
             raise Gpt2TrainError(cause)
     # The asset registered its checkpoints while it trained; this also catches runs made outside
-    # Dagster (`gpt2train train`) and checkpoints Dagster has not observed yet.
+    # Dagster (`gpt2train train`) and checkpoints Dagster has not recorded yet.
     register_checkpoints(instance, find_checkpoints(runs_root(cfg)))
 
 
@@ -210,9 +213,8 @@ def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
                 summary.failed.append(("hf_export + eval_report", key, cause))
         if (report_dir(cfg, key) / "lineage.json").exists():
             summary.reports.append(str(report_dir(cfg, key)))
-    # A new report always redraws the summary: beyond 100 partitions Dagster stops tracking them.
-    ran_reports = any(a == "eval_report" for a, _ in summary.ran)
-    if stale_only and not ran_reports and \
+    record_manifests(cfg, instance, (REPORT_MANIFEST,))  # the reports eval_summary would gather, on disk now
+    if stale_only and \
             stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)] == StaleStatus.FRESH:
         summary.skipped.append(("eval_summary", None))
     elif keys:

@@ -2,20 +2,24 @@
 
 - `corpus_files_sensor`: adds a `corpus_files` partition for each new source file (adding a
   parquet file to a local corpus, or raising `corpus.files` for the Hub) and requests
-  `corpus` + `token_shards` for that key only.
+  `corpus` + `token_shards` for that key only; records `shard_manifest` when the shards on disk
+  differ from it (assets/manifests.py).
 - `checkpoints_sensor`: registers each complete checkpoint under `<data_dir>/runs/` as a
-  `checkpoints` partition (observing its content hash; the `training_run` asset does the same
+  `checkpoints` partition (recording its content hash; the `training_run` asset does the same
   while it trains, this catches runs trained outside Dagster), requests `hf_export` +
   `eval_report` for every partition that has no eval report yet — also while training runs —
-  and `eval_summary` whenever a new report has landed since the last summary.
+  and `eval_summary` whenever a new report has landed since the last summary; records
+  `report_manifest` when the reports on disk differ from it.
 """
 
 import dagster as dg
 
 from assets.checkpoints import pending_registrations
+from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, pending_manifests
 from assets.partitions import checkpoints, corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.runs import find_checkpoints, runs_root
+from gpt2train.run_identity import runs_root
+from gpt2train.runs import find_checkpoints
 
 
 def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
@@ -32,6 +36,7 @@ def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
         return dg.SensorResult(
             dynamic_partitions_requests=[corpus_files.build_add_request(new)] if new else [],
             run_requests=[dg.RunRequest(run_key=f"corpus-file:{k}", partition_key=k) for k in new],
+            asset_events=pending_manifests(cfg, context.instance, (SHARD_MANIFEST,)),
         )
 
     return corpus_files_sensor
@@ -54,7 +59,7 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
     )
     def checkpoints_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         infos = find_checkpoints(runs_root(cfg))
-        new_keys, observations = pending_registrations(context.instance, infos)
+        new_keys, recorded = pending_registrations(context.instance, infos)
         known = set(context.instance.get_dynamic_partitions(checkpoints.name)) | set(new_keys)
         evaluated = context.instance.get_materialized_partitions(dg.AssetKey("eval_report"))
         # One request per checkpoint content: run_key dedupes across ticks, and a checkpoint
@@ -68,7 +73,7 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
             requests.append(dg.RunRequest(run_key=f"summary:{last_report}", job_name=summary_job.name))
         return dg.SensorResult(
             dynamic_partitions_requests=[checkpoints.build_add_request(new_keys)] if new_keys else [],
-            asset_events=observations,
+            asset_events=recorded + pending_manifests(cfg, context.instance, (REPORT_MANIFEST,)),
             run_requests=requests,
         )
 

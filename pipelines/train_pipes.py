@@ -24,7 +24,8 @@ from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
 from gpt2train.runs import checkpoint_info, summarize_run
-from gpt2train.train import default_paths, train
+from gpt2train.run_identity import trainer_dir
+from gpt2train.train import train
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             pipes.log.error(f"training failed: {e}")
             print(f"gpt2train train: error: {e}", file=sys.stderr)
             return 2
-        summary = summarize_run(default_paths(cfg)[2])
+        summary = summarize_run(trainer_dir(cfg))
         pipes.report_asset_materialization(metadata=run_metadata(summary), data_version=summary["data_version"])
     return 0
 

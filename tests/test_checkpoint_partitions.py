@@ -1,4 +1,4 @@
-"""Checkpoints as `checkpoints` partitions: keys, observation, the watcher and the sensor (fast:
+"""Checkpoints as `checkpoints` partitions: keys, recording, the watcher and the sensor (fast:
 checkpoints are written directly with `save_checkpoint`, no training)."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from gpt2train.config import config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.runs import find_checkpoints, runs_root
+from gpt2train.run_identity import runs_root
+from gpt2train.runs import find_checkpoints
 from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
 
 
@@ -49,19 +50,21 @@ def test_keys_round_trip_and_state_records_the_content_hash(tiny_cfg):
         checkpoint_state(path)
 
 
-def test_register_observes_the_content_hash_once(tiny_cfg, instance):
+def test_register_records_the_content_hash_once(tiny_cfg, instance):
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 2)
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=1)
     infos = find_checkpoints(runs_root(tiny_cfg))
     assert register_checkpoints(instance, infos) == ["tiny-aaaaaaaaaa@step_00000002", "tiny-aaaaaaaaaa@step_00000004"]
-    assert register_checkpoints(instance, infos) == []  # nothing new, no second observation
-    obs = instance.fetch_observations(dg.AssetKey("checkpoint"), limit=10).records
-    assert len(obs) == 2
-    assert {o.asset_observation.tags["dagster/data_version"] for o in obs} == {i.model_sha256 for i in infos}
-    # The same step rewritten with other weights (a run directory reused by hand): observed again.
+    assert register_checkpoints(instance, infos) == []  # nothing new, no second record
+    mats = instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records
+    assert len(mats) == 2
+    assert {m.asset_materialization.tags["dagster/data_version"] for m in mats} == {i.model_sha256 for i in infos}
+    # Materialized partitions, as the UI shows them (runless materializations of an external asset).
+    assert instance.get_materialized_partitions(dg.AssetKey("checkpoint")) == {i.key for i in infos}
+    # The same step rewritten with other weights (a run directory reused by hand): recorded again.
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=2)
     assert register_checkpoints(instance, find_checkpoints(runs_root(tiny_cfg))) == []
-    assert len(instance.fetch_observations(dg.AssetKey("checkpoint"), limit=10).records) == 3
+    assert len(instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records) == 3
 
 
 def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
@@ -99,12 +102,15 @@ def test_sensor_registers_and_requests_exports_and_evals(tiny_cfg, instance):
     result = sensor(dg.build_sensor_context(instance=instance))
     (add,) = result.dynamic_partitions_requests
     assert list(add.partition_keys) == ["tiny-dddddddddd@step_00000002"]
-    assert [o.partition for o in result.asset_events] == ["tiny-dddddddddd@step_00000002"]
+    assert [(type(e).__name__, e.asset_key.to_user_string(), e.partition) for e in result.asset_events] == [
+        ("AssetObservation", "checkpoint", "tiny-dddddddddd@step_00000002"),
+        ("AssetMaterialization", "checkpoint", "tiny-dddddddddd@step_00000002"),
+        ("AssetMaterialization", "report_manifest", None)]
     (request,) = result.run_requests
     assert request.job_name == CHECKPOINT_EVALS_JOB and request.partition_key == "tiny-dddddddddd@step_00000002"
 
     # Once registered, the request is repeated with the same run key (deduplicated by Dagster)
-    # until a report exists; no second partition request, no second observation.
+    # until a report exists; no second partition request, no second record.
     instance.add_dynamic_partitions("checkpoints", list(add.partition_keys))
     for event in result.asset_events:
         instance.report_runless_asset_event(event)

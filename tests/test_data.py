@@ -80,10 +80,30 @@ def test_resume_with_another_world_size_of_the_same_global_batch(shards):
     assert (expected == np.concatenate(halves)).all()
 
 
+def test_micro_batches_of_one_step_equal_its_batch_at_any_world_size_and_accumulation(shards):
+    """A step's tokens are the same global batch whether 1 rank reads them in 2 micro-batches or 2
+    ranks read them in 1: what makes a resume at another world size exact in data."""
+    pattern, _ = shards
+    one = ShardLoader(pattern, B=2, T=5, rank=0, world=1, seed=1, accum=2)
+    for _ in range(6):  # three steps
+        one.next_batch()
+    state = one.state_dict()
+    step = np.concatenate([one.next_batch()[0].flatten() for _ in range(2)])
+    ranks = []
+    for r in range(2):
+        rk = ShardLoader(pattern, B=2, T=5, rank=r, world=2, seed=1, accum=1)
+        rk.load_state_dict(state)
+        ranks.append(rk.next_batch()[0].flatten())
+    assert (step == np.concatenate(ranks)).all()
+    with pytest.raises(RuntimeError, match="mid-step"):
+        one.next_batch()
+        one.state_dict()
+
+
 def test_resume_refuses_a_different_global_batch_or_data(shards, tmp_path):
     pattern, _ = shards
     state = ShardLoader(pattern, B=2, T=5).state_dict()
-    with pytest.raises(DataError, match="global batch changed"):
+    with pytest.raises(DataError, match="tokens per step changed from 10 to 20"):
         ShardLoader(pattern, B=4, T=5).load_state_dict(state)
     write_shard(tmp_path / "x_train_000009.bin", np.arange(500))
     with pytest.raises(DataError, match="differ from the ones"):

@@ -307,3 +307,22 @@ def test_write_trend(export, report, offline, tmp_path, caplog):
     summary = json.loads(trend.paths["summary.json"].read_text())
     assert [r["step"] for r in summary["reports"]] == [20, 40]
     assert not list((tmp_path / "trend").glob(".*"))
+
+
+def test_two_run_directories_with_one_run_tag_are_two_lines(tmp_path):
+    """A run trained again in another directory (e.g. `runs/tiny` by an old CLI, `runs/<tag>` by the
+    pipeline) records the same run tag: the summary keeps them apart by directory."""
+    from evals.trend import write_trend
+
+    dirs = []
+    for run, step, acc in (("tiny", 20, 0.18), ("tiny-abc", 20, 0.24), ("tiny", 40, 0.2), ("tiny-abc", 40, 0.3)):
+        d = tmp_path / f"{run}@{step}"
+        d.mkdir()
+        (d / "lineage.json").write_text(json.dumps({
+            "artifact": "eval_report", "step": step, "metrics": {"hellaswag": {"acc": acc}}, "in_loop": {},
+            "checkpoint": {"run_tag": "tiny-abc", "key": f"{run}@step_{step:08d}"}}))
+        dirs.append(d)
+    trend = write_trend(dirs, tmp_path / "trend")
+    assert [(r["run"], r["step"]) for r in trend.rows] == [("tiny", 20), ("tiny", 40), ("tiny-abc", 20),
+                                                           ("tiny-abc", 40)]
+    assert "| tiny | 20 | 0.1800 |" in trend.markdown and "| tiny-abc | 20 | 0.2400 |" in trend.markdown

@@ -73,12 +73,14 @@ def chain(tmp_path_factory, edu_mini):
     try:
         data = disk / "data"
         sets = [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",
-                "shards.shard_size=60000", "train.max_steps=2", "train.checkpoint_every=2", "train.val_every=0",
+                "shards.shard_size=60000", "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=0",
                 "train.hellaswag_every=0", "train.sample_tokens=2"]
         cfg = load_config("tiny", sets)
         prepare(cfg, data / "shards", progress=False)
         out = data / "runs" / "run"
         train(load_config("tiny", [*sets, f"train.out_dir={out}"]))
+        # As if the run had stopped after its step-2 checkpoint (test_checkpoint saves step 4 again).
+        shutil.rmtree(out / "checkpoints" / "step_00000004")
         ckpt = latest_checkpoint(out / "checkpoints")
         export = export_checkpoint(ckpt, data / "exports" / "run-step2").out_dir
         ecfg = EvalsConfig(tasks=["hellaswag"], limit=8, batch_size=8, device="cpu",
@@ -116,7 +118,7 @@ def test_shard(chain):
 def test_checkpoint(chain):
     out, ckpt = chain["out"], chain["ckpt"]
     before = file_hashes(out / "checkpoints")
-    cfg = load_config("tiny", [*chain["sets"], f"train.out_dir={out}", "train.max_steps=4"])
+    cfg = load_config("tiny", [*chain["sets"], f"train.out_dir={out}"])
     # 1 MiB: room for the log and metrics lines of steps 3-4, not for the step-4 checkpoint (~80 MB).
     with filled(chain["disk"], 1 << 20), pytest.raises(DataError) as e:
         train(cfg)

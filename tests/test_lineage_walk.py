@@ -27,7 +27,7 @@ from gpt2train.hf_state_dict import to_hf_state_dict
 from gpt2train.lineage import git_commit, provenance
 from gpt2train.lineage_walk import COMPACT_OVER, format_lineage, walk_lineage
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.train import default_paths, run_tag, shard_lineage, train_code_version
+from gpt2train.run_identity import run_tag, shard_globs, shard_lineage, train_code_version
 
 KEY = "sample/10BT/000_00000.parquet"
 
@@ -63,7 +63,7 @@ def chain(tmp_path, edu_mini) -> Chain:
     assert len(shards) > COMPACT_OVER
 
     # The checkpoint, with the lineage gpt2train.train records (same functions).
-    train_glob, val_glob, _ = default_paths(cfg)
+    train_glob, val_glob = shard_globs(cfg)
     tag = run_tag(cfg)
     model = GPT(GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size))
     lineage = {"run_tag": tag, "shards_dir": str(Path(train_glob).parent.resolve()),
@@ -267,3 +267,58 @@ def test_many_corpus_files_print_compactly_listing_only_the_bad_ones(tmp_path):
     assert "corpus_record x12" in text and "11 ok, 1 MISSING" in text and "120 documents" in text
     assert str(tmp_path / "r7.json") in text and str(tmp_path / "r6.json") not in text
     assert text.splitlines()[-1] == "12 artifacts, 11 verified, 0 mismatched, 1 missing"
+
+
+def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_path, edu_mini, monkeypatch):
+    """The real writers (data stage, trainer, export, lm-eval report) record paths inside the data dir
+    relative to it: a copy of the data dir walks its own files, so a byte flipped in the copy is found
+    there; and a source mirror left behind is named, with where it was."""
+    from evals.runner import evaluate_export
+    from gpt2train.config import EvalsConfig
+    from gpt2train.export import export_checkpoint
+    from gpt2train.train import train
+    from tests.conftest import HELLASWAG
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    src = tmp_path / "mirror"
+    (src / "sample" / "10BT").mkdir(parents=True)
+    shutil.copyfile(edu_mini / KEY, src / KEY)
+    data = tmp_path / "data"
+    cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={src}", "corpus.files=1",
+                               "corpus.max_documents_per_file=30", "shards.shard_size=20000", "train.max_steps=2",
+                               "train.checkpoint_every=2", "train.val_every=2", "train.val_batches=1",
+                               "train.hellaswag_every=0", "train.sample_every=0"])
+    materialize_corpus_file(cfg, KEY)
+    materialize_token_shards(cfg, KEY, progress=False)
+    ckpt = Path(train(cfg)["out_dir"]) / "checkpoints" / "step_00000002"
+    export = export_checkpoint(ckpt, data / "exports" / checkpoint_key(ckpt)).out_dir
+    report = evaluate_export(export, data / "reports" / checkpoint_key(ckpt),
+                             EvalsConfig(limit=2, local_data=[f"hellaswag={HELLASWAG}"], batch_size=2, device="cpu"),
+                             model_label="copy test").report_dir
+    sidecars = [p for p in data.rglob("*.json") if p.name in ("lineage.json", "state.json") or
+                p.parent.name in ("records", "partitions") or p.name.endswith(".bin.json")]
+    assert not [p for p in sidecars if ".tmp-" in p.read_text()], "a sidecar names a temporary path"
+    # Lineage paths are relative; a sidecar's `config` is the config as it was resolved on that machine.
+    lineage_text = [json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "config"})
+                    for p in sidecars]
+    assert not [t for t in lineage_text if str(data) in t], "a sidecar names a path in the data dir absolutely"
+
+    copy = tmp_path / "elsewhere" / "data-copy"
+    shutil.copytree(data, copy)
+    nodes = walk_lineage(copy / "reports" / checkpoint_key(ckpt), progress=False)
+    assert all(n.ok for n in nodes), [(n.kind, n.path, n.status) for n in nodes if not n.ok]
+    assert all(str(n.path).startswith(str(copy)) for n in nodes if n.kind != "corpus_file")
+    val = next(copy.glob("shards/*_val_*.bin"))
+    flip_byte(val)
+    nodes = walk_lineage(copy / "reports" / checkpoint_key(ckpt), progress=False)
+    bad = [(n.kind, n.path) for n in nodes if n.status == "MISMATCH"]
+    assert bad == [("token_shard", val)]
+    assert all(n.ok for n in walk_lineage(report, progress=False))  # the original is untouched
+
+    shutil.rmtree(src)  # the copy travelled without the corpus.source mirror
+    nodes = walk_lineage(copy / "reports" / checkpoint_key(ckpt), progress=False)
+    (source,) = by_kind(nodes, "corpus_file")
+    assert source.status == "MISSING"
+    assert f"the source file {KEY!r} is missing: it was recorded at {src / KEY}" in " ".join(source.notes)
+    assert f"it was recorded at {src / KEY}" in format_lineage(nodes)

@@ -141,7 +141,7 @@ def _inputs_of(cfg, asset: str) -> None:
     from gpt2train.checkpoint import save_checkpoint
     from gpt2train.config import config_to_dict
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.runs import runs_root
+    from gpt2train.run_identity import runs_root
     from tests.test_evals import build_export
 
     if asset not in ("hf_export", "eval_report"):

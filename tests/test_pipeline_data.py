@@ -53,7 +53,9 @@ def latest_materialization(instance, asset: str, partition: str):
 
 def statuses_by_asset(defs, instance, keys):
     out: dict[str, set] = {}
-    for (asset, _key), status in stale_statuses(defs, instance, assets=["corpus", "token_shards"], partition_keys=keys).items():
+    fast = stale_statuses(defs, instance, assets=["corpus", "token_shards"], partition_keys=keys)
+    assert fast == stale_statuses(defs, instance, assets=["corpus", "token_shards"], partition_keys=keys, bulk=False)
+    for (asset, _key), status in fast.items():
         out.setdefault(asset, set()).add(status)
     return out
 
@@ -62,13 +64,16 @@ def test_definitions_load(tiny_cfg):
     defs = build_definitions(tiny_cfg)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "corpus", "token_shards", "training_run", "checkpoint", "hf_export", "eval_report", "eval_summary"}
+        "corpus", "token_shards", "shard_manifest", "training_run", "checkpoint", "hf_export", "eval_report",
+        "report_manifest", "eval_summary"}
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
                for k in graph.get_all_asset_keys()}
-    assert parents == {"corpus": set(), "token_shards": {"corpus"}, "training_run": {"token_shards"},
-                       "checkpoint": {"training_run"}, "hf_export": {"checkpoint"}, "eval_report": {"hf_export"},
-                       "eval_summary": {"eval_report"}}
-    assert not graph.get(dg.AssetKey("checkpoint")).is_materializable  # observed, never recomputed
+    assert parents == {"corpus": set(), "token_shards": {"corpus"}, "shard_manifest": {"token_shards"},
+                       "training_run": {"shard_manifest"}, "checkpoint": {"training_run"},
+                       "hf_export": {"checkpoint"}, "eval_report": {"hf_export"},
+                       "report_manifest": {"eval_report"}, "eval_summary": {"report_manifest"}}
+    for external in ("shard_manifest", "checkpoint", "report_manifest"):  # recorded, never recomputed
+        assert not graph.get(dg.AssetKey(external)).is_materializable
     checks = {c.name for c in graph.asset_check_keys}
     assert checks == {"header", "size_matches_header", "tokens_in_vocab", "sha256_matches_sidecar"}
     assert defs.resolve_job_def(DATA_JOB) and defs.resolve_job_def(SHARD_CHECKS_JOB)

@@ -133,11 +133,11 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
         data_before = {a: materializations(instance, a) for a in DATA_ASSETS}
         assert all(len(data_before[a]) == 2 and all(len(v) == 1 for v in data_before[a].values())
                    for a in DATA_ASSETS)
-        # The watcher registered checkpoint 2 while the trainer ran; Dagster observed it once.
+        # The watcher registered checkpoint 2 while the trainer ran; Dagster recorded it once.
         key2, key4 = f"{run.name}@step_00000002", f"{run.name}@step_00000004"
         assert instance.get_dynamic_partitions("checkpoints") == [key2]
-        observations = instance.fetch_observations(dg.AssetKey("checkpoint"), limit=100).records
-        assert [o.partition_key for o in observations] == [key2]
+        recorded = instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=100).records
+        assert [r.partition_key for r in recorded] == [key2]
         files_before = file_states(data / "corpus", data / "shards", ckpt2)
         metrics_before = read_metrics(run)
         assert max(m["step"] for m in metrics_before if "loss" in m) == 3  # step 3 ran, was never saved

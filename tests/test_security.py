@@ -179,14 +179,13 @@ def test_the_malicious_pickle_is_live(tmp_path):
 def test_resuming_from_a_checkpoint_with_a_malicious_pickle_is_refused(name, secret_run, tmp_path, capsys):
     """`gpt2train train` resuming a run whose newest checkpoint carries a payload: refused, never run.
     (tests/test_checkpoint.py tests load_checkpoint alone; this one goes through the trainer.)"""
-    run = tmp_path / "data" / "runs" / "tiny"
+    run = tmp_path / "data" / "runs" / secret_run["run"].name  # the same config and shards: the same run
     shutil.copytree(secret_run["run"], run)
     shutil.copytree(secret_run["data"] / "shards", tmp_path / "data" / "shards")
     ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
     marker = tmp_path / "pwned"
     _malicious(ckpt / name, marker)
-    argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={tmp_path / 'data'}",
-            "--set", "train.max_steps=2"]
+    argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={tmp_path / 'data'}"]
     from gpt2train.cli import main
 
     assert main(argv) == 2  # a one-line error naming the file, no traceback
@@ -261,7 +260,7 @@ def test_out_dir_typed_on_the_command_line_is_the_users_choice(tmp_path):
     """`--set train.out_dir=...` (llm.c's `-o log124M` in docs/training.md) may point anywhere: the user
     typed it. Only a path that came from a config file is held to data_dir."""
     from gpt2train.config import load_config
-    from gpt2train.train import llmc_args_to_overrides
+    from gpt2train.llmc import llmc_args_to_overrides
 
     cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'elsewhere'}"])
     assert cfg.train.out_dir == str(tmp_path / "elsewhere")
@@ -513,7 +512,8 @@ def secret_run(tmp_path_factory):
                 # One step of one micro-batch (a CPU backward through the 50304-token head is ~1 s).
                 train_argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={data}"]
                 assert main(train_argv) == 0, err.getvalue()
-                ckpt = sorted((data / "runs" / "tiny" / "checkpoints").glob("step_*"))[-1]
+                (run,) = [p for p in (data / "runs").iterdir() if p.is_dir()]  # runs/<run tag>
+                ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
                 assert main(["export", str(ckpt), str(data / "exports" / "tiny-1")]) == 0, err.getvalue()
                 # A Hub that cannot be reached (a port nothing listens on): the error, which quotes
                 # the endpoint, is printed too.
@@ -524,7 +524,7 @@ def secret_run(tmp_path_factory):
     finally:
         logging.getLogger().removeHandler(handler)
         server.stop()
-    return {"root": root, "data": data, "run": data / "runs" / "tiny", "export": data / "exports" / "tiny-1",
+    return {"root": root, "data": data, "run": run, "export": data / "exports" / "tiny-1",
             "printed": out.getvalue() + err.getvalue() + log_stream.getvalue(), "requests": server.requests}
 
 

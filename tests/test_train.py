@@ -279,12 +279,59 @@ def test_two_rank_resume_is_bitwise_exact(shard_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_resume_on_another_world_size(shard_dir, tmp_path):
-    out = tmp_path / "grow"
-    sets = ["train.total_batch_tokens=512", "train.val_every=0", "train.checkpoint_every=2", "train.warmup_steps=2"]
-    train(run_cfg(shard_dir, out, "train.batch_size=4", "train.max_steps=2", *sets))
-    torchrun(shard_dir, out, "train.max_steps=4", *sets)  # 2 ranks x B=2: the same global batch
-    losses = [m["loss"] for m in metrics(out) if "loss" in m]
-    assert len(losses) == 4 and (out / "checkpoints" / "step_00000004" / "DONE").exists()
+    """2 ranks x B=4 (one micro-batch a step), then one process x B=4 (two micro-batches a step): the same
+    512 tokens a step, so the single process resumes the 2-rank run where it stopped."""
+    out = tmp_path / "shrink"
+    sets = ["train.batch_size=4", "train.max_steps=4", "train.total_batch_tokens=512", "train.val_every=0",
+            "train.checkpoint_every=2", "train.warmup_steps=2"]
+    torchrun(shard_dir, out, *sets)
+    two_ranks = [m["loss"] for m in metrics(out) if "loss" in m]
+    shutil.rmtree(out / "checkpoints" / "step_00000004")  # as if the job had stopped after step 2
+    summary = train(run_cfg(shard_dir, out, *sets))
+    one_process = [m["loss"] for m in metrics(out) if "loss" in m]
+    assert summary["steps"] == 4 and (out / "checkpoints" / "step_00000004" / "DONE").exists()
+    assert "resumed from" in (out / "main.log").read_text()
+    # The same tokens each step; only the order of the gradient sums differs (2 ranks vs 2 micro-batches).
+    assert one_process == pytest.approx(two_ranks, abs=1e-5)
+
+
+@pytest.fixture
+def own_data_dir(shard_dir, tmp_path):
+    """A data dir of its own holding the tiny shards (runs are written under a data dir)."""
+    data = tmp_path / "data"
+    shutil.copytree(shard_dir / "shards", data / "shards")
+    return data
+
+
+def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
+    from gpt2train.run_identity import RUN_RECORD, run_dir, run_tag
+
+    sets = [f"data_dir={own_data_dir}", "train.max_steps=2", "train.checkpoint_every=2", "train.val_every=0",
+            "train.hellaswag_every=0", "train.sample_every=0"]
+    cfg = load_config("tiny", sets)
+    summary = train(cfg)
+    assert summary["out_dir"] == str(run_dir(cfg)) == str(own_data_dir / "runs" / run_tag(cfg))
+    assert json.loads((run_dir(cfg) / RUN_RECORD).read_text()) == {"run_tag": run_tag(cfg)}
+    # The llm.c entry point, with the same config: the same directory, where nothing is left to train.
+    r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", *(f"--set={s}" for s in sets)],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["out_dir"] == summary["out_dir"]
+    assert "nothing to train" in (run_dir(cfg) / "main.log").read_text()
+    assert [p.name for p in (own_data_dir / "runs").iterdir() if not p.name.startswith(".")] == [run_tag(cfg)]
+
+
+def test_a_run_directory_of_another_run_is_refused_with_both_tags(own_data_dir):
+    from gpt2train.run_identity import RUN_RECORD, run_dir, run_tag
+
+    cfg = load_config("tiny", [f"data_dir={own_data_dir}", "train.max_steps=1", "train.val_every=0",
+                               "train.hellaswag_every=0", "train.sample_every=0"])
+    run = run_dir(cfg)
+    run.mkdir(parents=True)
+    (run / RUN_RECORD).write_text(json.dumps({"run_tag": "tiny-0000000000"}))
+    with pytest.raises(ConfigError, match=rf"belongs to run tiny-0000000000, but this config and these shards make "
+                                          rf"run {run_tag(cfg)}.*leave train.out_dir unset"):
+        train(cfg)
 
 
 @pytest.mark.slow
@@ -310,14 +357,14 @@ def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_
     from gpt2train.data import ShardLoader
     from gpt2train.export import export_checkpoint
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.train import default_paths
+    from gpt2train.run_identity import shard_globs
 
     out = tmp_path / "run"
     cfg = run_cfg(shard_dir, out, "train.max_steps=5", "train.checkpoint_every=2", "train.val_every=3")
     train(cfg)
     val_steps = [m["step"] for m in metrics(out) if "val_loss" in m]
     assert val_steps == [0, 2, 3, 4, 5]  # 0 and every 3, each checkpoint (2, 4) and the last (5)
-    _, val_glob, _ = default_paths(cfg)
+    _, val_glob = shard_globs(cfg)
     t = cfg.train
 
     def val_batches():

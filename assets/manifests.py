@@ -1,0 +1,102 @@
+"""Manifests: where many partitions flow into one asset, a small external asset that stands for all of them.
+
+    token_shards (one partition per corpus file) -> shard_manifest  -> training_run
+    eval_report  (one partition per checkpoint)  -> report_manifest -> eval_summary
+
+Why: Dagster does not track a dependency on 100 or more partitions of an upstream asset (its
+`SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD`, a module constant), so with FineWeb-Edu's ~140
+files `training_run` would never go stale when a shard changed, nor `eval_summary` once 100
+checkpoints were scored. A manifest is unpartitioned, and its data version hashes every member:
+`shard_manifest` the name and sha256 of every train and val shard (the run tag's data part,
+gpt2train/run_identity.py `shards_digest`), `report_manifest` every finished report's key and scores.
+A downstream asset depends on the manifest alone, one edge Dagster always follows, at any count.
+
+Manifests are external (Dagster does not compute them): they are recorded, as a runless
+materialization whose data version is the digest, whenever the digest on disk differs from the
+recorded one, by whoever is about to rely on it or has just changed it: the token_shards and
+eval_report assets after they write, the sensors on every tick (which settles two partitions that
+finished at the same moment), and `gpt2train pipeline` before the training and summary stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets.checkpoints import DATA_VERSION_TAG
+from assets.partitions import checkpoints
+from gpt2train.config import Config
+from gpt2train.fileio import read_json
+from gpt2train.run_identity import shard_set, shards_digest
+
+SHARD_MANIFEST = dg.AssetKey("shard_manifest")
+REPORT_MANIFEST = dg.AssetKey("report_manifest")
+
+shard_manifest_spec = dg.AssetSpec(
+    SHARD_MANIFEST,
+    deps=["token_shards"],
+    group_name="data",
+    kinds={"json"},
+    description="Every train and val shard, by name and sha256: what training reads. Data version = their hash "
+                "(the run tag's data part); recorded whenever it changes.",
+)
+
+report_manifest_spec = dg.AssetSpec(
+    REPORT_MANIFEST,
+    deps=["eval_report"],
+    group_name="evaluation",
+    kinds={"json"},
+    description="Every finished eval report, by checkpoint and scores: what eval_summary gathers. Data version = "
+                "their hash; recorded whenever it changes.",
+)
+
+
+def reports_root(cfg: Config) -> Path:
+    return Path(cfg.data_dir) / "reports"
+
+
+def shard_manifest(cfg: Config) -> tuple[str, dict]:
+    """(digest, metadata) of the shards on disk now."""
+    shards = shard_set(cfg)
+    return shards_digest(shards), {"shards": dg.MetadataValue.int(len(shards)),
+                                   "tokens": dg.MetadataValue.int(sum(s["tokens"] or 0 for s in shards))}
+
+
+def report_manifest(cfg: Config, instance: dg.DagsterInstance) -> tuple[str, dict]:
+    """(digest, metadata) of the finished reports of every known checkpoint partition, now."""
+    h, count = hashlib.sha256(), 0
+    for key in sorted(instance.get_dynamic_partitions(checkpoints.name)):
+        sidecar = reports_root(cfg) / key / "lineage.json"
+        if sidecar.is_file():
+            metrics = read_json(sidecar, "eval report lineage").get("metrics")
+            h.update(f"{key}:{json.dumps(metrics, sort_keys=True)};".encode())
+            count += 1
+    return h.hexdigest()[:24], {"reports": dg.MetadataValue.int(count)}
+
+
+def _recorded_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].asset_materialization.tags.get(DATA_VERSION_TAG) if records else None
+
+
+def pending_manifests(cfg: Config, instance: dg.DagsterInstance,
+                      keys: tuple[dg.AssetKey, ...] = (SHARD_MANIFEST, REPORT_MANIFEST)) -> list[dg.AssetMaterialization]:
+    """A materialization for each of the manifests `keys` whose digest on disk differs from the recorded one."""
+    events = []
+    for key in keys:
+        digest, metadata = shard_manifest(cfg) if key == SHARD_MANIFEST else report_manifest(cfg, instance)
+        if _recorded_version(instance, key) != digest:
+            events.append(dg.AssetMaterialization(asset_key=key, tags={DATA_VERSION_TAG: digest}, metadata=metadata))
+    return events
+
+
+def record_manifests(cfg: Config, instance: dg.DagsterInstance,
+                     keys: tuple[dg.AssetKey, ...] = (SHARD_MANIFEST, REPORT_MANIFEST)) -> list[str]:
+    """Record the manifests `keys` that changed; returns their names."""
+    events = pending_manifests(cfg, instance, keys)
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return [e.asset_key.to_user_string() for e in events]

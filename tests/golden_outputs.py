@@ -1,0 +1,346 @@
+"""Each stage's output on fixed inputs, and the recorded outputs (goldens) it must match.
+
+    python -m tests.golden_outputs --check                 # every stage; exit 1 naming what moved
+    python -m tests.golden_outputs --check --stage shards
+    python -m tests.golden_outputs --update                # after bumping gpt2train/stage_versions.py
+
+A stage's Dagster code version is its number in gpt2train/stage_versions.py and its settings, not a
+hash of its source (docs/lineage.md says why). What keeps those numbers honest is this module: it
+computes what each stage produces from fixed inputs, on the CPU, and tests/test_stage_versions.py
+compares it with tests/golden/stage_outputs.json, recorded at each stage's version. An output that
+changed while its stage's number did not is a failure that names the stage and what moved.
+
+What each stage's output is, here:
+- corpus: which documents of a source file are used (count and a hash of their texts);
+- shards: the bytes (sha256) of every shard of two source files, in llm.c's stream layout and in
+  the per-file partition layout;
+- training: the LR of every schedule at chosen steps, GPT-2's initial weights, one AdamW step, the
+  loader's batch order, and three training steps (losses, grad norms, val losses, final weights);
+- triton_kernels: every kernel's forward output and input gradients on odd shapes (interpreter);
+- export: the export's weights, config and tokenizer files;
+- evals: lm-eval's scores of that export on 4 local HellaSwag-schema items, and the log-likelihood
+  of each of their endings;
+- eval_summary: the rows the summary gathers from two reports.
+
+Floats are compared within a tolerance (1e-5 relative, 1e-6 absolute; evals 1e-4): a change of
+code shows far above it, a different CPU's rounding far below. Inputs come from ../shared
+(GPT2TRAIN_SHARED overrides where, for a copy of the repo elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("GPT2TRAIN_SHARED", REPO.parent / "shared"))
+EDU_MINI = SHARED / "data" / "edu-mini"
+HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "stage_outputs.json"
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+FILES = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
+TOLERANCE = {"evals": (1e-4, 1e-4)}  # stage -> (relative, absolute); others DEFAULT_TOLERANCE
+DEFAULT_TOLERANCE = (1e-5, 1e-6)
+
+
+def _sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _data_cfg(work: Path, *sets: str):
+    from gpt2train.config import load_config
+
+    return load_config("tiny", [f"data_dir={work / 'data'}", f"corpus.source={EDU_MINI}",
+                                "corpus.max_documents_per_file=12", "shards.shard_size=3000", "shards.threads=1",
+                                *sets])
+
+
+def _records(cfg) -> list:
+    from gpt2train.corpus import fetch_source_file
+
+    return [fetch_source_file(cfg.corpus, key, Path(cfg.data_dir)) for key in FILES]
+
+
+def corpus_outputs(work: Path) -> dict:
+    from gpt2train.corpus import iter_document_batches
+
+    cfg = _data_cfg(work)
+    out = {}
+    for record in _records(cfg):
+        texts = [t for batch in iter_document_batches(record.local_path, cfg.corpus.text_field, 5,
+                                                      cfg.corpus.max_documents_per_file) for t in batch]
+        out[record.key] = {"documents": record.documents, "texts_sha256": _sha("\0".join(texts))}
+    return out
+
+
+def shards_outputs(work: Path) -> dict:
+    from gpt2train.prepare import write_partition_shards, write_shards
+
+    cfg = _data_cfg(work)
+    records = _records(cfg)
+    stream = write_shards(records, work / "stream", cfg, layout="stream", progress=False)
+    partition = write_partition_shards(records[1], work / "partition", cfg, is_val_file=False, progress=False)
+    return {"stream": {s["file"]: s["sha256"] for s in stream.shards},
+            "partition": {s["file"]: s["sha256"] for s in partition["shards"]}}
+
+
+def _checksums(tensors: dict) -> dict:
+    """{name: [sum, sum of squares]} in float64: moves with any change of any element."""
+    return {name: [float(t.detach().double().sum()), float(t.detach().double().square().sum())]
+            for name, t in tensors.items()}
+
+
+def _random_shards(root: Path) -> tuple[str, str]:
+    import numpy as np
+
+    from gpt2train.shards import ShardFileWriter
+
+    rng = np.random.default_rng(0)
+    for name, n in (("golden_train_000001.bin", 6000), ("golden_train_000002.bin", 5000),
+                    ("golden_val_000000.bin", 3000)):
+        writer = ShardFileWriter(root / name)
+        writer.write(rng.integers(0, 50257, size=n, dtype=np.uint16))
+        writer.finish()
+    return str(root / "golden_train_*.bin"), str(root / "golden_val_*.bin")
+
+
+def training_outputs(work: Path) -> dict:
+    import torch
+
+    from gpt2train.config import TrainConfig, load_config
+    from gpt2train.data import ShardLoader
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.parallelize import build_optimizer
+    from gpt2train.train import learning_rate, train
+
+    out: dict[str, Any] = {}
+    t = TrainConfig(warmup_steps=5, learning_rate=1e-3, final_lr_frac=0.1)
+    out["lr"] = {s: [learning_rate(step, dataclasses.replace(t, lr_schedule=s), 20) for step in (0, 2, 4, 5, 9, 15, 19)]
+                 for s in ("cosine", "linear", "constant", "wsd")}
+    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(1337)
+    out["init"] = _checksums(dict(model.named_parameters()))
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = 0.01 * torch.randn(p.shape, generator=gen)
+    optimizer = build_optimizer(model, t, "cpu", world=1)
+    optimizer.step()
+    out["adamw_step"] = _checksums(dict(model.named_parameters()))
+
+    train_glob, val_glob = _random_shards(work / "shards")
+    loader = ShardLoader(train_glob, 2, 32, seed=7)
+    out["loader"] = [[int(x.sum()), int(y[:, -1].sum())] for x, y in (loader.next_batch() for _ in range(6))]
+
+    cfg = load_config("tiny", [f"data_dir={work}", f"train.out_dir={work / 'run'}", f"train.train_glob={train_glob}",
+                               f"train.val_glob={val_glob}", "train.batch_size=2", "train.seq_len=32",
+                               "train.total_batch_tokens=128", "train.max_steps=3", "train.warmup_steps=1",
+                               "train.val_every=3", "train.val_batches=1", "train.checkpoint_every=0",
+                               "train.hellaswag_every=0", "train.sample_every=0", "train.kernels=torch"])
+    train(cfg)
+    records = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    out["loop"] = {"loss": [r["loss"] for r in records if "loss" in r], "norm": [r["norm"] for r in records if "norm" in r],
+                   "val_loss": [r["val_loss"] for r in records if "val_loss" in r]}
+    from safetensors.torch import load_file
+
+    out["loop"]["weights"] = _checksums(load_file(work / "run" / "checkpoints" / "step_00000003" / "model.safetensors"))
+    return out
+
+
+def triton_kernels_outputs(work: Path) -> dict:
+    """Forward outputs and input gradients of each kernel, fp32, in Triton's CPU interpreter."""
+    import torch
+
+    import gpt2train.kernels  # noqa: F401  (the interpreter, before the op modules load)
+    from gpt2train.kernels.attention import causal_attention
+    from gpt2train.kernels.classifier import fused_classifier
+    from gpt2train.kernels.gelu import bias_gelu
+    from gpt2train.kernels.layernorm import residual_layernorm
+
+    gen = torch.Generator().manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=gen).requires_grad_(True)
+
+    def run(fn: Callable, inputs: list, grads_of: list) -> dict:
+        outputs = fn(*inputs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outputs)
+        loss.backward()
+        return _checksums({**{f"out{i}": o.detach() for i, o in enumerate(outputs)},
+                           **{f"grad{i}": inputs[i].grad for i in grads_of}})
+
+    x, d, w, b = leaf(23, 48), leaf(23, 48), leaf(48), leaf(48)
+    h, hb = leaf(23, 200), leaf(200)
+    q, k, v = leaf(2, 3, 47, 16), leaf(2, 3, 47, 16), leaf(2, 3, 47, 16)
+    xc, wc = leaf(37, 48), leaf(1024, 48)
+    targets = torch.randint(0, 1000, (37,), generator=gen)
+    return {"residual_layernorm": run(residual_layernorm, [x, d, w, b], [0, 1, 2, 3]),
+            "bias_gelu": run(bias_gelu, [h, hb], [0, 1]),
+            "causal_attention": run(causal_attention, [q, k, v], [0, 1, 2]),
+            "fused_classifier": run(lambda a, m: fused_classifier(a, m, targets, 1000, chunk_rows=16), [xc, wc], [0, 1])}
+
+
+def _tiny_export(work: Path) -> Path:
+    from gpt2train.checkpoint import save_checkpoint
+    from gpt2train.config import config_to_dict, load_config
+    from gpt2train.export import export_checkpoint
+    from gpt2train.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
+    lineage = {"run_tag": "tiny-golden", "code_version": "0" * 16, "train_shards": [], "val_shards": []}
+    ckpt = save_checkpoint(work / "runs" / "tiny-golden" / "checkpoints", 2, model_state=model.state_dict(),
+                           optimizer_state={}, loader_state={},
+                           state={"config": config_to_dict(load_config("tiny")), "loss": 5.0, "lineage": lineage})
+    return export_checkpoint(ckpt, work / "export").out_dir
+
+
+def export_outputs(work: Path) -> dict:
+    out_dir = _tiny_export(work)
+    config = {k: v for k, v in json.loads((out_dir / "config.json").read_text()).items() if k != "transformers_version"}
+    return {"files": {name: _sha((out_dir / name).read_bytes()) for name in ("model.safetensors", "vocab.json",
+                                                                             "merges.txt")},
+            "config": config}
+
+
+def evals_outputs(work: Path) -> dict:
+    from evals.runner import evaluate_export
+    from gpt2train.config import EvalsConfig
+
+    ecfg = EvalsConfig(tasks=["hellaswag"], limit=4, local_data=[f"hellaswag={HELLASWAG}"], batch_size=4, device="cpu")
+    report = evaluate_export(_tiny_export(work), work / "report", ecfg, model_label="golden")
+    # The scores, and under them the log-likelihood of every ending (an untrained model's accuracy on
+    # 4 items would hide most changes).
+    samples = {p.name: [[r[0] for r in json.loads(line)["filtered_resps"]] for line in p.read_text().splitlines()]
+               for p in sorted((work / "report").glob("samples_*.jsonl"))}
+    return {"metrics": {task: {m: v for m, v in metrics.items() if not m.endswith("_stderr")}
+                        for task, metrics in report.metrics.items()}, "loglikelihoods": samples}
+
+
+def eval_summary_outputs(work: Path) -> dict:
+    from evals.trend import read_reports
+
+    dirs = []
+    for run, step, acc in (("tiny-b", 20, 0.3), ("tiny-a", 40, 0.25)):
+        d = work / f"{run}@{step}"
+        d.mkdir()
+        (d / "lineage.json").write_text(json.dumps({"artifact": "eval_report", "step": step,
+                                                    "checkpoint": {"run_tag": run, "key": f"{run}@step_{step:08d}"},
+                                                    "metrics": {"hellaswag": {"acc": acc}}, "in_loop": {}}))
+        dirs.append(d)
+    rows, _ = read_reports(dirs)
+    return {"rows": [{k: r[k] for k in ("run_tag", "step", "metrics")} for r in rows]}
+
+
+STAGES: dict[str, Callable[[Path], dict]] = {
+    "corpus": corpus_outputs, "shards": shards_outputs, "training": training_outputs,
+    "triton_kernels": triton_kernels_outputs, "export": export_outputs, "evals": evals_outputs,
+    "eval_summary": eval_summary_outputs,
+}
+
+
+def compute(stage: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"golden-{stage}-") as tmp:
+        return STAGES[stage](Path(tmp))
+
+
+def differences(expected: Any, actual: Any, rel: float, abs_: float, where: str = "") -> list[str]:
+    """Where `actual` differs from `expected`: floats beyond the tolerance, anything else at all."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = [f"{where}/{k}: missing now" for k in expected if k not in actual]
+        out += [f"{where}/{k}: new" for k in actual if k not in expected]
+        for k in expected:
+            if k in actual:
+                out += differences(expected[k], actual[k], rel, abs_, f"{where}/{k}")
+        return out
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{where}: {len(expected)} items recorded, {len(actual)} now"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in differences(e, a, rel, abs_, f"{where}[{i}]")]
+    if isinstance(expected, float) or isinstance(actual, float):
+        if isinstance(expected, (int, float)) and isinstance(actual, (int, float)) and \
+                math.isclose(expected, actual, rel_tol=rel, abs_tol=abs_):
+            return []
+        return [f"{where}: {expected!r} recorded, {actual!r} now"]
+    return [] if expected == actual else [f"{where}: {expected!r} recorded, {actual!r} now"]
+
+
+def check(stage: str, golden: dict | None = None) -> list[str]:
+    """Problems of `stage` against the goldens: [] when its output is the recorded one at its version."""
+    from gpt2train.stage_versions import STAGE_VERSIONS
+
+    golden = golden if golden is not None else json.loads(GOLDEN.read_text())
+    version = STAGE_VERSIONS[stage]
+    recorded = golden.get(stage)
+    if recorded is None or recorded["version"] != version:
+        at = "none is recorded" if recorded is None else f"they were recorded at version {recorded['version']}"
+        return [f"stage {stage} is at version {version} in gpt2train/stage_versions.py but {at}: refresh the "
+                f"goldens with `python -m tests.golden_outputs --update --stage {stage}`"]
+    moved = differences(recorded["outputs"], compute(stage), *TOLERANCE.get(stage, DEFAULT_TOLERANCE), where=stage)
+    if not moved:
+        return []
+    shown = "; ".join(moved[:3]) + (f"; and {len(moved) - 3} more" if len(moved) > 3 else "")
+    return [f"stage {stage}'s output changed while its version stayed {version}: {shown}. If the change is meant, "
+            f"bump {stage!r} in gpt2train/stage_versions.py (everything it made is then stale) and refresh the "
+            f"goldens with `python -m tests.golden_outputs --update --stage {stage}`; if not, it is a regression"]
+
+
+def update(stages: list[str]) -> None:
+    from gpt2train.stage_versions import STAGE_VERSIONS
+
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    for stage in stages:
+        golden[stage] = {"version": STAGE_VERSIONS[stage], "outputs": compute(stage)}
+        print(f"{stage}: recorded at version {STAGE_VERSIONS[stage]}")
+    GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+
+
+def code_versions(*overrides: str) -> dict[str, str]:
+    """Every asset's code version for the `tiny` preset (with `overrides`), as the assets compute them."""
+    from evals.tasks import evals_code_version
+    from gpt2train.config import load_config
+    from gpt2train.data_stage import corpus_code_version
+    from gpt2train.export import export_code_version
+    from gpt2train.lineage import code_version
+    from gpt2train.prepare import shards_code_version
+    from gpt2train.run_identity import train_code_version
+
+    cfg = load_config("tiny", list(overrides))
+    return {"corpus": corpus_code_version(cfg), "token_shards": shards_code_version(cfg),
+            "training_run": train_code_version(cfg), "hf_export": export_code_version(),
+            "eval_report": evals_code_version(cfg.evals), "eval_summary": code_version(["eval_summary"], {})}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="compare with the goldens (the default)")
+    ap.add_argument("--update", action="store_true", help="record the goldens anew")
+    ap.add_argument("--stage", action="append", choices=list(STAGES), help="only these stages (repeatable)")
+    ap.add_argument("--versions", action="store_true", help="print the tiny preset's code versions as JSON")
+    args = ap.parse_args()
+    stages = args.stage or list(STAGES)
+    if args.versions:
+        print(json.dumps(code_versions()))
+        return 0
+    if args.update:
+        update(stages)
+        return 0
+    problems = [p for stage in stages for p in check(stage)]
+    for p in problems:
+        print(p)
+    print("goldens: " + ("ok" if not problems else f"{len(problems)} stage(s) differ"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
