@@ -131,3 +131,18 @@ def test_an_edit_that_changes_an_output_is_caught_by_its_stage(tmp_path, what, f
     result = _run(root, "--check", "--stage", stage)
     assert result.returncode == 1, f"{what}: the {stage} golden did not notice\n{result.stdout[-2000:]}"
     assert f"stage {stage}'s output changed while its version stayed" in result.stdout, result.stdout[-2000:]
+
+
+IDENTITY = Path(__file__).resolve().parent / "golden" / "tiny_identity.json"
+
+
+def test_the_tiny_presets_code_versions_and_run_tag_are_as_recorded(tiny_shards):
+    """Recorded before gpt2train/ was regrouped into subpackages: moving code makes nothing stale. A
+    deliberate change of a stage's output bumps its version, and then this file is re-recorded too
+    (a failure prints the current values)."""
+    from gpt2train.config import load_config
+    from gpt2train.run_identity import run_tag
+
+    now = {"code_versions": golden_outputs.code_versions(f"data_dir={tiny_shards}"),
+           "run_tag": run_tag(load_config("tiny", [f"data_dir={tiny_shards}"]))}
+    assert now == json.loads(IDENTITY.read_text()), json.dumps(now, indent=1)
