@@ -25,8 +25,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import checkpoints
-from gpt2train.checkpoint import complete_checkpoints
-from gpt2train.runs import CheckpointInfo, checkpoint_info
+from gpt2train.training.checkpoint import complete_checkpoints
+from gpt2train.training.runs import CheckpointInfo, checkpoint_info
 
 CHECKPOINT = dg.AssetKey("checkpoint")
 DATA_VERSION_TAG = "dagster/data_version"

@@ -1,6 +1,6 @@
 """The `corpus` asset: one FineWeb-Edu (or local) source file per partition.
 
-Wraps `gpt2train.data_stage.materialize_corpus_file`. Its data version hashes the file's
+Wraps `gpt2train.data.stage.materialize_corpus_file`. Its data version hashes the file's
 sha256 with the document selection (text field, documents per file), so downstream shards
 go stale exactly when the documents they are made of change. A partition is written under the
 writer lock of its record (gpt2train/locks.py): two runs of one partition, e.g. launched twice
@@ -11,7 +11,7 @@ import dagster as dg
 
 from assets.partitions import corpus_files
 from gpt2train.config import Config
-from gpt2train.data_stage import corpus_code_version, corpus_data_version, materialize_corpus_file, record_path
+from gpt2train.data.stage import corpus_code_version, corpus_data_version, materialize_corpus_file, record_path
 from gpt2train.locks import writer_lock
 
 

@@ -28,12 +28,12 @@ from assets.partitions import checkpoints
 from evals.runner import evaluate_export
 from evals.tasks import evals_code_version
 from evals.trend import write_trend
-from gpt2train.checkpoint import checkpoint_path
+from gpt2train.training.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.lineage import code_version
+from gpt2train.lineage.records import code_version
 from gpt2train.locks import writer_lock
-from gpt2train.run_identity import runs_root
+from gpt2train.training.run_identity import runs_root
 
 
 def report_dir(cfg: Config, key: str) -> Path:

@@ -1,6 +1,6 @@
 """The `hf_export` asset: each checkpoint as a verified Hugging Face GPT2LMHeadModel directory.
 
-Wraps `gpt2train.export.export_checkpoint` (also `gpt2train export CHECKPOINT OUT`): weights,
+Wraps `gpt2train.export.hf_export.export_checkpoint` (also `gpt2train export CHECKPOINT OUT`): weights,
 config, generation config, GPT-2's tokenizer built offline from its BPE ranks, a model card
 with the lineage, and `lineage.json`; verified on export (transformers loads it, logits equal
 ours within 1e-4, the tokenizer equals tiktoken). Written to `<data_dir>/exports/<partition>`.
@@ -19,10 +19,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import checkpoints
-from gpt2train.checkpoint import checkpoint_path
+from gpt2train.training.checkpoint import checkpoint_path
 from gpt2train.config import Config
-from gpt2train.export import export_checkpoint, export_code_version
-from gpt2train.run_identity import runs_root
+from gpt2train.export.hf_export import export_checkpoint, export_code_version
+from gpt2train.training.run_identity import runs_root
 
 # Files whose bytes are the model; README.md and lineage.json carry the commit and the time.
 _NOT_CONTENT = {"README.md", "lineage.json"}

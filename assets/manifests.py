@@ -8,7 +8,7 @@ Why: Dagster does not track a dependency on 100 or more partitions of an upstrea
 files `training_run` would never go stale when a shard changed, nor `eval_summary` once 100
 checkpoints were scored. A manifest is unpartitioned, and its data version hashes every member:
 `shard_manifest` the name and sha256 of every train and val shard (the run tag's data part,
-gpt2train/run_identity.py `shards_digest`), `report_manifest` every finished report's key and scores.
+gpt2train/training/run_identity.py `shards_digest`), `report_manifest` every finished report's key and scores.
 A downstream asset depends on the manifest alone, one edge Dagster always follows, at any count.
 
 Manifests are external (Dagster does not compute them): they are recorded, as a runless
@@ -30,7 +30,7 @@ from assets.checkpoints import DATA_VERSION_TAG
 from assets.partitions import checkpoints
 from gpt2train.config import Config
 from gpt2train.fileio import read_json
-from gpt2train.run_identity import shard_set, shards_digest
+from gpt2train.training.run_identity import shard_set, shards_digest
 
 SHARD_MANIFEST = dg.AssetKey("shard_manifest")
 REPORT_MANIFEST = dg.AssetKey("report_manifest")

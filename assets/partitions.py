@@ -3,7 +3,7 @@
 import dagster as dg
 
 from gpt2train.config import Config
-from gpt2train.corpus import list_source_files
+from gpt2train.data.corpus import list_source_files
 
 # One partition per corpus source file, keyed by its path relative to the source root
 # (`sample/10BT/000_00000.parquet`). Dynamic: the `corpus_files_sensor` (or
@@ -11,7 +11,7 @@ from gpt2train.corpus import list_source_files
 # tokenizes only that file.
 corpus_files = dg.DynamicPartitionsDefinition(name="corpus_files")
 
-# One partition per complete checkpoint, keyed `<run_tag>@step_XXXXXXXX` (gpt2train.checkpoint.
+# One partition per complete checkpoint, keyed `<run_tag>@step_XXXXXXXX` (gpt2train.training.checkpoint.
 # checkpoint_key). Immutable: the run tag names the config and shards that made it, so a new
 # training run adds partitions and never makes an old run's exports and reports stale.
 checkpoints = dg.DynamicPartitionsDefinition(name="checkpoints")

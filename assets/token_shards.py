@@ -1,7 +1,7 @@
 """The `token_shards` asset: GPT-2 tokens of one corpus file in llm.c `.bin` shards.
 
-Wraps `gpt2train.data_stage.materialize_token_shards` (partition layout, see
-gpt2train/prepare.py), and the four shard checks of `gpt2train.shards.validate_shard`
+Wraps `gpt2train.data.stage.materialize_token_shards` (partition layout, see
+gpt2train/data/shard_writer.py), and the four shard checks of `gpt2train.data.shards.validate_shard`
 as Dagster asset checks, run after every materialization and runnable on their own to
 catch a shard corrupted later. A partition's shards are written under the writer lock of its
 manifest (gpt2train/locks.py): a second run of the same partition is refused, naming the first.
@@ -14,11 +14,11 @@ import dagster as dg
 from assets.manifests import SHARD_MANIFEST, record_manifests
 from assets.partitions import corpus_files
 from gpt2train.config import Config
-from gpt2train.data_stage import materialize_token_shards, shards_dir
+from gpt2train.data.stage import materialize_token_shards, shards_dir
 from gpt2train.fileio import read_json
 from gpt2train.locks import writer_lock
-from gpt2train.prepare import manifest_path, shards_code_version
-from gpt2train.shards import validate_shard
+from gpt2train.data.shard_writer import manifest_path, shards_code_version
+from gpt2train.data.shards import validate_shard
 
 # Partitioned asset checks are a "preview" feature in dagster 1.13: they are what lets a
 # check run for one partition without rematerializing it, so we use them and silence the notice.

@@ -32,11 +32,11 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 
 from assets.checkpoints import CheckpointWatcher
-from gpt2train.checkpoint import latest_checkpoint
+from gpt2train.training.checkpoint import latest_checkpoint
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.run_identity import run_dir, train_code_version
-from gpt2train.runs import read_metrics, write_run_config
+from gpt2train.training.run_identity import run_dir, train_code_version
+from gpt2train.training.runs import read_metrics, write_run_config
 
 TRAINER_MODULE = "pipelines.train_pipes"
 LAUNCHER_MODULE = "pipelines.torchrun_launcher"

@@ -78,7 +78,7 @@ def write_random_shards(root: Path) -> tuple[str, str]:
     """llm.c shards of random GPT-2 token ids (seed 0): one train, one val. Returns their globs."""
     import numpy as np
 
-    from gpt2train.shards import ShardFileWriter
+    from gpt2train.data.shards import ShardFileWriter
 
     rng = np.random.default_rng(0)
     for name, n in (("gpucheck_train_000001.bin", TRAIN_TOKENS), ("gpucheck_val_000000.bin", VAL_TOKENS)):

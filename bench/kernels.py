@@ -7,7 +7,7 @@ classifier's peak memory against the unfused one.
 
 On a CUDA GPU, for each kernel, forward and backward, at GPT-2 124M (d12) and 1558M (d48)
 shapes: median time, TFLOP/s (attention, classifier) or GB/s (LayerNorm, GELU: bandwidth-bound),
-the fraction of this GPU's peak (dense bf16 FLOP/s or memory bandwidth, from gpt2train/mfu.py; omitted
+the fraction of this GPU's peak (dense bf16 FLOP/s or memory bandwidth, from gpt2train/training/mfu.py; omitted
 for a GPU not in its table), and the ratio to
 eager and to torch.compile of the same PyTorch code; torch's SDPA flash backend stands for the
 FA2 figures. Then a whole d12 training step (B=16, T=1024, bf16 autocast, AdamW) with each
@@ -183,8 +183,8 @@ def kernel_cases(C: int, H: int):
 
 
 def _device_peaks() -> tuple[float | None, float | None]:
-    """(bf16 FLOP/s, memory bytes/s) of this GPU; None, said once, for a GPU gpt2train/mfu.py lacks."""
-    from gpt2train.mfu import peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
+    """(bf16 FLOP/s, memory bytes/s) of this GPU; None, said once, for a GPU gpt2train/training/mfu.py lacks."""
+    from gpt2train.training.mfu import peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
 
     name = torch.cuda.get_device_name()
     flops, bandwidth = peak_bf16_flops(name), peak_memory_bytes_per_s(name)

@@ -54,11 +54,11 @@ def through_dagster(root: Path, extra: list[str]) -> tuple[float, object]:
 def through_library(root: Path, extra: list[str]) -> float:
     from evals.runner import evaluate_export
     from evals.trend import write_trend
-    from gpt2train.data_stage import materialize_corpus_file, materialize_token_shards
-    from gpt2train.corpus import list_source_files
-    from gpt2train.export import export_checkpoint
-    from gpt2train.run_identity import run_dir
-    from gpt2train.runs import find_checkpoints, write_run_config
+    from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards
+    from gpt2train.data.corpus import list_source_files
+    from gpt2train.export.hf_export import export_checkpoint
+    from gpt2train.training.run_identity import run_dir
+    from gpt2train.training.runs import find_checkpoints, write_run_config
 
     cfg = config(root / "data", *extra)
     t0 = time.perf_counter()

@@ -95,9 +95,9 @@ def record_materialization(instance: dg.DagsterInstance, asset: str, partition: 
 def build_data(cfg, instance: dg.DagsterInstance, keys: list[str]) -> None:
     """The data stage for `keys` through the library, each partition recorded as its run would record it."""
     from assets.partitions import corpus_files
-    from gpt2train.data_stage import corpus_code_version, corpus_data_version, materialize_corpus_file, \
+    from gpt2train.data.stage import corpus_code_version, corpus_data_version, materialize_corpus_file, \
         materialize_token_shards
-    from gpt2train.prepare import shards_code_version
+    from gpt2train.data.shard_writer import shards_code_version
 
     instance.add_dynamic_partitions(corpus_files.name, keys)
     for key in keys:
@@ -115,10 +115,10 @@ def build_checkpoints(cfg, instance: dg.DagsterInstance, n: int) -> list[str]:
     from assets.checkpoints import register_checkpoints
     from assets.hf_export import export_data_version
     from evals.tasks import evals_code_version
-    from gpt2train.checkpoint import DONE
-    from gpt2train.export import export_code_version
+    from gpt2train.training.checkpoint import DONE
+    from gpt2train.export.hf_export import export_code_version
     from gpt2train.fileio import sha256_file
-    from gpt2train.runs import find_checkpoints
+    from gpt2train.training.runs import find_checkpoints
 
     run = Path(cfg.data_dir) / "runs" / "tiny-scale00000"
     for i in range(1, n + 1):

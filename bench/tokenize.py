@@ -6,7 +6,7 @@ Builds a corpus of `--repeat` copies of ../shared/data/edu-mini (10 copies = 30 
 files, 40.8 M tokens) in a temp folder, then runs each variant in its own process (so
 peak RSS is its own, pool workers included):
 
-- ours      `gpt2train.prepare.write_shards` (stream layout, all cores, full I/O + sidecars)
+- ours      `gpt2train.data.shard_writer.write_shards` (stream layout, all cores, full I/O + sidecars)
 - llm.c     bench/llmc_fineweb.py: llm.c's Pool(max(1, cpu-2)) + imap(chunksize=16) + .tolist() writer
 - ceiling   tiktoken's `encode_ordinary_batch` over all cores, texts already in memory, no I/O
 
@@ -62,8 +62,8 @@ def run_variant(variant: str, corpus: Path, out: Path, shard_size: int) -> dict:
     out.mkdir(parents=True)
     if variant == "ours":
         from gpt2train.config import Config
-        from gpt2train.corpus import fetch_source_file, list_source_files
-        from gpt2train.prepare import write_shards
+        from gpt2train.data.corpus import fetch_source_file, list_source_files
+        from gpt2train.data.shard_writer import write_shards
 
         cfg = Config()
         cfg.corpus.source = str(corpus)

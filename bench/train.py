@@ -20,7 +20,7 @@ sync, of which the median is that run's step time. The variants alternate, refer
 `--pairs` times; the reported speed-up is the median of the pairs' ratios, so a burst of noise on
 this shared machine hits one pair, not one variant.
 
-MFU (CUDA): 6 N + 6 L C T FLOPs per token over the GPU's dense bf16 peak from gpt2train/mfu.py,
+MFU (CUDA): 6 N + 6 L C T FLOPs per token over the GPU's dense bf16 peak from gpt2train/training/mfu.py,
 found by the exact device name; for a GPU not in that table it is omitted, and said once.
 Goals: ours >= 1.2x the reference on CPU; >= 50% MFU at 124M on an H100.
 """
@@ -86,7 +86,7 @@ def build_variant(variant: str, args):
     from gpt2train.config import TrainConfig
     from gpt2train.kernels import resolve_kernels
     from gpt2train.model import GPTConfig
-    from gpt2train.parallelize import apply_compile, build_optimizer
+    from gpt2train.training.parallelize import apply_compile, build_optimizer
     from gpt2train.train import autocast_for, build_model, set_matmul_precision
 
     torch.manual_seed(0)
@@ -125,7 +125,7 @@ def build_variant(variant: str, args):
 
 
 def run_variant(variant: str, args) -> dict:
-    from gpt2train.mfu import peak_bf16_flops
+    from gpt2train.training.mfu import peak_bf16_flops
     from gpt2train.model import GPT, GPTConfig
     from gpt2train.train import peak_memory_mb
 
@@ -205,7 +205,7 @@ def main() -> None:
           f"{summary['ours_peak_mb'] / summary['reference_peak_mb']:.2f}x (medians)")
     if gpu:
         if summary["ours_mfu"] is None:
-            from gpt2train.mfu import unknown_device_note
+            from gpt2train.training.mfu import unknown_device_note
 
             print(unknown_device_note(summary["device"]))
         else:

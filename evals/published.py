@@ -6,7 +6,7 @@ shows beside a checkpoint's own numbers (evals/report.py), for every preset's mo
 `evals.baselines_file` can point at a JSON file of the same shape instead (e.g. figures of your own
 reference runs); unset, this table is used. Scorers differ and so do the numbers: the Eleuther
 harness's HellaSwag acc_norm normalises an ending's log-likelihood by its length in characters,
-llm.c's scorer (and gpt2train's in-loop eval, gpt2train/hellaswag.py) takes the mean loss per
+llm.c's scorer (and gpt2train's in-loop eval, gpt2train/training/hellaswag.py) takes the mean loss per
 token. On GPT-2 124M they give 0.3114 and 0.2955. A report compares a number only with figures of
 its own scorer and data.
 

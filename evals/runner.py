@@ -33,12 +33,12 @@ from evals.report import (ReportInputs, count_parameters, harness_metrics, in_lo
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.export import exported_checkpoint
+from gpt2train.export.hf_export import exported_checkpoint
 from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
 )
-from gpt2train.lineage import data_dir_field, provenance, recorded_path, sidecar_data_dir
+from gpt2train.lineage.records import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from evals.published import published_baselines
 from gpt2train.config import EvalsConfig, parse_task_spec
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import atomic_output, sha256_file
-from gpt2train.lineage import code_version
+from gpt2train.lineage.records import code_version
 
 # The modules whose source decides what an eval report holds: its code version.
 LOCAL_SUFFIX = "_local"

@@ -35,7 +35,7 @@ def load_from_args(args: argparse.Namespace, extra: list[str] = ()):
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from gpt2train.data_stage import prepare
+    from gpt2train.data.stage import prepare
 
     extra = []
     if args.source:
@@ -58,8 +58,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from gpt2train.prepare import load_sidecar
-    from gpt2train.shards import validate_shard
+    from gpt2train.data.shard_writer import load_sidecar
+    from gpt2train.data.shards import validate_shard
 
     paths = []
     for p in map(Path, args.paths):
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from gpt2train.export import export_checkpoint
+    from gpt2train.export.hf_export import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out)
     v = result.verification
@@ -101,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_lineage(args: argparse.Namespace) -> None:
-    from gpt2train.lineage_walk import format_lineage, walk_lineage
+    from gpt2train.lineage.walk import format_lineage, walk_lineage
 
     nodes = walk_lineage(args.path, rehash=not args.no_rehash, progress=not args.quiet)
     print(format_lineage(nodes))

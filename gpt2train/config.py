@@ -4,7 +4,7 @@
     cfg.shards.shard_size  # -> 200000
 
 Every stage reads its own section (`cfg.corpus`, `cfg.shards`, ...), and that section's
-contents are part of the stage's code version (see `gpt2train/lineage.py`), so changing
+contents are part of the stage's code version (see `gpt2train/lineage/records.py`), so changing
 a value marks exactly that stage and its downstream stale in Dagster.
 
 Rules, enforced by `load_config`:
@@ -399,7 +399,7 @@ def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[st
 def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
     """train.init_from must be a complete checkpoint of the configured model shape (`ours`): read from
     its state.json now (no weights loaded), not found only after the trainer has built the model."""
-    from gpt2train.checkpoint import checkpoint_state  # imports torch: only when init_from is set
+    from gpt2train.training.checkpoint import checkpoint_state  # imports torch: only when init_from is set
     from gpt2train.errors import Gpt2TrainError
 
     t = cfg.train

@@ -7,7 +7,7 @@ so they never win and never carry loss.
 
 Parameter names match Hugging Face's `GPT2LMHeadModel` (`transformer.h.0.attn.c_attn.weight`
 ...), except that our Linear weights are (out, in) where HF's Conv1D stores (in, out):
-gpt2train/hf_state_dict.py transposes them.
+gpt2train/export/state_dict.py transposes them.
 
     model = GPT(GPTConfig.from_descriptor("d12"))     # llm.c's -e d12: GPT-2 124M
     logits, loss = model(idx, targets)                 # idx, targets: (B, T) int64

@@ -35,30 +35,30 @@ import torch
 import torch.distributed as dist
 
 from gpt2train import __version__
-from gpt2train.checkpoint import (
+from gpt2train.training.checkpoint import (
     STEP_DIR, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint, step_dir,
 )
 from gpt2train.config import KERNEL_CHOICES, Config, TrainConfig, config_to_dict, load_config
-from gpt2train.data import ShardLoader
+from gpt2train.data.loader import ShardLoader
 from gpt2train.errors import ConfigError, Gpt2TrainError, TrainingDiverged
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full
-from gpt2train.hellaswag import load_hellaswag, local_hellaswag_file, score_hellaswag
+from gpt2train.training.hellaswag import load_hellaswag, local_hellaswag_file, score_hellaswag
 from gpt2train.kernels import resolve_kernels
 from gpt2train.kernels.compile_check import ModelShape, check_kernels_compile, mode_for
-from gpt2train.lineage import data_dir_field, git_commit, recorded_path
-from gpt2train.llmc import llmc_args_to_overrides
+from gpt2train.lineage.records import data_dir_field, git_commit, recorded_path
+from gpt2train.training.llmc import llmc_args_to_overrides
 from gpt2train.locks import writer_lock
-from gpt2train.mfu import peak_bf16_flops, unknown_device_note
+from gpt2train.training.mfu import peak_bf16_flops, unknown_device_note
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.outliers import OutlierDetector
-from gpt2train.parallelize import (
+from gpt2train.training.outliers import OutlierDetector
+from gpt2train.training.parallelize import (
     apply_compile, apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
-from gpt2train.plots import plot_training
-from gpt2train.run_identity import check_run_dir, run_tag, runs_root, shard_globs, shard_lineage, train_code_version
-from gpt2train.runs import read_metrics_file
-from gpt2train.shards import verify_shard_hashes
+from gpt2train.training.plots import plot_training
+from gpt2train.training.run_identity import check_run_dir, run_tag, runs_root, shard_globs, shard_lineage, train_code_version
+from gpt2train.training.runs import read_metrics_file
+from gpt2train.data.shards import verify_shard_hashes
 
 log = logging.getLogger("gpt2train.train")
 
@@ -355,7 +355,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
             torch.cuda.synchronize()  # the optimizer step is queued, not done: time it too
         ms = (time.perf_counter() - t0) * 1000
         tok_s = t.total_batch_tokens / (ms / 1000)
-        # MFU per GPU against its dense bf16 peak (gpt2train/mfu.py); omitted where unknown (CPU).
+        # MFU per GPU against its dense bf16 peak (gpt2train/training/mfu.py); omitted where unknown (CPU).
         mfu = model.flops_per_token(t.seq_len) * tok_s / (peak_flops * d.world) if peak_flops else None
         write_metric({"step": step + 1, "loss": loss_value, "norm": norm, "lr": lr, "skipped": skip,
                       **({"nonfinite": True} if nonfinite else {}), "ms": ms, "tok_s": tok_s,
@@ -420,7 +420,7 @@ def check_triton_kernels(cfg: Config, model_cfg: GPTConfig, d: Dist) -> None:
 @torch.no_grad()
 def sample_text(model: GPT, tokens: int, seed: int, device: str) -> str:
     """A sample from <|endoftext|> (top-k 40), on its own generator: training RNG is untouched."""
-    from gpt2train.tokenizer import EOT_TOKEN, get_encoding
+    from gpt2train.data.tokenizer import EOT_TOKEN, get_encoding
 
     was_training = model.training
     model.eval()

@@ -41,11 +41,11 @@ from assets.checkpoints import register_checkpoints
 from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, record_manifests
 from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.data_stage import source_changed
+from gpt2train.data.stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.locks import writer_lock
-from gpt2train.run_identity import run_dir, runs_root
-from gpt2train.runs import find_checkpoints
+from gpt2train.training.run_identity import run_dir, runs_root
+from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
 )

@@ -18,8 +18,8 @@ from assets.checkpoints import pending_registrations
 from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, pending_manifests
 from assets.partitions import checkpoints, corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.run_identity import runs_root
-from gpt2train.runs import find_checkpoints
+from gpt2train.training.run_identity import runs_root
+from gpt2train.training.runs import find_checkpoints
 
 
 def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:

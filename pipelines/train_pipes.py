@@ -6,7 +6,7 @@ Every rank inherits the Pipes environment (DAGSTER_PIPES_CONTEXT / _MESSAGES), b
 opens it: one writer of messages, and only rank 0 would receive `extras` anyway, so the config
 comes as a command-line argument that every rank reads. Rank 0 streams the trainer's log into
 the Dagster run, reports each checkpoint as it completes, and ends with the run's materialization
-(metadata and data version from `gpt2train.runs.summarize_run`).
+(metadata and data version from `gpt2train.training.runs.summarize_run`).
 
 Without Pipes variables (run by hand) it is plain `python -m gpt2train.train`.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
-from gpt2train.runs import checkpoint_info, summarize_run
-from gpt2train.run_identity import trainer_dir
+from gpt2train.training.runs import checkpoint_info, summarize_run
+from gpt2train.training.run_identity import trainer_dir
 from gpt2train.train import train
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"

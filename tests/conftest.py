@@ -38,7 +38,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 def tiny_shards(tmp_path_factory, edu_mini) -> Path:
     """A data dir holding small shards of edu-mini (60k tokens each: 1 val and 11 train, with sidecars), made once."""
     from gpt2train.config import load_config
-    from gpt2train.data_stage import prepare
+    from gpt2train.data.stage import prepare
 
     data = tmp_path_factory.mktemp("tiny-shards")
     cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from gpt2train.checkpoint import STEP_DIR, checkpoint_state
+from gpt2train.training.checkpoint import STEP_DIR, checkpoint_state
 from gpt2train.fileio import sha256_file
-from gpt2train.runs import read_metrics_file
+from gpt2train.training.runs import read_metrics_file
 from tests.conftest import REPO, TIKTOKEN_DIR
 
 TIMING_KEYS = ("ms", "tok_s", "mem_mb", "mfu")

@@ -2,9 +2,9 @@
 
     python -m tests.golden_outputs --check                 # every stage; exit 1 naming what moved
     python -m tests.golden_outputs --check --stage shards
-    python -m tests.golden_outputs --update                # after bumping gpt2train/stage_versions.py
+    python -m tests.golden_outputs --update                # after bumping gpt2train/lineage/stage_versions.py
 
-A stage's Dagster code version is its number in gpt2train/stage_versions.py and its settings, not a
+A stage's Dagster code version is its number in gpt2train/lineage/stage_versions.py and its settings, not a
 hash of its source (docs/lineage.md says why). What keeps those numbers honest is this module: it
 computes what each stage produces from fixed inputs, on the CPU, and tests/test_stage_versions.py
 compares it with tests/golden/stage_outputs.json, recorded at each stage's version. An output that
@@ -67,13 +67,13 @@ def _data_cfg(work: Path, *sets: str):
 
 
 def _records(cfg) -> list:
-    from gpt2train.corpus import fetch_source_file
+    from gpt2train.data.corpus import fetch_source_file
 
     return [fetch_source_file(cfg.corpus, key, Path(cfg.data_dir)) for key in FILES]
 
 
 def corpus_outputs(work: Path) -> dict:
-    from gpt2train.corpus import iter_document_batches
+    from gpt2train.data.corpus import iter_document_batches
 
     cfg = _data_cfg(work)
     out = {}
@@ -85,7 +85,7 @@ def corpus_outputs(work: Path) -> dict:
 
 
 def shards_outputs(work: Path) -> dict:
-    from gpt2train.prepare import write_partition_shards, write_shards
+    from gpt2train.data.shard_writer import write_partition_shards, write_shards
 
     cfg = _data_cfg(work)
     records = _records(cfg)
@@ -104,7 +104,7 @@ def _checksums(tensors: dict) -> dict:
 def _random_shards(root: Path) -> tuple[str, str]:
     import numpy as np
 
-    from gpt2train.shards import ShardFileWriter
+    from gpt2train.data.shards import ShardFileWriter
 
     rng = np.random.default_rng(0)
     for name, n in (("golden_train_000001.bin", 6000), ("golden_train_000002.bin", 5000),
@@ -119,9 +119,9 @@ def training_outputs(work: Path) -> dict:
     import torch
 
     from gpt2train.config import TrainConfig, load_config
-    from gpt2train.data import ShardLoader
+    from gpt2train.data.loader import ShardLoader
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.parallelize import build_optimizer
+    from gpt2train.training.parallelize import build_optimizer
     from gpt2train.train import learning_rate, train
 
     out: dict[str, Any] = {}
@@ -191,9 +191,9 @@ def triton_kernels_outputs(work: Path) -> dict:
 
 
 def _tiny_export(work: Path) -> Path:
-    from gpt2train.checkpoint import save_checkpoint
+    from gpt2train.training.checkpoint import save_checkpoint
     from gpt2train.config import config_to_dict, load_config
-    from gpt2train.export import export_checkpoint
+    from gpt2train.export.hf_export import export_checkpoint
     from gpt2train.model import GPT, GPTConfig
 
     model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
@@ -276,26 +276,26 @@ def differences(expected: Any, actual: Any, rel: float, abs_: float, where: str 
 
 def check(stage: str, golden: dict | None = None) -> list[str]:
     """Problems of `stage` against the goldens: [] when its output is the recorded one at its version."""
-    from gpt2train.stage_versions import STAGE_VERSIONS
+    from gpt2train.lineage.stage_versions import STAGE_VERSIONS
 
     golden = golden if golden is not None else json.loads(GOLDEN.read_text())
     version = STAGE_VERSIONS[stage]
     recorded = golden.get(stage)
     if recorded is None or recorded["version"] != version:
         at = "none is recorded" if recorded is None else f"they were recorded at version {recorded['version']}"
-        return [f"stage {stage} is at version {version} in gpt2train/stage_versions.py but {at}: refresh the "
+        return [f"stage {stage} is at version {version} in gpt2train/lineage/stage_versions.py but {at}: refresh the "
                 f"goldens with `python -m tests.golden_outputs --update --stage {stage}`"]
     moved = differences(recorded["outputs"], compute(stage), *TOLERANCE.get(stage, DEFAULT_TOLERANCE), where=stage)
     if not moved:
         return []
     shown = "; ".join(moved[:3]) + (f"; and {len(moved) - 3} more" if len(moved) > 3 else "")
     return [f"stage {stage}'s output changed while its version stayed {version}: {shown}. If the change is meant, "
-            f"bump {stage!r} in gpt2train/stage_versions.py (everything it made is then stale) and refresh the "
+            f"bump {stage!r} in gpt2train/lineage/stage_versions.py (everything it made is then stale) and refresh the "
             f"goldens with `python -m tests.golden_outputs --update --stage {stage}`; if not, it is a regression"]
 
 
 def update(stages: list[str]) -> None:
-    from gpt2train.stage_versions import STAGE_VERSIONS
+    from gpt2train.lineage.stage_versions import STAGE_VERSIONS
 
     golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     for stage in stages:
@@ -309,11 +309,11 @@ def code_versions(*overrides: str) -> dict[str, str]:
     """Every asset's code version for the `tiny` preset (with `overrides`), as the assets compute them."""
     from evals.tasks import evals_code_version
     from gpt2train.config import load_config
-    from gpt2train.data_stage import corpus_code_version
-    from gpt2train.export import export_code_version
-    from gpt2train.lineage import code_version
-    from gpt2train.prepare import shards_code_version
-    from gpt2train.run_identity import train_code_version
+    from gpt2train.data.stage import corpus_code_version
+    from gpt2train.export.hf_export import export_code_version
+    from gpt2train.lineage.records import code_version
+    from gpt2train.data.shard_writer import shards_code_version
+    from gpt2train.training.run_identity import train_code_version
 
     cfg = load_config("tiny", list(overrides))
     return {"corpus": corpus_code_version(cfg), "token_shards": shards_code_version(cfg),

@@ -1,7 +1,7 @@
 """A local stand-in for the Hugging Face Hub, speaking the HTTP that `huggingface_hub` sends.
 
 It serves a folder (e.g. ../shared/data/edu-mini) as the dataset repo `HuggingFaceFW/fineweb-edu`
-so tests can run the real download path (`gpt2train.hub` -> `huggingface_hub` -> httpx2) against
+so tests can run the real download path (`gpt2train.data.hub` -> `huggingface_hub` -> httpx2) against
 a real socket, with no internet:
 
 - `HEAD|GET /datasets/<repo>/resolve/<revision>/<path>`: the file, with the headers

@@ -48,7 +48,7 @@ FAST_S = 20.0  # "failed fast": every case here fails in about a second; this on
 def shards(tmp_path_factory) -> Path:
     """A small real shard set (1 val + a few train shards of 5000 tokens), written by `prepare`."""
     from gpt2train.config import load_config
-    from gpt2train.data_stage import prepare
+    from gpt2train.data.stage import prepare
 
     data = tmp_path_factory.mktemp("bad-input-shards")
     cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={EDU_MINI}", "corpus.files=1",
@@ -59,7 +59,7 @@ def shards(tmp_path_factory) -> Path:
 
 def _save_tiny_checkpoint(root: Path, state_descriptor: str) -> Path:
     """A complete checkpoint of the `tiny` shape whose state.json claims `state_descriptor`."""
-    from gpt2train.checkpoint import save_checkpoint
+    from gpt2train.training.checkpoint import save_checkpoint
     from gpt2train.config import config_to_dict, load_config
     from gpt2train.model import GPT, GPTConfig
 
@@ -248,7 +248,7 @@ CASES = [
     Case("export-no-weights", lambda c: _evaluate(c, _fake_export(c, weights=False), _evals()),
          [r"export is not a GPT-2 Hugging Face export: model\.safetensors missing", r"export the checkpoint again"]),
     # --- a malformed HellaSwag line, named by number --------------------------------------------------
-    Case("hellaswag-line-train",  # the in-loop scorer (gpt2train/hellaswag.py), through `gpt2train train`
+    Case("hellaswag-line-train",  # the in-loop scorer (gpt2train/training/hellaswag.py), through `gpt2train train`
          lambda c: cli(*c.train_args("train.hellaswag_every=-1", "train.val_every=1",
                                      f"train.hellaswag_file={_hellaswag_with_bad_line3(c)}")),
          [r"bad\.jsonl:3: not a HellaSwag item", r"fix or remove the line"]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2train.checkpoint import (
+from gpt2train.training.checkpoint import (
     complete_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
     step_dir,
 )

@@ -10,13 +10,13 @@ import dagster as dg
 import pytest
 
 from assets.checkpoints import CheckpointWatcher, register_checkpoints
-from gpt2train.checkpoint import checkpoint_key, checkpoint_path, checkpoint_state, save_checkpoint
+from gpt2train.training.checkpoint import checkpoint_key, checkpoint_path, checkpoint_state, save_checkpoint
 from gpt2train.config import config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.run_identity import runs_root
-from gpt2train.runs import find_checkpoints
+from gpt2train.training.run_identity import runs_root
+from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
 
 

@@ -94,8 +94,8 @@ def test_module_entry_points():
 
 
 def test_library_never_imports_dagster():
-    code = ("import sys, gpt2train.cli, gpt2train.data_stage, gpt2train.train, gpt2train.checkpoint, gpt2train.runs, "
-            "gpt2train.export, gpt2train.lineage_walk, evals.runner, evals.trend; "
+    code = ("import sys, gpt2train.cli, gpt2train.data.stage, gpt2train.train, gpt2train.training.checkpoint, gpt2train.training.runs, "
+            "gpt2train.export.hf_export, gpt2train.lineage.walk, evals.runner, evals.trend; "
             "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.stdout.strip() == "False", r.stderr

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpt2train.config import CorpusConfig
-from gpt2train.corpus import count_documents, fetch_source_file, iter_document_batches, list_source_files
+from gpt2train.data.corpus import count_documents, fetch_source_file, iter_document_batches, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2train.data import ShardLoader
+from gpt2train.data.loader import ShardLoader
 from gpt2train.errors import DataError
-from gpt2train.shards import make_header
+from gpt2train.data.shards import make_header
 
 
 def write_shard(path, tokens):

@@ -2,8 +2,8 @@
 
     pytest tests/test_evals.py -q        (~60 s: ~20 s of it is the harness indexing its task YAMLs)
 
-The export fixture is built here (not with gpt2train/export.py) from our GPT's weights through
-gpt2train/hf_state_dict.py; the harness scores HellaSwag on the invented local file offline.
+The export fixture is built here (not with gpt2train/export/hf_export.py) from our GPT's weights through
+gpt2train/export/state_dict.py; the harness scores HellaSwag on the invented local file offline.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def build_export(out: Path, run_dir: Path) -> Path:
     import tiktoken
     import transformers
 
-    from gpt2train.hf_state_dict import to_hf_state_dict
+    from gpt2train.export.state_dict import to_hf_state_dict
     from gpt2train.model import GPT, GPTConfig
 
     model = GPT(GPTConfig.from_descriptor("tiny", 64))

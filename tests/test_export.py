@@ -1,8 +1,8 @@
-"""The Hugging Face export (gpt2train/export.py) of a real tiny checkpoint, loaded back by transformers.
+"""The Hugging Face export (gpt2train/export/hf_export.py) of a real tiny checkpoint, loaded back by transformers.
 
     pytest tests/test_export.py -q        # ~40 s on 2 idle CPU cores (the CLI run is half), offline
 
-A checkpoint is saved by gpt2train.checkpoint.save_checkpoint from a seeded tiny GPT; the tests load
+A checkpoint is saved by gpt2train.training.checkpoint.save_checkpoint from a seeded tiny GPT; the tests load
 the export with transformers' Auto classes and check it against our model and tiktoken
 independently of the export's own verification, then break the export on purpose (a transposed
 weight, a damaged tokenizer, a full disk) and check that a previous export survives each failure.
@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2train import export as export_mod
-from gpt2train.checkpoint import DONE, load_checkpoint, save_checkpoint
+from gpt2train.export import hf_export as export_mod
+from gpt2train.training.checkpoint import DONE, load_checkpoint, save_checkpoint
 from gpt2train.config import config_to_dict, load_config
 from gpt2train.errors import DataError, Gpt2TrainError
-from gpt2train.export import export_checkpoint, export_code_version
+from gpt2train.export.hf_export import export_checkpoint, export_code_version
 from gpt2train.fileio import sha256_file
-from gpt2train.hf_tokenizer import (ENCODER_JSON_SHA256, TOKENIZER_CHECK_TEXTS, VOCAB_BPE_SHA256,
+from gpt2train.export.tokenizer import (ENCODER_JSON_SHA256, TOKENIZER_CHECK_TEXTS, VOCAB_BPE_SHA256,
                                     check_vocab_against_tiktoken, gpt2_bpe_files)
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.tokenizer import get_encoding
+from gpt2train.data.tokenizer import get_encoding
 from tests.test_cli import gpt2train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the export must never need the Hub

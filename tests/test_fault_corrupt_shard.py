@@ -15,7 +15,7 @@ import pytest
 
 from gpt2train.config import load_config
 from gpt2train.errors import DataError
-from gpt2train.shards import HEADER_BYTES
+from gpt2train.data.shards import HEADER_BYTES
 from gpt2train.train import train
 
 

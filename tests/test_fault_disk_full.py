@@ -19,14 +19,14 @@ import subprocess
 import pytest
 
 from evals.runner import evaluate_export
-from gpt2train.checkpoint import checkpoint_state, latest_checkpoint
+from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
 from gpt2train.config import EvalsConfig, load_config
-from gpt2train.data_stage import prepare
+from gpt2train.data.stage import prepare
 from gpt2train.errors import DataError
-from gpt2train.export import export_checkpoint
+from gpt2train.export.hf_export import export_checkpoint
 from gpt2train.fileio import sha256_file
-from gpt2train.lineage import sidecar_path
-from gpt2train.shards import validate_shard
+from gpt2train.lineage.records import sidecar_path
+from gpt2train.data.shards import validate_shard
 from gpt2train.train import train
 from tests.conftest import HELLASWAG
 from tests.faults import file_hashes

@@ -28,9 +28,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpt2train.checkpoint import latest_checkpoint
+from gpt2train.training.checkpoint import latest_checkpoint
 from gpt2train.fileio import sha256_file
-from gpt2train.runs import read_metrics_file
+from gpt2train.training.runs import read_metrics_file
 from tests.conftest import REPO
 from tests.faults import assert_visible_checkpoints_complete, leftovers, loss_log, train_env
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from gpt2train.mfu import GPU_PEAKS, peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
+from gpt2train.training.mfu import GPU_PEAKS, peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
 from tests.conftest import REPO
 
 

@@ -1,6 +1,6 @@
 """The Hub download path, for real, against a local Hub (tests/hub_server.py).
 
-Nothing here fakes `huggingface_hub`: `gpt2train.hub` / `gpt2train.corpus` call the installed
+Nothing here fakes `huggingface_hub`: `gpt2train.data.hub` / `gpt2train.data.corpus` call the installed
 library, which talks HTTP to a server on 127.0.0.1 serving ../shared/data/edu-mini as
 `HuggingFaceFW/fineweb-edu`. Patched in the library: only the waiting in its retry loops (retries
 happen at once instead of after 1-8 s sleeps), and its import-time copies of HF_HOME & co. (so no
@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants as hf_constants
 
-from gpt2train import hub
+from gpt2train.data import hub
 from gpt2train.config import Config
-from gpt2train.corpus import fetch_source_file, list_source_files
+from gpt2train.data.corpus import fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from tests.hub_server import COMMIT_SHA, REPO_ID, HubServer
 
@@ -86,7 +86,7 @@ def hf_isolated(tmp_path, monkeypatch):
 
 def _serve(root: Path, monkeypatch):
     server = HubServer(root).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)  # gpt2train.hub reads it at call time
+    monkeypatch.setenv("HF_ENDPOINT", server.url)  # gpt2train.data.hub reads it at call time
     return server
 
 
@@ -225,7 +225,7 @@ def test_download_killed_mid_file_is_resumed_by_another_process(big_hub, big_mir
     big_hub.cut_gets(BIG_KEY, after_bytes=size // 2, times=1, then_refuse=True)
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # HF_ENDPOINT, HF_HOME: set by the fixtures
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from gpt2train import hub; "
+        [sys.executable, "-c", "import sys; from pathlib import Path; from gpt2train.data import hub; "
                                "hub.download_hub_file(sys.argv[1], sys.argv[2], 'main', Path(sys.argv[3]))",
          REPO_ID, BIG_KEY, str(local_dir)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from gpt2train.checkpoint import DONE, checkpoint_key, save_checkpoint
+from gpt2train.training.checkpoint import DONE, checkpoint_key, save_checkpoint
 from gpt2train.config import config_to_dict, load_config
-from gpt2train.data_stage import materialize_corpus_file, materialize_token_shards, record_path, shards_dir
+from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards, record_path, shards_dir
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file, write_json_atomic
-from gpt2train.hf_state_dict import to_hf_state_dict
-from gpt2train.lineage import git_commit, provenance
-from gpt2train.lineage_walk import COMPACT_OVER, format_lineage, walk_lineage
+from gpt2train.export.state_dict import to_hf_state_dict
+from gpt2train.lineage.records import git_commit, provenance
+from gpt2train.lineage.walk import COMPACT_OVER, format_lineage, walk_lineage
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.run_identity import run_tag, shard_globs, shard_lineage, train_code_version
+from gpt2train.training.run_identity import run_tag, shard_globs, shard_lineage, train_code_version
 
 KEY = "sample/10BT/000_00000.parquet"
 
@@ -258,7 +258,7 @@ def test_paths_that_are_not_artifacts_get_a_clear_error(chain, tmp_path):
 
 def test_many_corpus_files_print_compactly_listing_only_the_bad_ones(tmp_path):
     # Formatting alone (edu-mini has 3 files; FineWeb-Edu's sample-100BT has ~100).
-    from gpt2train.lineage_walk import LineageNode
+    from gpt2train.lineage.walk import LineageNode
 
     nodes = [LineageNode("corpus_record", tmp_path / f"r{i}.json", 0, status="ok",
                          details={"code_version": "c0ffee", "summary": {"documents": "10"}}) for i in range(12)]
@@ -275,7 +275,7 @@ def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_p
     there; and a source mirror left behind is named, with where it was."""
     from evals.runner import evaluate_export
     from gpt2train.config import EvalsConfig
-    from gpt2train.export import export_checkpoint
+    from gpt2train.export.hf_export import export_checkpoint
     from gpt2train.train import train
     from tests.conftest import HELLASWAG
 

@@ -124,8 +124,8 @@ def test_run_pipeline_is_refused_while_another_holds_the_data_dir(tiny_cfg, hold
 def _artifact_of(cfg, asset: str) -> Path:
     from assets.evals import report_dir, summary_dir
     from assets.hf_export import export_dir
-    from gpt2train.data_stage import record_path, shards_dir
-    from gpt2train.prepare import manifest_path
+    from gpt2train.data.stage import record_path, shards_dir
+    from gpt2train.data.shard_writer import manifest_path
 
     return {"corpus": record_path(cfg, CORPUS_KEY),
             "token_shards": manifest_path(shards_dir(cfg), CORPUS_KEY),
@@ -138,10 +138,10 @@ def _inputs_of(cfg, asset: str) -> None:
     """hf_export needs a complete checkpoint, eval_report an export: the library checks them before
     it takes the lock (a bad input is reported as such, not as a busy artifact)."""
     from assets.hf_export import export_dir
-    from gpt2train.checkpoint import save_checkpoint
+    from gpt2train.training.checkpoint import save_checkpoint
     from gpt2train.config import config_to_dict
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.run_identity import runs_root
+    from gpt2train.training.run_identity import runs_root
     from tests.test_evals import build_export
 
     if asset not in ("hf_export", "eval_report"):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gpt2train.hf_state_dict import from_hf_state_dict, to_hf_state_dict
+from gpt2train.export.state_dict import from_hf_state_dict, to_hf_state_dict
 from gpt2train.model import GPT, GPTConfig
 
 SMALL = GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=37)

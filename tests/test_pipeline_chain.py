@@ -18,8 +18,8 @@ import pytest
 from assets.checkpoints import register_checkpoints
 from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.lineage_walk import walk_lineage
-from gpt2train.runs import find_checkpoints
+from gpt2train.lineage.walk import walk_lineage
+from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import build_definitions
 from pipelines.runner import PipelineFailed, failure_cause, run_pipeline
 from pipelines.staleness import StaleStatus, stale_statuses

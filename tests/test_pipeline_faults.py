@@ -26,10 +26,10 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.failpoints import ENV as FAILPOINTS_ENV
 from gpt2train.failpoints import InjectedFault
 from gpt2train.fileio import read_json, sha256_file
-from gpt2train.lineage_walk import walk_lineage
-from gpt2train.prepare import manifest_path
-from gpt2train.runs import read_metrics
-from gpt2train.shards import validate_shard
+from gpt2train.lineage.walk import walk_lineage
+from gpt2train.data.shard_writer import manifest_path
+from gpt2train.training.runs import read_metrics
+from gpt2train.data.shards import validate_shard
 from pipelines.runner import DATA_ASSETS, EVAL_ASSETS, PipelineFailed, run_pipeline
 from tests.conftest import TIKTOKEN_DIR
 from tests.test_pipeline_chain import CHAIN_SETS, chain_cfg

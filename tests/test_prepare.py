@@ -12,13 +12,13 @@ import pytest
 
 from bench.llmc_fineweb import llmc_write_shards
 from tests.faults import FullDiskFile
-from gpt2train import shards as shards_mod
+from gpt2train.data import shards as shards_mod
 from gpt2train.config import load_config
-from gpt2train.corpus import fetch_source_file, list_source_files
+from gpt2train.data.corpus import fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file
-from gpt2train.lineage import sidecar_path
-from gpt2train.prepare import (
+from gpt2train.lineage.records import sidecar_path
+from gpt2train.data.shard_writer import (
     load_sidecar,
     manifest_path,
     partition_data_version,
@@ -27,8 +27,8 @@ from gpt2train.prepare import (
     write_partition_shards,
     write_shards,
 )
-from gpt2train.shards import HEADER_BYTES, read_header, read_tokens, validate_shard
-from gpt2train.tokenizer import EOT_TOKEN, DocumentEncoder, get_encoding, ranks_sha256
+from gpt2train.data.shards import HEADER_BYTES, read_header, read_tokens, validate_shard
+from gpt2train.data.tokenizer import EOT_TOKEN, DocumentEncoder, get_encoding, ranks_sha256
 
 SHARD = 300_001  # odd: several shards plus a remainder on edu-mini
 FIRST = "sample/10BT/000_00000.parquet"

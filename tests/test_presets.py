@@ -16,8 +16,8 @@ from evals.published import published_baselines
 from evals.report import model_size
 from gpt2train.config import CONFIG_DIR, load_config
 from gpt2train.errors import DataError
-from gpt2train.hellaswag import HELLASWAG_VAL_URL, load_hellaswag, local_hellaswag_file
-from gpt2train.llmc import header_launch_command, parse_launch_command, preset_differences
+from gpt2train.training.hellaswag import HELLASWAG_VAL_URL, load_hellaswag, local_hellaswag_file
+from gpt2train.training.llmc import header_launch_command, parse_launch_command, preset_differences
 from gpt2train.model_config import GPTConfig
 from tests.conftest import SHARED
 

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from bench.scale import UiWorkspace, build, scale_cfg, scale_sets, ui_env, write_corpus
-from gpt2train import stage_versions
+from gpt2train.lineage import stage_versions
 from pipelines.definitions import build_definitions
 from pipelines.runner import run_pipeline
 from pipelines.staleness import StaleStatus, stale_statuses

@@ -260,7 +260,7 @@ def test_out_dir_typed_on_the_command_line_is_the_users_choice(tmp_path):
     """`--set train.out_dir=...` (llm.c's `-o log124M` in docs/training.md) may point anywhere: the user
     typed it. Only a path that came from a config file is held to data_dir."""
     from gpt2train.config import load_config
-    from gpt2train.llmc import llmc_args_to_overrides
+    from gpt2train.training.llmc import llmc_args_to_overrides
 
     cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'elsewhere'}"])
     assert cfg.train.out_dir == str(tmp_path / "elsewhere")
@@ -287,8 +287,8 @@ from tests.test_hub import hf_isolated, hub_cfg, hub_server  # noqa: E402,F401  
 def test_hub_listing_with_an_escaping_name_is_refused(name, hub_server, monkeypatch, tmp_path):
     """A repo (or a mirror at HF_ENDPOINT) whose listing holds `name`: listing fails naming it, before
     any partition or file exists."""
-    from gpt2train import hub
-    from gpt2train.corpus import list_source_files
+    from gpt2train.data import hub
+    from gpt2train.data.corpus import list_source_files
     from tests import hub_server as hs
 
     real_json = hs._Handler._json
@@ -309,7 +309,7 @@ def test_hub_listing_with_an_escaping_name_is_refused(name, hub_server, monkeypa
 @pytest.mark.parametrize("key", ["../../../../x.parquet", "/tmp/x.parquet", "sample/../../../x.parquet", ""])
 def test_hub_download_of_an_escaping_key_is_refused_before_any_request(key, hub_server, tmp_path):
     """A `corpus_files` partition key is a Hub path for a hub corpus (a key can be added by hand in the UI)."""
-    from gpt2train.data_stage import materialize_corpus_file
+    from gpt2train.data.stage import materialize_corpus_file
 
     with pytest.raises(DataError, match="not a safe relative path"):
         materialize_corpus_file(hub_cfg(tmp_path / "data"), key)
@@ -317,7 +317,7 @@ def test_hub_download_of_an_escaping_key_is_refused_before_any_request(key, hub_
 
 
 def test_hub_download_through_a_symlink_out_of_the_folder_is_refused(hub_server, tmp_path):
-    from gpt2train import hub
+    from gpt2train.data import hub
 
     local = tmp_path / "data" / "corpus" / "hub" / "HuggingFaceFW" / "fineweb-edu"
     local.mkdir(parents=True)
@@ -330,7 +330,7 @@ def test_hub_download_through_a_symlink_out_of_the_folder_is_refused(hub_server,
 
 def test_hub_etag_that_is_a_path_is_refused(hub_server, monkeypatch, tmp_path):
     """The server's ETag names the partial download file: a hostile one (`../../x`) must not place it."""
-    from gpt2train import hub
+    from gpt2train.data import hub
     from tests.hub_server import HubServer
 
     real = HubServer.file_info
@@ -349,7 +349,7 @@ def test_hub_etag_that_is_a_path_is_refused(hub_server, monkeypatch, tmp_path):
 @pytest.mark.parametrize("key", ["../../../etc/passwd", "/etc/passwd", "sample/10BT/../../../x.parquet"])
 def test_local_corpus_partition_key_must_be_a_listed_file(key, tmp_path):
     from gpt2train.config import load_config
-    from gpt2train.data_stage import materialize_corpus_file
+    from gpt2train.data.stage import materialize_corpus_file
 
     cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={EDU_MINI}"])
     with pytest.raises(DataError, match=r"is not a file under corpus\.source"):
@@ -359,7 +359,7 @@ def test_local_corpus_partition_key_must_be_a_listed_file(key, tmp_path):
 
 def test_partition_tag_is_one_safe_file_name():
     """Records and manifests are named by partition_tag(key): never a path, whatever the key."""
-    from gpt2train.prepare import partition_tag
+    from gpt2train.data.shard_writer import partition_tag
 
     for key in ["../../x.parquet", "/etc/x", "a/../../..", "..", "x\\..\\y", "\0"]:
         tag = partition_tag(key)
@@ -370,23 +370,23 @@ def test_partition_tag_is_one_safe_file_name():
                                  "a/../..@step_00000001", ".hidden@step_00000001", "run@../step_00000001",
                                  "run@step_1", "run@step_00000001/../..", "@step_00000001", "run"])
 def test_checkpoint_key_with_traversal_is_refused(key, tmp_path):
-    """checkpoint_path (gpt2train/checkpoint.py) turns a `checkpoints` partition key into the directory the
+    """checkpoint_path (gpt2train/training/checkpoint.py) turns a `checkpoints` partition key into the directory the
     hf_export and eval_report assets read, and it names their output folders too."""
-    from gpt2train.checkpoint import checkpoint_path
+    from gpt2train.training.checkpoint import checkpoint_path
 
     with pytest.raises(Gpt2TrainError, match="is not a checkpoint key"):
         checkpoint_path(tmp_path / "runs", key)
 
 
 def test_checkpoint_key_stays_inside_runs_root(tmp_path):
-    from gpt2train.checkpoint import checkpoint_path
+    from gpt2train.training.checkpoint import checkpoint_path
 
     p = checkpoint_path(tmp_path / "runs", "tiny-0123456789@step_00000040")
     assert p == tmp_path / "runs" / "tiny-0123456789" / "checkpoints" / "step_00000040"
 
 
 def test_checkpoint_key_with_a_trailing_newline_is_refused(tmp_path):
-    from gpt2train.checkpoint import checkpoint_path
+    from gpt2train.training.checkpoint import checkpoint_path
 
     with pytest.raises(Gpt2TrainError):
         checkpoint_path(tmp_path / "runs", "run@step_00000001\n")

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from tests.faults import FullDiskFile
-from gpt2train import fileio, shards
+from gpt2train import fileio
+from gpt2train.data import shards
 from gpt2train.errors import DataError
 from gpt2train.fileio import atomic_output, read_json, sha256_file, write_json_atomic
-from gpt2train.shards import (
+from gpt2train.data.shards import (
     HEADER_BYTES,
     SHARD_MAGIC,
     ShardFileWriter,

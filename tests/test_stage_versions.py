@@ -29,7 +29,7 @@ def test_a_moved_output_without_a_bump_names_the_stage():
     (problem,) = golden_outputs.check("eval_summary", golden)
     assert problem.startswith("stage eval_summary's output changed while its version stayed 1: "
                               "eval_summary/rows[0]/step: 41 recorded, 40 now"), problem
-    assert "bump 'eval_summary' in gpt2train/stage_versions.py" in problem
+    assert "bump 'eval_summary' in gpt2train/lineage/stage_versions.py" in problem
     golden["eval_summary"]["version"] = 0
     (problem,) = golden_outputs.check("eval_summary", golden)
     assert "recorded at version 0" in problem and "--update --stage eval_summary" in problem
@@ -75,12 +75,12 @@ NO_OUTPUT_EDITS = [
      "log = logging.getLogger(\"gpt2train.train\")\n# a comment a reviewer asked for\n"),
     ("gpt2train/model.py", "GPT-2 as llm.c trains it, on one page", "GPT-2 as llm.c trains it, on a single page"),
     ("gpt2train/train.py", "\"step %d/%d | val loss %.6f\"", "\"step %d/%d | validation loss %.6f\""),
-    ("gpt2train/data.py", "no token shards match", "no token shard files match"),
+    ("gpt2train/data/loader.py", "no token shards match", "no token shard files match"),
     ("gpt2train/train.py", "show this help (-h is llm.c's HellaSwag flag)", "print this help (-h is llm.c's HellaSwag)"),
-    ("gpt2train/llmc.py", "\"-a\": \"train.overfit_batch\", \"-f\": \"train.tf32\", \"-ge\": None,",
+    ("gpt2train/training/llmc.py", "\"-a\": \"train.overfit_batch\", \"-f\": \"train.tf32\", \"-ge\": None,",
      "\"-a\": \"train.overfit_batch\", \"-f\": \"train.tf32\", \"-ge\": None, \"-lg\": None,"),
-    ("gpt2train/mfu.py", "\"NVIDIA L4\": GpuPeak(121.0,", "\"NVIDIA L4\": GpuPeak(120.0,"),
-    ("gpt2train/plots.py", "label=\"val loss\")", "label=\"validation loss\", color=\"C3\")"),
+    ("gpt2train/training/mfu.py", "\"NVIDIA L4\": GpuPeak(121.0,", "\"NVIDIA L4\": GpuPeak(120.0,"),
+    ("gpt2train/training/plots.py", "label=\"val loss\")", "label=\"validation loss\", color=\"C3\")"),
 ]
 
 
@@ -96,9 +96,9 @@ def test_edits_that_cannot_change_an_output_make_nothing_stale(tmp_path):
     (root / "gpt2train" / "schedule.py").write_text(
         "import math\n\nfrom gpt2train.config import TrainConfig\n\n\n" + train_py[start:end])
     (root / "gpt2train" / "train.py").write_text(
-        train_py[:start].replace("from gpt2train.shards import verify_shard_hashes\n",
+        train_py[:start].replace("from gpt2train.data.shards import verify_shard_hashes\n",
                                  "from gpt2train.schedule import learning_rate\n"
-                                 "from gpt2train.shards import verify_shard_hashes\n") + train_py[end:])
+                                 "from gpt2train.data.shards import verify_shard_hashes\n") + train_py[end:])
     after = _run(root, "--versions")
     assert after.returncode == 0, after.stderr[-2000:]
     assert json.loads(after.stdout) == before
@@ -111,12 +111,12 @@ OUTPUT_EDITS = [
     ("GPT-2 init std", "gpt2train/model.py", "else 0.02\n", "else 0.021\n", "training"),
     ("the LR formula", "gpt2train/train.py", "math.cos(math.pi * progress)", "math.cos(math.pi * progress * 0.99)",
      "training"),
-    ("an AdamW setting", "gpt2train/parallelize.py", "betas=(0.9, 0.95)", "betas=(0.9, 0.96)", "training"),
-    ("the document prefix token", "gpt2train/tokenizer.py", "            out[i] = self.eot\n",
+    ("an AdamW setting", "gpt2train/training/parallelize.py", "betas=(0.9, 0.95)", "betas=(0.9, 0.96)", "training"),
+    ("the document prefix token", "gpt2train/data/tokenizer.py", "            out[i] = self.eot\n",
      "            out[i] = self.eot - 1\n", "shards"),
-    ("the shard header", "gpt2train/shards.py", "header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, num_tokens",
+    ("the shard header", "gpt2train/data/shards.py", "header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, num_tokens",
      "header[0], header[1], header[2], header[3] = SHARD_MAGIC, SHARD_VERSION, num_tokens, 1", "shards"),
-    ("the shard cut", "gpt2train/prepare.py", "self.shard_size, self.name_for, self.on_complete = shard_size,",
+    ("the shard cut", "gpt2train/data/shard_writer.py", "self.shard_size, self.name_for, self.on_complete = shard_size,",
      "self.shard_size, self.name_for, self.on_complete = shard_size - 1,", "shards"),
     ("a kernel's math", "gpt2train/kernels/gelu.py", "    return 0.7978845608028654 * (u + 0.044715 * u * u * u)",
      "    return 0.7978845608028654 * (u + 0.0447 * u * u * u)", "triton_kernels"),
@@ -141,7 +141,7 @@ def test_the_tiny_presets_code_versions_and_run_tag_are_as_recorded(tiny_shards)
     deliberate change of a stage's output bumps its version, and then this file is re-recorded too
     (a failure prints the current values)."""
     from gpt2train.config import load_config
-    from gpt2train.run_identity import run_tag
+    from gpt2train.training.run_identity import run_tag
 
     now = {"code_versions": golden_outputs.code_versions(f"data_dir={tiny_shards}"),
            "run_tag": run_tag(load_config("tiny", [f"data_dir={tiny_shards}"]))}

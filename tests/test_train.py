@@ -123,7 +123,7 @@ def test_overfit_one_batch(shard_dir, tmp_path):
 
 
 def test_outlier_detector_z_scores():
-    from gpt2train.outliers import OutlierDetector
+    from gpt2train.training.outliers import OutlierDetector
 
     det = OutlierDetector(window=4)
     assert all(det.update(v) != det.update(v) for v in (1.0, 3.0))  # nan until the window is full
@@ -166,7 +166,7 @@ def test_unknown_model_descriptor(shard_dir, tmp_path):
 
 
 def test_llmc_script_flags_are_accepted_verbatim(tmp_path):
-    from gpt2train.llmc import llmc_args_to_overrides
+    from gpt2train.training.llmc import llmc_args_to_overrides
 
     # the arguments of llm.c's scripts/run_gpt2_124M.sh (plus -k, -x, -ge from the 1558M one)
     argv = ("-i data/edu_fineweb_train_*.bin -j data/edu_fineweb_val_*.bin -o log124M -v 250 -s 20000 -g 144 "
@@ -197,9 +197,9 @@ def test_in_loop_hellaswag_and_plot(shard_dir, tmp_path, edu_mini):
 
 
 def test_hellaswag_scorer_picks_the_lowest_mean_loss_ending(tmp_path):
-    from gpt2train.hellaswag import HellaSwagItem, score_hellaswag
+    from gpt2train.training.hellaswag import HellaSwagItem, score_hellaswag
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.tokenizer import get_encoding
+    from gpt2train.data.tokenizer import get_encoding
 
     enc = get_encoding("gpt2")
     model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=32)).init_weights(0)
@@ -219,7 +219,7 @@ def test_hellaswag_scorer_picks_the_lowest_mean_loss_ending(tmp_path):
 
 def test_malformed_hellaswag_line_is_named(tmp_path):
     from gpt2train.errors import DataError
-    from gpt2train.hellaswag import load_hellaswag
+    from gpt2train.training.hellaswag import load_hellaswag
 
     path = tmp_path / "h.jsonl"
     good = json.dumps({"ctx": "c", "endings": ["a", "b", "c", "d"], "label": "1"})
@@ -304,7 +304,7 @@ def own_data_dir(shard_dir, tmp_path):
 
 
 def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
-    from gpt2train.run_identity import RUN_RECORD, run_dir, run_tag
+    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
 
     sets = [f"data_dir={own_data_dir}", "train.max_steps=2", "train.checkpoint_every=2", "train.val_every=0",
             "train.hellaswag_every=0", "train.sample_every=0"]
@@ -322,7 +322,7 @@ def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
 
 
 def test_a_run_directory_of_another_run_is_refused_with_both_tags(own_data_dir):
-    from gpt2train.run_identity import RUN_RECORD, run_dir, run_tag
+    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
 
     cfg = load_config("tiny", [f"data_dir={own_data_dir}", "train.max_steps=1", "train.val_every=0",
                                "train.hellaswag_every=0", "train.sample_every=0"])
@@ -353,11 +353,11 @@ def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_
     of the saved weights on the same val tokens, by our model and by transformers on the export."""
     from transformers import GPT2LMHeadModel
 
-    from gpt2train.checkpoint import load_checkpoint
-    from gpt2train.data import ShardLoader
-    from gpt2train.export import export_checkpoint
+    from gpt2train.training.checkpoint import load_checkpoint
+    from gpt2train.data.loader import ShardLoader
+    from gpt2train.export.hf_export import export_checkpoint
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.run_identity import shard_globs
+    from gpt2train.training.run_identity import shard_globs
 
     out = tmp_path / "run"
     cfg = run_cfg(shard_dir, out, "train.max_steps=5", "train.checkpoint_every=2", "train.val_every=3")

@@ -25,7 +25,7 @@ PyTorch: that is the reference of the chunked algorithm, runnable anywhere.
 
 Inputs: x (..., C) fp32 / bf16, W (Vp, C), targets (...) int64 in [0, V) or -1.
 Targets >= V are not checked on the device (that would cost a host sync per step): the shards
-hold GPT-2 token ids, which are < V by construction (gpt2train/shards.py checks them).
+hold GPT-2 token ids, which are < V by construction (gpt2train/data/shards.py checks them).
 
 Tests: tests/kernels/test_classifier.py. Benchmark: bench/kernels.py (`classifier`).
 """

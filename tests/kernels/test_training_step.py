@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.parallelize import apply_recompute
+from gpt2train.training.parallelize import apply_recompute
 from gpt2train.train import train
 from tests.conftest import REPO
 from tests.kernels.conftest import DEVICE

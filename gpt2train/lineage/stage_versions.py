@@ -1,6 +1,6 @@
 """The version of what each stage of the chain computes: part of its Dagster code version.
 
-    code_version(["training"], settings)        # gpt2train/lineage.py
+    code_version(["training"], settings)        # gpt2train/lineage/records.py
 
 A stage's code version is its number here plus the settings that shape its output; nothing else. So
 editing a comment, a docstring, a log line, an error message, CLI help, a plot, the llm.c flag table
@@ -18,7 +18,7 @@ docs/lineage.md says why explicit numbers and not hashes of the source.
 """
 
 STAGE_VERSIONS = {
-    "corpus": 1,          # which documents of a source file are used (gpt2train/corpus.py, hub.py)
+    "corpus": 1,          # which documents of a source file are used (gpt2train/data/corpus.py, hub.py)
     "shards": 1,          # a shard's bytes: tokenizer, document prefix, header, cut (prepare.py, shards.py)
     "training": 2,        # the weights: model, init, loader order, schedule, optimizer, loop (train.py ...)
     "triton_kernels": 1,  # gpt2train/kernels' math, part of training's version when it may run them

@@ -6,7 +6,7 @@ shaped it, the stage's code version and the git commit. Dagster gets the same fa
 metadata, and its staleness markers use `code_version` and the content hashes.
 
 `code_version(stages, settings)` hashes the version of what the stage computes
-(gpt2train/stage_versions.py) with the settings that shape its output (not speed knobs like
+(gpt2train/lineage/stage_versions.py) with the settings that shape its output (not speed knobs like
 thread counts): changing either changes the version, and Dagster marks that stage and its
 downstream stale, and nothing upstream.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from gpt2train import __version__
 from gpt2train.config import REPO_ROOT
-from gpt2train.stage_versions import STAGE_VERSIONS
+from gpt2train.lineage.stage_versions import STAGE_VERSIONS
 
 
 def code_version(stages: list[str], settings: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@
         model.safetensors          weights (fp32 master copy; the tied lm_head stored once)
         optimizer_rank{r}.pt       optimizer state of rank r (ZeRO-1: its shard), tensors only
         rng_rank{r}.pt             torch CPU (and CUDA) RNG state of rank r
-        loader_rank{r}.json        data loader position of rank r (gpt2train/data.py)
+        loader_rank{r}.json        data loader position of rank r (gpt2train/data/loader.py)
         state.json                 step, world size, config, metrics, lineage, model_sha256
         DONE                       written last: only directories with it are loaded
 

@@ -39,7 +39,7 @@ _LLMC_BOOL = {"train.master_weights", "train.resume", "train.overfit_batch", "tr
 # its default (-1) means B x T x processes, no accumulation; -e has no usable default (a weights
 # file). -i, -j and -o are paths, which the pipeline chooses (shards/ and runs/<run tag> under
 # data_dir).
-# llm.c's -r 1 recomputes the GELU; ours recomputes the whole MLP (gpt2train/parallelize.py): the
+# llm.c's -r 1 recomputes the GELU; ours recomputes the whole MLP (gpt2train/training/parallelize.py): the
 # same memory trade, a coarser cut, so a preset compares -r values as numbers only.
 LLMC_DEFAULTS = {
     "-b": "4", "-t": "1024", "-x": "-1", "-k": "cosine", "-l": "3e-4", "-u": "0", "-q": "1.0", "-c": "0.0",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gpt2train.errors import DataError
 from gpt2train.fileio import disk_full_error, is_disk_full, read_json, sha256_file, temp_path_for
-from gpt2train.lineage import sidecar_path
+from gpt2train.lineage.records import sidecar_path
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from gpt2train import hub
+from gpt2train.data import hub
 from gpt2train.config import CorpusConfig
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gpt2train.errors import DataError
-from gpt2train.shards import read_header, read_tokens
+from gpt2train.data.shards import read_header, read_tokens
 
 
 @dataclass

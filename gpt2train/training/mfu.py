@@ -72,4 +72,4 @@ def peak_memory_bytes_per_s(device_name: str | None) -> float | None:
 
 def unknown_device_note(device_name: str) -> str:
     return (f"MFU omitted: no bf16 peak is known for {device_name!r} (add its datasheet figures to "
-            f"gpt2train/mfu.py GPU_PEAKS)")
+            f"gpt2train/training/mfu.py GPU_PEAKS)")

@@ -18,11 +18,11 @@ import glob as globlib
 import hashlib
 from pathlib import Path
 
-from gpt2train.checkpoint import checkpoint_state
+from gpt2train.training.checkpoint import checkpoint_state
 from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import ConfigError
 from gpt2train.fileio import read_json, write_json_atomic
-from gpt2train.lineage import code_version, sidecar_path
+from gpt2train.lineage.records import code_version, sidecar_path
 
 RUN_RECORD = "run.json"
 

@@ -43,19 +43,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.corpus import CorpusRecord, iter_document_batches
+from gpt2train.data.corpus import CorpusRecord, iter_document_batches
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage import code_version, data_dir_field, provenance, recorded_path, sidecar_path
-from gpt2train.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
-from gpt2train.tokenizer import DocumentEncoder, ranks_sha256
+from gpt2train.lineage.records import code_version, data_dir_field, provenance, recorded_path, sidecar_path
+from gpt2train.data.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
+from gpt2train.data.tokenizer import DocumentEncoder, ranks_sha256
 
 log = logging.getLogger(__name__)
 
 def shards_code_version(cfg: Config) -> str:
     """Only the settings that change a shard's bytes: not `threads` or `batch_documents`. The
     corpus settings that do (`text_field`, `max_documents_per_file`) reach the shards through
-    the corpus data version (gpt2train/data_stage.py)."""
+    the corpus data version (gpt2train/data/stage.py)."""
     s = cfg.shards
     return code_version(["shards"], {"tokenizer": s.tokenizer, "shard_size": s.shard_size,
                                              "prefix": s.prefix, "val_file": s.val_file})

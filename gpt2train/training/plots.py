@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpt2train.runs import read_metrics_file
+from gpt2train.training.runs import read_metrics_file
 
 
 def plot_training(metrics_path: str | Path, out_png: str | Path, title: str = "") -> Path:

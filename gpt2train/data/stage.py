@@ -19,11 +19,11 @@ import logging
 from pathlib import Path
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.corpus import CorpusRecord, fetch_source_file, list_source_files
+from gpt2train.data.corpus import CorpusRecord, fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage import code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path
-from gpt2train.prepare import ShardsResult, partition_tag, write_partition_shards, write_shards
+from gpt2train.lineage.records import code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path
+from gpt2train.data.shard_writer import ShardsResult, partition_tag, write_partition_shards, write_shards
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def source_changed(cfg: Config, key: str) -> bool:
 
 
 def val_file_key(cfg: Config) -> str:
-    """The source file whose first shard holds the validation tokens (see gpt2train/prepare.py).
+    """The source file whose first shard holds the validation tokens (see gpt2train/data/shard_writer.py).
 
     `shards.val_file` if set (it must be one of the source files); otherwise the first source
     file at the time the first one was chosen, pinned in `shards/val_file.json`, so that a new

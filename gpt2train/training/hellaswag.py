@@ -91,7 +91,7 @@ def load_hellaswag(path: str | Path, limit: int = 0) -> list[HellaSwagItem]:
 @torch.no_grad()
 def score_hellaswag(model, items: list[HellaSwagItem], device: str, rank: int = 0, world: int = 1) -> dict:
     """{'acc_norm', 'acc', 'n'} over `items`; ranks split the items and the counts are all-reduced."""
-    from gpt2train.tokenizer import get_encoding
+    from gpt2train.data.tokenizer import get_encoding
 
     enc = get_encoding("gpt2")
     block = model.config.block_size if hasattr(model, "config") else model.module.config.block_size

@@ -9,7 +9,7 @@ The export directory holds what `from_pretrained` needs and nothing it would fet
     config.json               GPT2Config: n_positions = block_size, gelu_new (= our tanh GELU), eps 1e-5
     generation_config.json    bos = eos = 50256 (<|endoftext|>)
     vocab.json, merges.txt    GPT-2's BPE (OpenAI's encoder.json / vocab.bpe, via tiktoken's cache)
-    tokenizer.json, tokenizer_config.json   the fast tokenizer (gpt2train/hf_tokenizer.py)
+    tokenizer.json, tokenizer_config.json   the fast tokenizer (gpt2train/export/tokenizer.py)
     README.md                 model card: shape, step, losses, lineage, how to load
     lineage.json              docs/lineage.md's hf_export sidecar: every other file's sha256, the
                               checkpoint it came from, the verification figures
@@ -35,17 +35,17 @@ from typing import Any
 
 import torch
 
-from gpt2train.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
+from gpt2train.training.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
-from gpt2train.hf_state_dict import to_hf_state_dict
-from gpt2train.hf_tokenizer import write_gpt2_tokenizer, verify_tokenizer
-from gpt2train.lineage import (
+from gpt2train.export.state_dict import to_hf_state_dict
+from gpt2train.export.tokenizer import write_gpt2_tokenizer, verify_tokenizer
+from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
 )
 from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.tokenizer import EOT_TOKEN
+from gpt2train.data.tokenizer import EOT_TOKEN
 
 # fp32 on CPU, our SDPA attention vs Hugging Face's: differences are ~1e-6 on logits of size ~10;
 # 1e-4 leaves room for that and still catches any real mapping error (a transposed or missing
@@ -220,7 +220,7 @@ def write_hf_model(model: GPT, out_dir: Path) -> int:
     missing = [k for k in missing if k != "lm_head.weight" and not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if missing or unexpected:
         raise Gpt2TrainError(f"the Hugging Face GPT-2 does not take our weights (missing {missing}, unexpected "
-                             f"{unexpected}): gpt2train/hf_state_dict.py does not match the installed transformers")
+                             f"{unexpected}): gpt2train/export/state_dict.py does not match the installed transformers")
     hf.tie_weights()
     kwargs: dict[str, Any] = {"max_shard_size": "1000GB"}  # one model.safetensors at any size
     if "safe_serialization" in inspect.signature(hf.save_pretrained).parameters:
@@ -256,7 +256,7 @@ def verify_export(export_dir: Path, model: GPT) -> dict[str, Any]:
     if not diff <= LOGITS_TOLERANCE:  # `not <=`: a NaN fails too
         raise Gpt2TrainError(f"the exported model's logits differ from the checkpoint's by up to {diff:.3g} "
                              f"(tolerance {LOGITS_TOLERANCE:g}) on a {LOGITS_BATCH}x{T} batch: the weight "
-                             f"mapping (gpt2train/hf_state_dict.py) or the GPT2Config does not match our model")
+                             f"mapping (gpt2train/export/state_dict.py) or the GPT2Config does not match our model")
     texts = verify_tokenizer(tokenizer)
     return {"logits_max_abs_diff": diff, "logits_tolerance": LOGITS_TOLERANCE, "tokenizer_texts": texts,
             "tokenizer_match": True}

@@ -1,6 +1,6 @@
 """Walk any artifact back to the corpus files it was made from, re-hashing every file on the way.
 
-    from gpt2train.lineage_walk import walk_lineage, format_lineage
+    from gpt2train.lineage.walk import walk_lineage, format_lineage
     nodes = walk_lineage("data/reports/tiny-3f9a1c2b0e@step_00000040")   # or an export, checkpoint, shard, record
     print(format_lineage(nodes))
 
@@ -38,11 +38,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from gpt2train.checkpoint import DONE
+from gpt2train.training.checkpoint import DONE
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from gpt2train.lineage import resolve_recorded, sidecar_data_dir, sidecar_path
-from gpt2train.data_stage import corpus_record_path
+from gpt2train.lineage.records import resolve_recorded, sidecar_data_dir, sidecar_path
+from gpt2train.data.stage import corpus_record_path
 
 OK, MISMATCH, MISSING, UNVERIFIED = "ok", "MISMATCH", "MISSING", "unverified"
 # A node shows its worst file's status.

@@ -1,13 +1,13 @@
 """Training runs on disk: where they live, their complete checkpoints, and a run's summary.
 
-    <data_dir>/runs/<run_tag>/                 one training run (gpt2train/run_identity.py)
+    <data_dir>/runs/<run_tag>/                 one training run (gpt2train/training/run_identity.py)
         run.json                               its run tag, recorded by the trainer on first start
         config.yaml                            the resolved config it was launched with
         main.log, metrics.jsonl, training.png  the trainer's log, metrics and loss curves
-        checkpoints/step_XXXXXXXX/             complete when DONE is there (gpt2train/checkpoint.py)
+        checkpoints/step_XXXXXXXX/             complete when DONE is there (gpt2train/training/checkpoint.py)
 
     find_checkpoints(runs_root(cfg))           every complete checkpoint of every run, as CheckpointInfo
-                                               (runs_root: gpt2train/run_identity.py)
+                                               (runs_root: gpt2train/training/run_identity.py)
     summarize_run(run_dir)                     what the `training_run` asset reports as metadata
 
 Used by the Dagster assets and sensor (a checkpoint becomes a `checkpoints` partition as soon as
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from gpt2train.checkpoint import checkpoint_key, checkpoint_state, complete_checkpoints
+from gpt2train.training.checkpoint import checkpoint_key, checkpoint_state, complete_checkpoints
 from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from gpt2train.errors import DataError, Gpt2TrainError
-from gpt2train.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_encoding
+from gpt2train.data.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_encoding
 
 ENDOFTEXT = "<|endoftext|>"
 

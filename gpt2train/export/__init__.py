@@ -1,0 +1,6 @@
+"""A checkpoint as a Hugging Face GPT-2 directory, verified against our model.
+
+    hf_export.py     export_checkpoint: weights, configs, tokenizer, model card, lineage; verified
+    state_dict.py    our parameter names and layout <-> Hugging Face's GPT2LMHeadModel
+    tokenizer.py     the GPT-2 tokenizer files built offline from the BPE files tiktoken uses
+"""
