@@ -14,14 +14,16 @@ A downstream asset depends on the manifest alone, one edge Dagster always follow
 Manifests are external (Dagster does not compute them): they are recorded, as a runless
 materialization whose data version is the digest, whenever the digest on disk differs from the
 recorded one, by whoever is about to rely on it or has just changed it: the token_shards and
-eval_report assets after they write, the sensors on every tick (which settles two partitions that
-finished at the same moment), and `gpt2train pipeline` before the training and summary stages.
+eval_report assets after they write, the sensors on every tick, and `gpt2train pipeline` before the
+training and summary stages. Computing, comparing and recording happen under one lock
+(`<data_dir>/.manifests.lock`, waited for), so the last record is always of the newest state on
+disk, whichever recorder comes last. A sidecar that cannot be read counts as its own value
+(`unreadable:<file>`), with a warning, so one bad file neither stops a sensor nor hides a change.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +31,8 @@ import dagster as dg
 from assets.checkpoints import DATA_VERSION_TAG
 from assets.partitions import checkpoints
 from gpt2train.config import Config
-from gpt2train.fileio import read_json
+from gpt2train.fileio import sha256_file
+from gpt2train.locks import writer_lock
 from gpt2train.training.run_identity import shard_set, shards_digest
 
 SHARD_MANIFEST = dg.AssetKey("shard_manifest")
@@ -60,19 +63,20 @@ def reports_root(cfg: Config) -> Path:
 
 def shard_manifest(cfg: Config) -> tuple[str, dict]:
     """(digest, metadata) of the shards on disk now."""
-    shards = shard_set(cfg)
+    shards = shard_set(cfg, strict=False)
     return shards_digest(shards), {"shards": dg.MetadataValue.int(len(shards)),
                                    "tokens": dg.MetadataValue.int(sum(s["tokens"] or 0 for s in shards))}
 
 
 def report_manifest(cfg: Config, instance: dg.DagsterInstance) -> tuple[str, dict]:
-    """(digest, metadata) of the finished reports of every known checkpoint partition, now."""
+    """(digest, metadata) of the finished reports of every known checkpoint partition, now: each
+    report's lineage.json whole (its scores, its in-loop numbers, its limit, its checkpoint key:
+    everything eval_summary reads)."""
     h, count = hashlib.sha256(), 0
     for key in sorted(instance.get_dynamic_partitions(checkpoints.name)):
         sidecar = reports_root(cfg) / key / "lineage.json"
         if sidecar.is_file():
-            metrics = read_json(sidecar, "eval report lineage").get("metrics")
-            h.update(f"{key}:{json.dumps(metrics, sort_keys=True)};".encode())
+            h.update(f"{key}:{sha256_file(sidecar)};".encode())
             count += 1
     return h.hexdigest()[:24], {"reports": dg.MetadataValue.int(count)}
 
@@ -96,7 +100,8 @@ def pending_manifests(cfg: Config, instance: dg.DagsterInstance,
 def record_manifests(cfg: Config, instance: dg.DagsterInstance,
                      keys: tuple[dg.AssetKey, ...] = (SHARD_MANIFEST, REPORT_MANIFEST)) -> list[str]:
     """Record the manifests `keys` that changed; returns their names."""
-    events = pending_manifests(cfg, instance, keys)
-    for event in events:
-        instance.report_runless_asset_event(event)
+    with writer_lock(Path(cfg.data_dir), "manifests", lock=Path(cfg.data_dir) / ".manifests.lock", wait=True):
+        events = pending_manifests(cfg, instance, keys)
+        for event in events:
+            instance.report_runless_asset_event(event)
     return [e.asset_key.to_user_string() for e in events]

@@ -1,6 +1,6 @@
 """Staleness decisions at scale: 1,000 corpus partitions and 150 checkpoint partitions against 10 of each.
 
-    python bench/scale.py                 # 10 and 1,000 corpus files, 10 and 150 checkpoints (~10 min)
+    python bench/scale.py                 # 10 and 1,000 corpus files, 10 and 150 checkpoints (~4 min)
     python bench/scale.py --files 10,100 --checkpoints 10,50
 
 For each size, in a fresh data dir and DAGSTER_HOME, it builds what a finished chain leaves behind,

@@ -227,7 +227,7 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[
     # Paths relative to the export's data dir (the checkpoint reference copied from the export already is).
     data = sidecar_data_dir(export.lineage, export_dir)
     for d in task_dicts:  # the generated task YAML, where it lies once the report is in place
-        if (d.get("spec") or "").startswith(str(tmp)):
+        if d.get("spec") and Path(d["spec"]).is_relative_to(tmp):
             d["spec"] = recorded_path(report_dir / Path(d["spec"]).relative_to(tmp), data)
     if in_loop:
         in_loop["path"] = recorded_path(in_loop["path"], data)

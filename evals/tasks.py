@@ -47,7 +47,7 @@ from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import atomic_output, sha256_file
 from gpt2train.lineage.records import code_version
 
-# The modules whose source decides what an eval report holds: its code version.
+# A task whose data is a local file is registered with the harness under its name plus this suffix.
 LOCAL_SUFFIX = "_local"
 _TRUE = {"1", "true", "yes", "on"}
 

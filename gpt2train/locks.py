@@ -37,18 +37,19 @@ def lock_path_for(artifact: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def writer_lock(artifact: str | Path, what: str, lock: str | Path | None = None) -> Iterator[Path]:
+def writer_lock(artifact: str | Path, what: str, lock: str | Path | None = None, wait: bool = False) -> Iterator[Path]:
     """Hold the writer lock of `artifact` (a file or directory, existing or not) for the block.
     Raises ArtifactBusy, naming the holder, when another process holds it; `what` names the
     artifact in that message (e.g. "training run", "token shards of partition X"). `lock` puts
     the lock file elsewhere than beside the artifact: inside a directory that is never replaced
-    whole, such as the data dir, whose parent may be a checkout or not writable."""
+    whole, such as the data dir, whose parent may be a checkout or not writable. `wait` queues
+    behind the holder instead, for short sections that must not interleave (recording a manifest)."""
     lock = Path(lock) if lock is not None else lock_path_for(artifact)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise ArtifactBusy(f"{what} {artifact} is being written by another process ({_holder(lock)}); "
                                f"wait for it to finish or stop it, then run again. Two writers of one "

@@ -56,7 +56,7 @@ from gpt2train.training.parallelize import (
     apply_compile, apply_ddp, apply_recompute, build_optimizer, load_optimizer_shard_state, optimizer_shard_state,
 )
 from gpt2train.training.plots import plot_training
-from gpt2train.training.run_identity import check_run_dir, run_tag, runs_root, shard_globs, shard_lineage, train_code_version
+from gpt2train.training.run_identity import check_run_dir, run_identity, runs_root, shard_globs, shard_lineage
 from gpt2train.training.runs import read_metrics_file
 from gpt2train.data.shards import verify_shard_hashes
 
@@ -171,8 +171,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
                           f"B*T*world = {t.batch_size}*{t.seq_len}*{d.world} = {tokens_per_micro}")
     grad_accum = t.total_batch_tokens // tokens_per_micro
     train_glob, val_glob = shard_globs(cfg)
-    tag = run_tag(cfg)
-    out_dir = Path(t.out_dir) if t.out_dir else runs_root(cfg) / tag  # run_dir(cfg), the tag computed once
+    identity = run_identity(cfg)
+    home = runs_root(cfg) / identity.tag  # run_dir(cfg), without computing the identity again
+    out_dir = Path(t.out_dir) if t.out_dir else home
     ckpt_root = out_dir / "checkpoints"
     train_loader = ShardLoader(train_glob, t.batch_size, t.seq_len, d.rank, d.world, shuffle=t.shuffle, seed=t.seed,
                                accum=grad_accum)
@@ -214,7 +215,7 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         # then written. One trainer per run directory: a second one (another pipeline run, a CLI
         # launch beside a UI run) is refused here. Rank 0 holds the lock for the job.
         held.enter_context(writer_lock(out_dir, "training run"))
-        check_run_dir(out_dir, tag)
+        check_run_dir(out_dir, identity.tag, home)
     d.barrier()  # no rank reads the run directory before rank 0 holds it
     resume_from = latest_checkpoint(ckpt_root) if t.resume else None
     if resume_from is not None:
@@ -231,6 +232,10 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         restore_rng(ck["rng"])
         start_step, skipped = ck["state"]["step"], ck["state"].get("skipped_updates", 0)
         nonfinite_in_a_row = ck["state"].get("nonfinite_in_a_row", 0)
+        if ck["state"].get("kernels", kernels) != kernels and d.is_main:  # train.kernels=auto on another machine
+            log.warning("%s was trained with the %s kernels; this process runs the %s ones (train.kernels=%s): the "
+                        "same model and math, a different rounding from here on", resume_from,
+                        ck["state"]["kernels"], kernels, t.kernels)
         loss_value = ck["state"].get("loss", loss_value)  # the summary's, if nothing is left to train
         loss_outliers.load_state_dict(ck["state"]["loss_outliers"])
         norm_outliers.load_state_dict(ck["state"]["norm_outliers"])
@@ -242,9 +247,9 @@ def _train(cfg: Config, t: TrainConfig, d: Dist, device: str, device_type: str,
         train_loader.load_state_dict(position)
     device_name = torch.cuda.get_device_name() if device_type == "cuda" else None
     peak_flops = peak_bf16_flops(device_name)
-    lineage = {"run_tag": tag, "shards_dir": recorded_path(Path(train_glob).parent, cfg.data_dir),
+    lineage = {"run_tag": identity.tag, "shards_dir": recorded_path(Path(train_glob).parent, cfg.data_dir),
                "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob) if val_loader else [],
-               "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": __version__}
+               "code_version": identity.code_version, "git_commit": git_commit(), "gpt2train_version": __version__}
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

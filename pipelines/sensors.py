@@ -15,7 +15,7 @@
 import dagster as dg
 
 from assets.checkpoints import pending_registrations
-from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, pending_manifests
+from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, record_manifests
 from assets.partitions import checkpoints, corpus_files, unregistered_source_files
 from gpt2train.config import Config
 from gpt2train.training.run_identity import runs_root
@@ -33,10 +33,10 @@ def build_corpus_files_sensor(cfg: Config, job) -> dg.SensorDefinition:
     )
     def corpus_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         _, new = unregistered_source_files(cfg, context.instance)
+        record_manifests(cfg, context.instance, (SHARD_MANIFEST,))  # under the manifests lock, now
         return dg.SensorResult(
             dynamic_partitions_requests=[corpus_files.build_add_request(new)] if new else [],
             run_requests=[dg.RunRequest(run_key=f"corpus-file:{k}", partition_key=k) for k in new],
-            asset_events=pending_manifests(cfg, context.instance, (SHARD_MANIFEST,)),
         )
 
     return corpus_files_sensor
@@ -58,6 +58,7 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
                     "refreshes eval_summary after new reports.",
     )
     def checkpoints_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        record_manifests(cfg, context.instance, (REPORT_MANIFEST,))  # under the manifests lock, now
         infos = find_checkpoints(runs_root(cfg))
         new_keys, recorded = pending_registrations(context.instance, infos)
         known = set(context.instance.get_dynamic_partitions(checkpoints.name)) | set(new_keys)
@@ -73,7 +74,7 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
             requests.append(dg.RunRequest(run_key=f"summary:{last_report}", job_name=summary_job.name))
         return dg.SensorResult(
             dynamic_partitions_requests=[checkpoints.build_add_request(new_keys)] if new_keys else [],
-            asset_events=recorded + pending_manifests(cfg, context.instance, (REPORT_MANIFEST,)),
+            asset_events=recorded,
             run_requests=requests,
         )
 

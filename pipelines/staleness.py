@@ -72,10 +72,12 @@ def stale_statuses(defs: dg.Definitions, instance: dg.DagsterInstance, assets: l
 
 
 def _bulk_applies(asset_graph, key: dg.AssetKey) -> bool:
-    """A partitioned asset every dependency of which has the same partitions (the identity edges)."""
+    """A partitioned asset every dependency of which has the same partitions, mapped one to one."""
     node = asset_graph.get(key)
     return node.partitions_def is not None and all(
-        asset_graph.get(dep).partitions_def == node.partitions_def for dep in node.parent_keys)
+        asset_graph.get(dep).partitions_def == node.partitions_def
+        and isinstance(asset_graph.get_partition_mapping(key, dep), dg.IdentityPartitionMapping)
+        for dep in node.parent_keys)
 
 
 class _Records:

@@ -24,7 +24,6 @@ from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
 from gpt2train.training.runs import checkpoint_info, summarize_run
-from gpt2train.training.run_identity import trainer_dir
 from gpt2train.train import train
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "model_sha256": info.model_sha256})
 
         try:
-            train(cfg, on_checkpoint=on_checkpoint)
+            trained = train(cfg, on_checkpoint=on_checkpoint)
         except Gpt2TrainError as e:
             # The asset reads this back: the Pipes client itself only knows the exit code.
             if args.error_file:
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             pipes.log.error(f"training failed: {e}")
             print(f"gpt2train train: error: {e}", file=sys.stderr)
             return 2
-        summary = summarize_run(trainer_dir(cfg))
+        summary = summarize_run(trained["out_dir"])
         pipes.report_asset_materialization(metadata=run_metadata(summary), data_version=summary["data_version"])
     return 0
 

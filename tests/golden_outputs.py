@@ -96,9 +96,14 @@ def shards_outputs(work: Path) -> dict:
 
 
 def _checksums(tensors: dict) -> dict:
-    """{name: [sum, sum of squares]} in float64: moves with any change of any element."""
-    return {name: [float(t.detach().double().sum()), float(t.detach().double().square().sum())]
-            for name, t in tensors.items()}
+    """{name: [sum, sum of squares, a position-weighted sum]} in float64: moves with any change of any
+    element, and (the last) with elements that swap places."""
+    out = {}
+    for name, t in tensors.items():
+        v = t.detach().double().flatten()
+        weights = __import__("torch").arange(1, v.numel() + 1, dtype=v.dtype) / v.numel()
+        out[name] = [float(v.sum()), float(v.square().sum()), float((v * weights).sum())]
+    return out
 
 
 def _random_shards(root: Path) -> tuple[str, str]:
@@ -140,6 +145,9 @@ def training_outputs(work: Path) -> dict:
     train_glob, val_glob = _random_shards(work / "shards")
     loader = ShardLoader(train_glob, 2, 32, seed=7)
     out["loader"] = [[int(x.sum()), int(y[:, -1].sum())] for x, y in (loader.next_batch() for _ in range(6))]
+    # Two ranks, two micro-batches a step: which window each (rank, micro-batch) reads.
+    ranks = [ShardLoader(train_glob, 2, 32, rank=r, world=2, seed=7, accum=2) for r in (0, 1)]
+    out["loader_world2_accum2"] = [[int(loader.next_batch()[0].sum()) for loader in ranks] for _ in range(6)]
 
     cfg = load_config("tiny", [f"data_dir={work}", f"train.out_dir={work / 'run'}", f"train.train_glob={train_glob}",
                                f"train.val_glob={val_glob}", "train.batch_size=2", "train.seq_len=32",
@@ -184,10 +192,21 @@ def triton_kernels_outputs(work: Path) -> dict:
     q, k, v = leaf(2, 3, 47, 16), leaf(2, 3, 47, 16), leaf(2, 3, 47, 16)
     xc, wc = leaf(37, 48), leaf(1024, 48)
     targets = torch.randint(0, 1000, (37,), generator=gen)
-    return {"residual_layernorm": run(residual_layernorm, [x, d, w, b], [0, 1, 2, 3]),
-            "bias_gelu": run(bias_gelu, [h, hb], [0, 1]),
-            "causal_attention": run(causal_attention, [q, k, v], [0, 1, 2]),
-            "fused_classifier": run(lambda a, m: fused_classifier(a, m, targets, 1000, chunk_rows=16), [xc, wc], [0, 1])}
+    out = {"residual_layernorm": run(residual_layernorm, [x, d, w, b], [0, 1, 2, 3]),
+           "bias_gelu": run(bias_gelu, [h, hb], [0, 1]),
+           "causal_attention": run(causal_attention, [q, k, v], [0, 1, 2]),
+           "fused_classifier": run(lambda a, m: fused_classifier(a, m, targets, 1000, chunk_rows=16), [xc, wc],
+                                   [0, 1])}
+    # The kernels wired into the model: one forward and backward of a small GPT with kernels=triton.
+    from gpt2train.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=300, padded_vocab_size=320),
+                kernels="triton").init_weights(3)
+    idx = torch.randint(0, 300, (2, 9), generator=gen)
+    _, loss = model(idx, torch.roll(idx, -1, 1))
+    loss.backward()
+    out["model"] = {"loss": float(loss.detach()), **_checksums({n: p.grad for n, p in model.named_parameters()})}
+    return out
 
 
 def _tiny_export(work: Path) -> Path:
@@ -237,8 +256,16 @@ def eval_summary_outputs(work: Path) -> dict:
                                                     "checkpoint": {"run_tag": run, "key": f"{run}@step_{step:08d}"},
                                                     "metrics": {"hellaswag": {"acc": acc}}, "in_loop": {}}))
         dirs.append(d)
+    # Two directories of one run tag (the summary keeps them apart), and an in-loop number.
+    d = work / "tiny-a-again@20"
+    d.mkdir()
+    (d / "lineage.json").write_text(json.dumps({"artifact": "eval_report", "step": 20,
+                                                "checkpoint": {"run_tag": "tiny-a", "key": "tiny-a-again@step_00000020"},
+                                                "metrics": {"hellaswag": {"acc": 0.2}},
+                                                "in_loop": {"val_loss": {"value": 7.5, "step": 20}}}))
+    dirs.append(d)
     rows, _ = read_reports(dirs)
-    return {"rows": [{k: r[k] for k in ("run_tag", "step", "metrics")} for r in rows]}
+    return {"rows": [{k: r[k] for k in ("run", "run_tag", "step", "metrics", "in_loop")} for r in rows]}
 
 
 STAGES: dict[str, Callable[[Path], dict]] = {

@@ -329,9 +329,26 @@ def test_a_run_directory_of_another_run_is_refused_with_both_tags(own_data_dir):
     run = run_dir(cfg)
     run.mkdir(parents=True)
     (run / RUN_RECORD).write_text(json.dumps({"run_tag": "tiny-0000000000"}))
-    with pytest.raises(ConfigError, match=rf"belongs to run tiny-0000000000, but this config and these shards make "
-                                          rf"run {run_tag(cfg)}.*leave train.out_dir unset"):
+    with pytest.raises(ConfigError, match=rf"belongs to run tiny-0000000000 \(its run.json says so\), but this "
+                                          rf"config and these shards make run {run_tag(cfg)}.*train there or pick an "
+                                          rf"empty train.out_dir; to continue tiny-0000000000"):
         train(cfg)
+
+
+def test_an_out_dir_holding_another_runs_checkpoints_is_refused(own_data_dir, tmp_path):
+    """llm.c's habit, `-o log124M` again with other flags: the checkpoints there (recorded before run.json
+    existed, or its run.json deleted) belong to another run, and are not resumed from."""
+    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
+
+    sets = [f"data_dir={own_data_dir}", f"train.out_dir={tmp_path / 'log'}", "train.max_steps=1",
+            "train.val_every=0", "train.hellaswag_every=0", "train.sample_every=0"]
+    first = load_config("tiny", sets)
+    train(first)
+    (tmp_path / "log" / RUN_RECORD).unlink()
+    other = load_config("tiny", [*sets, "train.learning_rate=0.002"])
+    with pytest.raises(ConfigError, match=rf"belongs to run {run_tag(first)} \(its checkpoint step_00000001 says "
+                                          rf"so\).*train in {run_dir(other)} \(leave train.out_dir unset\)"):
+        train(other)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ micro-batches; in micro-batch m, rank r reads the (m * world + r)-th `B * T + 1`
 global batch, so the ranks and micro-batches together read one contiguous global batch. With
 shuffling, each epoch permutes the shard order and, within each shard, the order of its
 global batches. Positions count global batches, i.e. optimizer steps: a run resumes at another
-world size, or another micro-batch, whenever the total batch per step is the same.
+world size whenever the total batch per step is the same.
 
 Unlike llm.c (a Mersenne Twister advanced in place), every permutation here is a pure
 function of (seed, epoch, shard): the loader's whole state is three integers, so a
@@ -113,6 +113,7 @@ class ShardLoader:
                             f"({len(state['files'])} then, {len(self.files)} now); resume with the same data")
         if state["global_tokens"] != self.global_tokens:
             raise DataError(f"tokens per step changed from {state['global_tokens']:,} to {self.global_tokens:,} "
-                            f"(world*B*T*accumulation); keep train.total_batch_tokens to resume, or start a new run")
+                            f"(world*B*T*accumulation): keep train.total_batch_tokens to resume, or start a new run "
+                            f"(a checkpoint from before loader positions counted steps holds world*B*T here)")
         self.seed, self.shuffle = state["seed"], state["shuffle"]
         self.pos, self._micro = LoaderPosition(state["epoch"], state["shard_pos"], state["batch_pos"]), 0

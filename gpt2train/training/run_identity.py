@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2train.training.checkpoint import checkpoint_state
+from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
 from gpt2train.config import Config, config_to_dict
-from gpt2train.errors import ConfigError
+from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import read_json, write_json_atomic
 from gpt2train.lineage.records import code_version, sidecar_path
+
+log = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
 
@@ -55,21 +59,28 @@ def shard_globs(cfg: Config) -> tuple[str, str]:
             t.val_glob or str(shards / f"{cfg.shards.prefix}_val_*.bin"))
 
 
-def shard_lineage(pattern: str) -> list[dict]:
+def shard_lineage(pattern: str, strict: bool = True) -> list[dict]:
     """What the run reads: each shard's name, tokens and sha256 from its sidecar (None for shards
-    without one, e.g. karpathy's published files)."""
+    without one, e.g. karpathy's published files). A sidecar that is not JSON raises a DataError, or
+    with `strict=False` counts as `unreadable:<file>` (a manifest must not stop on one bad file)."""
     out = []
     for path in sorted(globlib.glob(pattern)):
         sidecar = sidecar_path(path)
-        meta = read_json(sidecar, "shard sidecar") if sidecar.exists() else {}
+        try:
+            meta = read_json(sidecar, "shard sidecar") if sidecar.exists() else {}
+        except DataError:
+            if strict:
+                raise
+            log.warning("shard sidecar %s cannot be read; counted as changed", sidecar)
+            meta = {"sha256": f"unreadable:{sidecar.name}"}
         out.append({"file": Path(path).name, "sha256": meta.get("sha256"), "tokens": meta.get("tokens"),
                     "sources": [src.get("key") for src in meta.get("sources", [])]})
     return out
 
 
-def shard_set(cfg: Config) -> list[dict]:
+def shard_set(cfg: Config, strict: bool = True) -> list[dict]:
     """Every shard the run reads, train then val (shard_lineage entries)."""
-    return [entry for pattern in shard_globs(cfg) for entry in shard_lineage(pattern)]
+    return [entry for pattern in shard_globs(cfg) for entry in shard_lineage(pattern, strict)]
 
 
 def shards_digest(shards: list[dict]) -> str:
@@ -80,12 +91,25 @@ def shards_digest(shards: list[dict]) -> str:
     return h.hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    tag: str               # `<descriptor>-<10 hex>`
+    code_version: str      # train_code_version(cfg)
+    shards: list[dict]     # shard_set(cfg): what the run reads
+
+
+def run_identity(cfg: Config) -> RunIdentity:
+    """The run a config and the shards on disk make: its tag hashes the training code version and the
+    sha256 of every shard it reads, so a changed config or corpus starts a new run (new checkpoint
+    partitions) and never resumes from, or overwrites, another run's checkpoints."""
+    version, shards = train_code_version(cfg), shard_set(cfg)
+    h = hashlib.sha256(f"{version}|{shards_digest(shards)}".encode())
+    return RunIdentity(f"{cfg.model.descriptor.replace(':', '-')}-{h.hexdigest()[:10]}", version, shards)
+
+
 def run_tag(cfg: Config) -> str:
-    """`<descriptor>-<10 hex>`: names a training run by what decides its weights, the training code
-    version and the sha256 of every shard it reads. A changed config or corpus starts a new run (new
-    checkpoint partitions) and never resumes from, or overwrites, another run's checkpoints."""
-    h = hashlib.sha256(f"{train_code_version(cfg)}|{shards_digest(shard_set(cfg))}".encode())
-    return f"{cfg.model.descriptor.replace(':', '-')}-{h.hexdigest()[:10]}"
+    """`<descriptor>-<10 hex>` (see run_identity)."""
+    return run_identity(cfg).tag
 
 
 def runs_root(cfg: Config) -> Path:
@@ -98,19 +122,23 @@ def run_dir(cfg: Config) -> Path:
     return runs_root(cfg) / run_tag(cfg)
 
 
-def trainer_dir(cfg: Config) -> Path:
-    """Where the trainer trains this config: train.out_dir (llm.c's -o) when set, else run_dir(cfg)."""
-    return Path(cfg.train.out_dir) if cfg.train.out_dir else run_dir(cfg)
-
-
-def check_run_dir(run: Path, tag: str) -> None:
-    """Refuse a run directory recorded for another run tag; record `tag` in a new one."""
+def check_run_dir(run: Path, tag: str, home: Path) -> None:
+    """Refuse a run directory that belongs to another run; record `tag` in one that has no record.
+    What it belongs to: its run.json, else the run tag its newest complete checkpoint recorded (a
+    directory from before run.json, or one named with llm.c's -o). `home` is where this config's run
+    lives by default (`run_dir`), for the message."""
     record = run / RUN_RECORD
     if record.exists():
-        recorded = read_json(record, "run record").get("run_tag")
-        if recorded != tag:
-            raise ConfigError(f"run directory {run} belongs to run {recorded}, but this config and these shards make "
-                              f"run {tag} (another config, changed shards, or {RUN_RECORD} edited by hand): leave "
-                              f"train.out_dir unset to train in {run.parent / tag}, or pick an empty train.out_dir")
+        recorded, how = read_json(record, "run record").get("run_tag"), f"its {RUN_RECORD}"
     else:
+        newest = latest_checkpoint(run / "checkpoints")
+        recorded = (checkpoint_state(newest).get("lineage") or {}).get("run_tag") if newest else None
+        how = f"its checkpoint {newest.name}" if newest else ""
+    if recorded is not None and recorded != tag:
+        where = "train there" if run == home else f"train in {home} (leave train.out_dir unset)"
+        raise ConfigError(f"run directory {run} belongs to run {recorded} ({how} says so), but this config and these "
+                          f"shards make run {tag}: another config, changed shards, or a file edited by hand. To start "
+                          f"this run, {where} or pick an empty train.out_dir; to continue {recorded}, use the config "
+                          f"and shards it was made with")
+    if not record.exists():
         write_json_atomic(record, {"run_tag": tag})
