@@ -11,8 +11,8 @@ import dagster as dg
 
 from assets.partitions import corpus_files
 from gpt2train.config import Config
-from gpt2train.data.stage import corpus_code_version, corpus_data_version, materialize_corpus_file, record_path
-from gpt2train.locks import writer_lock
+from gpt2train.data.stage import corpus_code_version, corpus_data_version, materialize_corpus_file
+from gpt2train.layout import corpus_record_path
 
 
 def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
@@ -26,10 +26,7 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
                     "(resumable) or read from a local mirror. Data version = hash(file sha256, document selection).",
     )
     def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        # The record is written last and marks the partition done; its lock covers the download too.
-        key = context.partition_key
-        with writer_lock(record_path(cfg, key), f"corpus partition {key}: record"):
-            record = materialize_corpus_file(cfg, key)
+        record = materialize_corpus_file(cfg, context.partition_key)
         return dg.MaterializeResult(
             data_version=dg.DataVersion(corpus_data_version(record, cfg)),
             metadata={
@@ -40,7 +37,7 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
                 "sha256": record.sha256,
                 "bytes": dg.MetadataValue.int(record.bytes),
                 "documents": dg.MetadataValue.int(record.documents),
-                "lineage_record": dg.MetadataValue.path(str(record_path(cfg, context.partition_key))),
+                "lineage_record": dg.MetadataValue.path(str(corpus_record_path(cfg.data_dir, context.partition_key))),
             },
         )
 

@@ -11,8 +11,9 @@ eval assets stale.
 
 `eval_summary` wraps `evals.trend.write_trend`: metric vs step across all reports (llm.c's vislog).
 
-Each writes its directory under that directory's writer lock (gpt2train/locks.py; for reports taken
-by `evaluate_export`, so a CLI evaluation is covered too): a second writer is refused, naming the first.
+Each writes its directory under that directory's writer lock (gpt2train/locks.py), taken by the
+library (`evaluate_export`, `write_trend`), so a CLI evaluation is covered too: a second writer is
+refused, naming the first.
 """
 
 import base64
@@ -22,26 +23,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.hf_export import export_dir
-from assets.manifests import REPORT_MANIFEST, record_manifests, reports_root
+from assets.manifests import REPORT_MANIFEST, record_manifests
 from assets.partitions import checkpoints
 from evals.runner import evaluate_export
 from evals.tasks import evals_code_version
 from evals.trend import write_trend
-from gpt2train.training.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage.records import code_version
-from gpt2train.locks import writer_lock
-from gpt2train.training.run_identity import runs_root
-
-
-def report_dir(cfg: Config, key: str) -> Path:
-    return reports_root(cfg) / key
-
-
-def summary_dir(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "eval_summary"
+from gpt2train.layout import LINEAGE_FILE, checkpoint_path, export_dir, report_dir, summary_dir
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
@@ -62,14 +52,14 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
     )
     def eval_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         key = context.partition_key
-        ckpt = checkpoint_path(runs_root(cfg), key)
-        if not (export_dir(cfg, key) / "lineage.json").exists():
+        ckpt = checkpoint_path(cfg.data_dir, key)
+        if not (export_dir(cfg.data_dir, key) / LINEAGE_FILE).exists():
             gone = "" if ckpt.is_dir() else f" and its checkpoint {ckpt} was deleted"
-            raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg, key)} of checkpoint {key} is missing"
+            raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg.data_dir, key)} of checkpoint {key} is missing"
                                  f"{gone}; rematerialize hf_export for this partition first"
                                  + (" (the checkpoint must exist: rerun training)" if gone else ""))
         # The step, the checkpoint and the run's metrics.jsonl come from the export's lineage.json.
-        report = evaluate_export(export_dir(cfg, key), report_dir(cfg, key), cfg.evals, model_label=key)
+        report = evaluate_export(export_dir(cfg.data_dir, key), report_dir(cfg.data_dir, key), cfg.evals, model_label=key)
         record_manifests(cfg, context.instance, (REPORT_MANIFEST,))  # eval_summary reads every report through it
         metadata = {
             "report": dg.MetadataValue.md(report.markdown),
@@ -99,11 +89,10 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
     )
     def eval_summary(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         keys = context.instance.get_dynamic_partitions(checkpoints.name)
-        dirs = [report_dir(cfg, k) for k in keys if (report_dir(cfg, k) / "lineage.json").exists()]
-        with writer_lock(summary_dir(cfg), "eval summary"):
-            trend = write_trend(dirs, summary_dir(cfg))
+        dirs = [report_dir(cfg.data_dir, k) for k in keys if (report_dir(cfg.data_dir, k) / LINEAGE_FILE).exists()]
+        trend = write_trend(dirs, summary_dir(cfg.data_dir))
         metadata = {"reports": dg.MetadataValue.int(len(dirs)), "summary": dg.MetadataValue.md(trend.markdown),
-                    "dir": dg.MetadataValue.path(str(summary_dir(cfg)))}
+                    "dir": dg.MetadataValue.path(str(summary_dir(cfg.data_dir)))}
         png = trend.paths.get("trend.png")
         if png is not None and Path(png).exists():
             metadata["trend"] = png_markdown(Path(png), "eval metrics vs step")

@@ -14,26 +14,16 @@ partition (the sensor's and a UI click, two pipelines, a CLI export) are refused
 """
 
 import hashlib
-from pathlib import Path
 
 import dagster as dg
 
 from assets.partitions import checkpoints
-from gpt2train.training.checkpoint import checkpoint_path
 from gpt2train.config import Config
 from gpt2train.export.hf_export import export_checkpoint, export_code_version
-from gpt2train.training.run_identity import runs_root
+from gpt2train.layout import LINEAGE_FILE, checkpoint_path, export_dir
 
 # Files whose bytes are the model; README.md and lineage.json carry the commit and the time.
-_NOT_CONTENT = {"README.md", "lineage.json"}
-
-
-def exports_root(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "exports"
-
-
-def export_dir(cfg: Config, key: str) -> Path:
-    return exports_root(cfg) / key
+_NOT_CONTENT = {"README.md", LINEAGE_FILE}
 
 
 def export_data_version(files: dict[str, str]) -> str:
@@ -54,7 +44,7 @@ def build_hf_export_asset(cfg: Config) -> dg.AssetsDefinition:
     )
     def hf_export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         key = context.partition_key
-        result = export_checkpoint(checkpoint_path(runs_root(cfg), key), export_dir(cfg, key), key=key)
+        result = export_checkpoint(checkpoint_path(cfg.data_dir, key), export_dir(cfg.data_dir, key), key=key)
         v = result.verification
         return dg.MaterializeResult(
             data_version=dg.DataVersion(export_data_version(result.files)),
@@ -67,7 +57,7 @@ def build_hf_export_asset(cfg: Config) -> dg.AssetsDefinition:
                 "tokenizer_matches_tiktoken": bool(v["tokenizer_match"]),
                 "files": dg.MetadataValue.md("\n".join(f"- `{n}` sha256 `{h[:16]}…`" for n, h in sorted(result.files.items()))),
                 "model_card": dg.MetadataValue.path(str(result.out_dir / "README.md")),
-                "lineage": dg.MetadataValue.path(str(result.out_dir / "lineage.json")),
+                "lineage": dg.MetadataValue.path(str(result.out_dir / LINEAGE_FILE)),
                 "code_version": result.lineage.get("code_version", ""),
                 "git_commit": result.lineage.get("git_commit") or "",
             },

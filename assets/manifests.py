@@ -24,14 +24,16 @@ disk, whichever recorder comes last. A sidecar that cannot be read counts as its
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import dagster as dg
 
 from assets.checkpoints import DATA_VERSION_TAG
 from assets.partitions import checkpoints
+from evals.trend import read_reports
 from gpt2train.config import Config
-from gpt2train.fileio import sha256_file
+from gpt2train.layout import LINEAGE_FILE, manifests_lock_path, report_dir
 from gpt2train.locks import writer_lock
 from gpt2train.training.run_identity import shard_set, shards_digest
 
@@ -57,10 +59,6 @@ report_manifest_spec = dg.AssetSpec(
 )
 
 
-def reports_root(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "reports"
-
-
 def shard_manifest(cfg: Config) -> tuple[str, dict]:
     """(digest, metadata) of the shards on disk now."""
     shards = shard_set(cfg, strict=False)
@@ -69,16 +67,17 @@ def shard_manifest(cfg: Config) -> tuple[str, dict]:
 
 
 def report_manifest(cfg: Config, instance: dg.DagsterInstance) -> tuple[str, dict]:
-    """(digest, metadata) of the finished reports of every known checkpoint partition, now: each
-    report's lineage.json whole (its scores, its in-loop numbers, its limit, its checkpoint key:
-    everything eval_summary reads)."""
-    h, count = hashlib.sha256(), 0
-    for key in sorted(instance.get_dynamic_partitions(checkpoints.name)):
-        sidecar = reports_root(cfg) / key / "lineage.json"
-        if sidecar.is_file():
-            h.update(f"{key}:{sha256_file(sidecar)};".encode())
-            count += 1
-    return h.hexdigest()[:24], {"reports": dg.MetadataValue.int(count)}
+    """(digest, metadata) of the finished reports of every known checkpoint partition, now: exactly
+    what eval_summary reads of them (evals.trend.read_reports: run, step, limit, scores, in-loop
+    figures), so a report rewritten with the same figures leaves the summary fresh."""
+    keys = sorted(instance.get_dynamic_partitions(checkpoints.name))
+    dirs = [report_dir(cfg.data_dir, k) for k in keys if (report_dir(cfg.data_dir, k) / LINEAGE_FILE).is_file()]
+    rows, _ = read_reports(dirs)
+    # report_dir follows from the checkpoint key and the data dir, which the summary names anyway.
+    read = [{k: v for k, v in row.items() if k != "report_dir"} | {"key": Path(row["report_dir"]).name}
+            for row in rows]
+    digest = hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()[:24]
+    return digest, {"reports": dg.MetadataValue.int(len(rows))}
 
 
 def _recorded_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
@@ -100,7 +99,7 @@ def pending_manifests(cfg: Config, instance: dg.DagsterInstance,
 def record_manifests(cfg: Config, instance: dg.DagsterInstance,
                      keys: tuple[dg.AssetKey, ...] = (SHARD_MANIFEST, REPORT_MANIFEST)) -> list[str]:
     """Record the manifests `keys` that changed; returns their names."""
-    with writer_lock(Path(cfg.data_dir), "manifests", lock=Path(cfg.data_dir) / ".manifests.lock", wait=True):
+    with writer_lock(Path(cfg.data_dir), "manifests", lock=manifests_lock_path(cfg.data_dir), wait=True):
         events = pending_manifests(cfg, instance, keys)
         for event in events:
             instance.report_runless_asset_event(event)

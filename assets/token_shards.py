@@ -14,10 +14,10 @@ import dagster as dg
 from assets.manifests import SHARD_MANIFEST, record_manifests
 from assets.partitions import corpus_files
 from gpt2train.config import Config
-from gpt2train.data.stage import materialize_token_shards, shards_dir
+from gpt2train.data.stage import materialize_token_shards
 from gpt2train.fileio import read_json
-from gpt2train.locks import writer_lock
-from gpt2train.data.shard_writer import manifest_path, shards_code_version
+from gpt2train.data.shard_writer import shards_code_version
+from gpt2train.layout import shard_partition_manifest, shards_dir
 from gpt2train.data.shards import validate_shard
 
 # Partitioned asset checks are a "preview" feature in dagster 1.13: they are what lets a
@@ -44,12 +44,8 @@ def build_token_shards_asset(cfg: Config) -> list:
                     "in llm.c .bin shards of shards.shard_size tokens with lineage sidecars.",
     )
     def token_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        out = shards_dir(cfg)
-        # The manifest is written last and marks the partition complete; one lock per partition, as
-        # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
-        key = context.partition_key
-        with writer_lock(manifest_path(out, key), f"token_shards partition {key}: manifest"):
-            manifest = materialize_token_shards(cfg, key)
+        out = shards_dir(cfg.data_dir)
+        manifest = materialize_token_shards(cfg, context.partition_key)
         record_manifests(cfg, context.instance, (SHARD_MANIFEST,))  # training_run reads every shard through it
         return dg.MaterializeResult(
             data_version=dg.DataVersion(manifest["data_version"]),
@@ -64,7 +60,7 @@ def build_token_shards_asset(cfg: Config) -> list:
                     f"- `{s['file']}`: {s['tokens']:,} tokens, sha256 `{s['sha256'][:16]}…`"
                     for s in manifest["shards"])),
                 "dir": dg.MetadataValue.path(str(out)),
-                "manifest": dg.MetadataValue.path(str(manifest_path(out, context.partition_key))),
+                "manifest": dg.MetadataValue.path(str(shard_partition_manifest(out, context.partition_key))),
                 "code_version": manifest["code_version"],
                 "git_commit": manifest["git_commit"] or "",
             },
@@ -74,8 +70,8 @@ def build_token_shards_asset(cfg: Config) -> list:
         @dg.asset_check(asset="token_shards", name=name, description=description, partitions_def=corpus_files,
                         blocking=True)
         def shard_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            out = shards_dir(cfg)
-            manifest = read_json(manifest_path(out, context.partition_key), "partition manifest")
+            out = shards_dir(cfg.data_dir)
+            manifest = read_json(shard_partition_manifest(out, context.partition_key), "partition manifest")
             failures = []
             for shard in manifest["shards"]:
                 results = {c.name: c for c in validate_shard(out / shard["file"], expected_sha256=shard["sha256"])}

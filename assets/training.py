@@ -1,6 +1,6 @@
 """The `training_run` asset: the trainer under torchrun, launched through Dagster Pipes.
 
-Wraps `gpt2train.train.train` (via `pipelines/train_pipes.py`): the asset writes the resolved
+Wraps `gpt2train.training.loop.train` (via `pipelines/train_pipes.py`): the asset writes the resolved
 config into the run directory `<data_dir>/runs/<run_tag>` and runs
 
     python -m pipelines.torchrun_launcher --failure-note <notes>/launch_failure.json \\
@@ -20,10 +20,7 @@ complete); a changed config or corpus -> a new run directory, a new run. A faile
 next materialization resumes from.
 """
 
-import json
-import re
 import shutil
-import signal
 import sys
 from pathlib import Path
 
@@ -32,19 +29,19 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 
 from assets.checkpoints import CheckpointWatcher
-from gpt2train.training.checkpoint import latest_checkpoint
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.layout import checkpoints_dir
+from gpt2train.training.failure import LAUNCH_FAILURE, TRAINER_ERROR, describe_training_failure
 from gpt2train.training.run_identity import run_dir, train_code_version
-from gpt2train.training.runs import read_metrics, write_run_config
+from gpt2train.training.runs import write_run_config
 
 TRAINER_MODULE = "pipelines.train_pipes"
 LAUNCHER_MODULE = "pipelines.torchrun_launcher"
-# One attempt's failure notes, in `<run>/.launch-<Dagster run id>/`: on the run's volume, which a
-# training pod writes too (docs/deploy.md), and one folder per attempt, so a second attempt that
-# the trainer's run-directory lock refuses never leaves its note where this attempt reads its own.
-TRAINER_ERROR = "trainer_error.txt"  # the trainer's own Gpt2TrainError (pipelines/train_pipes.py)
-LAUNCH_FAILURE = "launch_failure.json"  # how the first failed rank ended (pipelines/torchrun_launcher.py)
+# One attempt's failure notes (gpt2train/training/failure.py), in `<run>/.launch-<Dagster run id>/`: on
+# the run's volume, which a training pod writes too (docs/deploy.md), and one folder per attempt, so a
+# second attempt that the trainer's run-directory lock refuses never leaves its note where this attempt
+# reads its own.
 
 
 def torchrun_command(cfg: Config, config_path: Path, notes: Path) -> list[str]:
@@ -54,42 +51,6 @@ def torchrun_command(cfg: Config, config_path: Path, notes: Path) -> list[str]:
     return [sys.executable, "-m", LAUNCHER_MODULE, "--failure-note", str(notes / LAUNCH_FAILURE), *rendezvous,
             f"--nproc_per_node={cfg.launch.nproc_per_node}", "-m", TRAINER_MODULE, "--config", str(config_path),
             "--error-file", str(notes / TRAINER_ERROR)]
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def describe_training_failure(run: Path, notes: Path, launcher_error: str) -> str:
-    """Why the trainer in `run` failed, from the attempt's `notes`, for the run's failure message.
-    The trainer's own error says what to fix; a rank killed by a signal or crashed reports nothing
-    itself, so the message says how it ended, how far it got and which checkpoint a rerun resumes from."""
-    trainer_error = notes / TRAINER_ERROR
-    if trainer_error.exists():
-        return f"training run {run.name} failed: {trainer_error.read_text().strip()}"
-    note = json.loads((notes / LAUNCH_FAILURE).read_text()) if (notes / LAUNCH_FAILURE).exists() else None
-    if note and note.get("signal"):
-        how = (f"trainer rank {note['rank']} (pid {note['pid']}) was killed by {note['signal']} "
-               f"(signal {-note['exitcode']}: e.g. the OOM killer, `kill -9`, a preempted node)")
-    elif note:
-        how = (f"trainer rank {note['rank']} (pid {note['pid']}) exited with code {note['exitcode']} without a "
-               f"gpt2train error (a crash: its traceback is in the run's output above)")
-    else:  # the launcher itself failed, e.g. killed: only the Pipes client's exit code is left
-        code = re.search(r"code (-?\d+)", launcher_error)
-        how = (f"torchrun was killed by {_signal_name(-int(code[1]))}" if code and int(code[1]) < 0
-               else f"torchrun failed ({launcher_error})")
-    steps = [m["step"] for m in read_metrics(run) if "loss" in m]
-    progress = f" after step {max(steps)}" if steps else " before its first step"
-    last = latest_checkpoint(run / "checkpoints")
-    if last is not None:
-        resume = (f"The last complete checkpoint is {last}; materializing training_run again (e.g. "
-                  f"`gpt2train pipeline --stale-only`) resumes from it")
-    else:
-        resume = "No checkpoint was complete, so materializing training_run again starts from step 0"
-    return f"training run {run.name} failed: {how}{progress}. Log: {run / 'main.log'}. {resume}."
 
 
 def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
@@ -105,7 +66,7 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
     )
     def training_run(context: dg.AssetExecutionContext,
                      pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
-        # No writer lock here: the trainer locks its run directory itself (gpt2train/train.py),
+        # No writer lock here: the trainer locks its run directory itself (gpt2train/training/loop.py),
         # which also covers `gpt2train train` next to a Dagster run.
         run = run_dir(cfg)
         notes = run / f".launch-{context.run.run_id}"
@@ -113,7 +74,7 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
         command = torchrun_command(cfg, write_run_config(cfg, run), notes)
         context.log.info(f"training run {run.name}: {' '.join(command)}")
         try:
-            with CheckpointWatcher(context.instance, run / "checkpoints", log=context.log):
+            with CheckpointWatcher(context.instance, checkpoints_dir(run), log=context.log):
                 invocation = pipes_subprocess_client.run(context=context, command=command)
         except DagsterPipesExecutionError as e:  # the trainer exited non-zero
             raise Gpt2TrainError(describe_training_failure(run, notes, str(e))) from e

@@ -86,8 +86,9 @@ def build_variant(variant: str, args):
     from gpt2train.config import TrainConfig
     from gpt2train.kernels import resolve_kernels
     from gpt2train.model import GPTConfig
-    from gpt2train.training.parallelize import apply_compile, build_optimizer
-    from gpt2train.train import autocast_for, build_model, set_matmul_precision
+    from gpt2train.training.parallelize import (
+        apply_compile, autocast_for, build_model, build_optimizer, set_matmul_precision,
+    )
 
     torch.manual_seed(0)
     device = args.device
@@ -127,7 +128,7 @@ def build_variant(variant: str, args):
 def run_variant(variant: str, args) -> dict:
     from gpt2train.training.mfu import peak_bf16_flops
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.train import peak_memory_mb
+    from gpt2train.training.step import peak_memory_mb
 
     model, step = build_variant(variant, args)
     for _ in range(args.warmup):

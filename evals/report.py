@@ -182,8 +182,14 @@ def render_report(r: ReportInputs) -> tuple[str, str]:
 
 
 def _report_blocks(r: ReportInputs) -> list[tuple]:
+    """The report as blocks (`h1`, `h2`, `p`, `note`, `ul`, `table`), rendered by _to_markdown and _to_html."""
     models = (r.baselines or {}).get("models", {})
     figures = models.get(r.size.published, {})
+    return (_header_blocks(r) + _score_blocks(r, figures) + _in_loop_blocks(r, figures)
+            + _published_blocks(r, figures) + _notes_blocks(r) + _lineage_blocks(r))
+
+
+def _header_blocks(r: ReportInputs) -> list[tuple]:
     params = f"{r.size.n_params / 1e6:.2f}M parameters" if r.size.n_params else "parameter count unknown"
     b: list[tuple] = [("h1", r.title)]
     b.append(("p", f"Step {r.step if r.step is not None else '?'} · {params} · compared with GPT-2 "
@@ -191,7 +197,10 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
     if r.limit is not None:
         b.append(("note", f"limit = {r.limit}: only the first {r.limit} items of each task were scored. The scores "
                           f"have wide error bars and are not comparable to the published full-set figures."))
+    return b
 
+
+def _score_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
     # Scores, each beside the published figure of the same scorer.
     rows = []
     by_harness = {t["harness_task"]: t for t in r.tasks}
@@ -209,48 +218,56 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
             rows.append([name if harness_task == name or not t else f"{name} ({harness_task})", metric,
                          _pm(value, stderr), ref, _fmt(t.get("n_samples") if t else None),
                          _fmt(t.get("n_shot") if t else None), data])
-    b.append(("h2", "Scores (Eleuther lm-eval harness)"))
-    b.append(("table", ["task", "metric", "this model (± stderr)", f"GPT-2 {r.size.published}, harness",
-                        "items", "few-shot", "data"], rows))
+    return [("h2", "Scores (Eleuther lm-eval harness)"),
+            ("table", ["task", "metric", "this model (± stderr)", f"GPT-2 {r.size.published}, harness",
+                       "items", "few-shot", "data"], rows)]
 
+
+def _in_loop_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
     # In-loop numbers (llm.c's scorer), of this checkpoint's own weights where training logged them.
-    b.append(("h2", "In-loop numbers from training"))
+    b: list[tuple] = [("h2", "In-loop numbers from training")]
     il = r.in_loop
     if not il:
         b.append(("p", "No training metrics for this step were found (the run's metrics.jsonl was not given or "
                        "holds no val loss / HellaSwag at or before this step)."))
-    else:
-        rows = []
-        for key, label in (("hellaswag_acc_norm", "HellaSwag acc_norm (llm.c scorer)"), ("val_loss", "val loss")):
-            if key not in il:
-                continue
-            rec = il[key]
-            at = (f"step {rec['step']} (this checkpoint)" if rec["step"] == r.step else
-                  f"step {rec['step']}: an earlier model than this step-{r.step} checkpoint")
-            if "n" in rec:
-                label += f", {rec['n']} items"
-            refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
-            rows.append([label, f"{rec['value']:.4f}", at, refs or "–"])
-        b.append(("table", ["metric", "value", "logged at", f"published ({r.size.published}, same scorer)"], rows))
-        b.append(("p", f"From {il['path']}."))
+        return b
+    rows = []
+    for key, label in (("hellaswag_acc_norm", "HellaSwag acc_norm (llm.c scorer)"), ("val_loss", "val loss")):
+        if key not in il:
+            continue
+        rec = il[key]
+        at = (f"step {rec['step']} (this checkpoint)" if rec["step"] == r.step else
+              f"step {rec['step']}: an earlier model than this step-{r.step} checkpoint")
+        if "n" in rec:
+            label += f", {rec['n']} items"
+        refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
+        rows.append([label, f"{rec['value']:.4f}", at, refs or "–"])
+    b.append(("table", ["metric", "value", "logged at", f"published ({r.size.published}, same scorer)"], rows))
+    b.append(("p", f"From {il['path']}."))
+    return b
 
+
+def _published_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
     # Every published figure for the size, with its scorer and source.
-    b.append(("h2", f"Published figures for GPT-2 {r.size.published}"))
+    b: list[tuple] = [("h2", f"Published figures for GPT-2 {r.size.published}")]
     source_name = r.baselines_file or "the project's table of published figures (evals/published.py)"
     if not figures:
         why = "no published figures were given" if r.baselines is None else \
             f"{source_name} has no figures for {r.size.published}"
         b.append(("p", f"None shown: {why}."))
-    else:
-        sources = (r.baselines or {}).get("sources", {})
-        rows = [[_baseline_name(k), f"{v:.4f}" if isinstance(v, (int, float)) else str(v),
-                 BASELINE_LABELS.get(k, (k, "–"))[1], _source(k, sources)]
-                for k, v in figures.items()]
-        b.append(("table", ["figure", "value", "scorer", "source"], rows))
-        b.append(("p", f"From {source_name}. The harness's acc_norm normalises each ending's log-likelihood "
-                       f"by its length in characters; llm.c's scorer takes the mean per-token loss; the two differ "
-                       f"by ~0.02 on GPT-2 124M, so compare each number only with the figure of its own scorer."))
+        return b
+    sources = (r.baselines or {}).get("sources", {})
+    rows = [[_baseline_name(k), f"{v:.4f}" if isinstance(v, (int, float)) else str(v),
+             BASELINE_LABELS.get(k, (k, "–"))[1], _source(k, sources)]
+            for k, v in figures.items()]
+    b.append(("table", ["figure", "value", "scorer", "source"], rows))
+    b.append(("p", f"From {source_name}. The harness's acc_norm normalises each ending's log-likelihood "
+                   f"by its length in characters; llm.c's scorer takes the mean per-token loss; the two differ "
+                   f"by ~0.02 on GPT-2 124M, so compare each number only with the figure of its own scorer."))
+    return b
 
+
+def _notes_blocks(r: ReportInputs) -> list[tuple]:
     notes = []
     for t in r.tasks:
         if t.get("local_path"):
@@ -263,15 +280,14 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
         if t.get("num_fewshot") is not None and t.get("n_shot") is not None and t["num_fewshot"] != t["n_shot"]:
             notes.append(f"{t['name']}: {t['num_fewshot']} few-shot examples were asked for; the harness's task "
                          f"config fixes {t['n_shot']}.")
-    if notes:
-        b.append(("h2", "Notes"))
-        b.append(("ul", notes))
+    return [("h2", "Notes"), ("ul", notes)] if notes else []
 
+
+def _lineage_blocks(r: ReportInputs) -> list[tuple]:
     lin = r.lineage
     ck = lin.get("checkpoint", {})
     ex = lin.get("export", {})
-    b.append(("h2", "Lineage"))
-    b.append(("table", ["", ""], [
+    return [("h2", "Lineage"), ("table", ["", ""], [
         ["export", str(ex.get("path"))],
         ["export model.safetensors sha256", str(ex.get("model_sha256"))],
         ["checkpoint", f"{ck.get('key')} ({ck.get('path')})"],
@@ -280,8 +296,7 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
         ["eval code version", str(lin.get("code_version"))],
         ["git commit", str(lin.get("git_commit"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in r.versions.items())],
-    ]))
-    return b
+    ])]
 
 
 def _baseline_name(key: str) -> str:

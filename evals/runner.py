@@ -38,13 +38,14 @@ from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
 )
+from gpt2train.layout import LINEAGE_FILE, METRICS
 from gpt2train.lineage.records import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
 # Files of an HF export the harness needs (the tokenizer as tokenizer.json, or vocab.json + merges.txt).
-EXPORT_REQUIRED = ("config.json", "model.safetensors", "lineage.json")
+EXPORT_REQUIRED = ("config.json", "model.safetensors", LINEAGE_FILE)
 
 
 @dataclass
@@ -69,12 +70,36 @@ class ExportInfo:
     """sha256 of model.safetensors, as re-hashed now."""
 
 
+@dataclass
+class EvalInputs:
+    """What one eval report is made of besides the harness's output: the export scored, the
+    checkpoint it came from, the tasks and settings, and the published figures shown beside the scores."""
+
+    export_dir: Path
+    export: ExportInfo
+    tasks: list[EvalTask]
+    """As run: a local-data task's `spec` is its generated YAML in the report's temp folder."""
+    ecfg: EvalsConfig
+    checkpoint: dict[str, Any]
+    """path, key, step, model_sha256, run_tag from the export's lineage, updated with evaluate_export's
+    `checkpoint_info`."""
+    step: int | None
+    model_label: str
+    metrics_path: Path | None
+    baselines: dict | None
+
+    @property
+    def title(self) -> str:
+        c = self.checkpoint
+        return "Eval report: " + (self.model_label or c.get("key") or c.get("run_tag") or self.export_dir.name)
+
+
 def check_export(export_dir: str | Path) -> ExportInfo:
     """Check the folder is a complete GPT-2 export whose weights are the ones its lineage records."""
     export_dir = Path(export_dir)
     what = f"{export_dir} is not a GPT-2 Hugging Face export"
     if not export_dir.is_dir():
-        raise Gpt2TrainError(f"{what}: no such folder; export a checkpoint first (the hf_model asset / "
+        raise Gpt2TrainError(f"{what}: no such folder; export a checkpoint first (the hf_export asset / "
                              f"`gpt2train export`)")
     missing = [n for n in EXPORT_REQUIRED if not (export_dir / n).is_file()]
     if missing:
@@ -90,7 +115,7 @@ def check_export(export_dir: str | Path) -> ExportInfo:
             or ((export_dir / "vocab.json").is_file() and (export_dir / "merges.txt").is_file())):
         raise Gpt2TrainError(f"{what}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); export the "
                              f"checkpoint again")
-    lineage = read_json(export_dir / "lineage.json", "export lineage")
+    lineage = read_json(export_dir / LINEAGE_FILE, "export lineage")
     if not isinstance(lineage, dict) or lineage.get("artifact") != "hf_export":
         raise Gpt2TrainError(f"{what}: lineage.json is not an hf_export sidecar (artifact="
                              f"{lineage.get('artifact') if isinstance(lineage, dict) else None!r}); export again")
@@ -132,7 +157,7 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     step = step if step is not None else checkpoint.get("step")
     ckpt_dir = exported_checkpoint(export.lineage, export_dir)
     if metrics_path is None and ckpt_dir is not None:
-        metrics_path = ckpt_dir.parent.parent / "metrics.jsonl"
+        metrics_path = ckpt_dir.parent.parent / METRICS
     device = resolve_device(ecfg.device)
 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +169,9 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
         try:
             tasks = write_local_task_yamls(tasks, tmp / "tasks")
             raw = _run_harness(export_dir, tasks, ecfg, device)
-            report = _write_report(tmp, report_dir, raw, tasks, ecfg, export_dir, export, checkpoint, step,
-                                   model_label, metrics_path, baselines)
+            inputs = EvalInputs(export_dir=export_dir, export=export, tasks=tasks, ecfg=ecfg, checkpoint=checkpoint,
+                                step=step, model_label=model_label, metrics_path=metrics_path, baselines=baselines)
+            report = _write_report(tmp, report_dir, raw, inputs)
             replace_dir(tmp, report_dir)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -190,9 +216,57 @@ def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, dev
 
 # ------------------------------------------------------------------------------- writing
 
-def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[EvalTask], ecfg: EvalsConfig,
-                  export_dir: Path, export: ExportInfo, checkpoint: dict[str, Any], step: int | None,
-                  model_label: str, metrics_path: Path | None, baselines: dict | None) -> EvalReport:
+def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInputs) -> EvalReport:
+    """Every file of the report into `tmp` (the caller renames it to `report_dir`): the harness's output,
+    report.md and report.html, and last lineage.json with every other file's sha256."""
+    display = {t.harness_task: t.name for t in src.tasks}
+    _write_harness_output(tmp, report_dir, raw, display)
+    metrics = {display.get(k, k): harness_metrics(v) for k, v in raw.get("results", {}).items()}
+    task_dicts = _task_dicts(src.tasks, raw, src.ecfg)
+    hf = src.export.hf_config
+    n_params = count_parameters(src.export_dir / "model.safetensors")
+    size = model_size(hf.get("n_layer", 0), hf.get("n_embd", 0), n_params)
+    in_loop = in_loop_metrics(src.metrics_path, src.step)
+    code_ver = evals_code_version(src.ecfg)
+    versions = _versions(raw)
+    # Paths relative to the export's data dir (the checkpoint reference copied from the export already is).
+    data = sidecar_data_dir(src.export.lineage, src.export_dir)
+    for d in task_dicts:  # the generated task YAML, where it lies once the report is in place
+        if d.get("spec") and Path(d["spec"]).is_relative_to(tmp):
+            d["spec"] = recorded_path(report_dir / Path(d["spec"]).relative_to(tmp), data)
+    if in_loop:
+        in_loop["path"] = recorded_path(in_loop["path"], data)
+    lineage: dict[str, Any] = {
+        "artifact": "eval_report",
+        "export": {"path": recorded_path(src.export_dir, data), "model_sha256": src.export.model_sha256,
+                   "lineage_sha256": sha256_file(src.export_dir / LINEAGE_FILE)},
+        "checkpoint": src.checkpoint,
+        "step": src.step,
+        "model_label": src.model_label,
+        "tasks": task_dicts,
+        "config": {"evals": config_to_dict(src.ecfg)},
+        "metrics": metrics,
+        "in_loop": in_loop,
+        "model": {"n_params": n_params, "compared_with": size.published, "n_layer": hf.get("n_layer"),
+                  "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
+        "device": resolve_device(src.ecfg.device),
+        "harness": versions,
+        **({"data_dir": data_dir_field(report_dir, data)} if data else {}),
+        **provenance("eval_report", code_ver),
+    }
+    inputs = ReportInputs(title=src.title, step=src.step, tasks=task_dicts, results=raw.get("results", {}),
+                          size=size, baselines=src.baselines, baselines_file=src.ecfg.baselines_file,
+                          in_loop=in_loop, limit=src.ecfg.limit, lineage=lineage, versions=versions)
+    markdown = _write_rendered(tmp, inputs)
+    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    lineage["files"] = files
+    write_json_atomic(tmp / LINEAGE_FILE, lineage)
+    return EvalReport(report_dir=report_dir, metrics=metrics, markdown=markdown, files=files, lineage=lineage)
+
+
+def _write_harness_output(tmp: Path, report_dir: Path, raw: dict[str, Any], display: dict[str, str]) -> None:
+    """results.json (`raw` without its samples, which this pops) and samples_<task>.jsonl, named by
+    `display` (harness task -> configured name)."""
     from lm_eval.utils import handle_non_serializable
 
     def dumps(obj: Any, **kw) -> str:
@@ -204,65 +278,32 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], tasks: list[
     with atomic_output(tmp / "results.json", "w") as f:
         f.write(dumps(raw, indent=2, sort_keys=True) + "\n")
 
-    display = {t.harness_task: t.name for t in tasks}
     for harness_task, records in samples.items():
         with atomic_output(tmp / f"samples_{display.get(harness_task, harness_task)}.jsonl", "w") as f:
             for rec in records:
                 f.write(dumps(rec) + "\n")
 
-    metrics = {display.get(k, k): harness_metrics(v) for k, v in raw.get("results", {}).items()}
+
+def _task_dicts(tasks: list[EvalTask], raw: dict[str, Any], ecfg: EvalsConfig) -> list[dict[str, Any]]:
+    """Each task as the report records it: EvalTask.to_dict() plus `limit`, the few-shot count the
+    harness used and the items it scored."""
     task_dicts = []
     for t in tasks:
         d = t.to_dict()
         d.update(limit=ecfg.limit, n_shot=raw.get("n-shot", {}).get(t.harness_task),
                  n_samples=(raw.get("n-samples", {}).get(t.harness_task) or {}).get("effective"))
         task_dicts.append(d)
+    return task_dicts
 
-    hf = export.hf_config
-    n_params = count_parameters(export_dir / "model.safetensors")
-    size = model_size(hf.get("n_layer", 0), hf.get("n_embd", 0), n_params)
-    in_loop = in_loop_metrics(metrics_path, step)
-    code_ver = evals_code_version(ecfg)
-    versions = _versions(raw)
-    # Paths relative to the export's data dir (the checkpoint reference copied from the export already is).
-    data = sidecar_data_dir(export.lineage, export_dir)
-    for d in task_dicts:  # the generated task YAML, where it lies once the report is in place
-        if d.get("spec") and Path(d["spec"]).is_relative_to(tmp):
-            d["spec"] = recorded_path(report_dir / Path(d["spec"]).relative_to(tmp), data)
-    if in_loop:
-        in_loop["path"] = recorded_path(in_loop["path"], data)
-    lineage: dict[str, Any] = {
-        "artifact": "eval_report",
-        "export": {"path": recorded_path(export_dir, data), "model_sha256": export.model_sha256,
-                   "lineage_sha256": sha256_file(export_dir / "lineage.json")},
-        "checkpoint": checkpoint,
-        "step": step,
-        "model_label": model_label,
-        "tasks": task_dicts,
-        "config": {"evals": config_to_dict(ecfg)},
-        "metrics": metrics,
-        "in_loop": in_loop,
-        "model": {"n_params": n_params, "compared_with": size.published, "n_layer": hf.get("n_layer"),
-                  "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
-        "device": resolve_device(ecfg.device),
-        "harness": versions,
-        **({"data_dir": data_dir_field(report_dir, data)} if data else {}),
-        **provenance("eval_report", code_ver),
-    }
-    title = "Eval report: " + (model_label or checkpoint.get("key") or checkpoint.get("run_tag") or export_dir.name)
-    inputs = ReportInputs(title=title, step=step, tasks=task_dicts, results=raw.get("results", {}), size=size,
-                          baselines=baselines, baselines_file=ecfg.baselines_file, in_loop=in_loop,
-                          limit=ecfg.limit, lineage=lineage, versions=versions)
+
+def _write_rendered(tmp: Path, inputs: ReportInputs) -> str:
+    """report.md and report.html (evals/report.py); returns the markdown."""
     markdown, html = render_report(inputs)
     with atomic_output(tmp / "report.md", "w") as f:
         f.write(markdown)
     with atomic_output(tmp / "report.html", "w") as f:
         f.write(html)
-
-    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    lineage["files"] = files
-    write_json_atomic(tmp / "lineage.json", lineage)
-    return EvalReport(report_dir=report_dir, metrics=metrics, markdown=markdown, files=files, lineage=lineage)
+    return markdown
 
 
 def _versions(raw: dict[str, Any]) -> dict[str, str]:

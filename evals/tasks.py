@@ -42,7 +42,8 @@ from typing import Any
 import yaml
 
 from evals.published import published_baselines
-from gpt2train.config import EvalsConfig, parse_task_spec
+from gpt2train.config import EvalsConfig
+from gpt2train.config_checks import parse_task_spec
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import atomic_output, sha256_file
 from gpt2train.lineage.records import code_version
@@ -124,13 +125,7 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
     (with close names), local data for a group/tag, offline with no local data for a task, a
     local file that is missing or has a malformed line.
     """
-    if not ecfg.tasks:
-        raise ConfigError("evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
-    specs = [parse_task_spec(s) for s in ecfg.tasks]
-    seen = [n for n, _ in specs]
-    dupes = sorted({n for n in seen if seen.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"evals.tasks: {', '.join(dupes)} listed more than once; keep one entry per task")
+    specs = _task_specs(ecfg)
     local = {name: path.resolve() for name, path in parse_local_data(ecfg).items()}
     # The local files first: reading them takes milliseconds, the harness's task index below ~20 s,
     # so a malformed line is reported (by line number) before that wait.
@@ -139,8 +134,31 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
             raise DataError(f"evals.local_data: {name}'s file {path} not found; fix the path (relative paths "
                             f"are resolved against the config file's folder)")
         _check_jsonl(name, path)
+    tasks = _harness_tasks(specs, local, task_manager or harness_task_manager())
+    if is_offline():
+        missing = [t.name for t in tasks if t.name not in local]
+        if missing:
+            raise ConfigError(f"offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) and no local data for "
+                              f"{', '.join(missing)}: the harness would fetch their datasets from the Hub. Add "
+                              f"evals.local_data entries ({missing[0]}=PATH.jsonl), or unset the offline "
+                              f"variables where the Hub can be reached")
+    return [_on_local_data(t, local[t.name]) if t.name in local else t for t in tasks]
 
-    tm = task_manager or harness_task_manager()
+
+def _task_specs(ecfg: EvalsConfig) -> list[tuple[str, int | None]]:
+    """(name, few-shot) of each configured task; none listed twice."""
+    if not ecfg.tasks:
+        raise ConfigError("evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
+    specs = [parse_task_spec(s) for s in ecfg.tasks]
+    seen = [n for n, _ in specs]
+    dupes = sorted({n for n in seen if seen.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"evals.tasks: {', '.join(dupes)} listed more than once; keep one entry per task")
+    return specs
+
+
+def _harness_tasks(specs: list[tuple[str, int | None]], local: dict[str, Path], tm) -> list[EvalTask]:
+    """Each task as the harness's task index `tm` knows it; a task with local data must be one YAML task."""
     index = tm.task_index
     tasks = []
     for name, shots in specs:
@@ -155,25 +173,15 @@ def check_tasks(ecfg: EvalsConfig, task_manager=None) -> list[EvalTask]:
                               f"local data can replace one task's dataset only (list its tasks one by one)")
         tasks.append(EvalTask(name=name, num_fewshot=shots, harness_task=name,
                               harness_yaml=str(entry.yaml_path) if entry.yaml_path else None, spec=name))
+    return tasks
 
-    if is_offline():
-        missing = [t.name for t in tasks if t.name not in local]
-        if missing:
-            raise ConfigError(f"offline (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) and no local data for "
-                              f"{', '.join(missing)}: the harness would fetch their datasets from the Hub. Add "
-                              f"evals.local_data entries ({missing[0]}=PATH.jsonl), or unset the offline "
-                              f"variables where the Hub can be reached")
 
-    out = []
-    for t in tasks:
-        if t.name not in local:
-            out.append(t)
-            continue
-        path = local[t.name]  # checked above
-        split = _eval_split(t)
-        out.append(replace(t, harness_task=t.name + LOCAL_SUFFIX, local_path=str(path),
-                           local_sha256=sha256_file(path), split=split))
-    return out
+def _on_local_data(t: EvalTask, path: Path) -> EvalTask:
+    """`t` run on the local file `path` (checked by check_tasks): registered as `<name>_local`, standing in
+    for the split the harness scores."""
+    split = _eval_split(t)
+    return replace(t, harness_task=t.name + LOCAL_SUFFIX, local_path=str(path), local_sha256=sha256_file(path),
+                   split=split)
 
 
 def write_local_task_yamls(tasks: list[EvalTask], work_dir: str | Path) -> list[EvalTask]:

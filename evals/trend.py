@@ -21,6 +21,8 @@ from typing import Any
 
 from gpt2train.errors import DataError
 from gpt2train.fileio import atomic_output, read_json, write_json_atomic
+from gpt2train.layout import LINEAGE_FILE
+from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def read_reports(report_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[st
     """(rows, skipped): a row per report dir holding a readable eval_report lineage.json."""
     rows, skipped = [], []
     for d in map(Path, report_dirs):
-        sidecar = d / "lineage.json"
+        sidecar = d / LINEAGE_FILE
         if not sidecar.is_file():
             log.warning("trend: %s has no lineage.json (not a finished eval report); skipped", d)
             skipped.append(str(d))
@@ -70,8 +72,14 @@ def read_reports(report_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[st
 
 
 def write_trend(report_dirs: list[Path], out_dir: Path) -> Trend:
-    """Write summary.json, summary.md and trend.png for the reports in `report_dirs` into `out_dir`."""
+    """Write summary.json, summary.md and trend.png for the reports in `report_dirs` into `out_dir`,
+    under its writer lock."""
     out_dir = Path(out_dir)
+    with writer_lock(out_dir, "eval summary"):
+        return _write_trend(report_dirs, out_dir)
+
+
+def _write_trend(report_dirs: list[Path], out_dir: Path) -> Trend:
     rows, skipped = read_reports(report_dirs)
     columns = _metric_columns(rows)
     markdown = _markdown(rows, columns, skipped)

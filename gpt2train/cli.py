@@ -3,6 +3,7 @@
     gpt2train prepare --source ../shared/data/edu-mini --out data/prepared --shard-size 1000000
     gpt2train prepare --source hub --name sample-10BT --files 2 --out data/edu_fineweb10B
     gpt2train verify data/prepared                      # check every shard against its sidecar
+    gpt2train train --config tiny [-b 8 -x 100]         # = python -m gpt2train.train (llm.c's flags too)
     gpt2train pipeline --config tiny [--stale-only]   # Dagster; added by pipelines/cli.py
     gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
     gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40   # Hugging Face dir
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from gpt2train.config import config_to_dict, load_config
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.train import add_train_args
+from gpt2train.train import main as train_main
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -83,13 +86,6 @@ def cmd_verify(args: argparse.Namespace) -> None:
     print(f"all {len(paths)} shard(s) valid")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from gpt2train.train import train
-
-    summary = train(load_from_args(args))
-    print(json.dumps(summary))
-
-
 def cmd_export(args: argparse.Namespace) -> None:
     from gpt2train.export.hf_export import export_checkpoint
 
@@ -101,7 +97,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_lineage(args: argparse.Namespace) -> None:
-    from gpt2train.lineage.walk import format_lineage, walk_lineage
+    from gpt2train.lineage.format import format_lineage
+    from gpt2train.lineage.walk import walk_lineage
 
     nodes = walk_lineage(args.path, rehash=not args.no_rehash, progress=not args.quiet)
     print(format_lineage(nodes))
@@ -141,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="shard files or folders")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("train", help="train GPT-2 on the token shards (torchrun -m gpt2train.train for DDP)")
-    add_config_args(p)
-    p.set_defaults(func=cmd_train)
+    # Listed here for --help; `main` hands its command line to gpt2train/train.py, whose flags (llm.c's
+    # included) argparse could not take as a subcommand's.
+    p = sub.add_parser("train", help="train GPT-2 on the token shards (torchrun -m gpt2train.train for DDP); "
+                                     "llm.c's flags too", add_help=False)
+    add_train_args(p)
 
     p = sub.add_parser("export", help="a checkpoint -> a verified Hugging Face GPT2LMHeadModel directory")
     p.add_argument("checkpoint", help="a complete checkpoint directory (…/checkpoints/step_XXXXXXXX)")
@@ -164,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Run a subcommand. `parser` lets pipelines/cli.py add the Dagster `pipeline` command on top
     (the library itself never imports Dagster)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if next((a for a in argv if not a.startswith("-")), None) == "train":
+        return train_main(argv[argv.index("train") + 1:], prog="gpt2train train")
     args = (parser or build_parser()).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

@@ -10,6 +10,8 @@ a value marks exactly that stage and its downstream stale in Dagster.
 Rules, enforced by `load_config`:
 - unknown keys in the YAML or in `--set` are errors (a typo must never be ignored);
 - values are checked against the field's type (`"1e5"` is not an int);
+- what a type cannot express (ranges, a total batch the world divides, a known model.descriptor,
+  written paths inside data_dir) is checked by gpt2train/config_checks.py;
 - paths in the YAML are resolved relative to the YAML file's folder, so a preset works
   from any working directory.
 """
@@ -17,7 +19,6 @@ Rules, enforced by `load_config`:
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from typing import Any
 
 import yaml
 
+from gpt2train.config_checks import validate_config
 from gpt2train.errors import ConfigError
-from gpt2train.model_config import GPTConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -85,14 +86,14 @@ class ModelConfig:
 
     descriptor: str = "d12"
     """llm.c's `-e`: d6, d12 (124M), d24 (350M), d36 (774M), d48 (1558M), `gpt2:dN`, or a CPU
-    preset from gpt2train/model.py's MODEL_PRESETS (e.g. `tiny`)."""
+    preset from gpt2train/model_config.py's MODEL_PRESETS (e.g. `tiny`)."""
     block_size: int = 1024
     """Maximum sequence length (positions in `wpe`)."""
 
 
 @dataclass
 class TrainConfig:
-    """The training run (gpt2train/train.py); llm.c's flag for each field in brackets."""
+    """The training run (gpt2train/training/loop.py); llm.c's flag for each field in brackets."""
 
     train_glob: str | None = None
     """[-i] Train shards; None = `<data_dir>/shards/<shards.prefix>_train_*.bin`."""
@@ -194,6 +195,18 @@ class LaunchConfig:
     --master-port=29400] for the asset's node (static rendezvous keeps it global rank 0, the one that
     opens Pipes; docs/deploy.md); without them torchrun runs --standalone."""
 
+    @property
+    def world_size(self) -> int:
+        """Processes the `training_run` asset starts: nproc_per_node x torchrun's --nnodes (1 when absent
+        or an elastic range such as 1:4, whose size is only known at rendezvous)."""
+        nnodes, args = 1, self.torchrun_args
+        for i, arg in enumerate(args):
+            value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else (
+                args[i + 1] if arg == "--nnodes" and i + 1 < len(args) else None)
+            if value is not None and value.isdigit():
+                nnodes = int(value)
+        return self.nproc_per_node * nnodes
+
 
 @dataclass
 class EvalsConfig:
@@ -230,9 +243,6 @@ class Config:
     evals: EvalsConfig = field(default_factory=EvalsConfig)
 
 
-LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
-KERNEL_CHOICES = ("auto", "triton", "torch")  # train.kernels; resolved by gpt2train.kernels
-
 # Fields holding filesystem paths: resolved relative to the YAML file that set them.
 _PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
                 ("train", "val_glob"), ("train", "hellaswag_file"), ("train", "init_from"),
@@ -268,158 +278,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     validate_config(cfg, where=str(path), explicit={item.split("=", 1)[0].strip() for item in overrides or []})
     return cfg
 
-
-def validate_config(cfg: Config, where: str = "config", explicit: typing.Collection[str] = ()) -> None:
-    """Range checks a type cannot express; each error names the field and a valid value. Everything a
-    stage would only find out after starting (an unknown model.descriptor, a total batch the launched
-    world cannot divide, an init_from checkpoint of another shape) is checked here, before any work.
-
-    `explicit`: dotted keys set on the command line (`--set`, llm.c's `-o`); a written path given
-    there may lie outside data_dir (see `_check_written_paths`)."""
-    s, c = cfg.shards, cfg.corpus
-    if not 1 <= s.shard_size < 2**31:
-        raise ConfigError(f"{where}: shards.shard_size={s.shard_size} must be in [1, 2^31) tokens (llm.c's header holds an int32)")
-    if s.threads < 0:
-        raise ConfigError(f"{where}: shards.threads={s.threads} must be >= 0 (0 = one per core)")
-    if s.batch_documents < 1:
-        raise ConfigError(f"{where}: shards.batch_documents={s.batch_documents} must be >= 1")
-    for name in ("files", "max_documents_per_file"):
-        value = getattr(c, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{where}: corpus.{name}={value} must be >= 1, or null for all")
-    t = cfg.train
-    for name in ("batch_size", "seq_len", "total_batch_tokens"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 1")
-    if t.seq_len > cfg.model.block_size:
-        raise ConfigError(f"{where}: train.seq_len={t.seq_len} exceeds model.block_size={cfg.model.block_size} "
-                          f"(the model's context); lower train.seq_len or raise model.block_size")
-    if t.total_batch_tokens % (t.batch_size * t.seq_len):
-        raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
-                          f"batch_size*seq_len={t.batch_size * t.seq_len}; pick B, T and the total so it divides")
-    world = launch_world_size(cfg.launch)
-    if world > 1 and t.total_batch_tokens % (t.batch_size * t.seq_len * world):
-        # The trainer checks this again against the real world size (torchrun by hand); here it is
-        # caught before the `training_run` asset launches anything.
-        raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
-                          f"batch_size*seq_len*world={t.batch_size}*{t.seq_len}*{world}="
-                          f"{t.batch_size * t.seq_len * world} (world = launch.nproc_per_node x --nnodes); "
-                          f"change the total, B or T, or the number of processes")
-    if t.max_steps == 0 or t.max_steps < -1:
-        raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
-    if t.max_nonfinite_steps < 0:
-        raise ConfigError(f"{where}: train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 0 (0 = never stop)")
-    if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
-        raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
-    for name in ("val_every", "val_batches", "checkpoint_every", "sample_every", "sample_tokens", "keep_last",
-                 "major_every"):
-        if getattr(t, name) < 0:
-            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 0")
-    if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
-        raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
-                          f"HellaSwag-schema jsonl) and must be >= -1")
-    if t.kernels not in KERNEL_CHOICES:
-        raise ConfigError(f"{where}: train.kernels={t.kernels!r}; use auto, triton or torch")
-    if t.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
-    if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:
-        raise ConfigError(f"{where}: train.final_lr_frac must be in [0, 1] and train.warmup_steps >= 0")
-    e = cfg.evals
-    if not e.tasks:
-        raise ConfigError(f"{where}: evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
-    for spec in e.tasks:
-        parse_task_spec(spec)
-    if (e.limit is not None and e.limit < 1) or e.batch_size < 1:
-        raise ConfigError(f"{where}: evals.limit must be >= 1 (or null for all) and evals.batch_size >= 1")
-    if cfg.launch.nproc_per_node < 1:
-        raise ConfigError(f"{where}: launch.nproc_per_node={cfg.launch.nproc_per_node} must be >= 1")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.prefix):
-        raise ConfigError(f"{where}: shards.prefix={s.prefix!r} may only hold letters, digits, '_', '-' and '.'")
-    # corpus.dataset names the download folder <data_dir>/corpus/hub/<dataset>: the Hub's own repo id
-    # rules (huggingface_hub validate_repo_id), so it can be neither absolute nor climb out with `..`.
-    if not re.fullmatch(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", c.dataset) or ".." in c.dataset:
-        raise ConfigError(f"{where}: corpus.dataset={c.dataset!r} is not a Hub repo id (`owner/name`: letters, "
-                          f"digits, '_', '-', '.', no '..'); e.g. HuggingFaceFW/fineweb-edu")
-    model = _check_model(cfg, where)
-    _check_written_paths(cfg, where, explicit)
-    if t.init_from:
-        _check_init_from(cfg, where, model)
-
-
-# Config paths that gpt2train *writes* under: they must stay inside data_dir (below). Every other
-# path field is only read: corpus.source, train.train_glob / val_glob, train.hellaswag_file,
-# train.init_from, evals.baselines_file and evals.local_data may live anywhere (a shared read-only
-# mirror such as ../shared, a checkpoint of another project), and reading them writes nothing.
-# (data_dir is the root itself; corpus.dataset and shards.prefix, which become path components,
-# are checked by pattern in validate_config; model.descriptor by gpt2train/model_config.py's parser.)
-WRITTEN_PATH_FIELDS = (("train", "out_dir"),)
-
-
-def launch_world_size(launch: LaunchConfig) -> int:
-    """Processes the `training_run` asset starts: nproc_per_node x torchrun's --nnodes (1 when absent
-    or an elastic range such as 1:4, whose size is only known at rendezvous)."""
-    nnodes, args = 1, launch.torchrun_args
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else (
-            args[i + 1] if arg == "--nnodes" and i + 1 < len(args) else None)
-        if value is not None and value.isdigit():
-            nnodes = int(value)
-    return launch.nproc_per_node * nnodes
-
-
-def _check_model(cfg: Config, where: str) -> GPTConfig:
-    """model.descriptor through the model's own parser (gpt2train/model_config.py), so a typo fails at
-    config load, not when training starts. (block_size >= 1 follows from 1 <= seq_len <= block_size.)"""
-    try:
-        return GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size)
-    except ValueError as e:
-        raise ConfigError(f"{where}: model.descriptor: {e}") from None
-
-
-def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[str]) -> None:
-    """A written path from a config file must resolve (`..` and symlinks followed) inside data_dir, so a
-    YAML or preset received from someone else cannot make a run write over files elsewhere. A path the
-    user types on the command line (`--set train.out_dir=...`, llm.c's `-o log124M` in docs/training.md)
-    is their explicit choice and is allowed."""
-    data = Path(cfg.data_dir).expanduser().resolve()
-    for path in WRITTEN_PATH_FIELDS:
-        dotted = ".".join(path)
-        obj: Any = cfg
-        for part in path:
-            obj = getattr(obj, part)
-        if obj is None or dotted in explicit:
-            continue
-        target = Path(obj).expanduser().resolve()
-        if not target.is_relative_to(data):
-            raise ConfigError(f"{where}: {dotted}={obj} resolves to {target}, outside data_dir={data}; a config "
-                              f"may only write under its data_dir: use a path inside it (or leave {dotted} "
-                              f"unset), or pass --set {dotted}=PATH on the command line to choose another place")
-
-
-def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
-    """train.init_from must be a complete checkpoint of the configured model shape (`ours`): read from
-    its state.json now (no weights loaded), not found only after the trainer has built the model."""
-    from gpt2train.training.checkpoint import checkpoint_state  # imports torch: only when init_from is set
-    from gpt2train.errors import Gpt2TrainError
-
-    t = cfg.train
-    try:
-        saved = checkpoint_state(t.init_from)["config"]["model"]
-        theirs = GPTConfig.from_descriptor(saved["descriptor"], int(saved["block_size"]))
-    except Gpt2TrainError as e:
-        raise ConfigError(f"{where}: train.init_from: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: train.init_from={t.init_from}: its state.json has no usable config.model "
-                          f"({type(e).__name__}: {e}); start from a checkpoint gpt2train wrote") from None
-
-    def shape(c: GPTConfig) -> str:
-        return f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"
-
-    if theirs != ours:
-        raise ConfigError(f"{where}: train.init_from={t.init_from} holds another model shape than model.descriptor="
-                          f"{cfg.model.descriptor!r} (it has {saved['descriptor']!r}: {shape(theirs)}; the config "
-                          f"asks for {shape(ours)}); set model.descriptor / model.block_size to the checkpoint's "
-                          f"or pick a checkpoint of this shape")
 
 
 def apply_override(cfg: Config, item: str) -> None:
@@ -551,11 +409,3 @@ def _resolve_task_path(item: str, base: Path, where: str) -> str:
     if not sep or not task.strip() or not value.strip():
         raise ConfigError(f"{where}: {item!r} is not `task=PATH` (e.g. hellaswag=data/hellaswag_val.jsonl)")
     return f"{task.strip()}={(base / Path(value.strip()).expanduser()).resolve()}"
-
-
-def parse_task_spec(spec: str) -> tuple[str, int | None]:
-    """`arc_challenge:25` -> ("arc_challenge", 25); `hellaswag` -> ("hellaswag", None)."""
-    name, sep, shots = spec.partition(":")
-    if not name or (sep and not shots.isdigit()):
-        raise ConfigError(f"evals.tasks: {spec!r} is not `task` or `task:K` (K few-shot examples, an integer >= 0)")
-    return name, int(shots) if sep else None

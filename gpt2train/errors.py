@@ -1,7 +1,15 @@
-"""The one exception type the library raises for problems a user can fix.
+"""The exceptions raised for problems a user can fix: Gpt2TrainError and its subclasses.
 
-Every message names the file or field at fault and says what to do; the CLI prints it
-without a traceback, Dagster shows it as the run failure.
+Here: Gpt2TrainError, ConfigError, DataError, TrainingDiverged, KernelCompileError. Next to the
+code that raises them:
+
+    gpt2train/training/checkpoint.py   CheckpointDiskFull (a DataError): the disk filled during a save
+    gpt2train/locks.py                 ArtifactBusy: another process holds the artifact's writer lock
+    gpt2train/failpoints.py            InjectedFault: a test's failpoint with the action `raise`
+    pipelines/runner.py                PipelineFailed: some partitions failed (carries the run summary)
+
+Every message names the file or field at fault and says what to do; the CLI prints any
+Gpt2TrainError without a traceback, Dagster shows it as the run failure.
 """
 
 

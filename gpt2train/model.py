@@ -12,7 +12,7 @@ gpt2train/export/state_dict.py transposes them.
     model = GPT(GPTConfig.from_descriptor("d12"))     # llm.c's -e d12: GPT-2 124M
     logits, loss = model(idx, targets)                 # idx, targets: (B, T) int64
 
-The hot path runs through four ops (`HotPathOps`): the residual add + LayerNorm, bias + GELU,
+The hot path runs through four ops (`HotPathOps`, gpt2train/hot_path.py): the residual add + LayerNorm, bias + GELU,
 causal attention and the classifier. `GPT(cfg, kernels="torch")` uses PyTorch's (below);
 `kernels="triton"` swaps in gpt2train/kernels' fused Triton versions (llm.c's CUDA kernels).
 The parameters and their names are the same either way, so checkpoints move between them.
@@ -21,22 +21,15 @@ The parameters and their names are the same either way, so checkpoints move betw
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gpt2train.hot_path import HotPathOps
+from gpt2train.kernels.ops import triton_ops
 # The shapes live apart from torch (config checks use them); imported here as the model's own names.
 from gpt2train.model_config import DEPTH_SHAPES, GPT2_VOCAB_SIZE, MODEL_PRESETS, PADDED_VOCAB_SIZE, GPTConfig  # noqa: F401
-
-@dataclass(frozen=True)
-class HotPathOps:
-    residual_layernorm: Callable  # (x, delta | None, w, b, eps) -> (x + delta, LayerNorm(x + delta))
-    bias_gelu: Callable | None    # (h, b) -> gelu_tanh(h + b); None: the Linear adds its bias
-    causal_attention: Callable    # q, k, v (B, nh, T, hs) -> (B, nh, T, hs)
-    classifier: Callable | None   # (x, W, targets, V) -> mean loss; None: lm_head, then cross-entropy
 
 
 def _residual_layernorm(x, delta, weight, bias, eps):
@@ -53,13 +46,9 @@ TORCH_OPS = HotPathOps(
 
 
 def hot_path_ops(kernels: str) -> HotPathOps:
-    if kernels == "torch":
-        return TORCH_OPS
-    if kernels == "triton":
-        from gpt2train.kernels import triton_ops
-
-        return triton_ops()
-    raise ValueError(f"kernels={kernels!r}; use torch or triton")
+    """`kernels` as resolved (torch or triton): train.kernels is checked in gpt2train/config.py and
+    `auto` resolved by gpt2train.kernels.resolve_kernels."""
+    return triton_ops() if kernels == "triton" else TORCH_OPS
 
 
 class ResidualLayerNorm(nn.LayerNorm):

@@ -1,7 +1,7 @@
 """The GPT-2 shapes: llm.c's `-e dN` descriptors and the CPU presets, as a dataclass.
 
 Apart from gpt2train/model.py (which imports torch) so that checking a config's
-`model.descriptor` (gpt2train/config.py) stays as light as the rest of config loading.
+`model.descriptor` (gpt2train/config_checks.py) stays as light as the rest of config loading.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from gpt2train import cli as library_cli
+from gpt2train.layout import shards_dir, summary_dir
 
 
 def _print_summary(summary) -> None:
@@ -41,14 +42,12 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
             _print_summary(e.summary)
             raise
     _print_summary(summary)
-    print(f"shards: {Path(cfg.data_dir) / 'shards'}")
+    print(f"shards: {shards_dir(cfg.data_dir)}")
     if args.through == "evals":
-        from assets.evals import summary_dir
-
         for report in summary.reports:
             print(f"eval report: {Path(report) / 'report.md'}")
-        if (summary_dir(cfg) / "summary.md").exists():
-            print(f"eval trend: {summary_dir(cfg) / 'summary.md'}")
+        if (summary_dir(cfg.data_dir) / "summary.md").exists():
+            print(f"eval trend: {summary_dir(cfg.data_dir) / 'summary.md'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

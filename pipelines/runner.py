@@ -44,7 +44,8 @@ from gpt2train.config import Config
 from gpt2train.data.stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.locks import writer_lock
-from gpt2train.training.run_identity import run_dir, runs_root
+from gpt2train.layout import LINEAGE_FILE, pipeline_lock_path, report_dir, runs_root
+from gpt2train.training.run_identity import run_dir
 from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
@@ -129,14 +130,8 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
     # Refuses (ArtifactBusy, naming the holder) rather than waits: a second pipeline would only
     # redo, or fight over, what the first is writing. No asset's lock is this file (theirs are
     # named after their artifacts), so the runs below never meet it: no self-deadlock.
-    with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg)):
+    with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg.data_dir)):
         return _run_stages(cfg, instance, stale_only, through)
-
-
-def pipeline_lock_path(cfg: Config) -> Path:
-    """Inside the data dir (git-ignored, writable), not beside it as artifact locks are: the data
-    dir is never replaced whole, and its parent may be a checkout or a read-only mount."""
-    return Path(cfg.data_dir) / ".pipeline.lock"
 
 
 def _run_stages(cfg: Config, instance: dg.DagsterInstance, stale_only: bool, through: str) -> PipelineSummary:
@@ -191,17 +186,16 @@ def _run_training_stage(cfg, defs, instance, summary, stale_only) -> None:
             raise Gpt2TrainError(cause)
     # The asset registered its checkpoints while it trained; this also catches runs made outside
     # Dagster (`gpt2train train`) and checkpoints Dagster has not recorded yet.
-    register_checkpoints(instance, find_checkpoints(runs_root(cfg)))
+    register_checkpoints(instance, find_checkpoints(runs_root(cfg.data_dir)))
 
 
 def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
-    from assets.evals import report_dir
 
     if stale_only:
         keys = list(instance.get_dynamic_partitions("checkpoints"))
     else:  # the current run's checkpoints
         current = run_dir(cfg).name
-        keys = [c.key for c in find_checkpoints(runs_root(cfg)) if c.key.startswith(f"{current}@")]
+        keys = [c.key for c in find_checkpoints(runs_root(cfg.data_dir)) if c.key.startswith(f"{current}@")]
     # One resolver pass for every partition; only a partition whose export reruns is asked again.
     statuses = stale_statuses(defs, instance, assets=list(EVAL_ASSETS)) if stale_only else {}
     for key in keys:
@@ -211,8 +205,8 @@ def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
             ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, list(EVAL_ASSETS), key)
             if not ok:
                 summary.failed.append(("hf_export + eval_report", key, cause))
-        if (report_dir(cfg, key) / "lineage.json").exists():
-            summary.reports.append(str(report_dir(cfg, key)))
+        if (report_dir(cfg.data_dir, key) / LINEAGE_FILE).exists():
+            summary.reports.append(str(report_dir(cfg.data_dir, key)))
     record_manifests(cfg, instance, (REPORT_MANIFEST,))  # the reports eval_summary would gather, on disk now
     if stale_only and \
             stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)] == StaleStatus.FRESH:

@@ -18,7 +18,7 @@ from assets.checkpoints import pending_registrations
 from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, record_manifests
 from assets.partitions import checkpoints, corpus_files, unregistered_source_files
 from gpt2train.config import Config
-from gpt2train.training.run_identity import runs_root
+from gpt2train.layout import runs_root
 from gpt2train.training.runs import find_checkpoints
 
 
@@ -59,7 +59,7 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
     )
     def checkpoints_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         record_manifests(cfg, context.instance, (REPORT_MANIFEST,))  # under the manifests lock, now
-        infos = find_checkpoints(runs_root(cfg))
+        infos = find_checkpoints(runs_root(cfg.data_dir))
         new_keys, recorded = pending_registrations(context.instance, infos)
         known = set(context.instance.get_dynamic_partitions(checkpoints.name)) | set(new_keys)
         evaluated = context.instance.get_materialized_partitions(dg.AssetKey("eval_report"))

@@ -1,10 +1,12 @@
-"""The one place that picks the environment: which config the code location loads.
+"""Which config the Dagster code location loads (pipelines/definitions.py's `defs`), from the environment.
 
     GPT2TRAIN_CONFIG=gpt2_124m            # a preset name or a YAML path (default: tiny)
     GPT2TRAIN_SET="shards.shard_size=5000000;corpus.files=2"   # overrides, ';'-separated
 
-`dagster dev -w workspace.yaml` and `gpt2train pipeline --config ... --set ...` both end up
-here, so the UI and the CLI see the same assets with the same code versions.
+`dagster dev -w workspace.yaml`, a code server and the daemon load it this way. `gpt2train pipeline
+--config X --set Y` does not come through here: it builds its definitions from `load_config(X, [Y])`
+itself. Both resolve configs with the same `load_config`, so with GPT2TRAIN_CONFIG=X and
+GPT2TRAIN_SET=Y the UI shows the assets, code versions and staleness the CLI acts on.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ comes as a command-line argument that every rank reads. Rank 0 streams the train
 the Dagster run, reports each checkpoint as it completes, and ends with the run's materialization
 (metadata and data version from `gpt2train.training.runs.summarize_run`).
 
-Without Pipes variables (run by hand) it is plain `python -m gpt2train.train`.
+Without Pipes variables (run by hand) it trains as `python -m gpt2train.train` does.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
 from gpt2train.training.runs import checkpoint_info, summarize_run
-from gpt2train.train import train
+from gpt2train.training.loop import TRAINING_LOG, train
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        logging.getLogger("gpt2train.train").addHandler(PipesLogHandler(pipes.log))
+        logging.getLogger(TRAINING_LOG).addHandler(PipesLogHandler(pipes.log))
 
         def on_checkpoint(path: Path) -> None:
             info = checkpoint_info(path)

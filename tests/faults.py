@@ -12,7 +12,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from gpt2train.training.checkpoint import STEP_DIR, checkpoint_state
+from gpt2train.layout import STEP_DIR
+from gpt2train.training.checkpoint import checkpoint_state
 from gpt2train.fileio import sha256_file
 from gpt2train.training.runs import read_metrics_file
 from tests.conftest import REPO, TIKTOKEN_DIR

@@ -127,7 +127,8 @@ def training_outputs(work: Path) -> dict:
     from gpt2train.data.loader import ShardLoader
     from gpt2train.model import GPT, GPTConfig
     from gpt2train.training.parallelize import build_optimizer
-    from gpt2train.train import learning_rate, train
+    from gpt2train.training.loop import train
+    from gpt2train.training.schedule import learning_rate
 
     out: dict[str, Any] = {}
     t = TrainConfig(warmup_steps=5, learning_rate=1e-3, final_lr_frac=0.1)

@@ -173,7 +173,7 @@ def _yaml(ctx: Ctx, body: str) -> Path:
 
 
 CASES = [
-    # --- config values (gpt2train/config.py validate_config; the trainer never starts) ---------------
+    # --- config values (gpt2train/config_checks.py validate_config; the trainer never starts) --------
     Case("batch-indivisible", lambda c: cli(*c.train_args("train.total_batch_tokens=1000")),
          [r"train\.total_batch_tokens=1000", r"not a multiple of batch_size\*seq_len=256", r"pick B, T"]),
     Case("batch-world", lambda c: cli(*c.train_args("launch.nproc_per_node=3")),

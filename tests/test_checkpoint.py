@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gpt2train.layout import step_dir
 from gpt2train.training.checkpoint import (
     complete_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
-    step_dir,
 )
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file

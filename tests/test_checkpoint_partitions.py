@@ -10,12 +10,12 @@ import dagster as dg
 import pytest
 
 from assets.checkpoints import CheckpointWatcher, register_checkpoints
-from gpt2train.training.checkpoint import checkpoint_key, checkpoint_path, checkpoint_state, save_checkpoint
+from gpt2train.layout import checkpoint_key, checkpoint_path, runs_root
+from gpt2train.training.checkpoint import checkpoint_state, save_checkpoint
 from gpt2train.config import config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.training.run_identity import runs_root
 from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
 
@@ -29,7 +29,7 @@ def instance(tmp_path):
 
 def write_checkpoint(cfg, run: str, step: int, seed: int = 0):
     model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(seed)
-    return save_checkpoint(runs_root(cfg) / run / "checkpoints", step, model_state=model.state_dict(),
+    return save_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", step, model_state=model.state_dict(),
                            optimizer_state={}, loader_state={},
                            state={"config": config_to_dict(cfg), "loss": 5.0, "lineage": {"run_tag": run}})
 
@@ -38,13 +38,13 @@ def test_keys_round_trip_and_state_records_the_content_hash(tiny_cfg):
     path = write_checkpoint(tiny_cfg, "tiny-0123456789", 20)
     key = checkpoint_key(path)
     assert key == "tiny-0123456789@step_00000020"
-    assert checkpoint_path(runs_root(tiny_cfg), key) == path
+    assert checkpoint_path(tiny_cfg.data_dir, key) == path
     assert checkpoint_state(path)["model_sha256"] == sha256_file(path / "model.safetensors")
     for bad in ("tiny", "tiny@20", "../x@step_00000020", "@step_00000020"):
         with pytest.raises(Gpt2TrainError, match="not a checkpoint key"):
-            checkpoint_path(runs_root(tiny_cfg), bad)
+            checkpoint_path(tiny_cfg.data_dir, bad)
     with pytest.raises(Gpt2TrainError, match="deleted"):
-        checkpoint_state(runs_root(tiny_cfg) / "gone" / "checkpoints" / "step_00000001")
+        checkpoint_state(runs_root(tiny_cfg.data_dir) / "gone" / "checkpoints" / "step_00000001")
     (path / "DONE").unlink()
     with pytest.raises(Gpt2TrainError, match="DONE"):
         checkpoint_state(path)
@@ -53,7 +53,7 @@ def test_keys_round_trip_and_state_records_the_content_hash(tiny_cfg):
 def test_register_records_the_content_hash_once(tiny_cfg, instance):
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 2)
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=1)
-    infos = find_checkpoints(runs_root(tiny_cfg))
+    infos = find_checkpoints(runs_root(tiny_cfg.data_dir))
     assert register_checkpoints(instance, infos) == ["tiny-aaaaaaaaaa@step_00000002", "tiny-aaaaaaaaaa@step_00000004"]
     assert register_checkpoints(instance, infos) == []  # nothing new, no second record
     mats = instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records
@@ -63,12 +63,12 @@ def test_register_records_the_content_hash_once(tiny_cfg, instance):
     assert instance.get_materialized_partitions(dg.AssetKey("checkpoint")) == {i.key for i in infos}
     # The same step rewritten with other weights (a run directory reused by hand): recorded again.
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=2)
-    assert register_checkpoints(instance, find_checkpoints(runs_root(tiny_cfg))) == []
+    assert register_checkpoints(instance, find_checkpoints(runs_root(tiny_cfg.data_dir))) == []
     assert len(instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records) == 3
 
 
 def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
-    root = runs_root(tiny_cfg) / "tiny-bbbbbbbbbb" / "checkpoints"
+    root = runs_root(tiny_cfg.data_dir) / "tiny-bbbbbbbbbb" / "checkpoints"
     seen_during: list[list[str]] = []
 
     def trainer():  # checkpoints landing over time, as a training process writes them
@@ -89,8 +89,8 @@ def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
 def test_incomplete_checkpoints_are_never_registered(tiny_cfg, instance):
     path = write_checkpoint(tiny_cfg, "tiny-cccccccccc", 3)
     (path / "DONE").unlink()
-    (runs_root(tiny_cfg) / "tiny-cccccccccc" / "checkpoints" / ".step_00000004.tmp").mkdir()
-    assert find_checkpoints(runs_root(tiny_cfg)) == []
+    (runs_root(tiny_cfg.data_dir) / "tiny-cccccccccc" / "checkpoints" / ".step_00000004.tmp").mkdir()
+    assert find_checkpoints(runs_root(tiny_cfg.data_dir)) == []
     sensor = build_definitions(tiny_cfg).resolve_sensor_def("checkpoints_sensor")
     result = sensor(dg.build_sensor_context(instance=instance))
     assert result.dynamic_partitions_requests == [] and result.run_requests == []

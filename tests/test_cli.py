@@ -93,8 +93,26 @@ def test_module_entry_points():
     assert r.returncode == 0 and "{prepare,verify,train,export,lineage,config,pipeline}" in r.stdout
 
 
+@pytest.mark.parametrize("flags, error", [
+    (["-b", "0"], "train.batch_size=0 must be >= 1"),                       # an llm.c flag
+    (["--kernels", "cuda"], "train.kernels='cuda'; use auto, triton or torch"),
+    (["--set", "train.max_steps=-5"], "train.max_steps=-5 must be >= 1"),
+])
+def test_gpt2train_train_and_python_m_gpt2train_train_take_the_same_flags(flags, error):
+    """One training CLI: `gpt2train train` hands its command line to gpt2train/train.py, llm.c's flags
+    included; the kernel choice is refused by the config check, as any other bad value."""
+    via_console = gpt2train("train", "--config", "tiny", *flags)
+    via_module = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", *flags],
+                                capture_output=True, text=True, cwd=REPO, timeout=300)
+    for r in (via_console, via_module):
+        assert r.returncode == 2 and r.stderr.startswith("gpt2train train: error: "), r.stderr
+        assert error in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert via_console.stderr == via_module.stderr
+
+
 def test_library_never_imports_dagster():
-    code = ("import sys, gpt2train.cli, gpt2train.data.stage, gpt2train.train, gpt2train.training.checkpoint, gpt2train.training.runs, "
+    code = ("import sys, gpt2train.cli, gpt2train.data.stage, gpt2train.train, gpt2train.training.loop, "
+            "gpt2train.training.checkpoint, gpt2train.training.runs, gpt2train.training.failure, gpt2train.layout, "
             "gpt2train.export.hf_export, gpt2train.lineage.walk, evals.runner, evals.trend; "
             "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -258,9 +258,9 @@ def test_absolute_and_glob_paths_kept(tmp_path):
 @pytest.mark.parametrize("args, world", [([], 2), (["--nnodes=4"], 8), (["--nnodes", "3", "--node-rank=0"], 6),
                                          (["--nnodes=1:4"], 2)])  # an elastic range: known only at rendezvous
 def test_launch_world_size_counts_nodes(args, world):
-    from gpt2train.config import LaunchConfig, launch_world_size
+    from gpt2train.config import LaunchConfig
 
-    assert launch_world_size(LaunchConfig(nproc_per_node=2, torchrun_args=args)) == world
+    assert LaunchConfig(nproc_per_node=2, torchrun_args=args).world_size == world
 
 
 def test_total_batch_must_divide_over_the_launched_world():

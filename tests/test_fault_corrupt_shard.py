@@ -16,7 +16,7 @@ import pytest
 from gpt2train.config import load_config
 from gpt2train.errors import DataError
 from gpt2train.data.shards import HEADER_BYTES
-from gpt2train.train import train
+from gpt2train.training.loop import train
 
 
 def flip_bit(path, offset):

@@ -27,7 +27,7 @@ from gpt2train.export.hf_export import export_checkpoint
 from gpt2train.fileio import sha256_file
 from gpt2train.lineage.records import sidecar_path
 from gpt2train.data.shards import validate_shard
-from gpt2train.train import train
+from gpt2train.training.loop import train
 from tests.conftest import HELLASWAG
 from tests.faults import file_hashes
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from assets.checkpoints import register_checkpoints
-from gpt2train.training.checkpoint import checkpoint_key
+from gpt2train.layout import checkpoint_key
 from gpt2train.fileio import sha256_file
 from gpt2train.training.runs import find_checkpoints
 from tests.faults import assert_visible_checkpoints_complete, leftovers, loss_log, start_training, wait_for_text

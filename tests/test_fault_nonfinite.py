@@ -16,7 +16,8 @@ import torch
 from gpt2train import model as model_module
 from gpt2train.config import load_config
 from gpt2train.errors import TrainingDiverged
-from gpt2train.train import main, train
+from gpt2train.train import main
+from gpt2train.training.loop import train
 from tests.faults import loss_log, weights
 
 

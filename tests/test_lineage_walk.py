@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from gpt2train.training.checkpoint import DONE, checkpoint_key, save_checkpoint
+from gpt2train.layout import checkpoint_key, corpus_record_path, shards_dir
+from gpt2train.training.checkpoint import DONE, save_checkpoint
 from gpt2train.config import config_to_dict, load_config
-from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards, record_path, shards_dir
+from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file, write_json_atomic
 from gpt2train.export.state_dict import to_hf_state_dict
 from gpt2train.lineage.records import git_commit, provenance
-from gpt2train.lineage.walk import COMPACT_OVER, format_lineage, walk_lineage
+from gpt2train.lineage.format import COMPACT_OVER, format_lineage
+from gpt2train.lineage.walk import walk_lineage
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.training.run_identity import run_tag, shard_globs, shard_lineage, train_code_version
 
@@ -59,7 +61,7 @@ def chain(tmp_path, edu_mini) -> Chain:
                                "corpus.max_documents_per_file=20", "shards.shard_size=2000", "corpus.files=1"])
     materialize_corpus_file(cfg, KEY)
     materialize_token_shards(cfg, KEY, progress=False)
-    shards = sorted(shards_dir(cfg).glob("*.bin"))
+    shards = sorted(shards_dir(cfg.data_dir).glob("*.bin"))
     assert len(shards) > COMPACT_OVER
 
     # The checkpoint, with the lineage gpt2train.train records (same functions).
@@ -93,7 +95,7 @@ def chain(tmp_path, edu_mini) -> Chain:
         "verification": {"logits_max_abs_diff": 1e-6, "logits_tolerance": 1e-4, "tokenizer_texts": 8,
                          "tokenizer_match": True},
         "model": {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64, "vocab_size": 50257},
-        **provenance("hf_model", "0123456789abcdef")})
+        **provenance("hf_export", "0123456789abcdef")})
 
     report = tmp_path / "data" / "reports" / checkpoint_key(ckpt)
     rfiles = {"results.json": _write(report / "results.json", b'{"results": {"hellaswag": {"acc": 0.25}}}\n'),
@@ -110,7 +112,7 @@ def chain(tmp_path, edu_mini) -> Chain:
         "metrics": {"hellaswag": {"acc": 0.25, "acc_norm": 0.27}},
         "files": rfiles,
         **provenance("eval_report", "fedcba9876543210")})
-    return Chain(src / KEY, record_path(cfg, KEY), shards, ckpt, export, report)
+    return Chain(src / KEY, corpus_record_path(cfg.data_dir, KEY), shards, ckpt, export, report)
 
 
 def by_kind(nodes, kind):
@@ -258,7 +260,7 @@ def test_paths_that_are_not_artifacts_get_a_clear_error(chain, tmp_path):
 
 def test_many_corpus_files_print_compactly_listing_only_the_bad_ones(tmp_path):
     # Formatting alone (edu-mini has 3 files; FineWeb-Edu's sample-100BT has ~100).
-    from gpt2train.lineage.walk import LineageNode
+    from gpt2train.lineage.nodes import LineageNode
 
     nodes = [LineageNode("corpus_record", tmp_path / f"r{i}.json", 0, status="ok",
                          details={"code_version": "c0ffee", "summary": {"documents": "10"}}) for i in range(12)]
@@ -276,7 +278,7 @@ def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_p
     from evals.runner import evaluate_export
     from gpt2train.config import EvalsConfig
     from gpt2train.export.hf_export import export_checkpoint
-    from gpt2train.train import train
+    from gpt2train.training.loop import train
     from tests.conftest import HELLASWAG
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

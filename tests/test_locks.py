@@ -109,11 +109,12 @@ def test_the_same_process_cannot_take_one_lock_twice(tmp_path):
 
 
 def test_run_pipeline_is_refused_while_another_holds_the_data_dir(tiny_cfg, holder):
-    from pipelines.runner import pipeline_lock_path, run_pipeline
+    from gpt2train.layout import pipeline_lock_path
+    from pipelines.runner import run_pipeline
 
     data = Path(tiny_cfg.data_dir)
-    assert pipeline_lock_path(tiny_cfg) == data / ".pipeline.lock"  # inside the data dir: git-ignored, writable
-    other = holder(data, pipeline_lock_path(tiny_cfg))
+    assert pipeline_lock_path(tiny_cfg.data_dir) == data / ".pipeline.lock"  # inside the data dir: git-ignored, writable
+    other = holder(data, pipeline_lock_path(tiny_cfg.data_dir))
     with dg.DagsterInstance.ephemeral() as instance:
         with pytest.raises(ArtifactBusy, match=rf"pipeline data dir {data} is being written .*pid {other.pid}"):
             run_pipeline(tiny_cfg, instance)
@@ -122,38 +123,35 @@ def test_run_pipeline_is_refused_while_another_holds_the_data_dir(tiny_cfg, hold
 
 
 def _artifact_of(cfg, asset: str) -> Path:
-    from assets.evals import report_dir, summary_dir
-    from assets.hf_export import export_dir
-    from gpt2train.data.stage import record_path, shards_dir
-    from gpt2train.data.shard_writer import manifest_path
+    from gpt2train import layout
 
-    return {"corpus": record_path(cfg, CORPUS_KEY),
-            "token_shards": manifest_path(shards_dir(cfg), CORPUS_KEY),
-            "hf_export": export_dir(cfg, CHECKPOINT_KEY),
-            "eval_report": report_dir(cfg, CHECKPOINT_KEY),
-            "eval_summary": summary_dir(cfg)}[asset]
+    data = cfg.data_dir
+    return {"corpus": layout.corpus_record_path(data, CORPUS_KEY),
+            "token_shards": layout.shard_partition_manifest(layout.shards_dir(data), CORPUS_KEY),
+            "hf_export": layout.export_dir(data, CHECKPOINT_KEY),
+            "eval_report": layout.report_dir(data, CHECKPOINT_KEY),
+            "eval_summary": layout.summary_dir(data)}[asset]
 
 
 def _inputs_of(cfg, asset: str) -> None:
     """hf_export needs a complete checkpoint, eval_report an export: the library checks them before
     it takes the lock (a bad input is reported as such, not as a busy artifact)."""
-    from assets.hf_export import export_dir
+    from gpt2train.layout import export_dir, runs_root
     from gpt2train.training.checkpoint import save_checkpoint
     from gpt2train.config import config_to_dict
     from gpt2train.model import GPT, GPTConfig
-    from gpt2train.training.run_identity import runs_root
     from tests.test_evals import build_export
 
     if asset not in ("hf_export", "eval_report"):
         return
     run, step = CHECKPOINT_KEY.split("@")
     model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
-    save_checkpoint(runs_root(cfg) / run / "checkpoints", int(step.split("_")[1]), model_state=model.state_dict(),
+    save_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", int(step.split("_")[1]), model_state=model.state_dict(),
                     optimizer_state={}, loader_state={}, state={"config": config_to_dict(cfg), "lineage": {}})
     if asset == "eval_report":
-        export = export_dir(cfg, CHECKPOINT_KEY)
+        export = export_dir(cfg.data_dir, CHECKPOINT_KEY)
         export.mkdir(parents=True)
-        build_export(export, runs_root(cfg) / run)
+        build_export(export, runs_root(cfg.data_dir) / run)
 
 
 @pytest.mark.parametrize("asset, job, partition", [

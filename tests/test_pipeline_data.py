@@ -16,7 +16,7 @@ from gpt2train.config import load_config
 from gpt2train.data.stage import corpus_data_version, load_corpus_record
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from gpt2train.data.shard_writer import manifest_path
+from gpt2train.layout import shard_partition_manifest as manifest_path
 from pipelines.definitions import DATA_JOB, SHARD_CHECKS_JOB, build_definitions
 from pipelines.runner import run_pipeline, run_shard_checks
 from pipelines.staleness import StaleStatus, stale_statuses

@@ -27,7 +27,7 @@ from gpt2train.failpoints import ENV as FAILPOINTS_ENV
 from gpt2train.failpoints import InjectedFault
 from gpt2train.fileio import read_json, sha256_file
 from gpt2train.lineage.walk import walk_lineage
-from gpt2train.data.shard_writer import manifest_path
+from gpt2train.layout import shard_partition_manifest as manifest_path
 from gpt2train.training.runs import read_metrics
 from gpt2train.data.shards import validate_shard
 from pipelines.runner import DATA_ASSETS, EVAL_ASSETS, PipelineFailed, run_pipeline
@@ -52,7 +52,7 @@ from tests.test_pipeline_chain import CHAIN_SETS, chain_cfg
 def test_describe_training_failure(tmp_path, notes, expected):
     """What the training_run asset says for each way the trainer can end (the slow test above runs
     the SIGKILL case for real)."""
-    from assets.training import describe_training_failure
+    from gpt2train.training.failure import describe_training_failure
 
     run, attempt = tmp_path / "runs" / "tiny-abc", tmp_path / "runs" / "tiny-abc" / ".launch-1"
     attempt.mkdir(parents=True)

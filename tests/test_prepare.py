@@ -18,11 +18,11 @@ from gpt2train.data.corpus import fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file
 from gpt2train.lineage.records import sidecar_path
+from gpt2train.layout import partition_tag
+from gpt2train.layout import shard_partition_manifest as manifest_path
 from gpt2train.data.shard_writer import (
     load_sidecar,
-    manifest_path,
     partition_data_version,
-    partition_tag,
     shards_code_version,
     write_partition_shards,
     write_shards,

@@ -359,7 +359,7 @@ def test_local_corpus_partition_key_must_be_a_listed_file(key, tmp_path):
 
 def test_partition_tag_is_one_safe_file_name():
     """Records and manifests are named by partition_tag(key): never a path, whatever the key."""
-    from gpt2train.data.shard_writer import partition_tag
+    from gpt2train.layout import partition_tag
 
     for key in ["../../x.parquet", "/etc/x", "a/../../..", "..", "x\\..\\y", "\0"]:
         tag = partition_tag(key)
@@ -370,26 +370,26 @@ def test_partition_tag_is_one_safe_file_name():
                                  "a/../..@step_00000001", ".hidden@step_00000001", "run@../step_00000001",
                                  "run@step_1", "run@step_00000001/../..", "@step_00000001", "run"])
 def test_checkpoint_key_with_traversal_is_refused(key, tmp_path):
-    """checkpoint_path (gpt2train/training/checkpoint.py) turns a `checkpoints` partition key into the directory the
+    """checkpoint_path (gpt2train/layout.py) turns a `checkpoints` partition key into the directory the
     hf_export and eval_report assets read, and it names their output folders too."""
-    from gpt2train.training.checkpoint import checkpoint_path
+    from gpt2train.layout import checkpoint_path
 
     with pytest.raises(Gpt2TrainError, match="is not a checkpoint key"):
-        checkpoint_path(tmp_path / "runs", key)
+        checkpoint_path(tmp_path, key)
 
 
 def test_checkpoint_key_stays_inside_runs_root(tmp_path):
-    from gpt2train.training.checkpoint import checkpoint_path
+    from gpt2train.layout import checkpoint_path
 
-    p = checkpoint_path(tmp_path / "runs", "tiny-0123456789@step_00000040")
+    p = checkpoint_path(tmp_path, "tiny-0123456789@step_00000040")
     assert p == tmp_path / "runs" / "tiny-0123456789" / "checkpoints" / "step_00000040"
 
 
 def test_checkpoint_key_with_a_trailing_newline_is_refused(tmp_path):
-    from gpt2train.training.checkpoint import checkpoint_path
+    from gpt2train.layout import checkpoint_path
 
     with pytest.raises(Gpt2TrainError):
-        checkpoint_path(tmp_path / "runs", "run@step_00000001\n")
+        checkpoint_path(tmp_path, "run@step_00000001\n")
 
 
 # =============================================================================== 3. servers bind 127.0.0.1

@@ -14,7 +14,8 @@ import torch
 
 from gpt2train.config import load_config
 from gpt2train.errors import ConfigError
-from gpt2train.train import learning_rate, train
+from gpt2train.training.loop import train
+from gpt2train.training.schedule import learning_rate
 from tests.conftest import REPO, TIKTOKEN_DIR
 from tests.faults import weights, without_timings
 
@@ -304,7 +305,8 @@ def own_data_dir(shard_dir, tmp_path):
 
 
 def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
-    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
+    from gpt2train.layout import RUN_RECORD
+    from gpt2train.training.run_identity import run_dir, run_tag
 
     sets = [f"data_dir={own_data_dir}", "train.max_steps=2", "train.checkpoint_every=2", "train.val_every=0",
             "train.hellaswag_every=0", "train.sample_every=0"]
@@ -322,7 +324,8 @@ def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
 
 
 def test_a_run_directory_of_another_run_is_refused_with_both_tags(own_data_dir):
-    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
+    from gpt2train.layout import RUN_RECORD
+    from gpt2train.training.run_identity import run_dir, run_tag
 
     cfg = load_config("tiny", [f"data_dir={own_data_dir}", "train.max_steps=1", "train.val_every=0",
                                "train.hellaswag_every=0", "train.sample_every=0"])
@@ -338,7 +341,8 @@ def test_a_run_directory_of_another_run_is_refused_with_both_tags(own_data_dir):
 def test_an_out_dir_holding_another_runs_checkpoints_is_refused(own_data_dir, tmp_path):
     """llm.c's habit, `-o log124M` again with other flags: the checkpoints there (recorded before run.json
     existed, or its run.json deleted) belong to another run, and are not resumed from."""
-    from gpt2train.training.run_identity import RUN_RECORD, run_dir, run_tag
+    from gpt2train.layout import RUN_RECORD
+    from gpt2train.training.run_identity import run_dir, run_tag
 
     sets = [f"data_dir={own_data_dir}", f"train.out_dir={tmp_path / 'log'}", "train.max_steps=1",
             "train.val_every=0", "train.hellaswag_every=0", "train.sample_every=0"]

@@ -26,6 +26,7 @@ from gpt2train.data import hub
 from gpt2train.config import CorpusConfig
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file
+from gpt2train.layout import corpus_hub_dir
 
 SUPPORTED_SUFFIXES = (".parquet", ".jsonl", ".txt")
 
@@ -53,10 +54,6 @@ class CorpusRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _hub_root(data_dir: Path, repo: str) -> Path:
-    return data_dir / "corpus" / "hub" / repo
 
 
 def list_source_files(cfg: CorpusConfig) -> list[SourceFile]:
@@ -104,11 +101,21 @@ def _list_local(cfg: CorpusConfig) -> list[SourceFile]:
     return [SourceFile(p.relative_to(root).as_posix(), p) for p in paths]
 
 
+def check_source_key(cfg: CorpusConfig, key: str) -> None:
+    """Refuse a partition key that names no source file (a key added by hand, a file since deleted),
+    before anything is written for it."""
+    if cfg.source == "hub":
+        hub.check_repo_path(key)
+    elif not any(f.key == key for f in _list_local(cfg)):
+        raise DataError(f"corpus partition {key!r} is not a file under corpus.source {cfg.source}; "
+                        f"it was deleted or renamed: remove the partition or restore the file")
+
+
 def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
     """Make source file `key` available locally (downloading it from the Hub if needed),
     check that it holds documents, and return its record. Does not write anything else."""
     if cfg.source == "hub":
-        local, commit = hub.download_hub_file(cfg.dataset, key, cfg.revision, _hub_root(data_dir, cfg.dataset))
+        local, commit = hub.download_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
         source, repo, revision = "hub", cfg.dataset, commit or cfg.revision
     else:
         matches = [f for f in _list_local(cfg) if f.key == key]

@@ -46,11 +46,13 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.data.corpus import CorpusRecord, iter_document_batches
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
+from gpt2train.layout import partition_shard_name, partition_tag, shard_partition_manifest, stream_shard_name
 from gpt2train.lineage.records import code_version, data_dir_field, provenance, recorded_path, sidecar_path
 from gpt2train.data.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
 from gpt2train.data.tokenizer import DocumentEncoder, ranks_sha256
 
 log = logging.getLogger(__name__)
+
 
 def shards_code_version(cfg: Config) -> str:
     """Only the settings that change a shard's bytes: not `threads` or `batch_documents`. The
@@ -59,28 +61,6 @@ def shards_code_version(cfg: Config) -> str:
     s = cfg.shards
     return code_version(["shards"], {"tokenizer": s.tokenizer, "shard_size": s.shard_size,
                                              "prefix": s.prefix, "val_file": s.val_file})
-
-
-def partition_tag(key: str) -> str:
-    """`sample/10BT/000_00000.parquet` -> `000_00000-<8 hex>`: file-name safe, readable, and unique
-    per key (the hash tells `a.jsonl` from `a.txt` and `x/y.parquet` from `x-y.parquet`)."""
-    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    safe = "".join(c if c.isalnum() or c in "_-" else "-" for c in stem)
-    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
-def stream_shard_name(prefix: str, index: int) -> str:
-    return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
-
-
-def partition_shard_name(prefix: str, tag: str, index: int, is_val_file: bool) -> str:
-    if is_val_file and index == 0:
-        return f"{prefix}_val_{index:06d}.bin"
-    return f"{prefix}_train_{tag}_{index:06d}.bin"
-
-
-def manifest_path(out_dir: Path, key: str) -> Path:
-    return out_dir / "partitions" / f"{partition_tag(key)}.json"
 
 
 @dataclass
@@ -230,24 +210,9 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
         tokenizer_info = {"name": scfg.tokenizer, "ranks_sha256": ranks_sha256(encoder.enc), "eot": encoder.eot}
 
         def on_complete(path: Path, index: int, count: int, sources: list[CorpusRecord]) -> None:
-            sidecar = {
-                "artifact": "token_shard",
-                "file": path.name,
-                # from the position, not the name: a source file called `x_val_y` is still train
-                "split": "val" if index == 0 and (layout == "stream" or is_val_file) else "train",
-                "index": index,
-                "tokens": count,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-                "format": {"magic": SHARD_MAGIC, "version": SHARD_VERSION, "dtype": "uint16"},
-                "layout": layout,
-                "sources": [{k: getattr(r, k) for k in ("key", "source", "repo", "revision", "sha256", "bytes")}
-                            for r in sources],
-                "tokenizer": tokenizer_info,
-                "shard_size": scfg.shard_size,
-                "config": {"shards": config_to_dict(scfg), "corpus": config_to_dict(cfg.corpus)},
-                **provenance("token_shards", code_ver),
-            }
+            # From the position, not the name: a source file called `x_val_y` is still train.
+            split = "val" if index == 0 and (layout == "stream" or is_val_file) else "train"
+            sidecar = _shard_sidecar(path, index, split, count, sources, layout, tokenizer_info, cfg, code_ver)
             write_json_atomic(sidecar_path(path), sidecar)
             written.append(sidecar)
 
@@ -261,21 +226,8 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
         total_docs = sum(r.documents for r in records)
         bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=not progress,
                    mininterval=1.0)
-        n_tokens = 0
         try:
-            for record in records:
-                sink.source = record
-                batches = iter_document_batches(record.local_path, cfg.corpus.text_field,
-                                                scfg.batch_documents, cfg.corpus.max_documents_per_file)
-                reader = _read_ahead(batches)
-                # On an error, stop the read-ahead thread first, then close the file reader, so the
-                # source file's handle is released now rather than at garbage collection.
-                with contextlib.closing(batches), contextlib.closing(reader):
-                    for tokens, n_docs in encoder.encode_stream(reader):
-                        sink.write(tokens)
-                        n_tokens += len(tokens)
-                        bar.update(n_docs)
-                        bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+            n_tokens = _tokenize_into(sink, records, encoder, cfg, bar)
             sink.close()
             _publish(staging, out_dir, [s["file"] for s in written])
         except BaseException:
@@ -291,6 +243,48 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     return ShardsResult(out_dir, written, n_tokens, total_docs, seconds)
 
 
+def _tokenize_into(sink: ShardSink, records: list[CorpusRecord], encoder: DocumentEncoder, cfg: Config,
+                   bar: tqdm) -> int:
+    """Every document of `records`, in order, as tokens into `sink`; returns the token count."""
+    n_tokens = 0
+    for record in records:
+        sink.source = record
+        batches = iter_document_batches(record.local_path, cfg.corpus.text_field,
+                                        cfg.shards.batch_documents, cfg.corpus.max_documents_per_file)
+        reader = _read_ahead(batches)
+        # On an error, stop the read-ahead thread first, then close the file reader, so the
+        # source file's handle is released now rather than at garbage collection.
+        with contextlib.closing(batches), contextlib.closing(reader):
+            for tokens, n_docs in encoder.encode_stream(reader):
+                sink.write(tokens)
+                n_tokens += len(tokens)
+                bar.update(n_docs)
+                bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+    return n_tokens
+
+
+def _shard_sidecar(path: Path, index: int, split: str, count: int, sources: list[CorpusRecord], layout: str,
+                   tokenizer_info: dict, cfg: Config, code_ver: str) -> dict:
+    """The lineage sidecar of one complete shard."""
+    return {
+        "artifact": "token_shard",
+        "file": path.name,
+        "split": split,
+        "index": index,
+        "tokens": count,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "format": {"magic": SHARD_MAGIC, "version": SHARD_VERSION, "dtype": "uint16"},
+        "layout": layout,
+        "sources": [{k: getattr(r, k) for k in ("key", "source", "repo", "revision", "sha256", "bytes")}
+                    for r in sources],
+        "tokenizer": tokenizer_info,
+        "shard_size": cfg.shards.shard_size,
+        "config": {"shards": config_to_dict(cfg.shards), "corpus": config_to_dict(cfg.corpus)},
+        **provenance("token_shards", code_ver),
+    }
+
+
 def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Config, *, is_val_file: bool,
                            progress: bool = True) -> dict:
     """Shard one source file (the `token_shards` asset's partition) and write its manifest.
@@ -299,7 +293,7 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
     not (a larger shard size, say) are removed only after the new manifest is in place.
     """
     out_dir = Path(out_dir)
-    mpath = manifest_path(out_dir, record.key)
+    mpath = shard_partition_manifest(out_dir, record.key)
     previous = read_json(mpath, "partition manifest") if mpath.exists() else None
     val_shard = out_dir / partition_shard_name(cfg.shards.prefix, "", 0, is_val_file=True)
     if is_val_file and sidecar_path(val_shard).exists():

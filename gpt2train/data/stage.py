@@ -4,26 +4,29 @@
     materialize_token_shards(cfg, key)  # shard one source file (partition layout)
     prepare(cfg, out_dir)               # every file in one stream (llm.c's layout)
 
-Where things go under `cfg.data_dir`:
+Each takes the writer lock of what it writes (gpt2train/locks.py), so the CLI and the Dagster assets
+refuse a second writer alike.
 
-    corpus/hub/<repo>/<path>             Hub downloads (resumable)
-    corpus/records/<tag>.json            one record per source file: sha256, bytes, documents, origin
-    shards/<prefix>_{val,train}_*.bin    token shards, each with a `.bin.json` lineage sidecar
-    shards/partitions/<tag>.json         per source file: its shards and data version (written last)
+Where each goes under `cfg.data_dir`: gpt2train/layout.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.data.corpus import CorpusRecord, fetch_source_file, list_source_files
+from gpt2train.data.corpus import CorpusRecord, check_source_key, fetch_source_file, list_source_files
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
-from gpt2train.lineage.records import code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path
-from gpt2train.data.shard_writer import ShardsResult, partition_tag, write_partition_shards, write_shards
+from gpt2train.lineage.records import (
+    code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path,
+)
+from gpt2train.data.shard_writer import ShardsResult, write_partition_shards, write_shards
+from gpt2train.layout import corpus_record_path, prepared_dir, shard_partition_manifest, shards_dir
+from gpt2train.locks import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -44,38 +47,24 @@ def corpus_data_version(record: CorpusRecord, cfg: Config) -> str:
     return hashlib.sha256(f"{record.sha256}|{c.text_field}|{c.max_documents_per_file}".encode()).hexdigest()[:24]
 
 
-def data_dir(cfg: Config) -> Path:
-    return Path(cfg.data_dir)
-
-
-def shards_dir(cfg: Config) -> Path:
-    return data_dir(cfg) / "shards"
-
-
-def record_path(cfg: Config, key: str) -> Path:
-    return corpus_record_path(data_dir(cfg), key)
-
-
-def corpus_record_path(data: Path, key: str) -> Path:
-    """The record of source file `key` under the data folder `data` (the shards' parent)."""
-    return Path(data) / "corpus" / "records" / f"{partition_tag(key)}.json"
-
-
 def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:
     """Fetch source file `key` (download or locate), hash it, and write its record."""
-    return write_corpus_record(cfg, fetch_source_file(cfg.corpus, key, data_dir(cfg)))
+    check_source_key(cfg.corpus, key)  # before its lock creates anything under the data dir
+    # The record is written last and marks the partition done; its lock covers the download too.
+    with writer_lock(corpus_record_path(cfg.data_dir, key), f"corpus partition {key}: record"):
+        return write_corpus_record(cfg, fetch_source_file(cfg.corpus, key, Path(cfg.data_dir)))
 
 
 def write_corpus_record(cfg: Config, record: CorpusRecord) -> CorpusRecord:
     """Write the lineage record of a fetched source file (`corpus/records/<tag>.json`)."""
     key = record.key
-    path = record_path(cfg, key)
+    path = corpus_record_path(cfg.data_dir, key)
     write_json_atomic(path, {
         "artifact": "corpus_file",
         **record.to_dict(),
         # A download under the data dir is recorded relative to it; a local mirror elsewhere absolute.
-        "local_path": recorded_path(record.local_path, data_dir(cfg)),
-        "data_dir": data_dir_field(path.parent, data_dir(cfg)),
+        "local_path": recorded_path(record.local_path, Path(cfg.data_dir)),
+        "data_dir": data_dir_field(path.parent, Path(cfg.data_dir)),
         "config": {"corpus": config_to_dict(cfg.corpus)},
         **provenance("corpus", corpus_code_version(cfg)),
     })
@@ -86,14 +75,14 @@ def write_corpus_record(cfg: Config, record: CorpusRecord) -> CorpusRecord:
 
 def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusRecord:
     """The record the corpus asset wrote for `key`; with `verify`, re-hash the file against it."""
-    path = record_path(cfg, key)
+    path = corpus_record_path(cfg.data_dir, key)
     if not path.exists():
         raise DataError(f"no corpus record for {key!r} ({path}); materialize the `corpus` asset's partition "
                         f"{key!r} first (or run `gpt2train prepare`)")
     raw = read_json(path, "corpus record")
     try:
         record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
-        record.local_path = str(resolve_recorded(record.local_path, data_dir(cfg)))
+        record.local_path = str(resolve_recorded(record.local_path, Path(cfg.data_dir)))
     except KeyError as e:
         raise DataError(f"corpus record {path} lacks field {e}; rematerialize the `corpus` partition {key!r}") from e
     if record.key != key:
@@ -114,11 +103,11 @@ def source_changed(cfg: Config, key: str) -> bool:
     Dagster cannot see a root asset's inputs change, so `gpt2train pipeline --stale-only` asks
     this before trusting a FRESH `corpus`. Hub files are addressed by commit and do not change.
     """
-    path = record_path(cfg, key)
+    path = corpus_record_path(cfg.data_dir, key)
     if cfg.corpus.source == "hub" or not path.exists():
         return False
     record = read_json(path, "corpus record")
-    local = resolve_recorded(record["local_path"], data_dir(cfg))
+    local = resolve_recorded(record["local_path"], Path(cfg.data_dir))
     return not local.exists() or sha256_file(local) != record["sha256"]
 
 
@@ -129,7 +118,7 @@ def val_file_key(cfg: Config) -> str:
     file at the time the first one was chosen, pinned in `shards/val_file.json`, so that a new
     file sorting earlier does not take the validation shard over from the current owner.
     """
-    pinned = shards_dir(cfg) / "val_file.json"
+    pinned = shards_dir(cfg.data_dir) / "val_file.json"
     if cfg.shards.val_file:
         keys = [f.key for f in list_source_files(cfg.corpus)]
         if cfg.shards.val_file not in keys:
@@ -146,14 +135,17 @@ def val_file_key(cfg: Config) -> str:
 
 def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> dict:
     """Tokenize source file `key` into its own shards (the asset's partition); returns its manifest."""
-    record = load_corpus_record(cfg, key)
-    return write_partition_shards(record, shards_dir(cfg), cfg, is_val_file=(key == val_file_key(cfg)),
-                                  progress=progress)
+    out = shards_dir(cfg.data_dir)
+    # The manifest is written last and marks the partition complete; one lock per partition, as
+    # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
+    with writer_lock(shard_partition_manifest(out, key), f"token_shards partition {key}: manifest"):
+        record = load_corpus_record(cfg, key)
+        return write_partition_shards(record, out, cfg, is_val_file=(key == val_file_key(cfg)), progress=progress)
 
 
 def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = True) -> ShardsResult:
     """`gpt2train prepare`: fetch every configured source file and write llm.c's exact layout."""
-    out_dir = Path(out_dir) if out_dir else data_dir(cfg) / "prepared"
+    out_dir = Path(out_dir) if out_dir else prepared_dir(cfg.data_dir)
     if (out_dir / "partitions").is_dir():
         # Mixing the two layouts would put every token in two shards under the same glob.
         raise DataError(f"{out_dir} holds the token_shards asset's per-file shards (it has partitions/); "
@@ -162,8 +154,18 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
     log.info("corpus: %d file(s) from %s", len(files), cfg.corpus.source)
     # Every file is fetched and checked (it holds text) before any record is written: a bad file
     # among many stops `prepare` with the data dir as it was.
-    fetched = [fetch_source_file(cfg.corpus, f.key, data_dir(cfg)) for f in files]
-    records = [write_corpus_record(cfg, r) for r in fetched]
+    fetched = [fetch_source_file(cfg.corpus, f.key, Path(cfg.data_dir)) for f in files]
+    with contextlib.ExitStack() as held:
+        # Each record under the lock the corpus asset takes for it, the output folder under its own:
+        # `prepare` next to a pipeline run (or another `prepare`) is refused, never interleaved.
+        for r in fetched:
+            record_lock = writer_lock(corpus_record_path(cfg.data_dir, r.key), f"corpus partition {r.key}: record")
+            held.enter_context(record_lock)
+        held.enter_context(writer_lock(out_dir, "prepared shards"))
+        return _write_prepared(cfg, [write_corpus_record(cfg, r) for r in fetched], out_dir, progress)
+
+
+def _write_prepared(cfg: Config, records: list[CorpusRecord], out_dir: Path, progress: bool) -> ShardsResult:
     # Earlier stream-layout shards here (never per-partition ones, which the asset owns).
     stale = [p for p in sorted(out_dir.glob(f"{cfg.shards.prefix}_*.bin"))
              if _sidecar_layout(p) == "stream"] if out_dir.exists() else []

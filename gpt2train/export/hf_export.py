@@ -10,16 +10,16 @@ The export directory holds what `from_pretrained` needs and nothing it would fet
     generation_config.json    bos = eos = 50256 (<|endoftext|>)
     vocab.json, merges.txt    GPT-2's BPE (OpenAI's encoder.json / vocab.bpe, via tiktoken's cache)
     tokenizer.json, tokenizer_config.json   the fast tokenizer (gpt2train/export/tokenizer.py)
-    README.md                 model card: shape, step, losses, lineage, how to load
+    README.md                 model card: shape, step, losses, lineage, how to load (model_card.py)
     lineage.json              docs/lineage.md's hf_export sidecar: every other file's sha256, the
                               checkpoint it came from, the verification figures
 
 It is written into `.<name>.tmp-<pid>` next to `out_dir` and renamed into place only after
 transformers has loaded it back, its logits matched ours (max |diff| <= 1e-4 in fp32) and its
-tokenizer matched tiktoken's gpt2 on a varied set of texts. Any failure removes the temp
-directory and leaves a previous export at `out_dir` as it was. Exporting the same checkpoint
-twice gives byte-identical files except lineage.json (its `created_at`): the Dagster data
-version of an export is its model.safetensors hash.
+tokenizer matched tiktoken's gpt2 on a varied set of texts (gpt2train/export/verify.py). Any
+failure removes the temp directory and leaves a previous export at `out_dir` as it was.
+Exporting the same checkpoint twice gives byte-identical files except lineage.json (its
+`created_at`): the Dagster data version of an export is its model.safetensors hash.
 """
 
 from __future__ import annotations
@@ -35,27 +35,20 @@ from typing import Any
 
 import torch
 
-from gpt2train.training.checkpoint import checkpoint_key, checkpoint_state, load_checkpoint
+from gpt2train.data.tokenizer import EOT_TOKEN
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
+from gpt2train.export.model_card import model_card
 from gpt2train.export.state_dict import to_hf_state_dict
-from gpt2train.export.tokenizer import write_gpt2_tokenizer, verify_tokenizer
+from gpt2train.export.tokenizer import write_gpt2_tokenizer
+from gpt2train.export.verify import verify_export
+from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
+from gpt2train.layout import LINEAGE_FILE, checkpoint_key
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
 )
 from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.data.tokenizer import EOT_TOKEN
-
-# fp32 on CPU, our SDPA attention vs Hugging Face's: differences are ~1e-6 on logits of size ~10;
-# 1e-4 leaves room for that and still catches any real mapping error (a transposed or missing
-# weight moves logits by >= 1e-2).
-LOGITS_TOLERANCE = 1e-4
-LOGITS_BATCH = 2       # B of the sample batch the logits are compared on
-LOGITS_MAX_T = 32      # T = min(32, block_size)
-LOGITS_SEED = 1234     # the sample batch's token ids: fixed, so the recorded diff is reproducible
-
-LINEAGE_FILE = "lineage.json"
+from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
 
 
 @dataclass
@@ -101,11 +94,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
                 hf_params = write_hf_model(ckpt.model, tmp)
                 verification = verify_export(tmp, ckpt.model)
             data = sidecar_data_dir(ckpt.state, ckpt.path)  # the checkpoint's data dir, where it records one
-            checkpoint_ref = {
-                "path": recorded_path(ckpt.path, data), "key": key or _checkpoint_key(ckpt.path),
-                "step": ckpt.state["step"], "model_sha256": ckpt.model_sha256,
-                "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
-            }
+            checkpoint_ref = _checkpoint_ref(ckpt, key, data)
             export_ver = export_code_version()
             model_sha256 = sha256_file(tmp / "model.safetensors")
             (tmp / "README.md").write_text(
@@ -125,12 +114,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
                 **provenance("hf_export", export_ver),
             }
             (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
-            # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
-            mode = (tmp / "config.json").stat().st_mode & 0o777
-            for f in tmp.iterdir():  # data on disk before the directory appears under its final name
-                f.chmod(mode)
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+            _chmod_and_fsync(tmp)
             replace_dir(tmp, out_dir)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -139,6 +123,25 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             raise
     return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
                         verification=verification, lineage=lineage)
+
+
+def _checkpoint_ref(ckpt: LoadedCheckpoint, key: str | None, data: Path | None) -> dict[str, Any]:
+    """The checkpoint as the export's lineage.json and model card name it (`path` relative to the data
+    dir `data` when inside it)."""
+    return {
+        "path": recorded_path(ckpt.path, data), "key": key or _checkpoint_key(ckpt.path),
+        "step": ckpt.state["step"], "model_sha256": ckpt.model_sha256,
+        "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
+    }
+
+
+def _chmod_and_fsync(tmp: Path) -> None:
+    # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
+    mode = (tmp / "config.json").stat().st_mode & 0o777
+    for f in tmp.iterdir():  # data on disk before the directory appears under its final name
+        f.chmod(mode)
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def exported_checkpoint(lineage: dict, export_dir: str | Path) -> Path | None:
@@ -232,36 +235,6 @@ def write_hf_model(model: GPT, out_dir: Path) -> int:
     return sum(p.numel() for p in hf.parameters())  # tied weights once
 
 
-@torch.no_grad()
-def verify_export(export_dir: Path, model: GPT) -> dict[str, Any]:
-    """Load `export_dir` with transformers' Auto classes and compare it with `model` and tiktoken.
-
-    Raises Gpt2TrainError on any mismatch; returns the figures for lineage.json and the model card.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(export_dir, use_safetensors=True).float().eval()
-        tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    except Exception as e:
-        raise Gpt2TrainError(f"transformers cannot load the export in {export_dir} "
-                             f"({type(e).__name__}: {e})") from e
-    V, T = model.config.vocab_size, min(LOGITS_MAX_T, model.config.block_size)
-    idx = torch.randint(0, V, (LOGITS_BATCH, T), generator=torch.Generator().manual_seed(LOGITS_SEED))
-    ours = model(idx)[0][..., :V].float()  # (B, T, V)
-    theirs = hf(input_ids=idx).logits.float()  # (B, T, V)
-    if theirs.shape != ours.shape:
-        raise Gpt2TrainError(f"the exported model's logits have shape {tuple(theirs.shape)}, ours {tuple(ours.shape)}")
-    diff = (ours - theirs).abs().max().item()
-    if not diff <= LOGITS_TOLERANCE:  # `not <=`: a NaN fails too
-        raise Gpt2TrainError(f"the exported model's logits differ from the checkpoint's by up to {diff:.3g} "
-                             f"(tolerance {LOGITS_TOLERANCE:g}) on a {LOGITS_BATCH}x{T} batch: the weight "
-                             f"mapping (gpt2train/export/state_dict.py) or the GPT2Config does not match our model")
-    texts = verify_tokenizer(tokenizer)
-    return {"logits_max_abs_diff": diff, "logits_tolerance": LOGITS_TOLERANCE, "tokenizer_texts": texts,
-            "tokenizer_match": True}
-
-
 def check_replaceable(out_dir: Path) -> None:
     """Refuse to replace a directory that is not an earlier export (it would be deleted)."""
     if not out_dir.exists():
@@ -299,81 +272,3 @@ def _checkpoint_key(path: Path) -> str:
         return checkpoint_key(path)  # <run dir>@step_XXXXXXXX, the Dagster partition key
     except Gpt2TrainError:  # a complete checkpoint copied under another name still exports
         return f"{path.parent.parent.name}@{path.name}"
-
-
-def model_card(ckpt: LoadedCheckpoint, checkpoint_ref: dict, verification: dict, model_sha256: str,
-               n_params: int, export_ver: str, out_dir: Path) -> str:
-    """README.md: a Hugging Face model card. Holds no timestamp, so re-exports are byte-identical."""
-    c, state = ckpt.model.config, ckpt.state
-    train_lineage = state.get("lineage") or {}
-    config = state.get("config") or {}
-    dataset = (config.get("corpus") or {}).get("dataset")
-    prov = provenance("hf_export", export_ver)
-
-    def fmt_loss(v):
-        return f"{v:.4f}" if isinstance(v, (int, float)) else "not recorded"
-
-    def shard_rows(shards):
-        return [f"| {s.get('file')} | {s.get('tokens') if s.get('tokens') is not None else '?'} | "
-                f"`{s.get('sha256') or 'no sidecar'}` |" for s in shards or []]
-
-    front = ["---", "library_name: transformers", "license: mit", "pipeline_tag: text-generation",
-             "tags:", "- gpt2", "- llm.c", "- gpt2train"]
-    if dataset:
-        front += ["datasets:", f"- {dataset}"]
-    front += ["---", ""]
-    title = checkpoint_ref["run_tag"] or checkpoint_ref["key"]
-    lines = front + [
-        f"# {title} at step {checkpoint_ref['step']}",
-        "",
-        f"A GPT-2 trained with gpt2train (llm.c's recipe) and exported from checkpoint `{checkpoint_ref['key']}`.",
-        "",
-        "| | |", "|---|---|",
-        f"| model | `{config.get('model', {}).get('descriptor')}`: {c.n_layer} layers, {c.n_head} heads, "
-        f"{c.n_embd} channels |",
-        f"| context | {c.block_size} tokens |",
-        f"| vocabulary | {c.vocab_size} (GPT-2 BPE; end of text = {EOT_TOKEN}) |",  # no `|` inside a table
-        f"| parameters | {n_params:,} (tied embeddings counted once) |",
-        f"| step | {checkpoint_ref['step']} |",
-        f"| train loss (last step) | {fmt_loss(state.get('loss'))} |",
-        f"| val loss | {fmt_loss(state.get('val_loss'))} |",
-        "",
-        "## Verification",
-        "",
-        f"Before this directory was written, transformers loaded it back: its logits matched the checkpoint's "
-        f"to {verification['logits_max_abs_diff']:.2e} (tolerance {verification['logits_tolerance']:g}, fp32, "
-        f"a {LOGITS_BATCH}x{min(LOGITS_MAX_T, c.block_size)} batch), and its tokenizer encoded "
-        f"{verification['tokenizer_texts']} texts exactly as tiktoken's `gpt2`.",
-        "",
-        "## Lineage",
-        "",
-        f"- checkpoint: `{checkpoint_ref['path']}` (key `{checkpoint_ref['key']}`)",
-        f"- checkpoint model.safetensors sha256: `{checkpoint_ref['model_sha256']}`",
-        f"- this export's model.safetensors sha256: `{model_sha256}`",
-        f"- run tag: `{checkpoint_ref['run_tag']}`",
-        f"- training code version: `{train_lineage.get('code_version')}`, git commit "
-        f"`{train_lineage.get('git_commit')}`, gpt2train {train_lineage.get('gpt2train_version')}",
-        f"- export code version: `{export_ver}`, git commit `{prov['git_commit']}`, "
-        f"gpt2train {prov['gpt2train_version']}",
-        f"- shards read from: `{train_lineage.get('shards_dir')}`",
-        "",
-        "| shard | tokens | sha256 |", "|---|---|---|",
-        *shard_rows(train_lineage.get("train_shards")),
-        *shard_rows(train_lineage.get("val_shards")),
-        "",
-        f"`lineage.json` holds the same facts and every file's sha256; `gpt2train lineage {out_dir}` walks "
-        f"them back to the corpus files.",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'model = AutoModelForCausalLM.from_pretrained("{out_dir}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{out_dir}")',
-        'ids = tokenizer("The meaning of life is", return_tensors="pt").input_ids',
-        "print(tokenizer.decode(model.generate(ids, max_new_tokens=32, do_sample=True, top_k=40)[0]))",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)

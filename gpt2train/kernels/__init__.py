@@ -4,6 +4,8 @@
     gelu.py        bias add + tanh-GELU                (llm.c's gelu_forward, bias folded in)
     attention.py   causal flash attention, FA2-style   (llm.c's cuDNN / attention_forward)
     classifier.py  lm_head + cross-entropy + gradient, chunked over rows (llm.c's fused_classifier)
+    ops.py         the four as the model's hot-path ops
+    compile_check.py  every kernel built for sm_80 / sm_90 without running it (no GPU needed)
 
 AdamW has no Triton kernel here: `torch.optim.AdamW(fused=True)`, which the trainer uses on
 CUDA, is already one multi-tensor CUDA kernel over all parameters (llm.c's adamw_kernel3 does
@@ -13,8 +15,9 @@ Each op file holds its kernels, their host launchers, a `torch.autograd.Function
 PyTorch `<op>_reference` that tests/kernels/test_<op>.py compares it with, forward and backward.
 bench/kernels.py times each op against PyTorch eager and torch.compile on a GPU.
 
-The model picks them with `GPT(cfg, kernels="triton")` (`train.kernels`, `--kernels`): the
-default `auto` is Triton on CUDA and PyTorch elsewhere. Without CUDA, Triton can only run its
+ops.py hands the four to the model as its hot-path ops (`triton_ops()`); the model takes them
+with `GPT(cfg, kernels="triton")` (`train.kernels`, `--kernels`): the default `auto` is Triton on
+CUDA and PyTorch elsewhere. Without CUDA, Triton can only run its
 interpreter (`TRITON_INTERPRET=1`, numpy on CPU tensors: correct but ~1000x slower), which this
 package switches on when it is imported on a machine without CUDA, so that the tests and a
 `--kernels triton` run on CPU work; it must happen before any kernel is defined (`triton.jit`
@@ -37,7 +40,6 @@ from typing import Any
 
 import torch
 
-from gpt2train.config import KERNEL_CHOICES
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -52,9 +54,8 @@ def interpreted() -> bool:
 
 
 def resolve_kernels(choice: str, device_type: str) -> str:
-    """`auto` -> `triton` on CUDA (when Triton is installed), `torch` elsewhere."""
-    if choice not in KERNEL_CHOICES:
-        raise ValueError(f"kernels={choice!r}; use one of {', '.join(KERNEL_CHOICES)}")
+    """train.kernels (auto, triton or torch: checked in gpt2train/config.py) for this device: `auto`
+    -> `triton` on CUDA (when Triton is installed), `torch` elsewhere."""
     if choice == "auto":
         return "triton" if device_type == "cuda" and triton_available() else "torch"
     if choice == "triton" and not triton_available():
@@ -136,22 +137,3 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def triton_ops():
-    """The model's hot-path ops (gpt2train.model.HotPathOps) backed by these kernels.
-
-    Under torch.compile each op is an opaque call (`torch.compiler.disable`: a graph break) and
-    inductor compiles what lies between them (the matmuls, the embedding). Dynamo can trace
-    user Triton kernels on CUDA, but not the interpreter the CPU tests run, so this is the one
-    path that is tested; tests/test_kernels_training.py runs it compiled.
-    """
-    from gpt2train.kernels.attention import causal_attention
-    from gpt2train.kernels.classifier import fused_classifier
-    from gpt2train.kernels.gelu import bias_gelu
-    from gpt2train.kernels.layernorm import residual_layernorm
-    from gpt2train.model import HotPathOps
-
-    opaque = torch.compiler.disable
-    return HotPathOps(residual_layernorm=opaque(residual_layernorm), bias_gelu=opaque(bias_gelu),
-                      causal_attention=opaque(causal_attention), classifier=opaque(fused_classifier))

@@ -19,10 +19,12 @@ docs/lineage.md says why explicit numbers and not hashes of the source.
 
 STAGE_VERSIONS = {
     "corpus": 1,          # which documents of a source file are used (gpt2train/data/corpus.py, hub.py)
-    "shards": 1,          # a shard's bytes: tokenizer, document prefix, header, cut (prepare.py, shards.py)
-    "training": 2,        # the weights: model, init, loader order, schedule, optimizer, loop (train.py ...)
+    "shards": 1,          # a shard's bytes: tokenizer, document prefix, header, cut (data/tokenizer.py,
+                          # shards.py, shard_writer.py)
+    "training": 2,        # the weights: model, init, loader order, schedule, optimizer, loop (model.py,
+                          # data/loader.py, training/loop.py, step.py, schedule.py, parallelize.py ...)
     "triton_kernels": 1,  # gpt2train/kernels' math, part of training's version when it may run them
-    "export": 1,          # a Hugging Face export's weights, config and tokenizer files (export.py ...)
+    "export": 1,          # a Hugging Face export's weights, config and tokenizer files (gpt2train/export/)
     "evals": 1,           # the scores of an eval report (evals/tasks.py, runner.py)
     "eval_summary": 1,    # which reports the summary gathers, and by what key (evals/trend.py)
 }

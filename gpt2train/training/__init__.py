@@ -1,6 +1,6 @@
 """Training: llm.c's GPT-2 recipe in PyTorch, one process or many under torchrun.
 
-    gpt2train/train.py   the training command (`gpt2train train` = `python -m gpt2train.train`)
+    ../train.py          the training command (`gpt2train train` = `python -m gpt2train.train`)
     loop.py              train(cfg): set-up, resume, the loop, evals, checkpoints
     step.py              one optimizer step: micro-batches, all-reduce, clipping, the skip rules, AdamW
     evals.py             in-loop validation loss, HellaSwag and samples
@@ -9,6 +9,7 @@
     distributed.py       the process group torchrun sets up
     run_identity.py      the run tag, the run directory, the shards a run reads
     runs.py              a run on disk: its checkpoints, its metrics, its summary
+    failure.py           why a launched trainer failed, in one message
     checkpoint.py        saving, loading and pruning checkpoints (atomic, complete only with DONE)
     outliers.py          llm.c's outlier detector for skipping updates (-sl / -sg)
     hellaswag.py         in-loop HellaSwag with llm.c's scorer

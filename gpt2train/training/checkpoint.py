@@ -9,8 +9,8 @@
         DONE                       written last: only directories with it are loaded
 
 A checkpoint's identity outside the run is its key, `<run directory name>@step_XXXXXXXX`
-(`checkpoint_key`), and its content hash, the sha256 of `model.safetensors` (`model_sha256`
-in state.json): the Dagster `checkpoints` partition key and data version.
+(`checkpoint_key` in gpt2train/layout.py), and its content hash, the sha256 of `model.safetensors`
+(`model_sha256` in state.json): the Dagster `checkpoints` partition key and data version.
 
 Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
 `state.json` and `DONE`, then renames the directory into place. A crash at any point
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from pickle import UnpicklingError
@@ -38,13 +37,9 @@ from safetensors.torch import load_file, save_file
 from gpt2train.errors import DataError, Gpt2TrainError
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic
+from gpt2train.layout import STEP_DIR, step_dir
 
-STEP_DIR = re.compile(r"step_(\d{8})\Z")  # \Z: `$` would also match before a trailing newline
 DONE = "DONE"
-
-
-def step_dir(root: Path, step: int) -> Path:
-    return root / f"step_{step:08d}"
 
 
 def complete_checkpoints(root: str | Path) -> list[Path]:
@@ -125,22 +120,6 @@ class CheckpointDiskFull(DataError):
             f"filesystem); its partial files were removed and the earlier checkpoints are intact (latest complete: "
             f"{latest or 'none'}). Free space there, or keep fewer checkpoints (train.keep_last), then run again: "
             f"training resumes from the latest complete checkpoint.")
-
-
-def checkpoint_key(path: str | Path) -> str:
-    """`<data>/runs/tiny-3f9a1c2b0e/checkpoints/step_00000020` -> `tiny-3f9a1c2b0e@step_00000020`."""
-    path = Path(path)
-    if not STEP_DIR.match(path.name):
-        raise Gpt2TrainError(f"{path} is not a checkpoint directory (expected .../checkpoints/step_XXXXXXXX)")
-    return f"{path.parent.parent.name}@{path.name}"
-
-
-def checkpoint_path(runs_root: str | Path, key: str) -> Path:
-    """The directory of checkpoint `key` under `runs_root` (the inverse of `checkpoint_key`)."""
-    run, sep, step = key.rpartition("@")
-    if not sep or not STEP_DIR.match(step) or not run or "/" in run or run.startswith("."):
-        raise Gpt2TrainError(f"{key!r} is not a checkpoint key (expected <run>@step_XXXXXXXX)")
-    return Path(runs_root) / run / "checkpoints" / step
 
 
 def checkpoint_state(path: str | Path, verify_hash: bool = False) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from gpt2train.config import is_url
 from gpt2train.errors import DataError
 from gpt2train.fileio import atomic_output
+from gpt2train.layout import hellaswag_download
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 
@@ -48,7 +49,7 @@ def local_hellaswag_file(spec: str, data_dir: str | Path) -> Path:
     `<data_dir>/hellaswag/<its file name>` and reused from there, offline too."""
     if not is_url(spec):
         return Path(spec)
-    dest = Path(data_dir) / "hellaswag" / Path(urllib.parse.urlsplit(spec).path).name
+    dest = hellaswag_download(data_dir, Path(urllib.parse.urlsplit(spec).path).name)
     if dest.is_file():
         return dest
     try:

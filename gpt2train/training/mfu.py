@@ -7,7 +7,7 @@ the memory bandwidth that bandwidth-bound kernels are measured against), per GPU
 As llm.c's `llmc/mfu.h`, a device is found by the exact name CUDA reports (`torch.cuda.get_device_name()`),
 never by a substring: "NVIDIA H100 PCIe" and "NVIDIA H100 NVL" have other peaks than the SXM part
 ("NVIDIA H100 80GB HBM3"), and "NVIDIA L40S" is not an "NVIDIA L4". A GPU that is not here gets no MFU
-(the trainer says so once) rather than a wrong one. Used by gpt2train/train.py, bench/train.py and
+(the trainer says so once) rather than a wrong one. Used by gpt2train/training/loop.py, bench/train.py and
 bench/kernels.py.
 """
 

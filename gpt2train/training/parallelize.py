@@ -1,22 +1,51 @@
-"""How the model is spread over devices and memory, as small `apply_*` steps (after torchtitan).
+"""How the model is built and spread over devices and memory, as small `apply_*` steps (after torchtitan).
 
+    model = build_model(model_cfg, t, kernels, device)   # init, weight precision, recompute
     apply_recompute(model, level)          # activation checkpointing (llm.c's -r)
     compiled = apply_compile(model)        # torch.compile (train.compile)
     ddp_model = apply_ddp(compiled, world) # data parallel over the process group
     opt = build_optimizer(model, t, ...)   # AdamW, or ZeRO-1 sharded AdamW (llm.c's -z 1)
 
-Applied in this order by gpt2train/train.py: recompute changes the modules that compile and
-DDP wrap.
+Applied in this order by gpt2train/training/loop.py: recompute changes the modules that compile
+and DDP wrap. The precision settings (TF32, bf16 autocast) are here too.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
 
 import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gpt2train.config import TrainConfig
-from gpt2train.model import GPT
+from gpt2train.model import GPT, GPTConfig
+
+
+def build_model(model_cfg: GPTConfig, t: TrainConfig, kernels: str, device: str) -> GPT:
+    """The model as the trainer trains it: GPT-2's seeded init, the precision of its weights (fp32
+    master weights, or with `master_weights=false` on CUDA the weights themselves in bf16, llm.c's
+    -w 0), on `device`, with activation recompute (-r) applied. bench/train.py builds the same."""
+    model = GPT(model_cfg, kernels=kernels).init_weights(t.seed)
+    if device.startswith("cuda") and t.bf16 and not t.master_weights:
+        model.to(torch.bfloat16)
+    model.to(device)
+    apply_recompute(model, t.recompute)
+    return model
+
+
+def set_matmul_precision(t: TrainConfig, device_type: str) -> None:
+    """TF32 for fp32 matmuls on CUDA (train.tf32, llm.c's -f)."""
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+
+
+def autocast_for(t: TrainConfig, device_type: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CUDA (train.bf16); fp32 elsewhere."""
+    if device_type == "cuda" and t.bf16:
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def apply_recompute(model: GPT, level: int) -> None:

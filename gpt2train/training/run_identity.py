@@ -20,15 +20,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
+from gpt2train import layout
 from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import read_json, write_json_atomic
 from gpt2train.lineage.records import code_version, sidecar_path
+from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
 
 log = logging.getLogger(__name__)
-
-RUN_RECORD = "run.json"
 
 # Train settings that do not change the weights: where the run and its shards live (the run tag names
 # the shards by their hashes), how often checkpoints are kept, samples, and the in-loop evals (they use
@@ -53,7 +52,7 @@ def train_code_version(cfg: Config) -> str:
 
 def shard_globs(cfg: Config) -> tuple[str, str]:
     """(train glob, val glob): train.train_glob / val_glob, or llm.c's names under <data_dir>/shards."""
-    shards = Path(cfg.data_dir) / "shards"
+    shards = layout.shards_dir(cfg.data_dir)
     t = cfg.train
     return (t.train_glob or str(shards / f"{cfg.shards.prefix}_train_*.bin"),
             t.val_glob or str(shards / f"{cfg.shards.prefix}_val_*.bin"))
@@ -112,14 +111,10 @@ def run_tag(cfg: Config) -> str:
     return run_identity(cfg).tag
 
 
-def runs_root(cfg: Config) -> Path:
-    return Path(cfg.data_dir) / "runs"
-
-
 def run_dir(cfg: Config) -> Path:
     """`<data_dir>/runs/<run_tag>`: where the configured run trains (the trainer's default, the
     `training_run` asset's always: its checkpoints' partition keys start with this folder's name)."""
-    return runs_root(cfg) / run_tag(cfg)
+    return layout.run_dir(cfg.data_dir, run_tag(cfg))
 
 
 def check_run_dir(run: Path, tag: str, home: Path) -> None:
@@ -127,11 +122,11 @@ def check_run_dir(run: Path, tag: str, home: Path) -> None:
     What it belongs to: its run.json, else the run tag its newest complete checkpoint recorded (a
     directory from before run.json, or one named with llm.c's -o). `home` is where this config's run
     lives by default (`run_dir`), for the message."""
-    record = run / RUN_RECORD
+    record = run / layout.RUN_RECORD
     if record.exists():
-        recorded, how = read_json(record, "run record").get("run_tag"), f"its {RUN_RECORD}"
+        recorded, how = read_json(record, "run record").get("run_tag"), f"its {layout.RUN_RECORD}"
     else:
-        newest = latest_checkpoint(run / "checkpoints")
+        newest = latest_checkpoint(layout.checkpoints_dir(run))
         recorded = (checkpoint_state(newest).get("lineage") or {}).get("run_tag") if newest else None
         how = f"its checkpoint {newest.name}" if newest else ""
     if recorded is not None and recorded != tag:

@@ -1,14 +1,9 @@
-"""Training runs on disk: where they live, their complete checkpoints, and a run's summary.
+"""Training runs on disk (their layout: gpt2train/layout.py): their checkpoints, metrics and summary.
 
-    <data_dir>/runs/<run_tag>/                 one training run (gpt2train/training/run_identity.py)
-        run.json                               its run tag, recorded by the trainer on first start
-        config.yaml                            the resolved config it was launched with
-        main.log, metrics.jsonl, training.png  the trainer's log, metrics and loss curves
-        checkpoints/step_XXXXXXXX/             complete when DONE is there (gpt2train/training/checkpoint.py)
-
-    find_checkpoints(runs_root(cfg))           every complete checkpoint of every run, as CheckpointInfo
-                                               (runs_root: gpt2train/training/run_identity.py)
+    find_checkpoints(runs_root(data_dir))      every complete checkpoint of every run, as CheckpointInfo
     summarize_run(run_dir)                     what the `training_run` asset reports as metadata
+    MetricsLog(run / METRICS, writer=...)      metrics.jsonl as the trainer writes it
+    write_run_config(cfg, run)                 the config.yaml a launched trainer reads
 
 Used by the Dagster assets and sensor (a checkpoint becomes a `checkpoints` partition as soon as
 it is complete) and by `gpt2train` without Dagster.
@@ -25,10 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from gpt2train.training.checkpoint import checkpoint_key, checkpoint_state, complete_checkpoints
 from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import atomic_output
+from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full
+from gpt2train.layout import MAIN_LOG, METRICS, RUN_CONFIG, TRAINING_PLOT, checkpoint_key, checkpoints_dir
+from gpt2train.training.checkpoint import checkpoint_state, complete_checkpoints
 
 
 @dataclass(frozen=True)
@@ -57,12 +53,12 @@ def find_checkpoints(root: str | Path) -> list[CheckpointInfo]:
         return []
     found = []
     for run in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found += [checkpoint_info(p) for p in complete_checkpoints(run / "checkpoints")]
+        found += [checkpoint_info(p) for p in complete_checkpoints(checkpoints_dir(run))]
     return found
 
 
 def read_metrics(run: str | Path) -> list[dict]:
-    return read_metrics_file(Path(run) / "metrics.jsonl")
+    return read_metrics_file(Path(run) / METRICS)
 
 
 def read_metrics_file(path: str | Path) -> list[dict]:
@@ -81,12 +77,43 @@ def read_metrics_file(path: str | Path) -> list[dict]:
     return records
 
 
+class MetricsLog:
+    """A run's metrics.jsonl as the trainer writes it: one JSON line per record, appended by rank 0
+    (the other ranks' writes do nothing, so every rank can call `write`)."""
+
+    def __init__(self, path: Path, writer: bool):
+        self.path, self.writer = Path(path), writer
+
+    def start(self, start_step: int) -> None:
+        """Drop what a crashed run logged after its last checkpoint (and a line it tore): those steps
+        are redone now. Rewritten whole under a temp name: a kill here loses nothing."""
+        if not (self.writer and self.path.exists()):
+            return
+        # Every record's step counts completed updates, and the evals of a checkpoint's step are
+        # logged before it is saved: a resumed run keeps everything up to its checkpoint's step. A
+        # run that starts over from step 0 keeps nothing (it evaluates step 0 again).
+        kept = [r for r in read_metrics_file(self.path) if start_step > 0 and r["step"] <= start_step]
+        with atomic_output(self.path, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, record: dict) -> None:
+        if not self.writer:
+            return
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:  # a torn last line is dropped on resume (read_metrics_file)
+            if is_disk_full(e):
+                raise disk_full_error(self.path) from e
+            raise
+
+
 def summarize_run(run: str | Path) -> dict:
     """Steps, tokens, final train / val loss, median tokens/s and MFU, and the checkpoints of a run."""
     run = Path(run)
-    checkpoints = [checkpoint_info(p) for p in complete_checkpoints(run / "checkpoints")]
+    checkpoints = [checkpoint_info(p) for p in complete_checkpoints(checkpoints_dir(run))]
     if not checkpoints:
-        raise Gpt2TrainError(f"training run {run} has no complete checkpoint; see {run / 'main.log'}")
+        raise Gpt2TrainError(f"training run {run} has no complete checkpoint; see {run / MAIN_LOG}")
     final = checkpoints[-1]
     state = checkpoint_state(final.path)
     records = read_metrics(run)
@@ -109,8 +136,8 @@ def summarize_run(run: str | Path) -> dict:
         "mfu": statistics.median(mfu) if mfu else None,
         "checkpoints": [{"key": c.key, "path": str(c.path), "step": c.step, "model_sha256": c.model_sha256}
                         for c in checkpoints],
-        "plot": str(run / "training.png") if (run / "training.png").exists() else None,
-        "log": str(run / "main.log"),
+        "plot": str(run / TRAINING_PLOT) if (run / TRAINING_PLOT).exists() else None,
+        "log": str(run / MAIN_LOG),
         # The run's data version: what it names (config + shards) and the weights it ended with.
         "data_version": hashlib.sha256(f"{final.run_tag}|{final.model_sha256}".encode()).hexdigest()[:24],
         "lineage": state.get("lineage", {}),
@@ -122,7 +149,7 @@ def write_run_config(cfg: Config, run: str | Path) -> Path:
     the launched trainer reads (paths in it are absolute, so it loads from anywhere)."""
     run = Path(run)
     resolved = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(run.resolve())))
-    path = run / "config.yaml"
+    path = run / RUN_CONFIG
     with atomic_output(path, "w") as f:
         f.write(f"# written by gpt2train for the training run {run.name}\n")
         yaml.safe_dump(config_to_dict(resolved), f, sort_keys=False)

@@ -20,7 +20,7 @@ import torch
 
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.training.parallelize import apply_recompute
-from gpt2train.train import train
+from gpt2train.training.loop import train
 from tests.conftest import REPO
 from tests.kernels.conftest import DEVICE
 from tests.test_train import metrics, run_cfg, shard_dir, weights  # noqa: F401  (shard_dir: a fixture)
@@ -84,7 +84,7 @@ def test_kernels_compose_with_activation_recompute(level):
 
 
 def test_kernels_compose_with_torch_compile():
-    """Each kernel is a graph break under compile (gpt2train.kernels.triton_ops says why)."""
+    """Each kernel is a graph break under compile (gpt2train.kernels.ops.triton_ops says why)."""
     ref, ours = _pair()
     x, y = _batch()
     ref(x, y)[1].backward()

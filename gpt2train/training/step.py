@@ -1,0 +1,127 @@
+"""One optimizer step, apart from the loop that repeats it (after torchtitan's train_step).
+
+    result = train_step(model, ddp_model, optimizer, next_batch, lr, guard, ...)
+
+`grad_accum` micro-batches (the gradient all-reduce only on the last one), the loss averaged over
+them and the ranks, the gradient norm clipped, then AdamW at the given learning rate, unless
+`UpdateGuard` skips the update: a NaN/Inf loss or gradient norm never reaches the weights, and
+llm.c's -sl / -sg skip outliers against the last 128 steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from gpt2train.training.distributed import Dist
+from gpt2train.training.outliers import OutlierDetector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpdateGuard:
+    """Which updates are skipped: non-finite ones always, outliers when llm.c's z-score limits
+    (`skip_loss_z`, `skip_grad_z`; 0 = off) are set. Its state is checkpointed, so a resumed run
+    decides as the uninterrupted one would."""
+
+    skip_loss_z: float = 0.0
+    skip_grad_z: float = 0.0
+    loss_outliers: OutlierDetector = field(default_factory=OutlierDetector)
+    norm_outliers: OutlierDetector = field(default_factory=OutlierDetector)
+    skipped: int = 0             # updates skipped so far, for any reason
+    nonfinite_in_a_row: int = 0  # steps in a row whose loss or grad norm was NaN/Inf
+
+    def skips(self, step: int, loss: float, norm: float) -> tuple[bool, bool]:
+        """(skip this update, because it is not finite) for update number `step`."""
+        # A non-finite value never enters the outlier statistics. Every rank decides the same: the
+        # loss is all-reduced, the norm is of all-reduced grads.
+        nonfinite = not (math.isfinite(loss) and math.isfinite(norm))
+        if nonfinite:
+            skip, self.nonfinite_in_a_row = True, self.nonfinite_in_a_row + 1
+            log.warning("step %d: loss %s, grad norm %s: not finite, update skipped (%d in a row)",
+                        step, loss, norm, self.nonfinite_in_a_row)
+        else:
+            self.nonfinite_in_a_row = 0
+            loss_z, norm_z = self.loss_outliers.update(loss), self.norm_outliers.update(norm)
+            skip = (self.skip_loss_z > 0 and loss_z > self.skip_loss_z) or (
+                self.skip_grad_z > 0 and norm_z > self.skip_grad_z)
+            if skip:
+                log.warning("step %d: update skipped (loss z %.2f, grad-norm z %.2f)", step, loss_z, norm_z)
+        self.skipped += skip
+        return skip, nonfinite
+
+    def state_dict(self) -> dict:
+        return {"skipped_updates": self.skipped, "nonfinite_in_a_row": self.nonfinite_in_a_row,
+                "loss_outliers": self.loss_outliers.state_dict(), "norm_outliers": self.norm_outliers.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = state.get("skipped_updates", 0)
+        self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        self.loss_outliers.load_state_dict(state["loss_outliers"])
+        self.norm_outliers.load_state_dict(state["norm_outliers"])
+
+
+@dataclass
+class StepResult:
+    loss: float       # mean over the micro-batches and ranks
+    norm: float       # the gradient norm before clipping
+    skipped: bool
+    nonfinite: bool
+    ms: float         # wall time of the whole step, the optimizer's included
+
+
+def train_step(model: torch.nn.Module, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], grad_accum: int,
+               autocast: Callable[[], contextlib.AbstractContextManager], lr: float, grad_clip: float,
+               guard: UpdateGuard, step: int, device: str, d: Dist) -> StepResult:
+    """Update number `step` (1-based): forward and backward over `grad_accum` micro-batches, then
+    the AdamW update at `lr` unless `guard` skips it."""
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(grad_accum):
+        x, y = next_batch()
+        # Gradients are all-reduced once per step, on the last micro-batch.
+        sync = contextlib.nullcontext() if (d.world == 1 or micro == grad_accum - 1) else ddp_model.no_sync()
+        with sync:
+            with autocast():
+                _, loss = ddp_model(x.to(device), y.to(device))
+            (loss / grad_accum).backward()
+        loss_sum += loss.detach()
+    loss_value = (d.all_reduce(loss_sum) / (grad_accum * d.world)).item()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
+    skip, nonfinite = guard.skips(step, loss_value, norm)
+    if not skip:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # the optimizer step is queued, not done: time it too
+    return StepResult(loss_value, norm, skip, nonfinite, (time.perf_counter() - t0) * 1000)
+
+
+def memory_mb(device_type: str) -> float | None:
+    """Memory in use now: CUDA allocator bytes on GPU, the process's resident set on CPU (Linux)."""
+    if device_type == "cuda":
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
+
+
+def peak_memory_mb(device_type: str) -> float:
+    """The most this process held: CUDA allocator bytes on GPU, the peak resident set on CPU."""
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
