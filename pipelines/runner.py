@@ -21,6 +21,10 @@ failed data or training stage stops the pipeline; what it materialized before st
 rerun with `stale_only` redoes only the failed stage and what comes after it (training resumes
 from its last complete checkpoint).
 
+Runs execute in this process (`execute_in_process`). A killed `gpt2train pipeline` takes its
+trainer down with it (pipelines/torchrun_launcher.py and every rank die with their parent), and
+the next one marks the runs it left STARTED as failed (pipelines/dead_runs.py).
+
 One pipeline per data dir at a time: `run_pipeline` holds the data dir's writer lock
 (`<data_dir>/.pipeline.lock`, gpt2train/locks.py) for the whole run, so a second `gpt2train
 pipeline` on the same data dir is refused at once, naming the first, whatever its DAGSTER_HOME.
@@ -47,6 +51,7 @@ from gpt2train.locks import writer_lock
 from gpt2train.layout import LINEAGE_FILE, pipeline_lock_path, report_dir, runs_root
 from gpt2train.training.run_identity import run_dir
 from gpt2train.training.runs import find_checkpoints
+from pipelines.dead_runs import RUN_PROCESS_TAG, fail_runs_of_dead_processes, process_tag
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
 )
@@ -112,7 +117,8 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, 
     job = defs.resolve_job_def(job_name)
     log.info("materializing %s%s", " + ".join(assets), f" for {partition}" if partition else "")
     result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
-                                    asset_selection=[dg.AssetKey(a) for a in assets], run_config=QUIET_RUN_CONFIG)
+                                    asset_selection=[dg.AssetKey(a) for a in assets], run_config=QUIET_RUN_CONFIG,
+                                    tags={RUN_PROCESS_TAG: process_tag()})
     summary.run_ids.append(result.run_id)
     if result.success:
         summary.ran.extend((a, partition) for a in assets)
@@ -131,6 +137,7 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
     # redo, or fight over, what the first is writing. No asset's lock is this file (theirs are
     # named after their artifacts), so the runs below never meet it: no self-deadlock.
     with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg.data_dir)):
+        fail_runs_of_dead_processes(instance)  # a killed pipeline's runs, left STARTED
         return _run_stages(cfg, instance, stale_only, through)
 
 

@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    from gpt2train.training.distributed import die_with_parent
+
+    # SIGTERM when the Dagster run process (or `gpt2train pipeline`) that started this one dies:
+    # torchrun then stops its ranks, and nothing trains on unsupervised holding the run directory.
+    die_with_parent()
+
     # torch 2.13 shares one rendezvous TCP store across --max-restarts attempts, and restarted workers
     # can then read the dead attempt's gloo addresses (pytorch/pytorch#135712): 2 of 8 restarts came up
     # without this setting, 8 of 8 with it (tests/test_fault_rank_kill.py).

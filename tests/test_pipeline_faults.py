@@ -83,8 +83,10 @@ def file_states(*roots: Path) -> dict[str, tuple[str, int]]:
 
 
 def run_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """The log lines of one Dagster run (the trainer's log comes through Pipes)."""
-    return [e.user_message for e in instance.all_logs(run_id) if e.user_message]
+    """The log lines of one Dagster run (the trainer's log comes through Pipes), and the messages of
+    its events (a run failure's)."""
+    return [e.user_message or (e.dagster_event.message if e.dagster_event else "") for e in instance.all_logs(run_id)
+            if e.user_message or (e.dagster_event and e.dagster_event.message)]
 
 
 def step_failure_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -207,16 +209,18 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
 # Two `gpt2train pipeline` commands on one data dir.
 
 
-def gpt2train_pipeline(data: Path, home: Path, log: Path) -> subprocess.Popen:
-    """`gpt2train pipeline`, the whole chain on the chain test's small config, as a user runs it."""
+def gpt2train_pipeline(data: Path, home: Path, log: Path, sets: tuple[str, ...] = (),
+                       flags: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`gpt2train pipeline`, the whole chain on the chain test's small config (plus `sets`), as a
+    user runs it."""
     exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed (pip install -e .)")
-    sets = [f"data_dir={data}", *CHAIN_SETS]
+    sets = [f"data_dir={data}", *CHAIN_SETS, *sets]
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "DAGSTER_DISABLE_TELEMETRY": "1",
            "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop(FAILPOINTS_ENV, None)
     with open(log, "w") as out:
         return subprocess.Popen([exe, "-q", "pipeline", "--config", "tiny",
-                                 *[a for s in sets for a in ("--set", s)]],
+                                 *[a for s in sets for a in ("--set", s)], *flags],
                                 stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
 
 
@@ -280,3 +284,84 @@ def test_two_pipelines_on_one_data_dir_one_is_refused(tmp_path):
         nodes = walk_lineage(data / "reports" / f"{run.name}@{step}")
         assert {"eval_report", "hf_export", "checkpoint", "token_shard", "corpus_file"} <= {n.kind for n in nodes}
         assert all(n.ok for n in nodes), [n for n in nodes if not n.ok]
+
+
+# ---------------------------------------------------------------------------------------------
+# A killed `gpt2train pipeline`: nothing left running, nothing left STARTED.
+
+
+def test_runs_of_a_dead_pipeline_process_are_marked_failed(tmp_path):
+    """Unfinished runs whose process is gone, also when a new process has taken its pid (its start
+    time differs); not this live process's, not another host's, not a finished one."""
+    from pipelines.dead_runs import RUN_PROCESS_TAG, fail_runs_of_dead_processes, process_tag
+
+    dead = subprocess.Popen(["sleep", "0"])
+    dead_tag = process_tag(dead.pid)
+    dead.wait()
+    host, pid, start = dead_tag.rsplit(":", 2)
+    cases = {"dead": (dead_tag, dg.DagsterRunStatus.STARTED),
+             "dead, not started": (dead_tag, dg.DagsterRunStatus.STARTING),
+             "alive": (process_tag(), dg.DagsterRunStatus.STARTED),
+             "pid reused": (f"{host}:{os.getpid()}:{start}", dg.DagsterRunStatus.STARTED),
+             "other host": (f"elsewhere:{pid}:{start}", dg.DagsterRunStatus.STARTED),
+             "finished": (dead_tag, dg.DagsterRunStatus.SUCCESS),
+             "untagged": (None, dg.DagsterRunStatus.STARTED)}
+    with dg.DagsterInstance.ephemeral() as instance:
+        ids = {}
+        for name, (tag, status) in cases.items():
+            run = instance.add_run(dg.DagsterRun(job_name="data", status=status,
+                                                 tags={RUN_PROCESS_TAG: tag} if tag else {}))
+            ids[name] = run.run_id
+        gone = ["dead", "dead, not started", "pid reused"]
+        assert sorted(fail_runs_of_dead_processes(instance)) == sorted(ids[n] for n in gone)
+        statuses = {name: instance.get_run_by_id(i).status for name, i in ids.items()}
+        assert statuses == {n: dg.DagsterRunStatus.FAILURE if n in gone else s for n, (_, s) in cases.items()}
+        messages = run_messages(instance, ids["dead"])
+        assert any(f"(pid {pid} on {host}) ended without finishing it" in m for m in messages), messages
+        assert fail_runs_of_dead_processes(instance) == []  # once
+
+
+@pytest.mark.slow
+def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path):
+    """SIGKILL of `gpt2train pipeline` while it trains: torchrun and its ranks stop within a bounded
+    time (they die with their parents), nothing holds the run directory, and the next `--stale-only`
+    marks the killed run failed and resumes training from its last complete checkpoint."""
+    import psutil
+
+    data, home = tmp_path / "data", tmp_path / "home"
+    sets = ("train.max_steps=60", "train.checkpoint_every=2")
+    first = gpt2train_pipeline(data, home, tmp_path / "first.log", sets)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r.get("step", 0) >= 3 and "loss" in r for run in (data / "runs").glob("*/")
+                      for r in read_metrics(run)):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "training never reached step 3"
+            time.sleep(0.1)
+        trainers = psutil.Process(first.pid).children(recursive=True)
+        assert any("pipelines.torchrun_launcher" in " ".join(p.cmdline()) for p in trainers)
+        killed_at = time.monotonic()
+        first.kill()
+        first.wait()
+        gone, alive = psutil.wait_procs(trainers, timeout=60)
+        stop_s = time.monotonic() - killed_at
+        assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    (run,) = [p for p in (data / "runs").iterdir() if p.is_dir()]
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        (training,) = instance.get_runs(dg.RunsFilter(job_name="training"))
+        assert training.status == dg.DagsterRunStatus.STARTED  # nothing else could have noticed
+
+    second = gpt2train_pipeline(data, home, tmp_path / "second.log", sets, ("--stale-only", "--through", "training"))
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        killed = instance.get_run_by_id(training.run_id)
+        assert killed.status == dg.DagsterRunStatus.FAILURE
+        assert any("ended without finishing it" in m for m in run_messages(instance, killed.run_id))
+        assert [r.status for r in instance.get_runs(dg.RunsFilter(job_name="training"))][0] == \
+            dg.DagsterRunStatus.SUCCESS  # the newest: the redo
+    log = (run / "main.log").read_text()
+    assert "(resumed from " in log and max(r["step"] for r in read_metrics(run) if "loss" in r) == 60
+    print(f"\nSIGKILL of `gpt2train pipeline` at training step >= 3: its trainer processes gone after {stop_s:.2f} s")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +37,26 @@ def init_distributed(device_type: str) -> Dist:
     """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a single process."""
     if "RANK" not in os.environ:
         return Dist()
+    die_with_parent()  # the torchrun agent
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if device_type == "cuda":
         torch.cuda.set_device(d.local_rank)
     return d
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGTERM this process when the one that started it dies. Each rank calls it
+    (torchrun starts ranks in sessions of their own, so a SIGKILLed agent would leave them training
+    unsupervised; this way they stop, their peers' next collective fails, and the whole job ends),
+    and so does pipelines/torchrun_launcher.py (a killed Dagster run process would leave torchrun
+    running). Linux only (prctl); elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    agent, pr_set_pdeathsig = os.getppid(), 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != agent:  # it died in between: no signal would come any more
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def destroy_distributed(d: Dist) -> None:
