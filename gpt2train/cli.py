@@ -8,6 +8,7 @@
     gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
     gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40   # Hugging Face dir
     gpt2train lineage data/reports/<checkpoint>/      # walk any artifact back to the corpus files
+    gpt2train sample data/exports/<checkpoint> --prompt "Hello" -n 3   # text from a checkpoint or HF dir
 
 Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
 clear line and exit 2; anything else is a bug and keeps its traceback.
@@ -96,6 +97,20 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"(<= {v['logits_tolerance']:g}); tokenizer == tiktoken on {v['tokenizer_texts']} texts")
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from gpt2train.sample import load_model, sample
+
+    model, what = load_model(args.source)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"# {what}; seed {args.seed}, temperature {args.temperature}, top-k {args.top_k}", file=sys.stderr)
+    texts = sample(model.to(device), args.prompt, args.num_samples, args.tokens, args.temperature,
+                   args.top_k or None, args.seed, device)
+    for i, text in enumerate(texts):
+        print(f"--- sample {i} ---\n{text}" if args.num_samples > 1 else text)
+
+
 def cmd_lineage(args: argparse.Namespace) -> None:
     from gpt2train.lineage.format import format_lineage
     from gpt2train.lineage.walk import walk_lineage
@@ -148,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a complete checkpoint directory (…/checkpoints/step_XXXXXXXX)")
     p.add_argument("out", help="output directory (replaced atomically if it exists)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sample", help="text from a checkpoint, an export or a Hugging Face GPT-2 directory")
+    p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export, or a save_pretrained dir")
+    p.add_argument("--prompt", default="", help="text to continue (default: none, from <|endoftext|>)")
+    p.add_argument("-n", "--num-samples", type=int, default=1)
+    p.add_argument("--tokens", type=int, default=64, help="new tokens per sample (default 64, train.sample_tokens)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=40, help="0: no top-k (default 40, as training's samples)")
+    p.add_argument("--seed", type=int, default=1337, help="sample i uses seed+i (default 1337, train.seed)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("lineage", help="print an artifact's chain back to the corpus, re-hashing each file")
     p.add_argument("path", help="an eval report dir, an export dir, a checkpoint dir, a shard (.bin) or a corpus record")

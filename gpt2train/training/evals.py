@@ -18,6 +18,7 @@ import torch
 from gpt2train.config import TrainConfig
 from gpt2train.data.loader import ShardLoader
 from gpt2train.model import GPT
+from gpt2train.sample import sample
 from gpt2train.training.distributed import Dist
 from gpt2train.training.hellaswag import HellaSwagItem, load_hellaswag, local_hellaswag_file, score_hellaswag
 from gpt2train.training.plots import plot_training
@@ -40,17 +41,10 @@ def evaluate(model: torch.nn.Module, loader: ShardLoader, batches: int, device: 
     return (total / (batches * d.world)).item()
 
 
-@torch.no_grad()
 def sample_text(model: GPT, tokens: int, seed: int, device: str) -> str:
-    """A sample from <|endoftext|> (top-k 40), on its own generator: training RNG is untouched."""
-    from gpt2train.data.tokenizer import EOT_TOKEN, get_encoding
-
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out = model.generate(torch.tensor([[EOT_TOKEN]], device=device), tokens, temperature=1.0, top_k=40, generator=gen)
-    model.train(was_training)
-    return get_encoding("gpt2").decode(out[0, 1:].tolist())
+    """A sample from <|endoftext|> (top-k 40), on its own generator: training RNG is untouched.
+    `gpt2train sample CHECKPOINT --seed <train.seed>` draws the same text."""
+    return sample(model, tokens=tokens, top_k=40, seed=seed, device=device)[0]
 
 
 def hellaswag_every(t: TrainConfig) -> int:
