@@ -100,7 +100,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
-    from gpt2train.sample import load_model, sample
+    from gpt2train.sample import sample
+    from gpt2train.weights import load_model
 
     model, what = load_model(args.source)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory (replaced atomically if it exists)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("sample", help="text from a checkpoint, an export or a Hugging Face GPT-2 directory")
-    p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export, or a save_pretrained dir")
+    p = sub.add_parser("sample", help="text from a checkpoint, an export, a Hugging Face GPT-2 dir or an llm.c .bin")
+    p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export or save_pretrained dir, "
+                                  "or an llm.c model file (gpt2_124M.bin)")
     p.add_argument("--prompt", default="", help="text to continue (default: none, from <|endoftext|>)")
     p.add_argument("-n", "--num-samples", type=int, default=1)
     p.add_argument("--tokens", type=int, default=64, help="new tokens per sample (default 64, train.sample_tokens)")

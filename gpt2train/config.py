@@ -163,7 +163,9 @@ class TrainConfig:
     hellaswag_items: int = 0
     """Score only the first N items (0 = all)."""
     init_from: str | None = None
-    """[-e PATH] Start from the weights of one of our checkpoint directories (not resumed: step 0)."""
+    """[-e PATH] Start from these weights (not resumed: step 0): one of our checkpoint directories, a
+    Hugging Face GPT-2 directory (OpenAI's GPT-2 saved with save_pretrained, an export) or an llm.c
+    model file such as gpt2_124M.bin (gpt2train/weights.py)."""
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on CPU, where training is fp32)."""
     master_weights: bool = True

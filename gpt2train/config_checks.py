@@ -171,28 +171,25 @@ def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[st
 
 
 def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
-    """train.init_from must be a complete checkpoint of the configured model shape (`ours`): read from
-    its state.json now (no weights loaded), not found only after the trainer has built the model."""
-    from gpt2train.training.checkpoint import checkpoint_state  # imports torch: only when init_from is set
+    """train.init_from must hold the configured model shape (`ours`): read from its metadata now (no
+    weights loaded: a checkpoint's state.json, a config.json, an llm.c header), not found only after
+    the trainer has built the model."""
+    from gpt2train.weights import source_shape  # imports torch: only when init_from is set
 
     t = cfg.train
     try:
-        saved = checkpoint_state(t.init_from)["config"]["model"]
-        theirs = GPTConfig.from_descriptor(saved["descriptor"], int(saved["block_size"]))
+        theirs = source_shape(t.init_from)
     except Gpt2TrainError as e:
         raise ConfigError(f"{where}: train.init_from: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: train.init_from={t.init_from}: its state.json has no usable config.model "
-                          f"({type(e).__name__}: {e}); start from a checkpoint gpt2train wrote") from None
 
     def shape(c: GPTConfig) -> str:
         return f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"
 
-    if theirs != ours:
+    if (theirs.n_layer, theirs.n_head, theirs.n_embd, theirs.block_size, theirs.vocab_size) != \
+            (ours.n_layer, ours.n_head, ours.n_embd, ours.block_size, ours.vocab_size):
         raise ConfigError(f"{where}: train.init_from={t.init_from} holds another model shape than model.descriptor="
-                          f"{cfg.model.descriptor!r} (it has {saved['descriptor']!r}: {shape(theirs)}; the config "
-                          f"asks for {shape(ours)}); set model.descriptor / model.block_size to the checkpoint's "
-                          f"or pick a checkpoint of this shape")
+                          f"{cfg.model.descriptor!r} (it has {shape(theirs)}; the config asks for {shape(ours)}); "
+                          f"set model.descriptor / model.block_size to its shape or pick weights of this shape")
 
 
 def parse_task_spec(spec: str) -> tuple[str, int | None]:

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.sample import load_model, sample
+from gpt2train.sample import sample
 from gpt2train.training.loop import train
+from gpt2train.weights import load_model
 from tests.test_cli import gpt2train
 from tests.test_train import run_cfg
 
@@ -69,7 +70,7 @@ def test_a_save_pretrained_gpt2_loads_with_the_same_logits(tmp_path):
 
 
 def test_a_source_that_is_no_model_is_one_line(tmp_path):
-    with pytest.raises(Gpt2TrainError, match="neither a checkpoint directory .* nor a Hugging Face GPT-2"):
+    with pytest.raises(Gpt2TrainError, match="neither a checkpoint directory .* a Hugging Face GPT-2 directory"):
         load_model(tmp_path)
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')

@@ -48,7 +48,7 @@ from gpt2train.lineage.records import (
 )
 from gpt2train.locks import writer_lock
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
+from gpt2train.weights import LoadedCheckpoint, read_checkpoint
 
 
 @dataclass
@@ -59,14 +59,6 @@ class ExportResult:
     files: dict[str, str]       # every file of the export except lineage.json -> sha256
     verification: dict          # logits_max_abs_diff, logits_tolerance, tokenizer_texts, tokenizer_match
     lineage: dict               # the lineage.json written
-
-
-@dataclass
-class LoadedCheckpoint:
-    path: Path
-    model: GPT                  # fp32, eval mode, on the CPU
-    state: dict[str, Any]       # state.json
-    model_sha256: str           # sha256 of the checkpoint's model.safetensors
 
 
 def export_code_version() -> str:
@@ -148,52 +140,6 @@ def exported_checkpoint(lineage: dict, export_dir: str | Path) -> Path | None:
     """The checkpoint an export's lineage.json names, as a usable path (None if it names none)."""
     ref = (lineage.get("checkpoint") or {}).get("path")
     return resolve_recorded(ref, sidecar_data_dir(lineage, export_dir)) if ref else None
-
-
-def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
-    """Our GPT from a complete checkpoint, with errors that say what is wrong with the directory."""
-    path = Path(checkpoint_dir).absolute()
-    state = checkpoint_state(path, verify_hash=True)
-    try:
-        descriptor, block_size = state["config"]["model"]["descriptor"], state["config"]["model"]["block_size"]
-        step = state["step"]
-        cfg = GPTConfig.from_descriptor(descriptor, int(block_size))
-    except (KeyError, TypeError) as e:
-        raise Gpt2TrainError(f"{path / 'state.json'} lacks step or config.model.descriptor/block_size ({e!r}): "
-                             f"not a gpt2train checkpoint's state") from e
-    except ValueError as e:
-        raise Gpt2TrainError(f"{path / 'state.json'}: config.model: {e}") from e
-    if not isinstance(step, int):
-        raise Gpt2TrainError(f"{path / 'state.json'}: step is {step!r}, not an integer")
-    model_sha256 = state["model_sha256"]
-    try:
-        weights = load_checkpoint(path, weights_only=True)["model"]
-    except KeyError as e:  # load_checkpoint ties lm_head to transformer.wte.weight
-        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has no {e} weight: not a GPT-2") from e
-    except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
-        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors cannot be read ({type(e).__name__}: {e}); "
-                             f"export another checkpoint") from e
-
-    # Built on the meta device (no memory, no init): only the shapes matter until the weights land.
-    with torch.device("meta"):
-        model = GPT(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [f"{k} {tuple(weights[k].shape)} (expected {s})" for k, s in expected.items()
-             if k in weights and tuple(weights[k].shape) != s]
-    if missing or unexpected or wrong:
-        problems = "; ".join(part for part in (
-            f"missing {', '.join(missing[:5])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
-            f"wrong shapes {', '.join(wrong[:5])}" if wrong else "") if part)
-        raise Gpt2TrainError(
-            f"checkpoint {path}: model.safetensors is not the GPT-2 state.json describes (config.model "
-            f"descriptor={descriptor!r}, block_size={block_size}: n_layer={cfg.n_layer}, n_head={cfg.n_head}, "
-            f"n_embd={cfg.n_embd}): {problems}. The checkpoint is damaged or its state.json does not belong to it")
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # assign=True gave them separate Parameters
-    return LoadedCheckpoint(path=path, model=model.eval(), state=state, model_sha256=model_sha256)
 
 
 def hf_config(cfg: GPTConfig):

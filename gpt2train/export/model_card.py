@@ -16,7 +16,7 @@ from gpt2train.lineage.records import provenance
 from gpt2train.model_config import GPTConfig
 
 if TYPE_CHECKING:  # hf_export imports this module
-    from gpt2train.export.hf_export import LoadedCheckpoint
+    from gpt2train.weights import LoadedCheckpoint
 
 
 def model_card(ckpt: LoadedCheckpoint, checkpoint_ref: dict, verification: dict, model_sha256: str,

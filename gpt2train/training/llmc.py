@@ -51,7 +51,8 @@ PATH_FLAGS = ("-i", "-j", "-o")
 
 def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Split llm.c-style `-x VALUE` pairs out of argv: (remaining argv, `--set` overrides).
-    `-e` with a path to one of our checkpoints initialises from it, as llm.c's `-e model.bin`."""
+    `-e` with a path (an llm.c model file, one of our checkpoints, a Hugging Face GPT-2 directory)
+    initialises from it, as llm.c's `-e model.bin`; otherwise it is a descriptor (`-e d12`)."""
     rest, overrides, i = [], [], 0
     while i < len(argv):
         flag = argv[i]
@@ -60,7 +61,7 @@ def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
             i += 2
             if key is None:
                 continue  # -ge
-            if key == "model.descriptor" and Path(value).is_dir():
+            if key == "model.descriptor" and Path(value).exists():  # llm.c's -e gpt2_124M.bin
                 key = "train.init_from"
             if key in _LLMC_BOOL:
                 value = "true" if value not in ("0", "false") else "false"

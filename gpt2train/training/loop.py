@@ -51,6 +51,7 @@ from gpt2train.training.run_identity import RunIdentity, check_run_dir, run_iden
 from gpt2train.training.runs import MetricsLog
 from gpt2train.training.schedule import learning_rate
 from gpt2train.training.step import UpdateGuard, memory_mb, peak_memory_mb, train_step
+from gpt2train.weights import load_model
 
 log = logging.getLogger(__name__)
 # The logger every training module logs under: main.log and Dagster Pipes attach their handlers here.
@@ -145,12 +146,8 @@ def set_up(cfg: Config, d: Dist, device: str, device_type: str) -> Trainer:
     if kernels == "triton" and device_type == "cuda":
         check_triton_kernels(cfg, model_cfg, d)
     model = build_model(model_cfg, t, kernels, device)
-    if t.init_from:
-        try:
-            model.load_state_dict(load_checkpoint(t.init_from, rank=0, weights_only=True)["model"])
-        except RuntimeError as e:  # torch's size-mismatch report
-            raise ConfigError(f"train.init_from={t.init_from} holds another model shape than model.descriptor="
-                              f"{cfg.model.descriptor}: {str(e).splitlines()[-1].strip()}") from e
+    if t.init_from:  # its shape was checked with the config (config_checks.py)
+        model.load_state_dict(load_model(t.init_from)[0].state_dict())
     return Trainer(
         cfg=cfg, d=d, device=device, device_type=device_type, identity=identity, home=home,
         out_dir=Path(t.out_dir) if t.out_dir else home, train_glob=train_glob, val_glob=val_glob,

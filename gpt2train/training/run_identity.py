@@ -26,6 +26,7 @@ from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import read_json, write_json_atomic
 from gpt2train.lineage.records import code_version, sidecar_path
 from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
+from gpt2train.weights import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ def train_code_version(cfg: Config) -> str:
     on this machine: a code server without a GPU and a GPU trainer compute the same version."""
     t = cfg.train
     train_settings = {k: v for k, v in config_to_dict(t).items() if k not in NOT_OUTPUT_SHAPING}
-    if t.init_from:  # the weights it starts from, wherever that checkpoint lies
-        train_settings["init_from"] = checkpoint_state(t.init_from)["model_sha256"]
+    if t.init_from:  # the weights it starts from, wherever they lie
+        train_settings["init_from"] = weights_sha256(t.init_from)
     stages = ["training"] + (["triton_kernels"] if t.kernels in ("auto", "triton") else [])
     return code_version(stages, {"model": config_to_dict(cfg.model), "train": train_settings})
 

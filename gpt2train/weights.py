@@ -1,0 +1,234 @@
+"""Where a GPT-2's weights can come from: our checkpoints, Hugging Face GPT-2 directories, llm.c model files.
+
+    model, what = load_model(source)     # our GPT (eval mode, fp32, CPU) and a line saying what it is
+    cfg = source_shape(source)           # its shape only, without reading the weights (config checks)
+
+A source is one of:
+- a complete checkpoint directory of ours (state.json, model.safetensors);
+- a Hugging Face GPT-2 directory (config.json + model.safetensors): an export of ours, or any
+  `save_pretrained` GPT2LMHeadModel such as OpenAI's GPT-2 (export/state_dict.py adapts the names);
+- an llm.c model file (`gpt2_124M.bin`, `gpt2_124M_bf16.bin`, what llm.c's `-e` reads and its
+  checkpoints write): a 256-int32 header (magic 20240326, version 3 = fp32 or 5 = bf16, maxT, V, L,
+  NH, C, Vp), then every parameter in llm.c's order (LLMC_PARAMETERS), Linear weights (out, in) as ours.
+
+`train.init_from` (llm.c's `-e FILE`) and `gpt2train sample` read all three.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import sha256_file
+from gpt2train.model import GPT, GPTConfig
+from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
+
+LLMC_MAGIC = 20240326
+LLMC_DTYPES = {3: np.float32, 5: np.uint16}  # header version -> stored dtype (5: bf16 bits)
+LLMC_HEADER_INTS = 256
+# llm.c's parameter order (train_gpt2.c: fill_in_parameter_sizes): (our name with {} for the layer,
+# shape as a function of (Vp, maxT, L, C)); per-layer tensors are stored for all layers in a row.
+LLMC_PARAMETERS = [
+    ("transformer.wte.weight", lambda Vp, T, C: (Vp, C)),
+    ("transformer.wpe.weight", lambda Vp, T, C: (T, C)),
+    ("transformer.h.{}.ln_1.weight", lambda Vp, T, C: (C,)),
+    ("transformer.h.{}.ln_1.bias", lambda Vp, T, C: (C,)),
+    ("transformer.h.{}.attn.c_attn.weight", lambda Vp, T, C: (3 * C, C)),
+    ("transformer.h.{}.attn.c_attn.bias", lambda Vp, T, C: (3 * C,)),
+    ("transformer.h.{}.attn.c_proj.weight", lambda Vp, T, C: (C, C)),
+    ("transformer.h.{}.attn.c_proj.bias", lambda Vp, T, C: (C,)),
+    ("transformer.h.{}.ln_2.weight", lambda Vp, T, C: (C,)),
+    ("transformer.h.{}.ln_2.bias", lambda Vp, T, C: (C,)),
+    ("transformer.h.{}.mlp.c_fc.weight", lambda Vp, T, C: (4 * C, C)),
+    ("transformer.h.{}.mlp.c_fc.bias", lambda Vp, T, C: (4 * C,)),
+    ("transformer.h.{}.mlp.c_proj.weight", lambda Vp, T, C: (C, 4 * C)),
+    ("transformer.h.{}.mlp.c_proj.bias", lambda Vp, T, C: (C,)),
+    ("transformer.ln_f.weight", lambda Vp, T, C: (C,)),
+    ("transformer.ln_f.bias", lambda Vp, T, C: (C,)),
+]
+# GPT2Config settings our model computes the same way (tanh-GELU, 4C MLP).
+HF_GELU = ("gelu_new", "gelu_pytorch_tanh")
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    model: GPT                  # fp32, eval mode, on the CPU
+    state: dict[str, Any]       # state.json
+    model_sha256: str           # sha256 of the checkpoint's model.safetensors
+
+
+def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
+    """Our GPT from a complete checkpoint, with errors that say what is wrong with the directory."""
+    path = Path(checkpoint_dir).absolute()
+    state = checkpoint_state(path, verify_hash=True)
+    try:
+        descriptor, block_size = state["config"]["model"]["descriptor"], state["config"]["model"]["block_size"]
+        step = state["step"]
+        cfg = GPTConfig.from_descriptor(descriptor, int(block_size))
+    except (KeyError, TypeError) as e:
+        raise Gpt2TrainError(f"{path / 'state.json'} lacks step or config.model.descriptor/block_size ({e!r}): "
+                             f"not a gpt2train checkpoint's state") from e
+    except ValueError as e:
+        raise Gpt2TrainError(f"{path / 'state.json'}: config.model: {e}") from e
+    if not isinstance(step, int):
+        raise Gpt2TrainError(f"{path / 'state.json'}: step is {step!r}, not an integer")
+    model_sha256 = state["model_sha256"]
+    try:
+        weights = load_checkpoint(path, weights_only=True)["model"]
+    except KeyError as e:  # load_checkpoint ties lm_head to transformer.wte.weight
+        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has no {e} weight: not a GPT-2") from e
+    except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
+        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors cannot be read ({type(e).__name__}: {e}); "
+                             f"export another checkpoint") from e
+
+    # Built on the meta device (no memory, no init): only the shapes matter until the weights land.
+    with torch.device("meta"):
+        model = GPT(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{k} {tuple(weights[k].shape)} (expected {s})" for k, s in expected.items()
+             if k in weights and tuple(weights[k].shape) != s]
+    if missing or unexpected or wrong:
+        problems = "; ".join(part for part in (
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+            f"wrong shapes {', '.join(wrong[:5])}" if wrong else "") if part)
+        raise Gpt2TrainError(
+            f"checkpoint {path}: model.safetensors is not the GPT-2 state.json describes (config.model "
+            f"descriptor={descriptor!r}, block_size={block_size}: n_layer={cfg.n_layer}, n_head={cfg.n_head}, "
+            f"n_embd={cfg.n_embd}): {problems}. The checkpoint is damaged or its state.json does not belong to it")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign=True gave them separate Parameters
+    return LoadedCheckpoint(path=path, model=model.eval(), state=state, model_sha256=model_sha256)
+
+
+def kind_of(source: str | Path) -> str:
+    """`checkpoint`, `hf` or `llmc`; an error naming what was expected otherwise."""
+    path = Path(source)
+    if (path / "state.json").is_file():
+        return "checkpoint"
+    if (path / "config.json").is_file():
+        return "hf"
+    if path.is_file() and _llmc_header(path, check=False) is not None:
+        return "llmc"
+    raise Gpt2TrainError(f"{source}: neither a checkpoint directory (state.json), a Hugging Face GPT-2 directory "
+                         f"(config.json) nor an llm.c model file (header magic {LLMC_MAGIC}); give a "
+                         f"…/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, or a gpt2_124M.bin")
+
+
+def source_shape(source: str | Path) -> GPTConfig:
+    """The model shape `source` holds, read from its metadata only."""
+    path, kind = Path(source), kind_of(source)
+    if kind == "checkpoint":
+        try:
+            saved = checkpoint_state(path)["config"]["model"]
+            return GPTConfig.from_descriptor(saved["descriptor"], int(saved["block_size"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise Gpt2TrainError(f"{path}: its state.json has no usable config.model ({type(e).__name__}: {e}); "
+                                 f"use a checkpoint gpt2train wrote") from None
+    if kind == "hf":
+        if not (path / "model.safetensors").is_file():
+            raise Gpt2TrainError(f"{path}: no model.safetensors (save it with safe_serialization=True, the default)")
+        return _hf_shape(path)
+    return _llmc_shape(_llmc_header(path))
+
+
+def weights_sha256(source: str | Path) -> str:
+    """The sha256 of the weights `source` holds: a checkpoint's recorded model_sha256, else the hash of
+    the weights file (model.safetensors, or the llm.c file itself)."""
+    path, kind = Path(source), kind_of(source)
+    if kind == "checkpoint":
+        return checkpoint_state(path)["model_sha256"]
+    return sha256_file(path / "model.safetensors" if kind == "hf" else path)
+
+
+def load_model(source: str | Path) -> tuple[GPT, str]:
+    """(our GPT in eval mode, fp32 on the CPU, a line saying what was loaded) from any source."""
+    path, kind = Path(source), kind_of(source)
+    if kind == "checkpoint":
+        ck = read_checkpoint(path)
+        return ck.model, f"checkpoint {path} (step {ck.state['step']}, {ck.state['config']['model']['descriptor']})"
+    model = _load_hf(path) if kind == "hf" else _load_llmc(path)
+    c = model.config
+    what = "Hugging Face GPT-2" if kind == "hf" else "llm.c model file"
+    return model.eval(), f"{what} {path} ({c.n_layer} layers, {c.n_embd} wide, {model.num_params():,} parameters)"
+
+
+def _hf_shape(path: Path) -> GPTConfig:
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise Gpt2TrainError(f"{path / 'config.json'}: not readable JSON ({e}); save the model again") from e
+    if hf.get("model_type") != "gpt2" or hf.get("activation_function", "gelu_new") not in HF_GELU \
+            or hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
+        raise Gpt2TrainError(f"{path / 'config.json'}: model_type={hf.get('model_type')!r}, activation_function="
+                             f"{hf.get('activation_function')!r}, n_inner={hf.get('n_inner')!r}: only GPT-2 "
+                             f"(gpt2, tanh-GELU, n_inner 4*n_embd) can be loaded into gpt2train's model")
+    vocab = hf.get("vocab_size", 50257)
+    return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], block_size=hf["n_positions"],
+                     vocab_size=vocab, padded_vocab_size=max(vocab, -(-vocab // 128) * 128))
+
+
+def _load_hf(path: Path) -> GPT:
+    from safetensors.torch import load_file
+
+    from gpt2train.export.state_dict import from_hf_state_dict
+
+    cfg = _hf_shape(path)
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise Gpt2TrainError(f"{path}: no model.safetensors (save it with safe_serialization=True, the default)")
+    try:
+        return from_hf_state_dict(load_file(weights), cfg)
+    except (KeyError, RuntimeError) as e:
+        raise Gpt2TrainError(f"{weights}: not the GPT-2 config.json describes ({e})") from e
+
+
+def _llmc_header(path: Path, check: bool = True) -> np.ndarray | None:
+    """The header of an llm.c model file; None (or, with `check`, an error) if it is not one."""
+    with open(path, "rb") as f:
+        raw = f.read(LLMC_HEADER_INTS * 4)
+    header = np.frombuffer(raw, dtype=np.int32) if len(raw) == LLMC_HEADER_INTS * 4 else None
+    if header is not None and header[0] == LLMC_MAGIC and int(header[1]) in LLMC_DTYPES:
+        return header
+    if check:
+        raise Gpt2TrainError(f"{path}: not an llm.c model file (magic {LLMC_MAGIC}, version 3 or 5)")
+    return None
+
+
+def _llmc_shape(header: np.ndarray) -> GPTConfig:
+    maxT, V, L, NH, C, Vp = (int(x) for x in header[2:8])
+    return GPTConfig(n_layer=L, n_head=NH, n_embd=C, block_size=maxT, vocab_size=V, padded_vocab_size=Vp)
+
+
+def _load_llmc(path: Path) -> GPT:
+    header = _llmc_header(path)
+    cfg = _llmc_shape(header)
+    dtype = LLMC_DTYPES[int(header[1])]
+    shapes = [(name.format(layer), shape(cfg.padded_vocab_size, cfg.block_size, cfg.n_embd))
+              for name, shape in LLMC_PARAMETERS
+              for layer in (range(cfg.n_layer) if "{}" in name else [None])]
+    count = sum(int(np.prod(s)) for _, s in shapes)
+    data = np.fromfile(path, dtype=dtype, offset=LLMC_HEADER_INTS * 4)
+    if data.size != count:
+        raise Gpt2TrainError(f"{path}: {data.size:,} parameters after the header, but its header (L={cfg.n_layer}, "
+                             f"C={cfg.n_embd}, maxT={cfg.block_size}, Vp={cfg.padded_vocab_size}) needs {count:,}: "
+                             f"a truncated or foreign file")
+    flat = torch.from_numpy(data.astype(np.int32) << 16).view(torch.float32) if dtype is np.uint16 \
+        else torch.from_numpy(data)
+    model, state, offset = GPT(cfg), {}, 0
+    for name, shape in shapes:
+        n = int(np.prod(shape))
+        state[name] = flat[offset:offset + n].view(shape)
+        offset += n
+    state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: llm.c stores it once
+    model.load_state_dict(state)
+    return model
