@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,13 @@ class EvalReport:
 @dataclass
 class ExportInfo:
     lineage: dict[str, Any]
-    """The export's lineage.json (artifact hf_export)."""
+    """The export's lineage.json (artifact hf_export); {} for a reference model."""
     hf_config: dict[str, Any]
     """Its config.json."""
     model_sha256: str
     """sha256 of model.safetensors, as re-hashed now."""
+    has_tokenizer: bool = True
+    """A reference model saved without its tokenizer is scored with GPT-2's, written by gpt2train."""
 
 
 @dataclass
@@ -94,14 +97,17 @@ class EvalInputs:
         return "Eval report: " + (self.model_label or c.get("key") or c.get("run_tag") or self.export_dir.name)
 
 
-def check_export(export_dir: str | Path) -> ExportInfo:
-    """Check the folder is a complete GPT-2 export whose weights are the ones its lineage records."""
+def check_export(export_dir: str | Path, reference: bool = False) -> ExportInfo:
+    """Check the folder is a complete GPT-2 export whose weights are the ones its lineage records;
+    with `reference`, any Hugging Face GPT-2 directory (OpenAI's GPT-2 saved with save_pretrained):
+    no lineage, and a missing tokenizer is GPT-2's."""
     export_dir = Path(export_dir)
-    what = f"{export_dir} is not a GPT-2 Hugging Face export"
+    what = f"{export_dir} is not a GPT-2 Hugging Face {'directory' if reference else 'export'}"
     if not export_dir.is_dir():
         raise Gpt2TrainError(f"{what}: no such folder; export a checkpoint first (the hf_export asset / "
                              f"`gpt2train export`)")
-    missing = [n for n in EXPORT_REQUIRED if not (export_dir / n).is_file()]
+    required = [n for n in EXPORT_REQUIRED if n != LINEAGE_FILE] if reference else EXPORT_REQUIRED
+    missing = [n for n in required if not (export_dir / n).is_file()]
     if missing:
         raise Gpt2TrainError(f"{what}: {', '.join(missing)} missing; export the checkpoint again")
     try:
@@ -111,8 +117,12 @@ def check_export(export_dir: str | Path) -> ExportInfo:
     if hf_config.get("model_type") != "gpt2":
         raise Gpt2TrainError(f"{what}: config.json has model_type={hf_config.get('model_type')!r}, expected "
                              f"'gpt2'; point evals at a gpt2train export")
-    if not ((export_dir / "tokenizer.json").is_file()
-            or ((export_dir / "vocab.json").is_file() and (export_dir / "merges.txt").is_file())):
+    has_tokenizer = ((export_dir / "tokenizer.json").is_file()
+                     or ((export_dir / "vocab.json").is_file() and (export_dir / "merges.txt").is_file()))
+    if reference:
+        return ExportInfo(lineage={}, hf_config=hf_config, model_sha256=sha256_file(export_dir / "model.safetensors"),
+                          has_tokenizer=has_tokenizer)
+    if not has_tokenizer:
         raise Gpt2TrainError(f"{what}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); export the "
                              f"checkpoint again")
     lineage = read_json(export_dir / LINEAGE_FILE, "export lineage")
@@ -139,16 +149,17 @@ def resolve_device(device: str) -> str:
 
 def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsConfig, *, step: int | None = None,
                     model_label: str = "", metrics_path: Path | None = None,
-                    checkpoint_info: dict | None = None) -> EvalReport:
+                    checkpoint_info: dict | None = None, reference: bool = False) -> EvalReport:
     """Run the harness on `export_dir` for `ecfg.tasks` and write the report into `report_dir`.
 
     step: the training step shown (default: the export's checkpoint step). metrics_path: the run's
     metrics.jsonl for the in-loop numbers (default: `<run>/metrics.jsonl` next to the export's
     checkpoint, if there). checkpoint_info: fields that override the checkpoint facts copied from
-    the export's lineage (e.g. the partition key). All input errors are raised before any work.
+    the export's lineage (e.g. the partition key). reference: `export_dir` is any Hugging Face GPT-2
+    directory, not one of our exports (`gpt2train eval`). All input errors are raised before any work.
     """
     export_dir, report_dir = Path(export_dir).resolve(), Path(report_dir).resolve()
-    export = check_export(export_dir)
+    export = check_export(export_dir, reference)
     tasks = check_tasks(ecfg)
     baselines = load_baselines(ecfg.baselines_file)
     checkpoint = {k: v for k, v in (export.lineage.get("checkpoint") or {}).items()
@@ -168,7 +179,10 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
         tmp.mkdir()
         try:
             tasks = write_local_task_yamls(tasks, tmp / "tasks")
-            raw = _run_harness(export_dir, tasks, ecfg, device)
+            with tempfile.TemporaryDirectory(prefix="gpt2-tokenizer-") as tokenizer:  # not part of the report
+                if not export.has_tokenizer:
+                    _gpt2_tokenizer(Path(tokenizer), export.hf_config)
+                raw = _run_harness(export_dir, tasks, ecfg, device, None if export.has_tokenizer else Path(tokenizer))
             inputs = EvalInputs(export_dir=export_dir, export=export, tasks=tasks, ecfg=ecfg, checkpoint=checkpoint,
                                 step=step, model_label=model_label, metrics_path=metrics_path, baselines=baselines)
             report = _write_report(tmp, report_dir, raw, inputs)
@@ -184,7 +198,15 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
 
 # ------------------------------------------------------------------------------- the harness
 
-def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, device: str) -> dict[str, Any]:
+def _gpt2_tokenizer(out: Path, hf_config: dict) -> None:
+    """GPT-2's tokenizer files (built offline from tiktoken's BPE files) for a model saved without them."""
+    from gpt2train.export.tokenizer import write_gpt2_tokenizer
+
+    write_gpt2_tokenizer(out, hf_config.get("n_positions", 1024))
+
+
+def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, device: str,
+                 tokenizer: Path | None = None) -> dict[str, Any]:
     """`simple_evaluate` once per distinct few-shot count (its `num_fewshot` applies to every task it
     runs), all on one loaded model; the results merged as one harness run would report them."""
     import lm_eval
@@ -192,7 +214,8 @@ def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, dev
 
     # A dict, not the "pretrained=...,dtype=..." string: a path may hold commas.
     # use_safetensors: transformers refuses a pickled pytorch_model.bin instead of loading it.
-    model_args = {"pretrained": str(export_dir), "dtype": "float32", "use_safetensors": True}
+    model_args = {"pretrained": str(export_dir), "dtype": "float32", "use_safetensors": True,
+                  **({"tokenizer": str(tokenizer)} if tokenizer else {})}
     lm = get_model("hf").create_from_arg_obj(model_args, {"batch_size": ecfg.batch_size, "device": device})
     groups: dict[int | None, list[EvalTask]] = {}
     for t in tasks:
@@ -239,7 +262,8 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
     lineage: dict[str, Any] = {
         "artifact": "eval_report",
         "export": {"path": recorded_path(src.export_dir, data), "model_sha256": src.export.model_sha256,
-                   "lineage_sha256": sha256_file(src.export_dir / LINEAGE_FILE)},
+                   **({"lineage_sha256": sha256_file(src.export_dir / LINEAGE_FILE)} if src.export.lineage
+                      else {"reference": True})},
         "checkpoint": src.checkpoint,
         "step": src.step,
         "model_label": src.model_label,

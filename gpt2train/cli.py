@@ -9,6 +9,7 @@
     gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40   # Hugging Face dir
     gpt2train lineage data/reports/<checkpoint>/      # walk any artifact back to the corpus files
     gpt2train sample data/exports/<checkpoint> --prompt "Hello" -n 3   # text from a checkpoint or HF dir
+    gpt2train eval ./gpt2 --out reports/gpt2 --set evals.limit=100   # any HF GPT-2, scored as the reports are
 
 Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
 clear line and exit 2; anything else is a bug and keeps its traceback.
@@ -97,6 +98,18 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"(<= {v['logits_tolerance']:g}); tokenizer == tiktoken on {v['tokenizer_texts']} texts")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from evals.runner import evaluate_export
+
+    cfg = load_from_args(args)
+    report = evaluate_export(args.source, args.out, cfg.evals, model_label=args.label or Path(args.source).name,
+                             reference=True)
+    print(f"eval report: {report.report_dir / 'report.md'}")
+    for task, metrics in report.metrics.items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
+        print(f"  {task}: {shown}")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     import torch
 
@@ -164,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a complete checkpoint directory (…/checkpoints/step_XXXXXXXX)")
     p.add_argument("out", help="output directory (replaced atomically if it exists)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="score any Hugging Face GPT-2 directory with the eval_report asset's harness "
+                                    "and tasks (evals.*), e.g. OpenAI's GPT-2 as a reference")
+    add_config_args(p)
+    p.add_argument("source", help="a Hugging Face GPT-2 directory (save_pretrained, or an export)")
+    p.add_argument("--out", required=True, help="the report directory (replaced atomically)")
+    p.add_argument("--label", help="the model's name in the report (default: the directory's name)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="text from a checkpoint, an export, a Hugging Face GPT-2 dir or an llm.c .bin")
     p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export or save_pretrained dir, "

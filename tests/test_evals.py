@@ -326,3 +326,27 @@ def test_two_run_directories_with_one_run_tag_are_two_lines(tmp_path):
     assert [(r["run"], r["step"]) for r in trend.rows] == [("tiny", 20), ("tiny", 40), ("tiny-abc", 20),
                                                            ("tiny-abc", 40)]
     assert "| tiny | 20 | 0.1800 |" in trend.markdown and "| tiny-abc | 20 | 0.2400 |" in trend.markdown
+
+
+def test_gpt2train_eval_scores_any_hf_gpt2_as_the_reports_do(export, report, tmp_path):
+    """`gpt2train eval` on the export's weights saved as save_pretrained leaves them (config.json and
+    model.safetensors: no tokenizer, no lineage): the same harness, tasks and scores as its report."""
+    import shutil as sh
+
+    from tests.test_cli import gpt2train
+
+    ref = tmp_path / "gpt2"
+    ref.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        sh.copy(export / name, ref / name)
+    r = gpt2train("eval", ref, "--out", tmp_path / "report", "--config", "tiny", "--set", f"evals.limit={LIMIT}",
+                  "--set", "evals.device=cpu", "--set", f"evals.local_data=[hellaswag={HELLASWAG}]",
+                  env_extra={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"eval report: {tmp_path / 'report' / 'report.md'}" in r.stdout
+    lineage = json.loads((tmp_path / "report" / "lineage.json").read_text())
+    assert lineage["metrics"] == report.metrics
+    assert lineage["export"]["reference"] is True and lineage["model_label"] == "gpt2"
+    assert not any(name.startswith("tokenizer") or name == "vocab.json" for name in lineage["files"])
+    r = gpt2train("eval", tmp_path / "nothing", "--out", tmp_path / "r2")
+    assert r.returncode == 2 and "is not a GPT-2 Hugging Face directory: no such folder" in r.stderr, r.stderr
