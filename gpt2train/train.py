@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from gpt2train.config import load_config
@@ -40,7 +41,9 @@ def parse_train_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.N
 def run(args: argparse.Namespace) -> None:
     from gpt2train.training.loop import train  # imports torch: not for `gpt2train --help`
 
-    print(json.dumps(train(load_config(args.config, args.overrides))))
+    summary = train(load_config(args.config, args.overrides))
+    if os.environ.get("RANK", "0") == "0":  # once per job, not once per rank
+        print(json.dumps(summary))
 
 
 def main(argv: list[str] | None = None, prog: str = "gpt2train.train") -> int:

@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import open_dagster_pipes
 
     with open_dagster_pipes() as pipes:
-        logging.getLogger(TRAINING_LOG).addHandler(PipesLogHandler(pipes.log))
+        training_log = logging.getLogger(TRAINING_LOG)
+        training_log.addHandler(PipesLogHandler(pipes.log))
+        # Each line once: through Pipes into the Dagster run (whose console logger prints it), not
+        # also on this process's stderr, which the Pipes client forwards to the same terminal.
+        training_log.propagate = False
 
         def on_checkpoint(path: Path) -> None:
             info = checkpoint_info(path)

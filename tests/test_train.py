@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -408,3 +409,23 @@ def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_
     recorded = json.loads((out / "checkpoints" / "step_00000002" / "state.json").read_text())["val_loss"]
     assert recorded == pytest.approx(theirs, abs=1e-4)
     assert f"{recorded:.4f}" in (export.out_dir / "README.md").read_text()  # the model card's val loss
+
+
+def test_the_command_logs_an_eta_an_end_line_and_one_summary(shard_dir, tmp_path):
+    """`python -m gpt2train.train`: every step line with an ETA, one closing line (steps, tokens, time,
+    loss, where the checkpoints are), and the JSON summary once on stdout (rank 0 only under torchrun)."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", f"--set=data_dir={shard_dir}",
+                        f"--set=train.out_dir={out}", "--set=train.max_steps=3", "--set=train.val_every=0",
+                        "--set=train.hellaswag_every=0", "--set=train.sample_every=0"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    steps = [line for line in r.stderr.splitlines() if re.search(r"step +\d+/3 \| loss", line)]
+    assert len(steps) == 3 and all(re.search(r"\| ETA (\d+m)?\d+s$", line) for line in steps), steps
+    assert steps[-1].endswith("| ETA 0s")
+    (end,) = [line for line in r.stderr.splitlines() if " done: " in line]
+    assert re.search(rf"done: steps 0..3 \(1,536 tokens\) in \d+s; final train loss \d+\.\d{{4}}; checkpoints in "
+                     rf"{re.escape(str(out / 'checkpoints'))}$", end), end
+    assert [json.loads(line)["steps"] for line in r.stdout.splitlines()] == [3]
+    assert (out / "main.log").read_text().count(" done: ") == 1

@@ -224,7 +224,7 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
         staging.mkdir()  # after every check that can fail: the try below always removes it
         sink = ShardSink(staging, out_dir, scfg.shard_size, name_for, on_complete)
         total_docs = sum(r.documents for r in records)
-        bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=not progress,
+        bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=None if progress else True,
                    mininterval=1.0)
         try:
             n_tokens = _tokenize_into(sink, records, encoder, cfg, bar)

@@ -127,7 +127,7 @@ def verify_shard_hashes(pattern: str, progress: bool = False) -> None:
     files = sorted(Path(p) for p in globlib.glob(pattern))
     unchecked = []
     with tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="verify shards",
-              disable=not progress or not files, leave=False) as bar:
+              disable=None if progress and files else True, leave=False) as bar:  # None: only on a terminal
         for path in files:
             sidecar = sidecar_path(path)
             expected = read_json(sidecar, "shard sidecar").get("sha256") if sidecar.exists() else None

@@ -15,6 +15,7 @@ so on CPU N steps + resume + N steps equal 2N steps straight, bit for bit (tests
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -225,6 +226,8 @@ def run_loop(tr: Trainer, on_checkpoint: Callable[[Path], None] | None, held: co
     if tr.start_step == 0:
         evals(0)  # the untrained model (a resumed run logged its start step's before saving it)
     flops_per_token = model.flops_per_token(t.seq_len)
+    recent_ms: collections.deque[float] = collections.deque(maxlen=20)  # for the ETA: the pace of late
+    started = time.perf_counter()
     for step in range(tr.start_step, tr.max_steps):
         done = step + 1
         lr = learning_rate(step, t, tr.max_steps)
@@ -237,10 +240,12 @@ def run_loop(tr: Trainer, on_checkpoint: Callable[[Path], None] | None, held: co
         metrics.write({"step": done, "loss": r.loss, "norm": r.norm, "lr": lr, "skipped": r.skipped,
                        **({"nonfinite": True} if r.nonfinite else {}), "ms": r.ms, "tok_s": tok_s,
                        "mem_mb": memory_mb(tr.device_type), **({"mfu": mfu} if mfu is not None else {})})
+        recent_ms.append(r.ms)
         if d.is_main:
             mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
-            log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s",
-                     done, tr.max_steps, r.loss, r.norm, lr, r.ms, mfu_text, tok_s)
+            eta = duration(sum(recent_ms) / len(recent_ms) / 1000 * (tr.max_steps - done))
+            log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | ETA %s",
+                     done, tr.max_steps, r.loss, r.norm, lr, r.ms, mfu_text, tok_s, eta)
 
         failpoint("train.step_done")
         in_a_row, limit = tr.guard.nonfinite_in_a_row, t.max_nonfinite_steps
@@ -251,6 +256,8 @@ def run_loop(tr: Trainer, on_checkpoint: Callable[[Path], None] | None, held: co
             log.info("sample at step %d: %r", done, sample_text(model, t.sample_tokens, t.seed, tr.device))
         if tr.checkpoint_due(done):
             save(tr, done, val_loss, lineage, on_checkpoint)
+    if d.is_main and tr.max_steps > tr.start_step:
+        log_end(tr, time.perf_counter() - started)
     return {"steps": tr.max_steps, "final_loss": tr.loss, "skipped_updates": tr.guard.skipped,
             "out_dir": str(tr.out_dir), "kernels": tr.kernels, "peak_memory_mb": peak_memory_mb(tr.device_type)}
 
@@ -282,6 +289,20 @@ def run_lineage(tr: Trainer) -> dict:
             "train_shards": shard_lineage(tr.train_glob),
             "val_shards": shard_lineage(tr.val_glob) if tr.val_loader else [],
             "code_version": tr.identity.code_version, "git_commit": git_commit(), "gpt2train_version": __version__}
+
+
+def log_end(tr: Trainer, seconds: float) -> None:
+    """One line at the end of a run: how much, how long, where it ended, where the checkpoints are."""
+    trained = tr.max_steps - tr.start_step
+    log.info("done: steps %d..%d (%s tokens) in %s; final train loss %.4f; checkpoints in %s", tr.start_step,
+             tr.max_steps, f"{trained * tr.t.total_batch_tokens:,}", duration(seconds), tr.loss, tr.ckpt_root)
+
+
+def duration(seconds: float) -> str:
+    """`1h02m03s`, `4m05s`, `12s`."""
+    s = int(round(seconds))
+    h, m = s // 3600, s // 60 % 60
+    return f"{h}h{m:02d}m{s % 60:02d}s" if h else f"{m}m{s % 60:02d}s" if m else f"{s}s"
 
 
 def log_start(tr: Trainer, device_name: str | None, peak_flops: float | None) -> None:
