@@ -22,6 +22,7 @@ next materialization resumes from.
 
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,10 @@ from gpt2train.layout import checkpoints_dir
 from gpt2train.training.failure import LAUNCH_FAILURE, TRAINER_ERROR, describe_training_failure
 from gpt2train.training.run_identity import run_dir, train_code_version
 from gpt2train.training.runs import write_run_config
+
+# Dagster's Pipes client uses Dagster's own preview API (PipesMessageReader.expected_writer_count) and
+# warns about it on every run; nothing here calls it, so the warning tells a user nothing to act on.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, module=r"dagster\._core\.pipes")
 
 TRAINER_MODULE = "pipelines.train_pipes"
 LAUNCHER_MODULE = "pipelines.torchrun_launcher"

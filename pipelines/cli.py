@@ -25,6 +25,22 @@ def _print_summary(summary) -> None:
         print(f"FAILED   {asset}{f' [{key}]' if key else ''}")
 
 
+# The dagster.yaml of an instance this command creates: Dagster's defaults (SQLite under DAGSTER_HOME),
+# said explicitly, and its telemetry off, so that no banner interrupts the pipeline's output. An
+# existing DAGSTER_HOME is used as it is.
+NEW_INSTANCE_YAML = """\
+# Written by `gpt2train pipeline` when it created this Dagster instance. Storage: SQLite files in
+# this folder (Dagster's default); docs/deploy.md shows the Postgres storage of a deployment.
+telemetry:
+  enabled: false
+"""
+
+
+def create_instance_dir(home: Path) -> None:
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(NEW_INSTANCE_YAML)
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
     import dagster as dg
 
@@ -33,8 +49,10 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cfg = library_cli.load_from_args(args)
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    print(f"Dagster instance: DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    home = Path(os.environ["DAGSTER_HOME"])
+    if not home.exists():
+        create_instance_dir(home)
+    print(f"Dagster instance: DAGSTER_HOME={home}")
     with dg.DagsterInstance.get() as instance:
         try:
             summary = run_pipeline(cfg, instance, stale_only=args.stale_only, through=args.through)

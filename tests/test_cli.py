@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,13 @@ def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(tmp_path
     assert len(reports) == 2 and all(Path(p).is_file() for p in reports)
     assert r.stdout.splitlines()[-1].startswith("eval trend: ")  # it ends by saying where to look
     assert (home / "history" / "runs.db").exists() or any(home.rglob("*.db"))  # SQLite storage persisted
+    # The instance it created says so, with telemetry off: no banner; no Dagster preview warning;
+    # every trainer line once (through Pipes), not also forwarded from the trainer's stderr.
+    assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
+    output = r.stdout + r.stderr
+    assert "Telemetry" not in output and "PreviewWarning" not in output, output[-3000:]
+    for step in range(1, 5):
+        assert len(re.findall(rf"step +{step}/4 \| loss", output)) == 1, output[-3000:]
 
     r = gpt2train(*args, "--stale-only", env_extra=env)
     assert r.returncode == 0, r.stderr[-3000:]
