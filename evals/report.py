@@ -175,6 +175,13 @@ def harness_metrics(task_results: dict[str, Any]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------- rendering
 
+# What guessing scores on multiple-choice tasks with a fixed number of choices (1 / choices), for
+# acc and acc_norm: HellaSwag 4 endings, PIQA and WinoGrande 2 options, MMLU and OpenBookQA 4; ARC
+# mostly 4 (a few questions have 3 or 5).
+CHANCE = {"hellaswag": 0.25, "piqa": 0.5, "winogrande": 0.5, "mmlu": 0.25, "openbookqa": 0.25,
+          "arc_easy": 0.25, "arc_challenge": 0.25}
+
+
 def render_report(r: ReportInputs) -> tuple[str, str]:
     """(markdown, html) of the report."""
     blocks = _report_blocks(r)
@@ -201,8 +208,8 @@ def _header_blocks(r: ReportInputs) -> list[tuple]:
 
 
 def _score_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
-    # Scores, each beside the published figure of the same scorer.
-    rows = []
+    # Scores, each beside the published figure of the same scorer and the task's chance level.
+    rows, near_chance = [], []
     by_harness = {t["harness_task"]: t for t in r.tasks}
     for harness_task, res in r.results.items():
         t = by_harness.get(harness_task)
@@ -215,12 +222,20 @@ def _score_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
             key = HARNESS_BASELINE.get((name, metric))
             ref = f"{figures[key]:.4f}" if key and key in figures else "–"
             data = ("local: " + Path(t["local_path"]).name) if t and t.get("local_path") else "Hub"
+            chance = CHANCE.get(name) if metric.split(",")[0] in ("acc", "acc_norm") else None
+            if chance is not None and abs(value - chance) <= 2 * (stderr or 0):
+                near_chance.append(f"{name} {metric} {_pm(value, stderr)} is within two standard errors of chance "
+                                   f"({chance:g}): no evidence yet that the model does better than guessing.")
+            elif chance is not None and value < chance - 2 * (stderr or 0):
+                near_chance.append(f"{name} {metric} {_pm(value, stderr)} is below chance ({chance:g}) by more than "
+                                   f"two standard errors: guessing would do better, so suspect the task's data or "
+                                   f"labels (a local file's) as much as the model.")
             rows.append([name if harness_task == name or not t else f"{name} ({harness_task})", metric,
-                         _pm(value, stderr), ref, _fmt(t.get("n_samples") if t else None),
+                         _pm(value, stderr), _fmt(chance), ref, _fmt(t.get("n_samples") if t else None),
                          _fmt(t.get("n_shot") if t else None), data])
     return [("h2", "Scores (Eleuther lm-eval harness)"),
-            ("table", ["task", "metric", "this model (± stderr)", f"GPT-2 {r.size.published}, harness",
-                       "items", "few-shot", "data"], rows)]
+            ("table", ["task", "metric", "this model (± stderr)", "chance", f"GPT-2 {r.size.published}, harness",
+                       "items", "few-shot", "data"], rows)] + [("note", n) for n in near_chance]
 
 
 def _in_loop_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:

@@ -132,6 +132,11 @@ def test_harness_scores_local_hellaswag(report):
 def test_report_shows_baselines_in_loop_and_lineage(report, export):
     md = report.markdown
     assert md == (report.report_dir / "report.md").read_text()
+    # Each score beside its chance level, and flagged where it is no better (this untrained model's
+    # acc_norm) or worse by more than two standard errors (its acc on the invented items: 0 ± 0).
+    assert "| this model (± stderr) | chance |" in md and "| acc_norm | 0.1500 ± 0.0819 | 0.25 |" in md
+    assert "hellaswag acc_norm 0.1500 ± 0.0819 is within two standard errors of chance (0.25)" in md
+    assert "hellaswag acc 0.0000 ± 0.0000 is below chance (0.25) by more than two standard errors" in md
     assert "0.3114" in md  # GPT-2 124M, harness acc_norm, beside our acc_norm
     assert "0.2945" in md  # GPT-2 124M, llm.c's scorer, beside the in-loop HellaSwag
     assert "124M (the smallest published)" in md
