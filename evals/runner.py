@@ -104,8 +104,8 @@ def check_export(export_dir: str | Path, reference: bool = False) -> ExportInfo:
     export_dir = Path(export_dir)
     what = f"{export_dir} is not a GPT-2 Hugging Face {'directory' if reference else 'export'}"
     if not export_dir.is_dir():
-        raise Gpt2TrainError(f"{what}: no such folder; export a checkpoint first (the hf_export asset / "
-                             f"`gpt2train export`)")
+        raise Gpt2TrainError(f"{what}: no such folder; " + ("give a save_pretrained GPT-2 directory" if reference else
+                             "export a checkpoint first (the hf_export asset / `gpt2train export`)"))
     required = [n for n in EXPORT_REQUIRED if n != LINEAGE_FILE] if reference else EXPORT_REQUIRED
     missing = [n for n in required if not (export_dir / n).is_file()]
     if missing:

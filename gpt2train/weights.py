@@ -113,6 +113,9 @@ def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
 def kind_of(source: str | Path) -> str:
     """`checkpoint`, `hf` or `llmc`; an error naming what was expected otherwise."""
     path = Path(source)
+    if not path.exists():
+        raise Gpt2TrainError(f"{source} does not exist; give a complete checkpoint (…/checkpoints/step_XXXXXXXX), "
+                             f"a Hugging Face GPT-2 directory or an llm.c model file")
     if (path / "state.json").is_file():
         return "checkpoint"
     if (path / "config.json").is_file():

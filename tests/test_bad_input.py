@@ -231,7 +231,7 @@ CASES = [
     Case("init-from-shape",
          lambda c: cli(*c.train_args("model.descriptor=small", f"train.init_from={c.tiny_ckpt}")),
          [r"train\.init_from=.*step_00000002 holds another model shape than model\.descriptor='small'",
-          r"n_layer=2 n_head=2 n_embd=128", r"set model\.descriptor / model\.block_size to the checkpoint's"]),
+          r"n_layer=2 n_head=2 n_embd=128", r"set model\.descriptor / model\.block_size to its shape"]),
     Case("init-from-context",  # same layers, another block_size: wpe does not fit
          lambda c: cli(*c.train_args("model.block_size=128", f"train.init_from={c.tiny_ckpt}")),
          [r"train\.init_from=.* holds another model shape", r"block_size=64", r"block_size=128"]),
@@ -240,7 +240,7 @@ CASES = [
          [r"model\.descriptor", r"'d13'", r"use one of d6, d12"]),
     Case("init-from-missing",
          lambda c: cli(*c.train_args(f"train.init_from={c.tmp / 'no-such-ckpt'}")),
-         [r"train\.init_from: checkpoint .*no-such-ckpt does not exist", r"use a complete checkpoint"]),
+         [r"train\.init_from: .*no-such-ckpt does not exist", r"give a complete checkpoint"]),
     Case("export-shape", lambda c: cli("export", c.mislabeled_ckpt, c.data / "exports" / "x"),
          [r"step_00000002: model\.safetensors is not the GPT-2 state\.json describes", r"descriptor='small'",
           r"wrong shapes", r"state\.json does not belong to it"]),
