@@ -1,6 +1,7 @@
 """Where a GPT-2's weights can come from: our checkpoints, Hugging Face GPT-2 directories, llm.c model files.
 
     model, what = load_model(source)     # our GPT (eval mode, fp32, CPU) and a line saying what it is
+    state = load_state_dict(source)      # just its weights, under our names (train.init_from)
     cfg = source_shape(source)           # its shape only, without reading the weights (config checks)
 
 A source is one of:
@@ -153,6 +154,15 @@ def weights_sha256(source: str | Path) -> str:
     return sha256_file(path / "model.safetensors" if kind == "hf" else path)
 
 
+def load_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of `source` under our parameter names, for a model already built (train.init_from):
+    a checkpoint's and an llm.c file's read as they are, without building a second model."""
+    path, kind = Path(source), kind_of(source)
+    if kind == "checkpoint":
+        return load_checkpoint(path, rank=0, weights_only=True)["model"]
+    return _load_hf(path).state_dict() if kind == "hf" else _llmc_state_dict(path)
+
+
 def load_model(source: str | Path) -> tuple[GPT, str]:
     """(our GPT in eval mode, fp32 on the CPU, a line saying what was loaded) from any source."""
     path, kind = Path(source), kind_of(source)
@@ -213,6 +223,13 @@ def _llmc_shape(header: np.ndarray) -> GPTConfig:
 
 
 def _load_llmc(path: Path) -> GPT:
+    model = GPT(_llmc_shape(_llmc_header(path)))
+    model.load_state_dict(_llmc_state_dict(path))
+    return model
+
+
+def _llmc_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters of an llm.c model file under our names (lm_head tied to wte)."""
     header = _llmc_header(path)
     cfg = _llmc_shape(header)
     dtype = LLMC_DTYPES[int(header[1])]
@@ -227,11 +244,10 @@ def _load_llmc(path: Path) -> GPT:
                              f"a truncated or foreign file")
     flat = torch.from_numpy(data.astype(np.int32) << 16).view(torch.float32) if dtype is np.uint16 \
         else torch.from_numpy(data)
-    model, state, offset = GPT(cfg), {}, 0
+    state, offset = {}, 0
     for name, shape in shapes:
         n = int(np.prod(shape))
         state[name] = flat[offset:offset + n].view(shape)
         offset += n
     state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: llm.c stores it once
-    model.load_state_dict(state)
-    return model
+    return state

@@ -32,6 +32,14 @@ def run_cfg(shard_dir, out, *extra):
                                 "train.warmup_steps=2", "train.hellaswag_every=0", *extra])
 
 
+def train_command(shard_dir, out, *sets) -> subprocess.CompletedProcess:
+    """`python -m gpt2train.train --config tiny` on the shards into `out`, as its own process."""
+    return subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", f"--set=data_dir={shard_dir}",
+                           f"--set=train.out_dir={out}", *(f"--set={s}" for s in sets)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+
+
 def metrics(out, timings=True):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return records if timings else without_timings(records)
@@ -250,11 +258,8 @@ def test_init_from_a_checkpoint_and_shape_mismatch(shard_dir, tmp_path):
 def test_memory_does_not_grow(shard_dir, tmp_path):
     # A fresh process, so what earlier tests left in this one's heap does not count.
     out = tmp_path / "mem"
-    r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", f"--set=data_dir={shard_dir}",
-                        f"--set=train.out_dir={out}", "--set=train.max_steps=50", "--set=train.val_every=10",
-                        "--set=train.checkpoint_every=25", "--set=train.hellaswag_every=0"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+    r = train_command(shard_dir, out, "train.max_steps=50", "train.val_every=10", "train.checkpoint_every=25",
+                      "train.hellaswag_every=0")
     assert r.returncode == 0, r.stderr[-2000:]
     mem = {m["step"]: m["mem_mb"] for m in metrics(out) if "mem_mb" in m}
     # Resident MB moves in ~50 MB steps as malloc keeps or returns the freed 100 MB logits buffers,
@@ -415,11 +420,8 @@ def test_the_command_logs_an_eta_an_end_line_and_one_summary(shard_dir, tmp_path
     """`python -m gpt2train.train`: every step line with an ETA, one closing line (steps, tokens, time,
     loss, where the checkpoints are), and the JSON summary once on stdout (rank 0 only under torchrun)."""
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", f"--set=data_dir={shard_dir}",
-                        f"--set=train.out_dir={out}", "--set=train.max_steps=3", "--set=train.val_every=0",
-                        "--set=train.hellaswag_every=0", "--set=train.sample_every=0"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+    r = train_command(shard_dir, out, "train.max_steps=3", "train.val_every=0", "train.hellaswag_every=0",
+                      "train.sample_every=0")
     assert r.returncode == 0, r.stderr[-2000:]
     steps = [line for line in r.stderr.splitlines() if re.search(r"step +\d+/3 \| loss", line)]
     assert len(steps) == 3 and all(re.search(r"\| ETA (\d+m)?\d+s$", line) for line in steps), steps

@@ -106,9 +106,16 @@ def check_source_key(cfg: CorpusConfig, key: str) -> None:
     before anything is written for it."""
     if cfg.source == "hub":
         hub.check_repo_path(key)
-    elif not any(f.key == key for f in _list_local(cfg)):
+    else:
+        _local_file(cfg, key)
+
+
+def _local_file(cfg: CorpusConfig, key: str) -> SourceFile:
+    matches = [f for f in _list_local(cfg) if f.key == key]
+    if not matches:
         raise DataError(f"corpus partition {key!r} is not a file under corpus.source {cfg.source}; "
                         f"it was deleted or renamed: remove the partition or restore the file")
+    return matches[0]
 
 
 def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
@@ -118,11 +125,7 @@ def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusReco
         local, commit = hub.download_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
         source, repo, revision = "hub", cfg.dataset, commit or cfg.revision
     else:
-        matches = [f for f in _list_local(cfg) if f.key == key]
-        if not matches:
-            raise DataError(f"corpus partition {key!r} is not a file under corpus.source {cfg.source}; "
-                            f"it was deleted or renamed: remove the partition or restore the file")
-        local, source, repo, revision = matches[0].local_path, "local", None, None
+        local, source, repo, revision = _local_file(cfg, key).local_path, "local", None, None
     if local.stat().st_size == 0:
         raise DataError(f"{local}: the file is empty; delete it (or re-download it) and run again")
     documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file)

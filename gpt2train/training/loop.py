@@ -52,7 +52,7 @@ from gpt2train.training.run_identity import RunIdentity, check_run_dir, run_iden
 from gpt2train.training.runs import MetricsLog
 from gpt2train.training.schedule import learning_rate
 from gpt2train.training.step import UpdateGuard, memory_mb, peak_memory_mb, train_step
-from gpt2train.weights import load_model
+from gpt2train.weights import load_state_dict
 
 log = logging.getLogger(__name__)
 # The logger every training module logs under: main.log and Dagster Pipes attach their handlers here.
@@ -148,7 +148,7 @@ def set_up(cfg: Config, d: Dist, device: str, device_type: str) -> Trainer:
         check_triton_kernels(cfg, model_cfg, d)
     model = build_model(model_cfg, t, kernels, device)
     if t.init_from:  # its shape was checked with the config (config_checks.py)
-        model.load_state_dict(load_model(t.init_from)[0].state_dict())
+        model.load_state_dict(load_state_dict(t.init_from))
     return Trainer(
         cfg=cfg, d=d, device=device, device_type=device_type, identity=identity, home=home,
         out_dir=Path(t.out_dir) if t.out_dir else home, train_glob=train_glob, val_glob=val_glob,
