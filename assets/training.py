@@ -10,9 +10,10 @@ config into the run directory `<data_dir>/runs/<run_tag>` and runs
 (torchrun, i.e. `python -m torch.distributed.run`, plus a note of how a rank died: see
 pipelines/torchrun_launcher.py) with the Pipes client from the `pipes_subprocess_client`
 resource — swap in `dagster-k8s`'s `PipesK8sClient` (docs/deploy.md) and the same asset trains on
-Kubernetes. Rank 0 streams the log into the run and reports the metadata; a watcher thread
-registers each checkpoint as a `checkpoints` partition the moment it is complete, so exports and
-evals start while training goes on.
+Kubernetes. With `launch.backend: slurm` it submits an sbatch job instead, `srun torchrun` on each
+node, with Pipes through files in the run directory (pipelines/slurm_pipes.py). Rank 0 streams the
+log into the run and reports the metadata; a watcher thread registers each checkpoint as a
+`checkpoints` partition the moment it is complete, so exports and evals start while training goes on.
 
 Same config and shards -> same run tag -> the trainer resumes (and does nothing if the run is
 complete); a changed config or corpus -> a new run directory, a new run. A failed run says why
@@ -33,9 +34,13 @@ from assets.checkpoints import CheckpointWatcher
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.layout import checkpoints_dir
-from gpt2train.training.failure import LAUNCH_FAILURE, TRAINER_ERROR, describe_training_failure
+from gpt2train.training.failure import (
+    LAUNCH_FAILURE, TRAINER_ERROR, describe_interrupted_training, describe_training_failure,
+)
 from gpt2train.training.run_identity import run_dir, train_code_version
 from gpt2train.training.runs import write_run_config
+from gpt2train.training.slurm_job import check_slurm
+from pipelines.slurm_pipes import train_on_slurm
 
 # Dagster's Pipes client uses Dagster's own preview API (PipesMessageReader.expected_writer_count) and
 # warns about it on every run; nothing here calls it, so the warning tells a user nothing to act on.
@@ -47,6 +52,12 @@ LAUNCHER_MODULE = "pipelines.torchrun_launcher"
 # the run's volume, which a training pod writes too (docs/deploy.md), and one folder per attempt, so a
 # second attempt that the trainer's run-directory lock refuses never leaves its note where this attempt
 # reads its own.
+
+
+class TrainingInterrupted(dg.DagsterExecutionInterruptedError):
+    """The training_run asset's Dagster run was interrupted; the message says where training resumes.
+    A DagsterExecutionInterruptedError (a BaseException, as KeyboardInterrupt), not a Gpt2TrainError, so
+    Dagster still handles it as the interrupt it is."""
 
 
 def torchrun_command(cfg: Config, config_path: Path, notes: Path) -> list[str]:
@@ -73,16 +84,25 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
                      pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         # No writer lock here: the trainer locks its run directory itself (gpt2train/training/loop.py),
         # which also covers `gpt2train train` next to a Dagster run.
+        if cfg.launch.backend == "slurm":
+            check_slurm(cfg)  # sbatch missing, an unknown partition: one line, before anything is written
         run = run_dir(cfg)
         notes = run / f".launch-{context.run.run_id}"
         notes.mkdir(parents=True, exist_ok=True)
-        command = torchrun_command(cfg, write_run_config(cfg, run), notes)
-        context.log.info(f"training run {run.name}: {' '.join(command)}")
+        config_path = write_run_config(cfg, run)
         try:
             with CheckpointWatcher(context.instance, checkpoints_dir(run), log=context.log):
+                if cfg.launch.backend == "slurm":
+                    return train_on_slurm(context, cfg, run, config_path, notes)
+                command = torchrun_command(cfg, config_path, notes)
+                context.log.info(f"training run {run.name}: {' '.join(command)}")
                 invocation = pipes_subprocess_client.run(context=context, command=command)
         except DagsterPipesExecutionError as e:  # the trainer exited non-zero
             raise Gpt2TrainError(describe_training_failure(run, notes, str(e))) from e
+        except dg.DagsterExecutionInterruptedError:  # SIGTERM / SIGINT to this process, Terminate in the UI
+            # Locally the Pipes client has sent the trainer SIGINT and waited for it. Still an interrupt, so
+            # Dagster and `gpt2train pipeline` stop as before, now saying where the run resumes from.
+            raise TrainingInterrupted(describe_interrupted_training(run)) from None
         finally:
             shutil.rmtree(notes, ignore_errors=True)  # read above, or nothing to read
         return invocation.get_materialize_result()

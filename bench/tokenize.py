@@ -11,6 +11,20 @@ peak RSS is its own, pool workers included):
 - ceiling   tiktoken's `encode_ordinary_batch` over all cores, texts already in memory, no I/O
 
 Goal (issue #2): ours >= 0.85x the ceiling (so >= 1.7x llm.c), peak RSS < 1.5 GB.
+
+Memory flat in file size (issue 17), each case in its own process, peak RSS its VmHWM:
+
+    python bench/tokenize.py --memory [--baseline-repo /tmp/base] [--pairs 3]
+
+- read-parquet     one ~400 MB parquet file (42 row groups, generated) read through the corpus reader
+- prepare-parquet  the same file through `write_shards` (read, tokenize, write shards): --full only
+- long-document    one 50 MB .txt with no whitespace through `write_shards`: refused by default
+  (corpus.max_document_chars), tokenized in pieces with corpus.oversize_documents=split
+
+`--baseline-repo` is another checkout of gpt2train (`git worktree add /tmp/base <commit>`): each case
+then runs with it and with this one in alternating order, `--pairs` times, and the median of the paired
+ratios is printed (the run-to-run noise of a shared machine cancels within a pair); the long document,
+whose baseline runs for minutes, once each.
 """
 
 from __future__ import annotations
@@ -18,7 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
+import statistics
+import string
 import shutil
 import subprocess
 import sys
@@ -93,17 +110,172 @@ def run_variant(variant: str, corpus: Path, out: Path, shard_size: int) -> dict:
     return {"variant": variant, "tokens": tokens, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
+# ---------------------------------------------------------------- memory flat in file size (issue 17)
+
+BIG_PARQUET_ROW_GROUPS = 42  # as the file issue 17 measured (396 MB, 42 row groups)
+LONG_DOCUMENT_CHARS = 50_000_000
+REPO_UNDER_TEST = REPO  # the checkout a --memory-case child runs
+
+
+def build_big_parquet(dest: Path, row_groups: int = BIG_PARQUET_ROW_GROUPS) -> Path:
+    """~400 MB of zstd parquet (FineWeb's codec): edu-mini's documents, each made unique by a prefix (so
+    neither the dictionary nor the codec folds repeats), 1,472 per row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [t for f in sorted(EDU_MINI.glob("*.parquet"))
+             for t in pq.read_table(f, columns=["text"]).column(0).to_pylist()]
+    path = dest / "big.parquet"
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())]), compression="zstd", use_dictionary=False) as w:
+        for g in range(row_groups):
+            rows = [f"{g}.{k}: {texts[k % len(texts)]}" for k in range(2 * len(texts))]
+            w.write_table(pa.table({"text": rows}), row_group_size=len(rows))
+    return path
+
+
+def build_long_document(dest: Path, chars: int = LONG_DOCUMENT_CHARS) -> Path:
+    """One .txt document of random lowercase letters: no whitespace, so GPT-2's pre-tokenizer sees one
+    50 M-character word, tiktoken's worst case (~50 bytes of memory per character)."""
+    path = dest / "long.txt"
+    path.write_text("".join(random.Random(0).choices(string.ascii_lowercase, k=chars)))
+    return path
+
+
+def memory_case(case: str, file: Path, out: Path, split: bool) -> dict:
+    """Child process: one case with whichever gpt2train is first on sys.path; what it did, as JSON."""
+    from gpt2train.config import Config
+    from gpt2train.data.corpus import fetch_source_file, iter_document_batches
+    from gpt2train.data.shard_writer import write_shards
+    from gpt2train.errors import Gpt2TrainError
+
+    import gpt2train
+
+    assert Path(gpt2train.__file__).is_relative_to(REPO_UNDER_TEST), (gpt2train.__file__, REPO_UNDER_TEST)
+    t0 = time.perf_counter()
+    if case == "read-parquet":
+        documents = sum(len(batch) for batch in iter_document_batches(file, "text", 512))
+        return {"documents": documents, "seconds": time.perf_counter() - t0}
+    cfg = Config()
+    cfg.corpus.source, cfg.shards.shard_size = str(file), 100_000_000
+    if split:
+        cfg.corpus.oversize_documents = "split"
+    try:
+        result = write_shards([fetch_source_file(cfg.corpus, file.name, out)], out / "shards", cfg, progress=False)
+    except Gpt2TrainError as e:
+        return {"refused": str(e)[:160], "seconds": time.perf_counter() - t0}
+    return {"tokens": result.tokens, "seconds": time.perf_counter() - t0}
+
+
+def vm_hwm_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM) in MB. Not getrusage's ru_maxrss: after fork + exec that
+    keeps the parent's RSS at the fork as a floor, so every case would read at least the parent's size."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def run_memory_case(repo: Path, case: str, file: Path, tmp: Path, split: bool = False, timeout: float = 900) -> dict:
+    """One case in a fresh process running `repo`'s gpt2train; its peak RSS, killed at `timeout`."""
+    out = tmp / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    cmd = [sys.executable, __file__, "--memory-case", case, "--file", str(file), "--out", str(out),
+           "--repo", str(repo)] + (["--split"] if split else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    peak, deadline = 0.0, time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:  # polled for a case killed at the timeout
+        try:
+            peak = max(peak, vm_hwm_mb(proc.pid))
+        except (OSError, StopIteration):  # exiting
+            pass
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+        return {"timed_out": timeout, "peak_rss_mb": peak}
+    output, errors = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"{case} with {repo} failed:\n{errors[-3000:]}")
+    result = json.loads(output.strip().splitlines()[-1])
+    return {**result, "peak_rss_mb": max(peak, result["peak_rss_mb"])}
+
+
+def memory_main(args) -> None:
+    repos = {"this": REPO}
+    if args.baseline_repo:
+        repos["baseline"] = Path(args.baseline_repo).resolve()
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start (others' processes included)")
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        tmp = Path(tmp)
+        # Built in a child process: the 700 MB this takes would otherwise stay in this one's RSS.
+        subprocess.run([sys.executable, __file__, "--build-memory-inputs", str(tmp)], check=True)
+        big, long_doc = tmp / "big.parquet", tmp / "long.txt"
+        print(f"{big.name}: {big.stat().st_size / 2**20:.0f} MB, {BIG_PARQUET_ROW_GROUPS} row groups; "
+              f"{long_doc.name}: {LONG_DOCUMENT_CHARS:,} characters, no whitespace")
+        cases = [("read-parquet", big, False)] + ([("prepare-parquet", big, False)] if args.full else []) + \
+                [("long-document", long_doc, False)]
+        for case, file, split in cases:
+            runs: dict[str, list[dict]] = {name: [] for name in repos}
+            # The long document's baseline runs for minutes and its ratio dwarfs any noise: one pair.
+            pairs = args.pairs if len(repos) > 1 and case != "long-document" else 1
+            for pair in range(pairs):
+                order = list(repos) if pair % 2 == 0 else list(reversed(repos))  # A/B, then B/A, ...
+                for name in order:
+                    runs[name].append(run_memory_case(repos[name], case, file, tmp, split, args.case_timeout))
+            _print_memory_case(case, runs)
+        # Split mode exists only in this checkout: no pair to compare with.
+        _print_memory_case("long-document, split", {"this": [run_memory_case(REPO, "long-document", long_doc, tmp,
+                                                                               True, args.case_timeout)]})
+
+
+def _print_memory_case(case: str, runs: dict[str, list[dict]]) -> None:
+    for name, trials in runs.items():
+        rss = " ".join(f"{t['peak_rss_mb']:.0f}" for t in trials)
+        last = trials[-1]
+        what = last.get("refused") or (f"killed after {last['timed_out']:.0f} s" if "timed_out" in last
+                                       else f"{statistics.median(t['seconds'] for t in trials):.1f} s")
+        print(f"{case:<22} {name:<9} peak RSS MB {rss:<22} {what}")
+    if len(runs) == 2:
+        ratios = [t["peak_rss_mb"] / b["peak_rss_mb"] for t, b in zip(runs["this"], runs["baseline"])]
+        print(f"{case:<22} this/baseline peak RSS, median of {len(ratios)} paired ratios: "
+              f"{statistics.median(ratios):.2f}x ({' '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10, help="copies of edu-mini (10 -> 40.8M tokens)")
     ap.add_argument("--shard-size", type=int, default=100_000_000)
     ap.add_argument("--trials", type=int, default=3,
                     help="runs per variant (median reported): this 2-core machine's speed varies ~30%% run to run")
+    ap.add_argument("--memory", action="store_true", help="peak RSS on one big parquet file and one huge document")
+    ap.add_argument("--baseline-repo", help="with --memory: another gpt2train checkout to compare with, A/B")
+    ap.add_argument("--pairs", type=int, default=3, help="with --baseline-repo: A/B pairs per case")
+    ap.add_argument("--full", action="store_true", help="with --memory: also tokenize the big parquet file")
+    ap.add_argument("--case-timeout", type=float, default=900, help="with --memory: seconds before a case is killed")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-case", help=argparse.SUPPRESS)
+    ap.add_argument("--file", help=argparse.SUPPRESS)
+    ap.add_argument("--repo", help=argparse.SUPPRESS)
+    ap.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--build-memory-inputs", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken"))
+
+    if args.memory_case:  # child process of --memory: the checkout under test first on sys.path
+        global REPO_UNDER_TEST
+        REPO_UNDER_TEST = Path(args.repo).resolve()
+        sys.path.insert(0, args.repo)
+        result = memory_case(args.memory_case, Path(args.file), Path(args.out), args.split)
+        print(json.dumps({**result, "peak_rss_mb": vm_hwm_mb()}))
+        return
+    if args.build_memory_inputs:
+        build_big_parquet(Path(args.build_memory_inputs)), build_long_document(Path(args.build_memory_inputs))
+        return
+    if args.memory:
+        memory_main(args)
+        return
 
     if args.variant:  # child process: one variant, `--trials` times, JSON on the last line
         trials = [run_variant(args.variant, Path(args.corpus), Path(args.out), args.shard_size)

@@ -10,8 +10,9 @@ a value marks exactly that stage and its downstream stale in Dagster.
 Rules, enforced by `load_config`:
 - unknown keys in the YAML or in `--set` are errors (a typo must never be ignored);
 - values are checked against the field's type (`"1e5"` is not an int);
-- what a type cannot express (ranges, a total batch the world divides, a known model.descriptor,
-  written paths inside data_dir) is checked by gpt2train/config_checks.py;
+- what a type cannot express (every number's range, finite floats, a total batch the world divides,
+  a known model.descriptor, a sane data_dir and written paths inside it) is checked by
+  gpt2train/config_checks.py;
 - paths in the YAML are resolved relative to the YAML file's folder, so a preset works
   from any working directory.
 """
@@ -57,6 +58,18 @@ class CorpusConfig:
     """Take only the first N documents of each source file; None = all."""
     text_field: str = "text"
     """Column (parquet) or key (jsonl) holding the document text."""
+    max_document_chars: int = 4_000_000
+    """Longest document, in characters, that is tokenized whole. tiktoken needs up to ~50 bytes per
+    character for a document with no whitespace (4 M characters: ~200 MB and ~4 s on one core), so
+    one pathological document could otherwise take the machine down. FineWeb keeps no document
+    over 100,000 words (its Gopher quality filter): ordinary text of that length is well under 1 M
+    characters."""
+    oversize_documents: str = "refuse"
+    """A document over `max_document_chars`: `refuse` (stop, naming its file and row; nothing is
+    published) or `split` (tokenize it in pieces of at most `max_document_chars` characters, each
+    cut just before whitespace where the piece has any, which leaves its tokens exactly those of
+    the whole document; only a piece with no whitespace to cut at changes a token at its end).
+    One <|endoftext|> still opens the document."""
 
 
 @dataclass
@@ -147,9 +160,9 @@ class TrainConfig:
     skip_grad_z: float = 0.0
     """[-sg] Skip the update when the grad-norm z-score over the last 128 steps exceeds this (0 = off)."""
     max_nonfinite_steps: int = 5
-    """A step whose loss or gradient norm is NaN or Inf never updates the weights: it is skipped and
-    counted. After this many such steps in a row the run stops, naming the step and the last good
-    checkpoint (0 = never stop; the run keeps skipping)."""
+    """A step whose loss, gradient norm, clip coefficient or learning rate is NaN or Inf never updates the
+    weights: it is skipped and counted. After this many such steps in a row the run stops, naming the
+    step and the last good checkpoint (0 = never stop; the run keeps skipping)."""
     verify_shards: bool = True
     """Hash every train and val shard before training reads it and compare with its sidecar's sha256
     (a bit flipped on disk is found before it trains the model; ~1 s per GB)."""
@@ -187,20 +200,56 @@ class TrainConfig:
 
 
 @dataclass
-class LaunchConfig:
-    """How the `training_run` asset starts the trainer: torchrun, through Dagster Pipes."""
+class SlurmConfig:
+    """The Slurm job the `training_run` asset submits with `launch.backend: slurm` (pipelines/slurm_pipes.py):
+    `sbatch` of a script that runs `srun torchrun` once per node, c10d rendezvous on the first node."""
 
+    partition: str | None = None
+    """`sbatch --partition`; None = the cluster's default partition. Checked with `scontrol` before submitting."""
+    nodes: int = 1
+    """`sbatch --nodes`: one torchrun agent per node, each with launch.nproc_per_node processes."""
+    gpus_per_node: int = 0
+    """`sbatch --gpus-per-node` (0 = request none: CPU training, or a cluster that gives whole nodes)."""
+    cpus_per_task: int = 0
+    """`sbatch --cpus-per-task` for each node's torchrun agent and its processes (0 = Slurm's default)."""
+    time_limit: str | None = None
+    """`sbatch --time`, e.g. `2-00:00:00` or `90` (minutes); None = the partition's limit. A job ended by
+    it fails the Dagster run; the next materialization resumes from the last complete checkpoint."""
+    sbatch_args: list[str] = field(default_factory=list)
+    """More `sbatch` options, e.g. [--account=proj, --qos=high, --exclusive]."""
+    pending_timeout_s: float = 3600.0
+    """A job still pending (queued, not started) after this many seconds is cancelled and the run fails."""
+    heartbeat_timeout_s: float = 300.0
+    """The job cancels itself (`scancel`) when the Dagster run worker that waits for it has not touched its
+    heartbeat file for this many seconds (the worker died: SIGKILL, the OOM killer), so nothing trains on
+    unwatched. Keep it well above the shared filesystem's attribute cache time (NFS: acregmax, 60 s)."""
+    rdzv_port: int = 29500
+    """The c10d rendezvous port on the job's first node."""
+
+
+@dataclass
+class LaunchConfig:
+    """How the `training_run` asset starts the trainer: torchrun, through Dagster Pipes. Not part of any
+    code version: where and how the trainer runs does not change what it computes."""
+
+    backend: str = "local"
+    """`local`: torchrun as a subprocess of the Dagster run; `slurm`: an `sbatch` job (the `slurm` section),
+    Pipes through files in the run directory, which must be on a filesystem every node sees."""
     nproc_per_node: int = 1
     """Processes per node: one per GPU on CUDA; CPU processes (gloo) otherwise."""
     torchrun_args: list[str] = field(default_factory=list)
-    """Extra torchrun arguments for several nodes, e.g. [--nnodes=4, --node-rank=0, --master-addr=head,
+    """Extra torchrun arguments. Local: for several nodes, e.g. [--nnodes=4, --node-rank=0, --master-addr=head,
     --master-port=29400] for the asset's node (static rendezvous keeps it global rank 0, the one that
-    opens Pipes; docs/deploy.md); without them torchrun runs --standalone."""
+    opens Pipes; docs/deploy.md); without them torchrun runs --standalone. Slurm: added to the generated
+    rendezvous arguments, e.g. [--max-restarts=3]."""
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     @property
     def world_size(self) -> int:
-        """Processes the `training_run` asset starts: nproc_per_node x torchrun's --nnodes (1 when absent
-        or an elastic range such as 1:4, whose size is only known at rendezvous)."""
+        """Processes the `training_run` asset starts: nproc_per_node x the nodes (slurm.nodes, or torchrun's
+        --nnodes: 1 when absent or an elastic range such as 1:4, whose size is only known at rendezvous)."""
+        if self.backend == "slurm":
+            return self.nproc_per_node * self.slurm.nodes
         nnodes, args = 1, self.torchrun_args
         for i, arg in enumerate(args):
             value = arg.split("=", 1)[1] if arg.startswith("--nnodes=") else (

@@ -4,13 +4,17 @@
 
 Each error names the field and a valid value. Everything a stage would only find out after starting
 (an unknown model.descriptor, a total batch the launched world cannot divide, an init_from
-checkpoint of another shape) is checked here, before any work.
+checkpoint of another shape) is checked here, before any work. Every number has a range
+(NUMBER_RANGES; NaN and +-Inf are never in one), and data_dir and the written paths are places a
+run may write (unsafe_write_place: not /, a system directory, the home directory itself, ~/.ssh).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,79 @@ from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.model_config import GPTConfig
 
 if typing.TYPE_CHECKING:  # gpt2train/config.py imports this module to run it: no import back
-    from gpt2train.config import Config, CorpusConfig, EvalsConfig, LaunchConfig, ShardsConfig
+    from gpt2train.config import Config, CorpusConfig, EvalsConfig, LaunchConfig
 
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
+OVERSIZE_DOCUMENTS = ("refuse", "split")  # corpus.oversize_documents
 KERNEL_CHOICES = ("auto", "triton", "torch")  # train.kernels; resolved by gpt2train.kernels.resolve_kernels
+LAUNCH_BACKENDS = ("local", "slurm")  # launch.backend
+# sbatch --time: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S (`man sbatch`), or UNLIMITED.
+SLURM_TIME = r"UNLIMITED|\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}"
+# torchrun options the Slurm job script sets itself (gpt2train/training/slurm_job.py).
+SLURM_MADE_TORCHRUN_ARGS = ("--nnodes", "--nproc-per-node", "--node-rank", "--standalone", "--rdzv-backend",
+                            "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf", "--master-addr", "--master-port")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number field takes: [low, high], or (low, high] when `low_open`."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    meaning: str = ""  # what a special value means, e.g. "-1 = one epoch", shown in the error
+
+    def holds(self, value: float) -> bool:
+        return (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+    def __str__(self) -> str:
+        def show(x: float) -> str:  # 2^40 and 2^31-1, not 1099511627776 and 2.14748e+09
+            n = int(x)
+            if n == x and n >= 4096 and n & (n - 1) == 0:
+                return f"2^{n.bit_length() - 1}"
+            if n == x and n >= 4096 and (n + 1) & n == 0:
+                return f"2^{n.bit_length()}-1"
+            return f"{x:g}"
+        shown = f"{'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}]"
+        return f"{shown} ({self.meaning})" if self.meaning else shown
+
+
+# More than any count a run reaches (steps, tokens per step, items, batches): ~1.1e12, exact in an
+# int64 and a float64 (a 29-digit seed or step count overflows torch's int64 instead).
+COUNT = 2**40
+# The range of every number field (`section.field`), checked by _check_ranges; a float must also be
+# finite (YAML's .nan and .inf parse as floats). tests/test_config.py fails for a number field missing
+# here. Tighter rules that depend on other fields (seq_len <= block_size, a total batch that B x T
+# divides) are the specific checks'.
+NUMBER_RANGES: dict[str, Range] = {
+    "corpus.files": Range(1, COUNT, meaning="or null for all"),
+    "corpus.max_documents_per_file": Range(1, COUNT, meaning="or null for all"),
+    "corpus.max_document_chars": Range(1, COUNT),
+    "shards.shard_size": Range(1, 2**31 - 1),  # llm.c's header holds the token count as an int32
+    "shards.threads": Range(0, 4096, meaning="0 = one per core"), "shards.batch_documents": Range(1, 2**20),
+    "model.block_size": Range(1, 2**20),
+    "train.batch_size": Range(1, 2**20), "train.seq_len": Range(1, 2**20), "train.total_batch_tokens": Range(1, COUNT),
+    "train.max_steps": Range(-1, COUNT, meaning=">= 1, or -1 for one epoch"),  # 0: _check_train_schedule
+    "train.learning_rate": Range(0, 1), "train.warmup_steps": Range(0, COUNT), "train.final_lr_frac": Range(0, 1),
+    "train.weight_decay": Range(0, 1),
+    # 0 would scale every gradient to 0 (clip_grad_norm_'s coefficient is grad_clip / norm): no learning at all.
+    "train.grad_clip": Range(0, 1e6, low_open=True),
+    "train.val_every": Range(0, COUNT), "train.val_batches": Range(0, COUNT), "train.checkpoint_every": Range(0, COUNT),
+    "train.keep_last": Range(0, COUNT), "train.major_every": Range(0, COUNT), "train.zero_stage": Range(0, 1),
+    "train.recompute": Range(0, 2), "train.sample_every": Range(0, COUNT), "train.sample_tokens": Range(0, 2**20),
+    "train.skip_loss_z": Range(0, 1e6, meaning="0 = off"), "train.skip_grad_z": Range(0, 1e6, meaning="0 = off"),
+    "train.max_nonfinite_steps": Range(0, COUNT, meaning="0 = never stop"),
+    "train.hellaswag_every": Range(-1, COUNT, meaning="0 = never, -1 = with val_every"),
+    "train.hellaswag_items": Range(0, COUNT),
+    "train.seed": Range(0, 2**63 - 1),  # torch.manual_seed takes an int64; numpy's generators any int >= 0
+    "launch.nproc_per_node": Range(1, 4096),
+    "launch.slurm.nodes": Range(1, 2**20), "launch.slurm.gpus_per_node": Range(0, 4096, meaning="0 = request none"),
+    "launch.slurm.cpus_per_task": Range(0, 2**20, meaning="0 = Slurm's default"),
+    "launch.slurm.pending_timeout_s": Range(0, 10**8, low_open=True), "launch.slurm.rdzv_port": Range(1, 65535),
+    # The run worker touches the heartbeat every 2 s (slurm_job.POLL_S) but a slow `scontrol` delays a touch.
+    "launch.slurm.heartbeat_timeout_s": Range(10, 10**8),
+    "evals.limit": Range(1, COUNT, meaning="or null for all"), "evals.batch_size": Range(1, 2**20),
+}
 
 # Config paths that gpt2train *writes* under: they must stay inside data_dir (_check_written_paths).
 # Every other path field is only read: corpus.source, train.train_glob / val_glob, train.hellaswag_file,
@@ -39,7 +112,7 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
 
     `explicit`: dotted keys set on the command line (`--set`, llm.c's `-o`); a written path given
     there may lie outside data_dir (see `_check_written_paths`)."""
-    _check_shards(cfg.shards, where)
+    _check_ranges(cfg, where)  # first: the checks below do arithmetic on these numbers
     _check_corpus(cfg.corpus, where)
     _check_train_batch(cfg, where)
     _check_train_schedule(cfg, where)
@@ -47,34 +120,22 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
     _check_launch(cfg.launch, where)
     _check_path_components(cfg, where)
     model = _check_model(cfg, where)
+    _check_data_dir(cfg, where)
     _check_written_paths(cfg, where, explicit)
     if cfg.train.init_from:
         _check_init_from(cfg, where, model)
 
 
-def _check_shards(s: ShardsConfig, where: str) -> None:
-    if not 1 <= s.shard_size < 2**31:
-        raise ConfigError(f"{where}: shards.shard_size={s.shard_size} must be in [1, 2^31) tokens (llm.c's header holds an int32)")
-    if s.threads < 0:
-        raise ConfigError(f"{where}: shards.threads={s.threads} must be >= 0 (0 = one per core)")
-    if s.batch_documents < 1:
-        raise ConfigError(f"{where}: shards.batch_documents={s.batch_documents} must be >= 1")
-
-
 def _check_corpus(c: CorpusConfig, where: str) -> None:
-    for name in ("files", "max_documents_per_file"):
-        value = getattr(c, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{where}: corpus.{name}={value} must be >= 1, or null for all")
+    if c.oversize_documents not in OVERSIZE_DOCUMENTS:
+        raise ConfigError(f"{where}: corpus.oversize_documents={c.oversize_documents!r} is not one of "
+                          f"{', '.join(OVERSIZE_DOCUMENTS)} (what to do with a document over corpus.max_document_chars)")
 
 
 def _check_train_batch(cfg: Config, where: str) -> None:
-    """B, T and the tokens per step: positive, T within the model's context, the total divisible by
-    B x T x the world the `training_run` asset launches."""
+    """B, T and the tokens per step (each >= 1: NUMBER_RANGES): T within the model's context, the total
+    divisible by B x T x the world the `training_run` asset launches."""
     t = cfg.train
-    for name in ("batch_size", "seq_len", "total_batch_tokens"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 1")
     if t.seq_len > cfg.model.block_size:
         raise ConfigError(f"{where}: train.seq_len={t.seq_len} exceeds model.block_size={cfg.model.block_size} "
                           f"(the model's context); lower train.seq_len or raise model.block_size")
@@ -87,32 +148,23 @@ def _check_train_batch(cfg: Config, where: str) -> None:
         # caught before the `training_run` asset launches anything.
         raise ConfigError(f"{where}: train.total_batch_tokens={t.total_batch_tokens} is not a multiple of "
                           f"batch_size*seq_len*world={t.batch_size}*{t.seq_len}*{world}="
-                          f"{t.batch_size * t.seq_len * world} (world = launch.nproc_per_node x --nnodes); "
+                          f"{t.batch_size * t.seq_len * world} (world = launch.nproc_per_node x the nodes: --nnodes, "
+                          f"or launch.slurm.nodes); "
                           f"change the total, B or T, or the number of processes")
 
 
 def _check_train_schedule(cfg: Config, where: str) -> None:
-    """The rest of `train`: steps, intervals, memory options, kernels, the learning-rate schedule."""
+    """The rest of `train` that a range cannot say: steps, in-loop HellaSwag, kernels, the LR schedule."""
     t = cfg.train
-    if t.max_steps == 0 or t.max_steps < -1:
+    if t.max_steps == 0:  # the one hole in its range [-1, 2^40]
         raise ConfigError(f"{where}: train.max_steps={t.max_steps} must be >= 1, or -1 for one epoch")
-    if t.max_nonfinite_steps < 0:
-        raise ConfigError(f"{where}: train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 0 (0 = never stop)")
-    if t.zero_stage not in (0, 1) or t.recompute not in (0, 1, 2):
-        raise ConfigError(f"{where}: train.zero_stage must be 0 or 1 and train.recompute 0, 1 or 2")
-    for name in ("val_every", "val_batches", "checkpoint_every", "sample_every", "sample_tokens", "keep_last",
-                 "major_every"):
-        if getattr(t, name) < 0:
-            raise ConfigError(f"{where}: train.{name}={getattr(t, name)} must be >= 0")
-    if t.hellaswag_every < -1 or (t.hellaswag_every and not t.hellaswag_file):
+    if t.hellaswag_every and not t.hellaswag_file:
         raise ConfigError(f"{where}: train.hellaswag_every={t.hellaswag_every} needs train.hellaswag_file (a "
-                          f"HellaSwag-schema jsonl) and must be >= -1")
+                          f"HellaSwag-schema jsonl)")
     if t.kernels not in KERNEL_CHOICES:
         raise ConfigError(f"{where}: train.kernels={t.kernels!r}; use auto, triton or torch")
     if t.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
-    if not 0.0 <= t.final_lr_frac <= 1.0 or t.warmup_steps < 0:
-        raise ConfigError(f"{where}: train.final_lr_frac must be in [0, 1] and train.warmup_steps >= 0")
 
 
 def _check_evals(e: EvalsConfig, where: str) -> None:
@@ -120,13 +172,37 @@ def _check_evals(e: EvalsConfig, where: str) -> None:
         raise ConfigError(f"{where}: evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
     for spec in e.tasks:
         parse_task_spec(spec)
-    if (e.limit is not None and e.limit < 1) or e.batch_size < 1:
-        raise ConfigError(f"{where}: evals.limit must be >= 1 (or null for all) and evals.batch_size >= 1")
 
 
 def _check_launch(launch: LaunchConfig, where: str) -> None:
-    if launch.nproc_per_node < 1:
-        raise ConfigError(f"{where}: launch.nproc_per_node={launch.nproc_per_node} must be >= 1")
+    if launch.backend not in LAUNCH_BACKENDS:
+        raise ConfigError(f"{where}: launch.backend={launch.backend!r}; use local or slurm")
+    s = launch.slurm  # its numbers are checked by _check_ranges (NUMBER_RANGES)
+    if s.time_limit is not None and not re.fullmatch(SLURM_TIME, s.time_limit):
+        raise ConfigError(f"{where}: launch.slurm.time_limit={s.time_limit!r} is not a Slurm time; use minutes "
+                          f"(90), H:MM:SS (1:30:00) or D-HH:MM:SS (2-00:00:00)")
+    if launch.backend == "slurm":
+        # The job script makes the rendezvous itself (one agent per node, c10d on the first node).
+        clash = [a for a in launch.torchrun_args if a.split("=", 1)[0].replace("_", "-") in SLURM_MADE_TORCHRUN_ARGS]
+        if clash:
+            raise ConfigError(f"{where}: launch.torchrun_args {clash} clash with launch.backend=slurm, whose job "
+                              f"makes the rendezvous from launch.slurm.nodes; remove them (keep e.g. --max-restarts)")
+
+
+def _check_ranges(cfg: Config, where: str) -> None:
+    """Every number within its NUMBER_RANGES range; a float also finite (a NaN learning rate or clip
+    would turn every weight into NaN at the first update)."""
+    for dotted, allowed in NUMBER_RANGES.items():
+        value: Any = cfg
+        for name in dotted.split("."):
+            value = getattr(value, name)
+        if value is None:  # an optional count left unset: "all"
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {dotted}={value} is not a finite number; use a value in {allowed}")
+        if not allowed.holds(value):
+            shown = value if abs(value) < 10**15 else f"{str(value)[:12]}... ({len(str(abs(value)))} digits)"
+            raise ConfigError(f"{where}: {dotted}={shown} is out of range; use a value in {allowed}")
 
 
 def _check_path_components(cfg: Config, where: str) -> None:
@@ -150,20 +226,61 @@ def _check_model(cfg: Config, where: str) -> GPTConfig:
         raise ConfigError(f"{where}: model.descriptor: {e}") from None
 
 
+def _check_data_dir(cfg: Config, where: str) -> None:
+    """data_dir itself, however it was given (a config file, --set): a folder of its own. The written
+    paths are checked against it, so a received YAML with `data_dir: /` would otherwise let it write
+    anywhere."""
+    data = Path(cfg.data_dir).expanduser().resolve()
+    unsafe = unsafe_write_place(data)
+    if unsafe:
+        raise ConfigError(f"{where}: data_dir={cfg.data_dir} resolves to {data}, {unsafe}; every artifact is "
+                          f"written under data_dir: set it to a folder of its own, e.g. {Path.home() / 'gpt2-data'}")
+
+
+# Where gpt2train never writes, whatever a config or --set says: inside system directories, into the
+# filesystem root, a directory that holds users' or system files directly (home directories, /var,
+# /tmp themselves; a folder inside them is fine), and into credential folders anywhere.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+               "/sys", "/run", "/System", "/Library", "/private/etc")
+SHARED_ROOTS = ("/", "/home", "/root", "/Users", "/var", "/private/var", "/tmp", "/private/tmp")
+CREDENTIAL_DIRS = (".ssh", ".gnupg", ".aws", ".kube", ".docker")
+
+
+def unsafe_write_place(path: Path) -> str | None:
+    """Why gpt2train must not write at the resolved `path` (a data_dir or a written path), or None."""
+    if path == Path(path.anchor):
+        return "the filesystem root"
+    if any(path == Path(d) or path.is_relative_to(d) for d in SYSTEM_DIRS):
+        return "a system directory"
+    if path == Path.home().resolve():
+        return "the home directory itself (not a folder of its own)"
+    if path in {Path(d) for d in SHARED_ROOTS}:
+        return "a directory that holds other users' or the system's files directly (not a folder of its own)"
+    if any(part in CREDENTIAL_DIRS for part in path.parts):
+        return "inside a credentials folder"
+    return None
+
+
 def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[str]) -> None:
     """A written path from a config file must resolve (`..` and symlinks followed) inside data_dir, so a
     YAML or preset received from someone else cannot make a run write over files elsewhere. A path the
     user types on the command line (`--set train.out_dir=...`, llm.c's `-o log124M` in docs/training.md)
-    is their explicit choice and is allowed."""
+    is their explicit choice and is allowed, unless it is a place no run may write (unsafe_write_place)."""
     data = Path(cfg.data_dir).expanduser().resolve()
     for path in WRITTEN_PATH_FIELDS:
         dotted = ".".join(path)
         obj: Any = cfg
         for part in path:
             obj = getattr(obj, part)
-        if obj is None or dotted in explicit:
+        if obj is None:
             continue
         target = Path(obj).expanduser().resolve()
+        unsafe = unsafe_write_place(target)
+        if unsafe:  # not even on the command line: a typo must not write into /etc or ~/.ssh
+            raise ConfigError(f"{where}: {dotted}={obj} resolves to {target}, {unsafe}; choose a folder of "
+                              f"its own inside data_dir, e.g. {data / 'runs' / target.name}")
+        if dotted in explicit:
+            continue
         if not target.is_relative_to(data):
             raise ConfigError(f"{where}: {dotted}={obj} resolves to {target}, outside data_dir={data}; a config "
                               f"may only write under its data_dir: use a path inside it (or leave {dotted} "

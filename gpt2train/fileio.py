@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +57,26 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         if is_disk_full(e):
             raise disk_full_error(path) from e
         raise
+
+
+def remove_dead_writers_files(artifact: Path) -> list[Path]:
+    """Delete what earlier writers of `artifact` left beside it, whatever their pid: its temp copies
+    `.<name>.tmp-<pid>` (temp_path_for) and copies set aside `.<name>.old-<pid>` (replace_dir). A
+    SIGKILLed export leaves a whole model there (~6 GB at 1558M), which a writer with another pid
+    never reused. Only the holder of the artifact's writer lock calls this (gpt2train/locks.py): every
+    writer of it holds that lock while it writes, so while we hold it, whoever made these is dead.
+    Returns what was removed."""
+    leftover = re.compile(rf"\.{re.escape(artifact.name)}\.(tmp|old)-\d+")
+    removed = []
+    if artifact.parent.is_dir():
+        for p in artifact.parent.iterdir():
+            if leftover.fullmatch(p.name):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -10,6 +10,10 @@ time, instead of waiting or writing over it.
 included, so a crashed writer never leaves a stale lock behind (the lock file stays; it is a
 few bytes of holder information, rewritten by the next holder). The lock file lives beside
 the artifact, not in it, because artifacts are directories replaced whole by a rename.
+
+What a killed writer leaves beside the artifact (its `.<name>.tmp-<pid>` copy, a `.<name>.old-<pid>`
+set aside) is deleted by the next holder of the lock, whatever its pid: a free lock means that
+writer is dead (gpt2train/fileio.py remove_dead_writers_files).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import sys
@@ -25,6 +30,9 @@ from pathlib import Path
 from typing import Iterator
 
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.fileio import remove_dead_writers_files
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactBusy(Gpt2TrainError):
@@ -43,7 +51,8 @@ def writer_lock(artifact: str | Path, what: str, lock: str | Path | None = None,
     artifact in that message (e.g. "training run", "token shards of partition X"). `lock` puts
     the lock file elsewhere than beside the artifact: inside a directory that is never replaced
     whole, such as the data dir, whose parent may be a checkout or not writable. `wait` queues
-    behind the holder instead, for short sections that must not interleave (recording a manifest)."""
+    behind the holder instead, for short sections that must not interleave (recording a manifest).
+    Once held, the artifact's leftovers from dead writers are deleted (see the module docstring)."""
     lock = Path(lock) if lock is not None else lock_path_for(artifact)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,6 +67,9 @@ def writer_lock(artifact: str | Path, what: str, lock: str | Path | None = None,
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                   "command": " ".join(sys.argv)[:300]}).encode(), 0)
+        if lock == lock_path_for(artifact):  # the artifact's own lock; a data-dir-wide lock guards no files
+            for left in remove_dead_writers_files(Path(artifact)):
+                log.info("removed %s, left by a writer of %s that died", left, artifact)
         yield lock
     finally:
         os.close(fd)  # releases the lock

@@ -3,16 +3,20 @@ one subcommand that needs Dagster, so the library stays free of Dagster imports.
 
     gpt2train pipeline --config tiny                 # the whole chain, in the instance at DAGSTER_HOME
     gpt2train pipeline --config tiny --stale-only    # only stale or missing (asset, partition) pairs
+    gpt2train pipeline --config tiny --stale-only --verify   # ... re-hashing what it would skip
     gpt2train pipeline --config tiny --through data  # stop after the token shards
+    gpt2train pipeline --config tiny --in-process    # every run inside this process (a debugger, a profiler)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 from gpt2train import cli as library_cli
+from gpt2train.errors import Gpt2TrainError
 from gpt2train.layout import shards_dir, summary_dir
 
 
@@ -33,6 +37,11 @@ NEW_INSTANCE_YAML = """\
 # this folder (Dagster's default); docs/deploy.md shows the Postgres storage of a deployment.
 telemetry:
   enabled: false
+# Runs wait in the instance's queue and at most this many run at once (Dagster's default, said
+# explicitly): `gpt2train pipeline`'s independent corpus files and checkpoints, the UI's, the sensors'.
+concurrency:
+  runs:
+    max_concurrent_runs: 10
 """
 
 
@@ -42,23 +51,35 @@ def create_instance_dir(home: Path) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    import dagster as dg
-
+    from pipelines.executors import LaunchedRuns, code_location_env
+    from pipelines.instance import open_instance
     from pipelines.runner import PipelineFailed, run_pipeline
 
     cfg = library_cli.load_from_args(args)
+    env = None if args.in_process else code_location_env(args.config, list(args.overrides))
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
     home = Path(os.environ["DAGSTER_HOME"])
     if not home.exists():
         create_instance_dir(home)
     print(f"Dagster instance: DAGSTER_HOME={home}")
-    with dg.DagsterInstance.get() as instance:
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C: the runs this pipeline has in flight are canceled.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with open_instance() as instance:  # a storage fault: one line naming DAGSTER_HOME, before any work
+        runs = None if env is None else LaunchedRuns(instance, env, cfg.data_dir)
         try:
-            summary = run_pipeline(cfg, instance, stale_only=args.stale_only, through=args.through)
+            summary = run_pipeline(cfg, instance, stale_only=args.stale_only, through=args.through, runs=runs,
+                                   verify=args.verify)
         except PipelineFailed as e:
             _print_summary(e.summary)
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM above: the runs in flight were canceled (runner)
+            raise Gpt2TrainError(f"stopped by {e or 'SIGINT'}; the runs it had in flight were canceled: "
+                                 f"`gpt2train pipeline --stale-only` goes on from what was materialized "
+                                 f"(training from its last complete checkpoint)") from None
+        finally:
+            if runs is not None:
+                runs.close()
     _print_summary(summary)
     print(f"shards: {shards_dir(cfg.data_dir)}")
     if args.through == "evals":
@@ -68,13 +89,23 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
             print(f"eval trend: {summary_dir(cfg.data_dir) / 'summary.md'}")
 
 
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = library_cli.build_parser()
     p = ap.subcommands.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
     library_cli.add_config_args(p)
     p.add_argument("--stale-only", action="store_true", help="only stale or missing (asset, partition) pairs")
+    p.add_argument("--verify", action="store_true",
+                   help="with --stale-only: re-hash every artifact it would skip (default: check that its files are "
+                        "there, at their recorded sizes)")
     p.add_argument("--through", choices=("data", "training", "evals"), default="evals",
                    help="last stage to run (default: evals, the whole chain)")
+    p.add_argument("--in-process", action="store_true",
+                   help="execute every run inside this process, one by one, instead of submitting them to the "
+                        "instance's run queue (for a debugger or a profiler)")
     p.set_defaults(func=cmd_pipeline)
     return ap
 

@@ -40,6 +40,9 @@ CHECKPOINT_EVALS_JOB = "checkpoint_evals"
 EVAL_SUMMARY_JOB = "refresh_eval_summary"
 
 
+STAGE_TAG = "gpt2train/stage"  # on every run of a job: a deployment's queue can limit each stage (docs/deploy.md)
+
+
 def build_definitions(cfg: Config) -> dg.Definitions:
     corpus = build_corpus_asset(cfg)
     token_shards, *shard_checks = build_token_shards_asset(cfg)
@@ -47,16 +50,20 @@ def build_definitions(cfg: Config) -> dg.Definitions:
     hf_export = build_hf_export_asset(cfg)
     eval_report, eval_summary = build_eval_assets(cfg)
     data_job = dg.define_asset_job(DATA_JOB, selection=dg.AssetSelection.assets(corpus, token_shards),
-                                   description="Fetch and tokenize one corpus file (a corpus_files partition).")
+                                   description="Fetch and tokenize one corpus file (a corpus_files partition).",
+                                   tags={STAGE_TAG: "data"})
     # Re-validate a partition's shards without rewriting them (e.g. after a disk or copy problem).
     checks_job = dg.define_asset_job(SHARD_CHECKS_JOB, selection=dg.AssetSelection.checks_for_assets(token_shards),
                                      description="Run the four shard checks for one partition.")
     training_job = dg.define_asset_job(TRAINING_JOB, selection=dg.AssetSelection.assets(training_run),
-                                       description="Train (or resume) the configured run on every token shard.")
+                                       description="Train (or resume) the configured run on every token shard.",
+                                       tags={STAGE_TAG: "training"})
     evals_job = dg.define_asset_job(CHECKPOINT_EVALS_JOB, selection=dg.AssetSelection.assets(hf_export, eval_report),
-                                    description="Export one checkpoint (a checkpoints partition) and score it.")
+                                    description="Export one checkpoint (a checkpoints partition) and score it.",
+                                    tags={STAGE_TAG: "evals"})
     summary_job = dg.define_asset_job(EVAL_SUMMARY_JOB, selection=dg.AssetSelection.assets(eval_summary),
-                                      description="Redraw the eval trend across all checkpoints.")
+                                      description="Redraw the eval trend across all checkpoints.",
+                                      tags={STAGE_TAG: "evals"})
     return dg.Definitions(
         assets=[corpus, token_shards, shard_manifest_spec, training_run, checkpoint_spec, hf_export, eval_report,
                 report_manifest_spec, eval_summary],
@@ -64,6 +71,9 @@ def build_definitions(cfg: Config) -> dg.Definitions:
         jobs=[data_job, checks_job, training_job, evals_job, summary_job],
         sensors=[build_corpus_files_sensor(cfg, data_job), build_checkpoints_sensor(cfg, evals_job, summary_job)],
         resources={"pipes_subprocess_client": dg.PipesSubprocessClient()},
+        # Each launched run already has its own worker process, and a run's steps depend on each other;
+        # Dagster's default (a process per step) would add a Python + torch start to every step.
+        executor=dg.in_process_executor,
     )
 
 

@@ -1,7 +1,7 @@
 """`gpt2train pipeline`: materialize the chain in the Dagster instance at DAGSTER_HOME.
 
-Runs go through the real instance (SQLite storage under DAGSTER_HOME), so they show in the
-UI exactly like runs launched there. Stages, in dependency order, each its own runs:
+Runs are recorded in the real instance (SQLite under DAGSTER_HOME by default, Postgres on a
+deployment), so they show in the UI exactly like runs launched there. Stages, in dependency order, each its own runs:
 
     data        one `data` run per corpus partition (corpus + token_shards)
     training    the `training` job (torchrun through Pipes); checkpoints become partitions
@@ -12,7 +12,10 @@ With `stale_only`, an (asset, partition) runs only if it is stale or missing as 
 say (pipelines/staleness.py). Dagster marks an asset stale only once an upstream's data version
 has changed, so the statuses are asked again before each stage: after a shard-config change the
 shards rerun, which makes training stale, whose new run adds checkpoints to export and evaluate.
-Everything else is reported as skipped. Without `stale_only`, every stage runs (training resumes,
+What the records call fresh is skipped only if it is still on disk as recorded (its files there,
+at their recorded sizes; with `verify`, at their recorded sha256s: gpt2train/lineage/on_disk.py);
+a deleted or truncated artifact is rebuilt, and its downstream with it if the bytes come out
+different. Everything else is reported as skipped. Without `stale_only`, every stage runs (training resumes,
 so a complete run costs nothing) for the current run's checkpoints.
 
 A failing checkpoint partition (e.g. its checkpoint was deleted) does not stop the others: the
@@ -21,9 +24,15 @@ failed data or training stage stops the pipeline; what it materialized before st
 rerun with `stale_only` redoes only the failed stage and what comes after it (training resumes
 from its last complete checkpoint).
 
-Runs execute in this process (`execute_in_process`). A killed `gpt2train pipeline` takes its
-trainer down with it (pipelines/torchrun_launcher.py and every rank die with their parent), and
-the next one marks the runs it left STARTED as failed (pipelines/dead_runs.py).
+Each stage submits its independent runs together (every corpus partition; every checkpoint's
+export and report) and waits for them, so they run concurrently within the instance's queue
+limits. Runs go through the instance's run coordinator and run launcher, as the UI's do
+(`LaunchedRuns`, the CLI's default), or execute one by one in this process (`InProcessRuns`,
+`--in-process`, and the default of `run_pipeline`); pipelines/executors.py says how. Launched
+runs outlive a killed `gpt2train pipeline` (they are the instance's, and their workers keep
+running); the next one waits for them before asking what is stale. A killed in-process pipeline
+takes its trainer down with it (pipelines/torchrun_launcher.py and every rank die with their
+parent), and the next one marks the runs it left STARTED as failed (pipelines/dead_runs.py).
 
 One pipeline per data dir at a time: `run_pipeline` holds the data dir's writer lock
 (`<data_dir>/.pipeline.lock`, gpt2train/locks.py) for the whole run, so a second `gpt2train
@@ -35,7 +44,6 @@ Runs launched from the UI do not come through here; each asset takes its own art
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,13 +56,15 @@ from gpt2train.config import Config
 from gpt2train.data.stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.locks import writer_lock
+from gpt2train.lineage.on_disk import artifact_problem
 from gpt2train.layout import LINEAGE_FILE, pipeline_lock_path, report_dir, runs_root
 from gpt2train.training.run_identity import run_dir
 from gpt2train.training.runs import find_checkpoints
-from pipelines.dead_runs import RUN_PROCESS_TAG, fail_runs_of_dead_processes, process_tag
+from pipelines.dead_runs import fail_runs_of_dead_processes
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
 )
+from pipelines.executors import DATA_DIR_TAG, IN_FLIGHT, QUIET_RUN_CONFIG, InProcessRuns, LaunchedRuns, failure_cause
 from pipelines.staleness import StaleStatus, stale_statuses
 
 log = logging.getLogger(__name__)
@@ -62,8 +72,7 @@ log = logging.getLogger(__name__)
 DATA_ASSETS = ("corpus", "token_shards")  # in dependency order
 EVAL_ASSETS = ("hf_export", "eval_report")
 STAGES = ("data", "training", "evals")
-# Dagster's console logger at INFO: its DEBUG lines (every step event) drown the library's own log.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+__all__ = ["PipelineFailed", "PipelineSummary", "failure_cause", "run_pipeline", "run_shard_checks"]
 
 
 @dataclass
@@ -84,77 +93,75 @@ def register_corpus_partitions(cfg: Config, instance: dg.DagsterInstance) -> lis
     return keys
 
 
-def failure_cause(result) -> str:
-    """The library's own message of a failed run (Dagster wraps it in its own errors)."""
-    failure = next((e for e in result.all_events if e.is_failure and e.step_failure_data), None)
-    if failure is None or not failure.step_failure_data.error:
-        return "see the run in the UI"
-    # The first gpt2train error in the chain: it names the file or field and what to do (what
-    # it wraps, e.g. the Pipes client's "exit code 1", says less).
-    chain, err = [], failure.step_failure_data.error
-    while err is not None:
-        chain.append(err)
-        err = err.cause
-    ours_names = gpt2train_error_names()
-    ours = next((e for e in chain if e.cls_name in ours_names), chain[-1])
-    # Dagster's message starts "gpt2train.errors.Gpt2TrainError: "; the user needs only the text.
-    return re.sub(rf"^[\w.]*\b{re.escape(ours.cls_name)}: ", "", ours.message.strip())
-
-
-def gpt2train_error_names() -> set[str]:
-    """Class names of Gpt2TrainError and its subclasses (ArtifactBusy, InjectedFault, ...): a failed
-    run's error chain holds only names, and every module that defines one is imported by now."""
-    names, todo = set(), [Gpt2TrainError]
-    while todo:
-        cls = todo.pop()
-        names.add(cls.__name__)
-        todo += cls.__subclasses__()
-    return names
-
-
-def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, summary: PipelineSummary,
-             assets: list[str], partition: str | None = None) -> tuple[bool, str]:
-    job = defs.resolve_job_def(job_name)
-    log.info("materializing %s%s", " + ".join(assets), f" for {partition}" if partition else "")
-    result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False,
-                                    asset_selection=[dg.AssetKey(a) for a in assets], run_config=QUIET_RUN_CONFIG,
-                                    tags={RUN_PROCESS_TAG: process_tag()})
-    summary.run_ids.append(result.run_id)
-    if result.success:
-        summary.ran.extend((a, partition) for a in assets)
-        return True, ""
-    cause = f"run {result.run_id} ({job_name}{', partition ' + partition if partition else ''}) failed: " \
-            f"{failure_cause(result)}"
-    return False, cause
-
-
-def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = False,
-                 through: str = "evals") -> PipelineSummary:
-    """Materialize the stages up to `through` (data | training | evals); see the module docstring."""
+def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = False, through: str = "evals",
+                 runs: LaunchedRuns | None = None, verify: bool = False) -> PipelineSummary:
+    """Materialize the stages up to `through` (data | training | evals); see the module docstring.
+    `runs`: submit each run to the instance (pipelines/executors.py); default: execute in this process.
+    `verify`: with `stale_only`, re-hash every artifact about to be skipped, not only check that it is there."""
     if through not in STAGES:
         raise ValueError(f"through={through!r}: one of {STAGES}")
     # Refuses (ArtifactBusy, naming the holder) rather than waits: a second pipeline would only
     # redo, or fight over, what the first is writing. No asset's lock is this file (theirs are
     # named after their artifacts), so the runs below never meet it: no self-deadlock.
     with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg.data_dir)):
-        fail_runs_of_dead_processes(instance)  # a killed pipeline's runs, left STARTED
-        return _run_stages(cfg, instance, stale_only, through)
+        fail_runs_of_dead_processes(instance)  # runs left STARTED by a killed pipeline or run worker
+        defs = build_definitions(cfg)
+        if runs is None:
+            return _run_stages(cfg, defs, instance, InProcessRuns(defs, instance), stale_only, through, verify)
+        runs.expect(defs)
+        _wait_for_earlier_runs(cfg, instance, runs)
+        try:
+            return _run_stages(cfg, defs, instance, runs, stale_only, through, verify)
+        except BaseException:  # Ctrl-C, SIGTERM, a failed stage: stop what this pipeline still has in flight
+            canceled = runs.cancel_unfinished()
+            if canceled:
+                log.warning("canceled %d run(s) still in flight: %s", len(canceled), ", ".join(canceled))
+            raise
 
 
-def _run_stages(cfg: Config, instance: dg.DagsterInstance, stale_only: bool, through: str) -> PipelineSummary:
-    defs = build_definitions(cfg)
+def _wait_for_earlier_runs(cfg: Config, instance: dg.DagsterInstance, runs: LaunchedRuns) -> None:
+    """Runs an earlier, killed `gpt2train pipeline` submitted for this data dir outlive it (their workers
+    belong to the instance): let them finish before deciding what is stale, so nothing runs twice."""
+    data_dir = str(Path(cfg.data_dir).resolve())
+    unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={DATA_DIR_TAG: data_dir}))
+    if unfinished:
+        log.warning("waiting for %d run(s) an earlier `gpt2train pipeline` submitted for %s: %s", len(unfinished),
+                    data_dir, ", ".join(r.run_id for r in unfinished))
+        runs.wait([r.run_id for r in unfinished])
+
+
+def _run_stages(cfg, defs, instance, runs, stale_only: bool, through: str, verify: bool) -> PipelineSummary:
     summary = PipelineSummary()
-    _run_data_stage(cfg, defs, instance, summary, stale_only)
+    fresh = OnDisk(cfg, verify) if stale_only else None
+    _run_data_stage(cfg, defs, instance, runs, summary, fresh)
     if through == "data":
         return summary
-    _run_training_stage(cfg, defs, instance, summary, stale_only)
+    _run_training_stage(cfg, defs, instance, runs, summary, fresh)
     if through == "training":
         return summary
-    _run_eval_stage(cfg, defs, instance, summary, stale_only)
+    _run_eval_stage(cfg, defs, instance, runs, summary, fresh)
     if summary.failed:
         lines = "\n".join(f"  {asset} [{key}]: {cause}" for asset, key, cause in summary.failed)
         raise PipelineFailed(summary, f"{len(summary.failed)} partition(s) failed; the others ran:\n{lines}")
     return summary
+
+
+class OnDisk:
+    """With `--stale-only`: is a pair Dagster's records call FRESH still on disk as recorded
+    (gpt2train/lineage/on_disk.py)? A missing or changed artifact is rebuilt, like a stale one;
+    its downstream follows if the rebuilt bytes differ (their data version changes)."""
+
+    def __init__(self, cfg: Config, rehash: bool):
+        self.cfg, self.rehash = cfg, rehash
+
+    def fresh(self, statuses: dict, asset: str, key: str | None = None) -> bool:
+        if statuses[(asset, key)] != StaleStatus.FRESH:
+            return False
+        problem = artifact_problem(self.cfg, asset, key, rehash=self.rehash)
+        if problem:
+            log.warning("%s%s is fresh in Dagster's records but %s: rebuilding it", asset,
+                        f" [{key}]" if key else "", problem)
+        return problem is None
 
 
 class PipelineFailed(Gpt2TrainError):
@@ -165,81 +172,99 @@ class PipelineFailed(Gpt2TrainError):
         self.summary = summary
 
 
-def _run_data_stage(cfg, defs, instance, summary, stale_only) -> None:
+def _run_batch(runs, summary: PipelineSummary, job_name: str,
+               requests: list[tuple[list[str], str | None]]) -> list[tuple[list[str], str | None, str]]:
+    """Submit one run per (assets, partition) at once, wait for all; returns the failures with their cause."""
+    submitted = [(runs.submit(job_name, assets, partition), assets, partition) for assets, partition in requests]
+    outcomes = runs.wait([run_id for run_id, _, _ in submitted])
+    failures = []
+    for run_id, assets, partition in submitted:
+        summary.run_ids.append(run_id)
+        outcome = outcomes[run_id]
+        if outcome.ok:
+            summary.ran.extend((a, partition) for a in assets)
+        else:
+            where = f"{job_name}{', partition ' + partition if partition else ''}"
+            failures.append((assets, partition, f"run {run_id} ({where}) failed: {outcome.cause}"))
+    return failures
+
+
+def _run_data_stage(cfg, defs, instance, runs, summary, fresh: OnDisk | None) -> None:
     keys = register_corpus_partitions(cfg, instance)
-    statuses = stale_statuses(defs, instance, assets=list(DATA_ASSETS)) if stale_only else {}
-    for key in keys:
-        # Upstream first: a stale corpus file makes its shards stale too, once it reruns.
-        selected = [a for a in DATA_ASSETS if not stale_only or statuses[(a, key)] != StaleStatus.FRESH]
-        if stale_only and not selected and source_changed(cfg, key):
-            selected = list(DATA_ASSETS)  # the file changed under a FRESH record
-        if selected and selected[0] == "corpus":
-            selected = list(DATA_ASSETS)
-        summary.skipped.extend((a, key) for a in DATA_ASSETS if a not in selected)
-        if selected:
-            ok, cause = _execute(defs, DATA_JOB, instance, summary, selected, key)
-            if not ok:  # training needs every shard: stop here
-                raise Gpt2TrainError(cause)
+    if not fresh:
+        _raise_data_failures(_run_batch(runs, summary, DATA_JOB, [(list(DATA_ASSETS), k) for k in keys]))
+        return
+    statuses = stale_statuses(defs, instance, assets=list(DATA_ASSETS))
+    # A file never recorded needs its shards too: one run. A recorded one whose corpus record is
+    # stale (a new corpus stage version, a changed file) reruns alone first: only if its data
+    # version comes out different are its shards stale, and the statuses are asked again to see.
+    both = [k for k in keys if statuses[("corpus", k)] == StaleStatus.MISSING]
+    corpus_only = [k for k in keys if k not in both and (not fresh.fresh(statuses, "corpus", k)
+                                                         or source_changed(cfg, k))]
+    summary.skipped.extend(("corpus", k) for k in keys if k not in both and k not in corpus_only)
+    _raise_data_failures(_run_batch(runs, summary, DATA_JOB, [(list(DATA_ASSETS), k) for k in both]
+                                    + [(["corpus"], k) for k in corpus_only]))
+    if corpus_only:
+        statuses.update(stale_statuses(defs, instance, assets=["token_shards"], partition_keys=corpus_only))
+    shards = [k for k in keys if k not in both and not fresh.fresh(statuses, "token_shards", k)]
+    summary.skipped.extend(("token_shards", k) for k in keys if k not in both and k not in shards)
+    _raise_data_failures(_run_batch(runs, summary, DATA_JOB, [(["token_shards"], k) for k in shards]))
 
 
-def _run_training_stage(cfg, defs, instance, summary, stale_only) -> None:
+def _raise_data_failures(failures: list) -> None:
+    if failures:  # training needs every shard: stop here
+        raise Gpt2TrainError("\n".join(cause for _, _, cause in failures))
+
+
+def _run_training_stage(cfg, defs, instance, runs, summary, fresh: OnDisk | None) -> None:
     record_manifests(cfg, instance, (SHARD_MANIFEST,))  # the shards training would read, as they are on disk
-    status = stale_statuses(defs, instance, assets=["training_run"])[("training_run", None)]
-    if stale_only and status == StaleStatus.FRESH:
+    if fresh and fresh.fresh(stale_statuses(defs, instance, assets=["training_run"]), "training_run"):
         summary.skipped.append(("training_run", None))
     else:
-        ok, cause = _execute(defs, TRAINING_JOB, instance, summary, ["training_run"])
-        if not ok:
-            raise Gpt2TrainError(cause)
+        failures = _run_batch(runs, summary, TRAINING_JOB, [(["training_run"], None)])
+        if failures:
+            raise Gpt2TrainError(failures[0][2])
     # The asset registered its checkpoints while it trained; this also catches runs made outside
     # Dagster (`gpt2train train`) and checkpoints Dagster has not recorded yet.
     register_checkpoints(instance, find_checkpoints(runs_root(cfg.data_dir)))
 
 
-def _run_eval_stage(cfg, defs, instance, summary, stale_only) -> None:
-
-    if stale_only:
+def _run_eval_stage(cfg, defs, instance, runs, summary, fresh: OnDisk | None) -> None:
+    if fresh:
         keys = list(instance.get_dynamic_partitions("checkpoints"))
-    else:  # the current run's checkpoints
+        _run_stale_evals(defs, instance, runs, summary, keys, fresh)
+    else:  # the current run's checkpoints, every one exported and scored (concurrently, within the queue's limits)
         current = run_dir(cfg).name
         keys = [c.key for c in find_checkpoints(runs_root(cfg.data_dir)) if c.key.startswith(f"{current}@")]
-    # One resolver pass for every partition; only a partition whose export reruns is asked again.
-    statuses = stale_statuses(defs, instance, assets=list(EVAL_ASSETS)) if stale_only else {}
-    for key in keys:
-        if stale_only:
-            _run_stale_evals(defs, instance, summary, key, statuses)
-        else:
-            ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, list(EVAL_ASSETS), key)
-            if not ok:
-                summary.failed.append(("hf_export + eval_report", key, cause))
-        if (report_dir(cfg.data_dir, key) / LINEAGE_FILE).exists():
-            summary.reports.append(str(report_dir(cfg.data_dir, key)))
+        for _, key, cause in _run_batch(runs, summary, CHECKPOINT_EVALS_JOB, [(list(EVAL_ASSETS), k) for k in keys]):
+            summary.failed.append(("hf_export + eval_report", key, cause))
+    summary.reports.extend(str(report_dir(cfg.data_dir, k)) for k in keys
+                           if (report_dir(cfg.data_dir, k) / LINEAGE_FILE).exists())
     record_manifests(cfg, instance, (REPORT_MANIFEST,))  # the reports eval_summary would gather, on disk now
-    if stale_only and \
-            stale_statuses(defs, instance, assets=["eval_summary"])[("eval_summary", None)] == StaleStatus.FRESH:
+    if fresh and fresh.fresh(stale_statuses(defs, instance, assets=["eval_summary"]), "eval_summary"):
         summary.skipped.append(("eval_summary", None))
     elif keys:
-        ok, cause = _execute(defs, EVAL_SUMMARY_JOB, instance, summary, ["eval_summary"])
-        if not ok:
+        for _, _, cause in _run_batch(runs, summary, EVAL_SUMMARY_JOB, [(["eval_summary"], None)]):
             summary.failed.append(("eval_summary", None, cause))
 
 
-def _run_stale_evals(defs, instance, summary, key: str, statuses: dict) -> None:
-    """hf_export, then eval_report, each only if stale or missing. eval_report's status is asked again
-    after a re-export: an export with the same bytes (the same data version) keeps the report fresh."""
-    if statuses[("hf_export", key)] == StaleStatus.FRESH:
-        summary.skipped.append(("hf_export", key))
-    else:
-        ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, ["hf_export"], key)
-        if not ok:
-            summary.failed.extend((a, key, cause) for a in EVAL_ASSETS)
-            return
-        statuses = stale_statuses(defs, instance, assets=["eval_report"], partition_keys=[key])
-    if statuses[("eval_report", key)] == StaleStatus.FRESH:
-        summary.skipped.append(("eval_report", key))
-        return
-    ok, cause = _execute(defs, CHECKPOINT_EVALS_JOB, instance, summary, ["eval_report"], key)
-    if not ok:
+def _run_stale_evals(defs, instance, runs, summary, keys: list[str], fresh: OnDisk) -> None:
+    """hf_export, then eval_report, each only if stale or missing: first every stale export, then every
+    stale report. eval_report's status is asked again after a re-export: an export with the same bytes
+    (the same data version) keeps its report fresh."""
+    statuses = stale_statuses(defs, instance, assets=list(EVAL_ASSETS))
+    exports = [k for k in keys if not fresh.fresh(statuses, "hf_export", k)]
+    summary.skipped.extend(("hf_export", k) for k in keys if k not in exports)
+    failed = set()
+    for _, key, cause in _run_batch(runs, summary, CHECKPOINT_EVALS_JOB, [(["hf_export"], k) for k in exports]):
+        summary.failed.extend((a, key, cause) for a in EVAL_ASSETS)
+        failed.add(key)
+    reexported = [k for k in exports if k not in failed]
+    if reexported:
+        statuses.update(stale_statuses(defs, instance, assets=["eval_report"], partition_keys=reexported))
+    reports = [k for k in keys if k not in failed and not fresh.fresh(statuses, "eval_report", k)]
+    summary.skipped.extend(("eval_report", k) for k in keys if k not in failed and k not in reports)
+    for _, key, cause in _run_batch(runs, summary, CHECKPOINT_EVALS_JOB, [(["eval_report"], k) for k in reports]):
         summary.failed.append(("eval_report", key, cause))
 
 

@@ -45,3 +45,26 @@ def tiny_shards(tmp_path_factory, edu_mini) -> Path:
                                "shards.shard_size=60000"])
     prepare(cfg, data / "shards", progress=False)
     return data
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A SQLite Dagster instance in a temp DAGSTER_HOME."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture
+def small_corpus(tmp_path, edu_mini):
+    """Two of edu-mini's files in a folder of our own (so a test can add the third)."""
+    import shutil
+
+    root = tmp_path / "corpus" / "sample" / "10BT"
+    root.mkdir(parents=True)
+    for name in ("000_00000.parquet", "001_00000.parquet"):
+        shutil.copyfile(edu_mini / "sample" / "10BT" / name, root / name)
+    return tmp_path / "corpus"

@@ -88,6 +88,22 @@ def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(tmp_path
     assert "Telemetry" not in output and "PreviewWarning" not in output, output[-3000:]
     for step in range(1, 5):
         assert len(re.findall(rf"step +{step}/4 \| loss", output)) == 1, output[-3000:]
+    # Every run went through the instance's queue into a run worker of its own, none in the CLI
+    # (pipelines/executors.py); the 2 corpus files, and the 2 checkpoints, were launched together.
+    import dagster as dg
+
+    from pipelines.executors import DATA_DIR_TAG
+    from tests.test_pipeline_launched import most_at_once, worker_pid
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.job_name for r in runs) == sorted(
+            ["data", "data", "training", "checkpoint_evals", "checkpoint_evals", "refresh_eval_summary"])
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert len({worker_pid(instance, r.run_id) for r in runs} - {None}) == len(runs)
+        assert all(r.tags[DATA_DIR_TAG] == str((tmp_path / "data").resolve()) for r in runs)
+        for job in ("data", "checkpoint_evals"):
+            assert most_at_once(instance, [r.run_id for r in runs if r.job_name == job]) == 2, job
 
     r = gpt2train(*args, "--stale-only", env_extra=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -102,9 +118,9 @@ def test_module_entry_points():
 
 
 @pytest.mark.parametrize("flags, error", [
-    (["-b", "0"], "train.batch_size=0 must be >= 1"),                       # an llm.c flag
+    (["-b", "0"], "train.batch_size=0 is out of range; use a value in [1, 2^20]"),                       # an llm.c flag
     (["--kernels", "cuda"], "train.kernels='cuda'; use auto, triton or torch"),
-    (["--set", "train.max_steps=-5"], "train.max_steps=-5 must be >= 1"),
+    (["--set", "train.max_steps=-5"], "train.max_steps=-5 is out of range"),
 ])
 def test_gpt2train_train_and_python_m_gpt2train_train_take_the_same_flags(flags, error):
     """One training CLI: `gpt2train train` hands its command line to gpt2train/train.py, llm.c's flags

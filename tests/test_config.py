@@ -216,6 +216,93 @@ def test_range_boundaries_accepted():
     assert cfg.shards.shard_size == 2**31 - 1 and cfg.shards.threads == 0
 
 
+def _number_fields(cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of every int / float field (optional ones too) of a config dataclass, nested sections included."""
+    import dataclasses
+    import typing
+
+    names = []
+    for f in dataclasses.fields(cls):
+        ftype = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(ftype):
+            names += _number_fields(ftype, f"{prefix}{f.name}.")
+        elif {int, float} & {ftype, *typing.get_args(ftype)}:
+            names.append(prefix + f.name)
+    return names
+
+
+def test_every_number_field_has_a_range():
+    from gpt2train.config_checks import NUMBER_RANGES
+
+    fields = _number_fields(Config)
+    assert "train.grad_clip" in fields and "train.seed" in fields  # the walk finds them
+    missing = sorted(set(fields) - set(NUMBER_RANGES))
+    assert not missing, f"number fields without a range in config_checks.NUMBER_RANGES: {missing}"
+    assert not set(NUMBER_RANGES) - set(fields), "ranges for fields that are not there"
+
+
+def _out_of_range_values(allowed, is_float: bool) -> list:
+    below = allowed.low if allowed.low_open else (allowed.low - 1e-3 if is_float else allowed.low - 1)
+    above = allowed.high * 1.5 if is_float else allowed.high + 1
+    return [below, above, *([".nan", ".inf", "-.inf"] if is_float else [])]
+
+
+def _numbers_with_ranges():
+    import typing
+
+    from gpt2train.config_checks import NUMBER_RANGES
+
+    defaults = Config()
+    for dotted, allowed in NUMBER_RANGES.items():
+        *sections, name = dotted.split(".")
+        owner = defaults
+        for part in sections:
+            owner = getattr(owner, part)
+        ftype = typing.get_type_hints(type(owner))[name]
+        is_float = float in {ftype, *typing.get_args(ftype)}
+        for value in _out_of_range_values(allowed, is_float):
+            yield pytest.param(dotted, value, id=f"{dotted}={value}")
+
+
+@pytest.mark.parametrize("dotted, value", list(_numbers_with_ranges()))
+def test_every_number_out_of_its_range_is_refused_naming_the_field(dotted, value):
+    """Just outside each end of its range, and NaN / +-Inf for a float: a one-line error at load that
+    names the field and the range (before any other check does arithmetic on it)."""
+    from gpt2train.config_checks import NUMBER_RANGES
+
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=[f"{dotted}={value}"])
+    message = str(e.value)
+    assert "\n" not in message
+    assert f"{dotted}=" in message and str(NUMBER_RANGES[dotted]) in message, message
+    if isinstance(value, str):
+        assert "is not a finite number" in message
+
+
+def test_every_number_range_end_is_accepted_where_other_fields_allow_it():
+    """Both ends of every range load (with the fields a cross-field rule ties it to moved along), so a
+    range never refuses a value it claims to allow."""
+    from gpt2train.config_checks import NUMBER_RANGES
+
+    tied = {  # a cross-field rule's partners: B x T must divide the total, T <= block_size, ...
+        "train.batch_size": lambda v: [f"train.total_batch_tokens={v * 64}"],
+        "train.seq_len": lambda v: [f"model.block_size={max(v, 1)}", f"train.total_batch_tokens={4 * v}"],
+        "model.block_size": lambda v: [f"train.seq_len={v}", f"train.total_batch_tokens={4 * v}"],
+        "train.total_batch_tokens": lambda v: ["train.batch_size=1", "train.seq_len=1"],
+        "launch.nproc_per_node": lambda v: [f"train.total_batch_tokens={256 * v}"],
+        "train.hellaswag_every": lambda v: [f"train.hellaswag_file={REPO_ROOT / 'README.md'}"],
+    }
+    for dotted, allowed in NUMBER_RANGES.items():
+        ends = [allowed.high] if allowed.low_open else [allowed.low, allowed.high]
+        for value in ends:
+            extra = tied.get(dotted, lambda v: [])(value)
+            cfg = load_config("tiny", overrides=[*extra, f"{dotted}={value}"])
+            owner = cfg
+            for part in dotted.split("."):
+                owner = getattr(owner, part)
+            assert owner == value, dotted
+
+
 def test_range_validation_in_yaml(tmp_path):
     p = write_yaml(tmp_path / "c.yaml", "shards:\n  shard_size: 0\n")
     with pytest.raises(ConfigError, match="shards.shard_size=0") as e:
@@ -273,3 +360,39 @@ def test_model_descriptor_is_checked_at_load():
     assert load_config("tiny", ["model.descriptor=gpt2:d12", "model.block_size=1024"]).model.descriptor == "gpt2:d12"
     with pytest.raises(ConfigError, match=r"model\.descriptor: unknown model descriptor 'd7'"):
         load_config("tiny", ["model.descriptor=d7"])
+
+
+# ---------------------------------------------------------------- where a config may write
+
+
+@pytest.mark.parametrize("data_dir, why", [
+    ("/", "the filesystem root"), ("/etc", "a system directory"), ("/usr/share/gpt2", "a system directory"),
+    ("/bin", "a system directory"), ("/proc/self", "a system directory"),
+    (str(Path.home()), "the home directory itself"),
+    ("/home", "holds other users' or the system's files directly"), ("/var", "holds other users'"),
+    (str(Path.home() / ".ssh" / "gpt2"), "inside a credentials folder"),
+])
+def test_data_dir_itself_must_be_a_folder_of_its_own(data_dir, why, tmp_path):
+    # In a YAML (whose own data_dir is what its written paths are checked against) and with --set.
+    p = write_yaml(tmp_path / "received.yaml", f"data_dir: {data_dir}\n")
+    for load in (lambda: load_config(p), lambda: load_config("tiny", [f"data_dir={data_dir}"])):
+        with pytest.raises(ConfigError, match=f"data_dir=.* resolves to .*{why}.*set it to a folder of its own"):
+            load()
+
+
+def test_data_dir_symlinked_to_a_system_directory_is_refused(tmp_path):
+    (tmp_path / "data").symlink_to("/etc")
+    with pytest.raises(ConfigError, match="resolves to /etc, a system directory"):
+        load_config("tiny", [f"data_dir={tmp_path / 'data'}"])
+
+
+def test_data_dir_inside_home_or_tmp_is_fine(tmp_path):
+    assert load_config("tiny", [f"data_dir={tmp_path / 'data'}"]).data_dir == str(tmp_path / "data")
+    assert load_config("tiny", [f"data_dir={Path.home() / 'gpt2-data'}"]).data_dir == str(Path.home() / "gpt2-data")
+
+
+def test_an_explicit_written_path_may_leave_data_dir_but_not_enter_a_system_directory(tmp_path):
+    cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"train.out_dir={tmp_path / 'elsewhere'}"])
+    assert cfg.train.out_dir == str(tmp_path / "elsewhere")  # the user's explicit choice (llm.c's -o)
+    with pytest.raises(ConfigError, match=r"train\.out_dir=/root/\.ssh/run resolves to .* inside a credentials"):
+        load_config("tiny", [f"data_dir={tmp_path / 'data'}", "train.out_dir=/root/.ssh/run"])

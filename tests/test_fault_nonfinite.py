@@ -120,3 +120,41 @@ def test_zero_limit_keeps_skipping_to_the_end(tiny_shards, tmp_path, poison):
     summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=0", "train.max_steps=5"))
     assert summary["steps"] == 5 and summary["skipped_updates"] == 4
     assert same(weights(out, 1), weights(out, 5))
+
+
+# A finite loss and gradient norm with a non-finite clip coefficient or learning rate: the config refuses
+# a NaN or Inf train.grad_clip / learning_rate (tests/test_config.py), so they are set on the loaded
+# config, as a library caller could, or come from the schedule. Before the guard checked them, step 1
+# turned every weight into NaN and saved it as a complete checkpoint.
+@pytest.mark.parametrize("field, value", [("grad_clip", math.nan), ("learning_rate", math.inf),
+                                          ("schedule", math.nan)])
+def test_a_nonfinite_clip_coefficient_or_learning_rate_never_reaches_the_weights(tiny_shards, tmp_path, monkeypatch,
+                                                                                 field, value):
+    from gpt2train.training import loop
+
+    out = tmp_path / "run"
+    cfg = cfg_for(tiny_shards, out, "train.max_nonfinite_steps=0", "train.max_steps=3")
+    if field == "schedule":  # a schedule gone wrong (AdamW itself refuses a NaN rate at construction)
+        monkeypatch.setattr(loop, "learning_rate", lambda step, t, max_steps: value)
+    else:
+        setattr(cfg.train, field, value)
+    summary = train(cfg)
+    assert summary["steps"] == 3 and summary["skipped_updates"] == 3
+    records = [r for r in loss_log(out) if "loss" in r]
+    # The loss and the norm were finite: only the coefficient or the rate was not.
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["norm"]) for r in records)
+    assert all(r["skipped"] and r["nonfinite"] for r in records)
+    for step in (1, 2, 3):  # every checkpoint: finite weights, the untrained ones
+        assert all(torch.isfinite(v).all() for v in weights(out, step).values())
+    assert same(weights(out, 1), weights(out, 3))
+    log = (out / "main.log").read_text()
+    what = "clip coefficient nan" if field == "grad_clip" else f"lr {value}"
+    assert f"{what}" in log and "not finite, update skipped (1 in a row)" in log
+
+
+def test_a_nan_grad_clip_stops_the_run_after_the_limit_naming_it(tiny_shards, tmp_path):
+    cfg = cfg_for(tiny_shards, tmp_path / "run", "train.max_nonfinite_steps=2", "train.checkpoint_every=4")
+    cfg.train.grad_clip = math.nan
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 2: the loss, gradient norm, clip coefficient or "
+                                               r"learning rate was NaN/Inf .*no checkpoint was written yet"):
+        train(cfg)

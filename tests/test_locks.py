@@ -178,7 +178,101 @@ def test_an_asset_run_is_refused_while_its_artifact_is_being_written(tiny_cfg, a
                 partition_key=partition, instance=instance, raise_on_error=False,
                 asset_selection=[dg.AssetKey(asset)])
         assert not result.success
-        cause = failure_cause(result)
+        cause = failure_cause(result.all_events)
         assert f"{artifact} is being written by another process (pid {os.getpid()} on" in cause, cause
         assert cause.startswith(WHAT[asset]), cause  # the refused asset names what it is
     assert not artifact.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What a killed writer leaves beside its artifact is cleaned by the next writer, whatever its pid.
+
+WRITER_WITH_TEMP = """
+import sys, time
+from pathlib import Path
+from gpt2train.fileio import temp_path_for
+from gpt2train.locks import writer_lock
+artifact = Path(sys.argv[1])
+with writer_lock(artifact, "eval report"):
+    tmp = temp_path_for(artifact)  # as evals/runner.py and the export write: `.<name>.tmp-<pid>`
+    tmp.mkdir()
+    (tmp / "results.json").write_text("{}")
+    print("writing", flush=True)
+    time.sleep(120)
+"""
+
+
+def _start_writer(artifact: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", WRITER_WITH_TEMP, str(artifact)], stdout=subprocess.PIPE, text=True,
+                         cwd=REPO)
+    assert p.stdout.readline().strip() == "writing"
+    return p
+
+
+def test_a_live_writers_temp_is_left_alone_and_a_dead_ones_is_removed(tmp_path):
+    """Dead = its lock is free. While the writer lives, a second writer is refused and its temp stays;
+    once it is SIGKILLed, the next holder (another pid) removes its `.<name>.tmp-<pid>` and any
+    `.<name>.old-<pid>` set aside, and nothing of other artifacts."""
+    report = tmp_path / "reports" / "run@step_00000002"
+    p = _start_writer(report)
+    left = report.with_name(f".{report.name}.tmp-{p.pid}")
+    aside = report.with_name(f".{report.name}.old-{p.pid + 1}")  # a replace_dir killed between its renames
+    aside.mkdir()
+    other = report.with_name(f".run@step_00000004.tmp-{p.pid}")  # another artifact's: its own lock decides
+    other.mkdir()
+    try:
+        with pytest.raises(ArtifactBusy):
+            with writer_lock(report, "eval report"):
+                pass
+        assert (left / "results.json").exists() and aside.exists()  # a live writer's files are never touched
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert left.is_dir()  # SIGKILL: nothing cleaned itself up
+        with writer_lock(report, "eval report"):
+            assert not left.exists() and not aside.exists()
+        assert other.is_dir()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_gpt2train_export_leaves_a_copy_that_the_next_export_removes(tmp_path):
+    """The issue's case: `gpt2train export` SIGKILLed once its temp copy holds the weights; the next
+    export (another process) removes that copy and writes the export."""
+    import shutil
+    import time
+
+    from gpt2train.config import config_to_dict, load_config
+    from gpt2train.export.hf_export import export_checkpoint
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.training.checkpoint import save_checkpoint
+    from tests.faults import train_env
+
+    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
+    cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}"])
+    ckpt = save_checkpoint(tmp_path / "data" / "runs" / "r" / "checkpoints", 2, model_state=model.state_dict(),
+                           optimizer_state={}, loader_state={}, state={"config": config_to_dict(cfg), "world": 1})
+    out = tmp_path / "data" / "exports" / "r@step_00000002"
+    exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed")
+    p = subprocess.Popen([exe, "export", str(ckpt), str(out)], env=train_env(), cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    left = out.with_name(f".{out.name}.tmp-{p.pid}")
+    try:
+        deadline = time.monotonic() + 120
+        while not (left / "model.safetensors").exists():  # the weights are in the temp copy: kill it now
+            assert p.poll() is None, "the export ended before it could be killed"
+            assert time.monotonic() < deadline, "no temp copy with weights appeared"
+            time.sleep(0.005)
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (left / "model.safetensors").exists() and not out.exists()  # what the kill left
+    result = export_checkpoint(ckpt, out)  # this process: another pid
+    assert result.out_dir == out and (out / "model.safetensors").exists()
+    assert not left.exists()
+    assert sorted(q.name for q in out.parent.iterdir()) == [f".{out.name}.lock", out.name]

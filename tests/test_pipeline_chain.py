@@ -100,6 +100,35 @@ def test_changing_nothing_makes_nothing_stale(chain):
     assert ("training_run", None) in summary.skipped and ("eval_summary", None) in summary.skipped
 
 
+def test_stale_only_rebuilds_what_is_gone_from_disk(chain):
+    """Dagster's records say fresh, the disk disagrees: a deleted export file, a deleted report and a
+    truncated shard are rebuilt, and nothing else; a report changed in place at its own size is
+    caught by `verify` (a re-hash), not by the cheap check."""
+    root, instance, cfg, _ = chain
+    data = root / "data"
+    keys = instance.get_dynamic_partitions("checkpoints")
+    (data / "exports" / keys[0] / "model.safetensors").unlink()
+    shutil.rmtree(data / "reports" / keys[1])
+    manifest = json.loads(sorted((data / "shards" / "partitions").glob("*.json"))[0].read_text())
+    shard = data / "shards" / manifest["shards"][0]["file"]
+    size = shard.stat().st_size
+    with open(shard, "r+b") as f:
+        f.truncate(size - 2)
+    summary = run_pipeline(cfg, instance, stale_only=True)
+    assert sorted(summary.ran) == sorted([("token_shards", manifest["key"]), ("hf_export", keys[0]),
+                                          ("eval_report", keys[1])])
+    assert shard.stat().st_size == size and (data / "reports" / keys[1] / "report.md").is_file()
+    assert (data / "exports" / keys[0] / "model.safetensors").is_file()
+
+    report = data / "reports" / keys[0] / "report.md"
+    changed = bytearray(report.read_bytes())
+    changed[-2] = ord("#") if changed[-2] != ord("#") else ord("%")
+    report.write_bytes(bytes(changed))
+    assert run_pipeline(cfg, instance, stale_only=True).ran == []
+    assert run_pipeline(cfg, instance, stale_only=True, verify=True).ran == [("eval_report", keys[0])]
+    assert set(statuses(cfg, instance).values()) == {StaleStatus.FRESH}
+
+
 def test_a_checkpoint_rewritten_in_place_makes_only_its_export_stale(chain):
     """A run directory reused by hand: the checkpoint's recorded content hash moves, and Dagster's
     resolver (which reads an external asset's observations) and the bulk rules both see it."""
@@ -174,7 +203,7 @@ def test_a_deleted_checkpoint_fails_alone(chain):
     defs = build_definitions(chain_cfg(root))
     result = defs.resolve_job_def("checkpoint_evals").execute_in_process(
         partition_key=victim, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("hf_export")])
-    assert not result.success and "deleted" in failure_cause(result)
+    assert not result.success and "deleted" in failure_cause(result.all_events)
     assert not (root / "data" / "exports" / victim).exists()
 
 

@@ -22,24 +22,6 @@ from pipelines.runner import run_pipeline, run_shard_checks
 from pipelines.staleness import StaleStatus, stale_statuses
 
 
-@pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.DagsterInstance.local_temp(str(home)) as inst:
-        yield inst
-
-
-@pytest.fixture
-def small_corpus(tmp_path, edu_mini):
-    """Two of edu-mini's files in a folder of our own (so a test can add the third)."""
-    root = tmp_path / "corpus" / "sample" / "10BT"
-    root.mkdir(parents=True)
-    for name in ("000_00000.parquet", "001_00000.parquet"):
-        shutil.copyfile(edu_mini / "sample" / "10BT" / name, root / name)
-    return tmp_path / "corpus"
-
-
 def make_cfg(tmp_path, source, *overrides):
     return load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={source}",
                                 "corpus.max_documents_per_file=40", "shards.shard_size=50000", *overrides])

@@ -321,16 +321,42 @@ def test_runs_of_a_dead_pipeline_process_are_marked_failed(tmp_path):
         assert fail_runs_of_dead_processes(instance) == []  # once
 
 
+def test_launched_runs_whose_worker_is_gone_are_marked_failed(tmp_path):
+    """A launched run (tagged with the `gpt2train pipeline` that submitted it) whose run worker is
+    gone, and no code server left to notice: marked failed by the next pipeline on this host; a
+    live worker's run, another host's and one not yet started are left alone."""
+    from pipelines.dead_runs import SUBMITTED_BY_TAG, fail_runs_of_dead_processes, process_tag
+
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    cases = {"worker gone": (process_tag(), dead.pid, dg.DagsterRunStatus.STARTED),
+             "worker alive": (process_tag(), os.getpid(), dg.DagsterRunStatus.STARTED),
+             "other host": ("elsewhere:1:1", dead.pid, dg.DagsterRunStatus.STARTED),
+             "still starting": (process_tag(), None, dg.DagsterRunStatus.STARTING)}
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        ids = {}
+        for name, (tag, worker, status) in cases.items():
+            run = instance.add_run(dg.DagsterRun(job_name="data", status=status, tags={SUBMITTED_BY_TAG: tag}))
+            if worker is not None:  # what DefaultRunLauncher's code server logs when it starts the worker
+                instance.report_engine_event(f"Started process for run (pid: {worker}).", run)
+            ids[name] = run.run_id
+        assert fail_runs_of_dead_processes(instance) == [ids["worker gone"]]
+        messages = run_messages(instance, ids["worker gone"])
+        assert any(f"the run worker (pid {dead.pid} on" in m for m in messages), messages
+        assert instance.get_run_by_id(ids["worker alive"]).status == dg.DagsterRunStatus.STARTED
+
+
 @pytest.mark.slow
 def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path):
-    """SIGKILL of `gpt2train pipeline` while it trains: torchrun and its ranks stop within a bounded
-    time (they die with their parents), nothing holds the run directory, and the next `--stale-only`
-    marks the killed run failed and resumes training from its last complete checkpoint."""
+    """SIGKILL of `gpt2train pipeline --in-process` while it trains: torchrun and its ranks stop within
+    a bounded time (they die with their parents), nothing holds the run directory, and the next
+    `--stale-only` marks the killed run failed and resumes training from its last complete checkpoint.
+    (Launched runs outlive the CLI by design: tests/test_pipeline_launched.py.)"""
     import psutil
 
     data, home = tmp_path / "data", tmp_path / "home"
     sets = ("train.max_steps=60", "train.checkpoint_every=2")
-    first = gpt2train_pipeline(data, home, tmp_path / "first.log", sets)
+    first = gpt2train_pipeline(data, home, tmp_path / "first.log", sets, ("--in-process",))
     try:
         deadline = time.monotonic() + 240
         while not any(r.get("step", 0) >= 3 and "loss" in r for run in (data / "runs").glob("*/")
@@ -354,7 +380,8 @@ def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path
         (training,) = instance.get_runs(dg.RunsFilter(job_name="training"))
         assert training.status == dg.DagsterRunStatus.STARTED  # nothing else could have noticed
 
-    second = gpt2train_pipeline(data, home, tmp_path / "second.log", sets, ("--stale-only", "--through", "training"))
+    second = gpt2train_pipeline(data, home, tmp_path / "second.log", sets,
+                                ("--in-process", "--stale-only", "--through", "training"))
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         killed = instance.get_run_by_id(training.run_id)

@@ -7,7 +7,12 @@ assets, and the sorted key order is the source order (the order `datasets.load_d
 reads FineWeb-Edu in, so llm.c's document stream is ours too).
 
 Supported files: `.parquet` (column `corpus.text_field`), `.jsonl` (one JSON object per
-line, key `corpus.text_field`), `.txt` (the whole file is one document, UTF-8).
+line, key `corpus.text_field`), `.txt` (the whole file is one document, UTF-8, byte-exact: CRLF
+and CR stay as they are, as in a .jsonl string).
+
+Listing never follows a directory symlink (it could lead out of the source, or back into it and
+list the same files forever); file symlinks are followed, and two keys naming one file are refused.
+A file is hashed before and after it is read: one that changed meanwhile is refused, by name.
 
     files = list_source_files(cfg.corpus)
     record = fetch_source_file(cfg.corpus, files[0].key, data_dir)   # download + hash
@@ -16,8 +21,11 @@ line, key `corpus.text_field`), `.txt` (the whole file is one document, UTF-8).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +37,16 @@ from gpt2train.fileio import sha256_file
 from gpt2train.layout import corpus_hub_dir
 
 SUPPORTED_SUFFIXES = (".parquet", ".jsonl", ".txt")
+
+# How each file type is read into documents. A change to what a reader yields for the same bytes bumps
+# its number here and the corpus stage's (gpt2train/lineage/stage_versions.py). A number above 1 enters
+# the file's data version (gpt2train/data/stage.py), so only shards of that file type go stale.
+READER_VERSIONS = {".parquet": 1, ".jsonl": 1, ".txt": 2}  # .txt 2: read byte-exact (newlines kept)
+
+# Rows decoded at a time when a parquet row group is read to find its null texts.
+PARQUET_READ_ROWS = 512
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,15 +85,16 @@ def list_source_files(cfg: CorpusConfig) -> list[SourceFile]:
 
 def _list_local(cfg: CorpusConfig) -> list[SourceFile]:
     src = Path(cfg.source)
+    skipped: set[Path] = set()  # directory symlinks not entered
     if glob.has_magic(cfg.source):
         # the glob's longest literal prefix is the root that keys are relative to
         literal = []
-        for part in Path(cfg.source).parts:
+        for part in src.parts:
             if glob.has_magic(part):
                 break
             literal.append(part)
         root = Path(*literal) if literal else Path(".")
-        paths = [Path(p) for p in sorted(glob.glob(cfg.source, recursive=True)) if Path(p).is_file()]
+        paths = sorted(set(_glob_files(root, src.parts[len(literal):], skipped)))
     elif src.is_file():
         root, paths = src.parent, [src]
     elif src.is_dir():
@@ -86,11 +105,14 @@ def _list_local(cfg: CorpusConfig) -> list[SourceFile]:
             sub = src
         search = sub if sub.is_dir() else src
         root = src
-        paths = sorted(p for p in search.rglob("*") if p.is_file() and p.suffix in SUPPORTED_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(src).parts))
+        paths = sorted(p for p in _walk_files(search, skipped) if p.suffix in SUPPORTED_SUFFIXES)
     else:
         raise DataError(f"corpus.source {cfg.source} does not exist; give 'hub', a folder, a file or a glob "
                         f"of .parquet/.jsonl/.txt files")
+    for link in sorted(skipped):
+        log.warning("corpus listing skips directory symlink %s -> %s: a listing never follows one (it could lead "
+                    "out of corpus.source or loop back into it); to read that folder, give it as corpus.source",
+                    link, os.readlink(link))
     bad = [p for p in paths if p.suffix not in SUPPORTED_SUFFIXES]
     if bad:
         raise DataError(f"{bad[0]}: unsupported file type {bad[0].suffix!r}; corpus files must be "
@@ -98,7 +120,72 @@ def _list_local(cfg: CorpusConfig) -> list[SourceFile]:
     if not paths:
         raise DataError(f"corpus.source {cfg.source} holds no {', '.join(SUPPORTED_SUFFIXES)} files; point "
                         f"corpus.source (prepare --source) at a folder, file or glob of them, or 'hub'")
+    _refuse_one_file_twice(paths)
     return [SourceFile(p.relative_to(root).as_posix(), p) for p in paths]
+
+
+# Listing. Python's glob follows directory symlinks (`/c/**` with `/c/loop -> .` lists every file once per
+# nesting level, until the path is too long), so the corpus walks folders itself: a directory symlink is
+# never entered, whether it leads out of the source or back into it, and is logged as skipped. File
+# symlinks are followed (a Hub cache's snapshot folder links its blobs). Hidden names (a leading '.')
+# are skipped, as glob does unless the pattern part starts with '.'.
+
+def _walk_files(top: Path, skipped: set[Path]) -> Iterator[Path]:
+    """Every non-hidden file under `top`, without entering directory symlinks (added to `skipped`)."""
+    for dirpath, dirnames, filenames in os.walk(top):  # followlinks=False: symlinked dirs are listed, not entered
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        skipped.update(Path(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+        for name in filenames:
+            path = Path(dirpath, name)
+            if not name.startswith(".") and path.is_file():  # is_file: a broken symlink is no file
+                yield path
+
+
+def _glob_files(folder: Path, parts: tuple[str, ...], skipped: set[Path]) -> Iterator[Path]:
+    """Files under `folder` matching the glob pattern `parts` (one per path component; `**` = any
+    number of folders), as glob.glob(recursive=True) would, without entering directory symlinks (added
+    to `skipped`). A file can match twice (`**/**/x`): the caller dedupes."""
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        if not rest:  # a trailing `**` matches everything below
+            yield from _walk_files(folder, skipped)
+            return
+        yield from _glob_files(folder, rest, skipped)
+        for dirpath, dirnames, _ in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for d in dirnames:
+                if os.path.islink(os.path.join(dirpath, d)):
+                    skipped.add(Path(dirpath, d))
+                else:
+                    yield from _glob_files(Path(dirpath, d), rest, skipped)
+        return
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # unreadable or not a folder: glob lists nothing there either
+        return
+    for name in names:
+        if (name.startswith(".") and not head.startswith(".")) or not fnmatch.fnmatchcase(name, head):
+            continue
+        path = folder / name
+        if not rest:
+            if path.is_file():
+                yield path
+        elif path.is_symlink():
+            if path.is_dir():
+                skipped.add(path)
+        elif path.is_dir():
+            yield from _glob_files(path, rest, skipped)
+
+
+def _refuse_one_file_twice(paths: list[Path]) -> None:
+    """Two keys for one file (a file symlink, a hard link) would tokenize its documents twice."""
+    seen: dict[tuple[int, int], Path] = {}
+    for p in paths:
+        st = p.stat()
+        first = seen.setdefault((st.st_dev, st.st_ino), p)
+        if first is not p:
+            raise DataError(f"{first} and {p} are the same file (through a symlink or hard link), so its documents "
+                            f"would be read twice; remove one of them or narrow corpus.source")
 
 
 def check_source_key(cfg: CorpusConfig, key: str) -> None:
@@ -128,30 +215,52 @@ def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusReco
         local, source, repo, revision = _local_file(cfg, key).local_path, "local", None, None
     if local.stat().st_size == 0:
         raise DataError(f"{local}: the file is empty; delete it (or re-download it) and run again")
-    documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file)
+    # Hashed before it is counted, and checked after: the record's hash and count describe one content.
+    sha256 = sha256_file(local)
+    documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file, reader_char_limit(cfg))
+    check_unchanged(local, sha256, "counted")
     if documents == 0 or not has_text:
         what = "no documents" if documents == 0 else f"{documents} document(s), every one empty or blank"
         raise DataError(f"{local}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
                         f"remove the file from the corpus or fill it (or set corpus.text_field)")
     return CorpusRecord(key=key, source=source, repo=repo, revision=revision, local_path=str(local),
-                        sha256=sha256_file(local), bytes=local.stat().st_size, documents=documents)
+                        sha256=sha256, bytes=local.stat().st_size, documents=documents)
 
 
-def count_documents(path: Path, text_field: str, limit: int | None) -> int:
+def check_unchanged(path: str | Path, sha256: str, doing: str) -> None:
+    """Refuse a source file whose bytes are no longer `sha256`, the hash it was recorded (and read) under:
+    what was just read from it may mix two versions (a .jsonl appended to while it was tokenized)."""
+    now = sha256_file(path) if Path(path).exists() else "(missing)"
+    if now != sha256:
+        raise DataError(f"{path} changed while it was {doing} (sha256 {sha256[:16]}… before, {now[:16]}… after), so "
+                        f"what was read from it may mix two versions and is not used; stop whatever writes to it "
+                        f"(a corpus file must stay as it is while gpt2train reads it) and run again")
+
+
+def reader_char_limit(cfg: CorpusConfig) -> int | None:
+    """The document length the reader refuses above: `max_document_chars` when oversize documents are
+    refused; None when they are split (the tokenizer cuts them, gpt2train/data/tokenizer.py)."""
+    return cfg.max_document_chars if cfg.oversize_documents == "refuse" else None
+
+
+def count_documents(path: Path, text_field: str, limit: int | None, max_chars: int | None = None) -> int:
     """Documents in the file (capped at `limit`), validating it on the way."""
-    return _count_documents(path, text_field, limit)[0]
+    return _count_documents(path, text_field, limit, max_chars)[0]
 
 
-def _count_documents(path: Path, text_field: str, limit: int | None) -> tuple[int, bool]:
+def _count_documents(path: Path, text_field: str, limit: int | None, max_chars: int | None) -> tuple[int, bool]:
     """(documents, whether any holds non-blank text). A .jsonl/.txt is read through anyway, so its
-    text is checked; a .parquet is counted from its footer only (reading a 2 GB column to find
-    text would double the corpus stage's I/O), so True is assumed for it."""
+    text is checked (nulls, length); a .parquet is counted from its footer only (reading a 2 GB column
+    to find text would double the corpus stage's I/O), so True is assumed for it, its nulls are found
+    from the footer's statistics, and its documents' lengths are checked when they are tokenized."""
     if path.suffix == ".parquet":
         pf = _open_parquet(path, text_field)
         n = pf.metadata.num_rows
-        return (min(n, limit) if limit else n), True
+        n = min(n, limit) if limit else n
+        _refuse_parquet_nulls(pf, path, text_field, n)
+        return n, True
     n, has_text = 0, False
-    for batch in iter_document_batches(path, text_field, 4096, limit):
+    for batch in iter_document_batches(path, text_field, 4096, limit, max_chars):
         n += len(batch)
         has_text = has_text or any(text.strip() for text in batch)
     return n, has_text
@@ -162,7 +271,10 @@ def _open_parquet(path: Path, text_field: str):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer=False and a read buffer: a column chunk is streamed 1 MiB at a time instead of being
+        # fetched whole (with coalesced neighbours) ahead of decoding, so memory does not grow with the
+        # row-group size (a 396 MB file of 42 row groups: 549 MB peak RSS pre-buffered, see bench/tokenize.py).
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e}); re-download or replace it") from e
     columns = pf.schema_arrow.names
@@ -175,19 +287,59 @@ def _open_parquet(path: Path, text_field: str):
     return pf
 
 
-def iter_document_batches(path: str | Path, text_field: str, batch_size: int,
-                          limit: int | None = None) -> Iterator[list[str]]:
-    """Yield the file's documents in order, `batch_size` at a time (streaming: constant memory)."""
+def _refuse_parquet_nulls(pf, path: Path, text_field: str, rows: int) -> None:
+    """Refuse a null text among the first `rows` rows, naming its row, before anything is written. The
+    footer's per-row-group null counts say where to look without reading any text; a row group whose
+    writer recorded none is read (its text column only) to make sure."""
+    md, start = pf.metadata, 0
+    for i in range(md.num_row_groups):
+        if start >= rows:
+            return
+        group = md.row_group(i)
+        chunk = next(group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == text_field)
+        stats = chunk.statistics
+        if stats is None or not stats.has_null_count or stats.null_count > 0:
+            for texts in _parquet_texts(pf, text_field, PARQUET_READ_ROWS, row_groups=[i]):
+                if None in texts and start + texts.index(None) < rows:
+                    raise _null_error(path, text_field, start + texts.index(None))
+                start += len(texts)
+        else:
+            start += group.num_rows
+
+
+def _parquet_texts(pf, text_field: str, batch_size: int, row_groups: list[int] | None = None) -> Iterator[list]:
+    for rb in pf.iter_batches(batch_size=batch_size, columns=[text_field], row_groups=row_groups):
+        yield rb.column(0).to_pylist()
+
+
+def _null_error(path: Path, text_field: str, row: int) -> DataError:
+    return DataError(f"{path}: row {row} (counting from 0) has a null {text_field!r}; drop or fill the null rows "
+                     f"and run again")
+
+
+def _oversize_error(where: str, chars: int, max_chars: int) -> DataError:
+    return DataError(f"{where} is a document of {chars:,} characters, over corpus.max_document_chars={max_chars:,} "
+                     f"(tokenizing one can take ~50 bytes of memory per character); drop it, raise "
+                     f"corpus.max_document_chars, or set corpus.oversize_documents=split to tokenize it in pieces")
+
+
+def iter_document_batches(path: str | Path, text_field: str, batch_size: int, limit: int | None = None,
+                          max_chars: int | None = None) -> Iterator[list[str]]:
+    """Yield the file's documents in order, `batch_size` at a time (streaming: memory bounded by a batch,
+    not by the file). A document over `max_chars` characters is refused, naming its file and row."""
     path = Path(path)
     remaining = limit if limit else float("inf")
     if path.suffix == ".parquet":
-        pf = _open_parquet(path, text_field)
-        for rb in pf.iter_batches(batch_size=batch_size, columns=[text_field]):
-            texts = rb.column(0).to_pylist()[: int(min(remaining, batch_size))]
-            if any(t is None for t in texts):
-                i = texts.index(None)
-                raise DataError(f"{path}: row {i} of a batch has a null {text_field!r}; drop null rows first")
+        row = 0  # of the first document in `texts`, in the file
+        for texts in _parquet_texts(_open_parquet(path, text_field), text_field, batch_size):
+            texts = texts[: int(min(remaining, batch_size))]
+            if None in texts:
+                raise _null_error(path, text_field, row + texts.index(None))
+            if max_chars is not None and texts and max(map(len, texts)) > max_chars:
+                i = next(i for i, t in enumerate(texts) if len(t) > max_chars)
+                raise _oversize_error(f"{path}: row {row + i} (counting from 0)", len(texts[i]), max_chars)
             remaining -= len(texts)
+            row += len(texts)
             if texts:
                 yield texts
             if remaining <= 0:
@@ -208,8 +360,11 @@ def iter_document_batches(path: str | Path, text_field: str, batch_size: int,
                     raise DataError(f"{path}:{lineno}: not a JSON object ({e}); fix or remove the line") from e
                 text = obj.get(text_field) if isinstance(obj, dict) else None
                 if not isinstance(text, str):
-                    raise DataError(f"{path}:{lineno}: no string field {text_field!r}; every line needs one "
+                    what = "a null" if isinstance(obj, dict) and obj.get(text_field, 0) is None else "no string field"
+                    raise DataError(f"{path}:{lineno}: {what} {text_field!r}; every line needs a string there "
                                     f"(or set corpus.text_field)")
+                if max_chars is not None and len(text) > max_chars:
+                    raise _oversize_error(f"{path}:{lineno}", len(text), max_chars)
                 batch.append(text)
                 remaining -= 1
                 if len(batch) == batch_size:
@@ -219,9 +374,14 @@ def iter_document_batches(path: str | Path, text_field: str, batch_size: int,
             yield batch
     elif path.suffix == ".txt":
         try:
-            yield [path.read_text(encoding="utf-8")]
+            # Bytes decoded as they are (no newline translation): "\r\n" stays "\r\n", as in a .jsonl
+            # string and as lineage hashes the file.
+            text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); "
                             f"re-encode the file as UTF-8") from e
+        if max_chars is not None and len(text) > max_chars:
+            raise _oversize_error(f"{path} (the whole file)", len(text), max_chars)
+        yield [text]
     else:
         raise DataError(f"{path}: unsupported file type; corpus files must be {', '.join(SUPPORTED_SUFFIXES)}")

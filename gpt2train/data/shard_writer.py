@@ -21,8 +21,9 @@ A run writes every shard and its sidecar `<shard>.bin.json` into a staging folde
 failure leaves the previous run's shards exactly as they were; a partition's manifest
 (`partitions/<tag>.json`) is written last and is what marks the partition complete.
 
-Memory is bounded by `shards.batch_documents` (plus one batch being read ahead), not by
-the corpus or the shard size.
+Memory is bounded by `shards.batch_documents` (plus one batch being read ahead) and
+`corpus.max_document_chars`, not by the corpus, a file or the shard size. Each source file is
+hashed again once it has been read: one that changed meanwhile is refused and nothing is published.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.data.corpus import CorpusRecord, iter_document_batches
+from gpt2train.data.corpus import CorpusRecord, check_unchanged, iter_document_batches, reader_char_limit
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.layout import partition_shard_name, partition_tag, shard_partition_manifest, stream_shard_name
@@ -206,7 +207,8 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     t0 = time.perf_counter()
     written: list[dict] = []
 
-    with DocumentEncoder(scfg.tokenizer, scfg.threads) as encoder:
+    split_chars = cfg.corpus.max_document_chars if cfg.corpus.oversize_documents == "split" else None
+    with DocumentEncoder(scfg.tokenizer, scfg.threads, split_chars) as encoder:
         tokenizer_info = {"name": scfg.tokenizer, "ranks_sha256": ranks_sha256(encoder.enc), "eot": encoder.eot}
 
         def on_complete(path: Path, index: int, count: int, sources: list[CorpusRecord]) -> None:
@@ -249,8 +251,8 @@ def _tokenize_into(sink: ShardSink, records: list[CorpusRecord], encoder: Docume
     n_tokens = 0
     for record in records:
         sink.source = record
-        batches = iter_document_batches(record.local_path, cfg.corpus.text_field,
-                                        cfg.shards.batch_documents, cfg.corpus.max_documents_per_file)
+        batches = iter_document_batches(record.local_path, cfg.corpus.text_field, cfg.shards.batch_documents,
+                                        cfg.corpus.max_documents_per_file, reader_char_limit(cfg.corpus))
         reader = _read_ahead(batches)
         # On an error, stop the read-ahead thread first, then close the file reader, so the
         # source file's handle is released now rather than at garbage collection.
@@ -260,6 +262,9 @@ def _tokenize_into(sink: ShardSink, records: list[CorpusRecord], encoder: Docume
                 n_tokens += len(tokens)
                 bar.update(n_docs)
                 bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+        # Its shards are still in staging: a file appended to (or rewritten) while it was read gave
+        # documents its record's hash and count do not describe, so none of them is published.
+        check_unchanged(record.local_path, record.sha256, "tokenized")
     return n_tokens
 
 

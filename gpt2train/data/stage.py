@@ -18,7 +18,9 @@ import logging
 from pathlib import Path
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.data.corpus import CorpusRecord, check_source_key, fetch_source_file, list_source_files
+from gpt2train.data.corpus import (
+    READER_VERSIONS, CorpusRecord, check_source_key, fetch_source_file, list_source_files,
+)
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.lineage.records import (
@@ -32,19 +34,34 @@ log = logging.getLogger(__name__)
 
 def corpus_code_version(cfg: Config) -> str:
     """The settings that decide what a partition's record holds. Not `source` (a mirror and the
-    Hub give the same bytes, and the data version is their hash) and not `files` (it selects
-    partitions: raising it adds partitions and leaves the others fresh)."""
+    Hub give the same bytes, and the data version is their hash), not `files` (it selects
+    partitions: raising it adds partitions and leaves the others fresh), and the oversize settings
+    only where they can change a token (see `_oversize_settings`)."""
     c = cfg.corpus
     return code_version(["corpus"], {"dataset": c.dataset, "name": c.name, "revision": c.revision,
                                               "text_field": c.text_field,
-                                              "max_documents_per_file": c.max_documents_per_file})
+                                              "max_documents_per_file": c.max_documents_per_file,
+                                              **_oversize_settings(cfg)})
+
+
+def _oversize_settings(cfg: Config) -> dict:
+    """`max_document_chars` and `oversize_documents` where they shape output: only when oversize documents
+    are split (the cut positions). Refusing changes no token of any document it lets through, so under
+    `refuse` (the default) neither setting makes anything stale."""
+    c = cfg.corpus
+    return {"oversize_split_chars": c.max_document_chars} if c.oversize_documents == "split" else {}
 
 
 def corpus_data_version(record: CorpusRecord, cfg: Config) -> str:
-    """The file's bytes *and* which documents of it are used: changing `text_field` or
-    `max_documents_per_file` changes the documents the shards are made of, so it must reach them."""
+    """The file's bytes *and* which documents of it are used, as what: changing `text_field`,
+    `max_documents_per_file` or how oversize documents are split, or the reader of the file's type
+    (READER_VERSIONS), changes the documents the shards are made of, so it must reach them."""
     c = cfg.corpus
-    return hashlib.sha256(f"{record.sha256}|{c.text_field}|{c.max_documents_per_file}".encode()).hexdigest()[:24]
+    extra = "".join(f"|{k}={v}" for k, v in _oversize_settings(cfg).items())
+    reader = READER_VERSIONS.get(Path(record.key).suffix, 1)
+    if reader > 1:  # version 1 readers add nothing: their files' data versions stay as recorded before
+        extra += f"|reader={reader}"
+    return hashlib.sha256(f"{record.sha256}|{c.text_field}|{c.max_documents_per_file}{extra}".encode()).hexdigest()[:24]
 
 
 def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
@@ -67,16 +68,43 @@ def ranks_sha256(enc) -> str:
     return h.hexdigest()
 
 
+# A cut between a non-whitespace character and a space or newline: GPT-2's pre-tokenizer regex
+# ('s|'t|...| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+) never puts both in one piece (a piece
+# is whitespace, or at most one leading space before non-whitespace), and looks ahead only past
+# whitespace, so encoding the text on either side of such a cut gives the whole text's tokens.
+_CUT_BEFORE = re.compile(r"(?<=\S)[ \n]")
+
+
+def split_document(text: str, max_chars: int) -> list[str]:
+    """`text` in pieces of at most `max_chars` characters whose tokens, concatenated, are the whole
+    text's: each cut is the last one before a space or newline that follows non-whitespace. A
+    stretch of `max_chars` characters with no such place is cut at `max_chars` (its tokens there
+    differ from the whole text's: BPE sees the two halves of a word apart)."""
+    pieces, start = [], 0
+    while len(text) - start > max_chars:
+        end = start + max_chars
+        cuts = [m.start() for m in _CUT_BEFORE.finditer(text, start + 1, end + 1)]
+        cut = cuts[-1] if cuts else end
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 class DocumentEncoder:
     """Encodes batches of documents on a thread pool into one uint16 token stream.
 
         with DocumentEncoder("gpt2") as encoder:
             stream = encoder.encode_batch(["first doc", "second doc"])  # (N,) uint16
+
+    `split_chars`: a document longer than this is encoded in pieces (`split_document`), so
+    tiktoken's memory (up to ~50 bytes per character of a whitespace-free piece) stays bounded.
     """
 
-    def __init__(self, name: str = "gpt2", threads: int = 0):
+    def __init__(self, name: str = "gpt2", threads: int = 0, split_chars: int | None = None):
         self.enc = get_encoding(name)
         self.name = name
+        self.split_chars = split_chars
         self.eot = self.enc.eot_token
         self.threads = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tokenize")
@@ -92,6 +120,11 @@ class DocumentEncoder:
 
     def encode_document(self, text: str) -> np.ndarray:
         """Ordinary BPE tokens of one document as (n,) uint32, without the end-of-text token."""
+        if self.split_chars is not None and len(text) > self.split_chars:
+            return np.concatenate([self._encode_ordinary(piece) for piece in split_document(text, self.split_chars)])
+        return self._encode_ordinary(text)
+
+    def _encode_ordinary(self, text: str) -> np.ndarray:
         try:
             return self.enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         except UnicodeEncodeError:

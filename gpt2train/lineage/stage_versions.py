@@ -18,7 +18,8 @@ docs/lineage.md says why explicit numbers and not hashes of the source.
 """
 
 STAGE_VERSIONS = {
-    "corpus": 1,          # which documents of a source file are used (gpt2train/data/corpus.py, hub.py)
+    "corpus": 2,          # which documents of a source file are used, as what text (gpt2train/data/corpus.py,
+                          # hub.py; a file type's reader also has its own number there, READER_VERSIONS)
     "shards": 1,          # a shard's bytes: tokenizer, document prefix, header, cut (data/tokenizer.py,
                           # shards.py, shard_writer.py)
     "training": 2,        # the weights: model, init, loader order, schedule, optimizer, loop (model.py,

@@ -1,20 +1,29 @@
-"""Why a launched trainer failed, in one message: what `training_run` raises and a launcher prints.
+"""Why a trainer failed or was stopped, in one message that says where the run resumes from: what
+`training_run` raises and a launcher prints.
 
 A launch leaves notes in a folder of its own (the `training_run` asset's `<run>/.launch-<Dagster run
 id>/`): the trainer's own error (TRAINER_ERROR, written by rank 0: pipelines/train_pipes.py) or how the
 first failed rank ended (LAUNCH_FAILURE, written by pipelines/torchrun_launcher.py). A rank killed by
 a signal reports nothing itself, so the message also says how far the run got and which checkpoint a
 rerun resumes from.
+
+A single-process trainer stopped by SIGTERM (`kill`, a scheduler's preemption) or SIGINT (Ctrl-C, the
+Pipes client's way to stop it) raises TrainingStopped (`stop_on_signals`), naming the checkpoint it
+resumes from; a Dagster run that was interrupted says the same (`describe_interrupted_training`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gpt2train.layout import MAIN_LOG, checkpoints_dir
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.layout import MAIN_LOG, STEP_DIR, checkpoints_dir
 from gpt2train.training.checkpoint import latest_checkpoint
 from gpt2train.training.runs import read_metrics
 
@@ -47,12 +56,73 @@ def describe_training_failure(run: Path, notes: Path, launcher_error: str) -> st
         code = re.search(r"code (-?\d+)", launcher_error)
         how = (f"torchrun was killed by {_signal_name(-int(code[1]))}" if code and int(code[1]) < 0
                else f"torchrun failed ({launcher_error})")
+    return f"training run {run.name} failed: {how}{_progress(run)}. Log: {run / MAIN_LOG}. {_asset_resume(run)}."
+
+
+def describe_interrupted_training(run: Path) -> str:
+    """The training_run asset's message when its Dagster run was interrupted (SIGTERM or SIGINT to the run's
+    process, the UI's Terminate: Dagster raises DagsterExecutionInterruptedError and the local Pipes client
+    stops the trainer with SIGINT): what stopped it, how far it got, and where it resumes from."""
+    return (f"training run {run.name} was stopped: its Dagster run was interrupted (SIGTERM or SIGINT to the run's "
+            f"process, or Terminate in the UI){_progress(run)}. Log: {run / MAIN_LOG}. "
+            f"{_asset_resume(run, show_step=True)}.")
+
+
+def _progress(run: Path) -> str:
     steps = [m["step"] for m in read_metrics(run) if "loss" in m]
-    progress = f" after step {max(steps)}" if steps else " before its first step"
+    return f" after step {max(steps)}" if steps else " before its first step"
+
+
+def _asset_resume(run: Path, show_step: bool = False) -> str:
     last = latest_checkpoint(checkpoints_dir(run))
     if last is not None:
-        resume = (f"The last complete checkpoint is {last}; materializing training_run again (e.g. "
-                  f"`gpt2train pipeline --stale-only`) resumes from it")
-    else:
-        resume = "No checkpoint was complete, so materializing training_run again starts from step 0"
-    return f"training run {run.name} failed: {how}{progress}. Log: {run / MAIN_LOG}. {resume}."
+        step = f" (step {_step_of(last)})" if show_step else ""
+        return (f"The last complete checkpoint is {last}{step}; materializing training_run again (e.g. "
+                f"`gpt2train pipeline --stale-only`) resumes from it")
+    return "No checkpoint was complete, so materializing training_run again starts from scratch (step 0)"
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(STEP_DIR.match(checkpoint.name)[1])
+
+
+class TrainingStopped(Gpt2TrainError):
+    """The trainer was stopped by SIGTERM or SIGINT; the message says where a rerun resumes from."""
+
+
+def stopped_message(signal_name: str, out_dir: Path) -> str:
+    """`training stopped by SIGTERM after step 7; ... resumes from <checkpoint> (step 6)`, for the run in `out_dir`."""
+    last = latest_checkpoint(checkpoints_dir(out_dir))
+    resume = (f"the last complete checkpoint is {last} (step {_step_of(last)}): run the same command again (or "
+              f"materialize training_run) to resume from it" if last is not None else
+              "no checkpoint was complete yet, so running it again starts from scratch (step 0)")
+    return f"training in {out_dir} stopped by {signal_name}{_progress(out_dir)}; {resume}"
+
+
+@contextlib.contextmanager
+def stop_on_signals(message: Callable[[str], str]) -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGINT raise TrainingStopped(message(signal name)) instead of
+    ending the process without a word (SIGTERM) or with a KeyboardInterrupt traceback (SIGINT), so
+    the CLI and the training_run asset say where the run resumes from. Everything the loop writes is
+    crash-safe (temp name + rename, checkpoints complete only with DONE), so raising at any point
+    between two bytecodes leaves nothing half-written under a final name.
+
+    For one process only (the loop calls it when the world is 1): a Python handler runs only between
+    bytecodes, so a rank blocked in a collective whose peer died would not stop on SIGTERM, which
+    torchrun and the parent-death signal (gpt2train/training/distributed.py) rely on. A second signal
+    while the first is handled ends the process as before."""
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set only there
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        raise TrainingStopped(message(signal.Signals(signum).name))
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

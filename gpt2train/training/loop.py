@@ -43,6 +43,7 @@ from gpt2train.training.checkpoint import (
 )
 from gpt2train.training.distributed import Dist, destroy_distributed, init_distributed
 from gpt2train.training.evals import InLoopEvals, load_in_loop_hellaswag, sample_text
+from gpt2train.training.failure import stop_on_signals, stopped_message
 from gpt2train.training.mfu import peak_bf16_flops, unknown_device_note
 from gpt2train.training.parallelize import (
     apply_compile, apply_ddp, autocast_for, build_model, build_optimizer, load_optimizer_shard_state,
@@ -109,6 +110,8 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> d
             tr = set_up(cfg, d, device, device_type)
             take_run_dir(tr, held)
             resume(tr)
+            if d.world == 1:  # SIGTERM / SIGINT: an error that says where the run resumes from (failure.py)
+                held.enter_context(stop_on_signals(lambda name: stopped_message(name, tr.out_dir)))
             return run_loop(tr, on_checkpoint, held)
     finally:
         destroy_distributed(d)
@@ -347,7 +350,8 @@ def diverged_message(step: int, in_a_row: int, limit: int, ckpt_root: Path) -> s
     last_good = latest_checkpoint(ckpt_root)
     where = (f"the last good checkpoint is {last_good} (step {int(STEP_DIR.match(last_good.name)[1])}); the run resumes "
              f"from it when started again" if last_good else "no checkpoint was written yet")
-    return (f"training stopped at step {step}: the loss or gradient norm was NaN/Inf for {in_a_row} steps in a row "
+    return (f"training stopped at step {step}: the loss, gradient norm, clip coefficient or learning rate was NaN/Inf "
+            f"for {in_a_row} steps in a row "
             f"(steps {step - in_a_row + 1}..{step}; train.max_nonfinite_steps={limit}); none of them updated the "
             f"weights. {where}. Lower train.learning_rate or raise train.warmup_steps, or check the data; "
             f"train.max_nonfinite_steps=0 keeps skipping instead of stopping")

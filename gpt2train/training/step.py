@@ -4,8 +4,8 @@
 
 `grad_accum` micro-batches (the gradient all-reduce only on the last one), the loss averaged over
 them and the ranks, the gradient norm clipped, then AdamW at the given learning rate, unless
-`UpdateGuard` skips the update: a NaN/Inf loss or gradient norm never reaches the weights, and
-llm.c's -sl / -sg skip outliers against the last 128 steps.
+`UpdateGuard` skips the update: a NaN/Inf loss, gradient norm, clip coefficient or learning rate
+never reaches the weights, and llm.c's -sl / -sg skip outliers against the last 128 steps.
 """
 
 from __future__ import annotations
@@ -38,17 +38,22 @@ class UpdateGuard:
     loss_outliers: OutlierDetector = field(default_factory=OutlierDetector)
     norm_outliers: OutlierDetector = field(default_factory=OutlierDetector)
     skipped: int = 0             # updates skipped so far, for any reason
-    nonfinite_in_a_row: int = 0  # steps in a row whose loss or grad norm was NaN/Inf
+    nonfinite_in_a_row: int = 0  # steps in a row with a NaN/Inf loss, grad norm, clip coefficient or lr
 
-    def skips(self, step: int, loss: float, norm: float) -> tuple[bool, bool]:
-        """(skip this update, because it is not finite) for update number `step`."""
+    def skips(self, step: int, loss: float, norm: float, clip_coef: float, lr: float) -> tuple[bool, bool]:
+        """(skip this update, because it is not finite) for update number `step`. `clip_coef` is what
+        clipping multiplied the gradients by, `lr` the rate AdamW would apply: with either one NaN or
+        Inf (a NaN train.grad_clip, a schedule gone wrong) a finite loss and norm still make every
+        weight NaN, so they are checked as the loss and the norm are."""
         # A non-finite value never enters the outlier statistics. Every rank decides the same: the
-        # loss is all-reduced, the norm is of all-reduced grads.
-        nonfinite = not (math.isfinite(loss) and math.isfinite(norm))
+        # loss is all-reduced, the norm is of all-reduced grads, the coefficient and lr follow from
+        # the norm and the config.
+        values = {"loss": loss, "grad norm": norm, "clip coefficient": clip_coef, "lr": lr}
+        nonfinite = not all(math.isfinite(v) for v in values.values())
         if nonfinite:
             skip, self.nonfinite_in_a_row = True, self.nonfinite_in_a_row + 1
-            log.warning("step %d: loss %s, grad norm %s: not finite, update skipped (%d in a row)",
-                        step, loss, norm, self.nonfinite_in_a_row)
+            log.warning("step %d: %s: not finite, update skipped (%d in a row)", step,
+                        ", ".join(f"{name} {value}" for name, value in values.items()), self.nonfinite_in_a_row)
         else:
             self.nonfinite_in_a_row = 0
             loss_z, norm_z = self.loss_outliers.update(loss), self.norm_outliers.update(norm)
@@ -98,7 +103,11 @@ def train_step(model: torch.nn.Module, ddp_model: torch.nn.Module, optimizer: to
         loss_sum += loss.detach()
     loss_value = (d.all_reduce(loss_sum) / (grad_accum * d.world)).item()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
-    skip, nonfinite = guard.skips(step, loss_value, norm)
+    # What clip_grad_norm_ scaled the gradients by: its own formula, clamped to 1 as its torch.clamp does.
+    # A NaN stays NaN (Python's min(1.0, nan) would say 1.0): it has just made every gradient NaN.
+    clip_coef = grad_clip / (norm + 1e-6)
+    clip_coef = 1.0 if clip_coef >= 1.0 else clip_coef
+    skip, nonfinite = guard.skips(step, loss_value, norm, clip_coef, lr)
     if not skip:
         for group in optimizer.param_groups:
             group["lr"] = lr

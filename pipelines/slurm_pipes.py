@@ -1,0 +1,98 @@
+"""The `training_run` asset's Slurm backend (`launch.backend: slurm`): the trainer as an sbatch job that
+talks Dagster Pipes through files on the shared filesystem.
+
+    result = train_on_slurm(context, cfg, run, config_path, notes)    # assets/training.py calls it
+
+Dagster's own `open_pipes_session` with a file context injector and a file message reader, both in
+the attempt's notes folder `<run>/.launch-<Dagster run id>/`: the job script
+(gpt2train/training/slurm_job.py) exports the two Pipes variables that point there, rank 0 of the
+trainer (pipelines/train_pipes.py, wherever it runs) writes its log lines, checkpoints and final
+metadata to the messages file, and the reader thread here tails it into the Dagster run, as the
+subprocess client does for the local backend. The job's own output (every task's stdout and
+stderr: torchrun, the other ranks) lands in `<run>/slurm-<job id>.out` and is copied to this step's
+stderr as it grows.
+
+While the job is queued or runs, its state is read every few seconds. A job that ends other than
+COMPLETED fails the asset with one line naming the job, its state and the checkpoint the next
+materialization resumes from; a job still pending after `launch.slurm.pending_timeout_s` is
+cancelled. If the Dagster run stops waiting (cancelled from the UI, the run worker interrupted by
+SIGTERM / SIGINT), the job is cancelled with it: nothing trains on unwatched. A worker that cannot
+cancel it (SIGKILL, the OOM killer) stops touching `<notes>/heartbeat`, which it touches at every
+poll, and the job's own watchdog cancels it after `launch.slurm.heartbeat_timeout_s`; the next
+materialization resumes from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from gpt2train.config import Config
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.training.failure import describe_training_failure
+from gpt2train.training.slurm_job import (JOB_OUTPUT, JobState, SlurmError, cancel, describe_job_end, submit,
+                                          touch_heartbeat, wait_for_job, write_job_script)
+
+PIPES_CONTEXT = "pipes_context.json"  # in the attempt's notes folder
+PIPES_MESSAGES = "pipes_messages.jsonl"
+
+
+class OutputTail:
+    """Copies what a file gains (the job's output) to this process's stderr, the step's compute log."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def copy_new(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:  # the job has not started yet
+            return
+        self.offset += len(data)
+        if data:
+            sys.stderr.write(data.decode(errors="replace"))
+            sys.stderr.flush()
+
+
+def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, config_path: Path,
+                   notes: Path) -> dg.MaterializeResult:
+    """Submit the training job, stream it into the run until it ends, and return the trainer's
+    materialization; raise a one-line Gpt2TrainError for any other end."""
+    with dg.open_pipes_session(context=context,
+                               context_injector=dg.PipesFileContextInjector(str(notes / PIPES_CONTEXT)),
+                               message_reader=dg.PipesFileMessageReader(str(notes / PIPES_MESSAGES))) as session:
+        script = write_job_script(cfg, run, config_path, notes, session.get_bootstrap_env_vars())
+        touch_heartbeat(notes)  # before sbatch: the job's watchdog finds a heartbeat from its first look
+        job = submit(cfg, script)
+        output = OutputTail(run / JOB_OUTPUT.replace("%j", job))
+        context.log.info(f"Slurm job {job} submitted ({script}); its output: {output.path}")
+        last_seen: list[JobState] = []
+
+        def on_poll(state: JobState) -> None:
+            touch_heartbeat(notes)  # still watching: the job's watchdog leaves it running
+            output.copy_new()
+            if not last_seen or state.state != last_seen[-1].state:
+                context.log.info(f"Slurm job {job}: {state.state}" + (f" ({state.reason})" if state.reason
+                                                                      not in ("", "None") else ""))
+            last_seen[:] = [state]
+
+        try:
+            ended = wait_for_job(job, cfg.launch.slurm.pending_timeout_s, on_poll=on_poll)
+        except SlurmError:
+            raise  # pending too long (wait_for_job cancelled it), or slurmctld not answering
+        except BaseException:  # the run cancelled, its worker interrupted: the job must not outlive the step
+            cancel(job)
+            context.log.warning(f"Slurm job {job} cancelled: the Dagster run stopped waiting for it")
+            raise
+        finally:
+            output.copy_new()
+    if ended.state == "COMPLETED":
+        return dg.PipesClientCompletedInvocation(session).get_materialize_result()
+    if ended.state == "FAILED":  # the trainer or torchrun exited non-zero: its notes say why
+        message = describe_training_failure(run, notes, f"Slurm job {job} FAILED with exit code {ended.exit_code}")
+        raise Gpt2TrainError(f"{message} (Slurm job {job}; its output: {output.path})")
+    raise SlurmError(describe_job_end(run, job, ended))

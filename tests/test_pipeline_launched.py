@@ -1,0 +1,135 @@
+"""`gpt2train pipeline` as a user runs it: every run submitted to the instance's run queue and
+launched in its own run-worker process (pipelines/executors.py: LaunchedRuns), no daemon running.
+
+The library-level pipeline tests call `run_pipeline` in-process (the same stages and staleness
+rules, a process fewer per run); tests/test_cli.py runs the whole chain through the console script,
+launched. These run it against a SQLite DAGSTER_HOME whose dagster.yaml limits the queue, for the
+faults only a launched run has: its worker SIGKILLed, the CLI itself SIGKILLed with runs in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.dead_runs import WORKER_STARTED
+from tests.test_pipeline_chain import CHAIN_SETS
+
+pytestmark = pytest.mark.slow
+
+
+
+def make_home(root: Path, max_concurrent_runs: int) -> Path:
+    home = root / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"telemetry:\n  enabled: false\nconcurrency:\n  runs:\n"
+                                       f"    max_concurrent_runs: {max_concurrent_runs}\n")
+    return home
+
+
+def pipeline_command(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "pipeline", "--config", "tiny", "--set", f"data_dir={root / 'data'}",
+            *[a for s in CHAIN_SETS for a in ("--set", s)], *extra]
+
+
+def run_env(home: Path) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def pipeline(root: Path, home: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(pipeline_command(root, *extra), env=run_env(home), capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        match = WORKER_STARTED.search(record.event_log_entry.dagster_event.message or "")
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def most_at_once(instance: dg.DagsterInstance, run_ids: list[str]) -> int:
+    """The largest number of the runs in progress at one moment, as the queue counts them: from the
+    dequeue that launched a run (its STARTING event) to its end."""
+    edges = []
+    for run_id in run_ids:
+        (starting,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_STARTING).records
+        edges += [(starting.event_log_entry.timestamp, 1), (instance.get_run_stats(run_id).end_time, -1)]
+    running = peak = 0
+    for _, step in sorted(edges):  # at equal times an end (-1) sorts before a start
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def started_data_run(home: Path):
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], job_name="data")):
+            pid = worker_pid(instance, run.run_id)
+            if pid:
+                return run.run_id, pid
+    return None
+
+
+def test_a_killed_run_worker_fails_its_run_and_stale_only_redoes_it(tmp_path):
+    home = make_home(tmp_path, 2)
+    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"), env=run_env(home), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        run_id, pid = wait_for(lambda: started_data_run(home), 300, "a data run's worker")
+        os.kill(pid, signal.SIGKILL)
+        out, err = cli.communicate(timeout=300)
+    finally:
+        cli.kill()
+    assert cli.returncode == 2, err[-2000:]
+    # The code server that started the worker saw it die; the CLI says so, naming the run.
+    assert f"run {run_id} (data, partition" in err and "terminated by signal 9 (SIGKILL)" in err, err[-2000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE  # not left STARTED
+    redo = pipeline(tmp_path, home, "--through", "data", "--stale-only")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert "ran      token_shards" in redo.stdout
+
+
+def test_runs_outlive_a_killed_cli_and_the_next_one_waits_for_them(tmp_path):
+    """SIGKILL of `gpt2train pipeline` alone, with the queue limited to one run: the run it had started
+    is the instance's and finishes in its worker; the one still queued is dequeued by the next
+    pipeline, which waits for both instead of launching the same partitions again."""
+    home = make_home(tmp_path, 1)
+    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"), env=run_env(home), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        wait_for(lambda: started_data_run(home), 300, "a data run's worker")
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=30)
+    finally:
+        cli.kill()
+    following = pipeline(tmp_path, home, "--through", "data", "--stale-only")
+    assert following.returncode == 0, following.stderr[-3000:]
+    assert "waiting for" in following.stderr
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="data"))
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        keys = [r.tags["dagster/partition"] for r in runs]
+        assert sorted(keys) == sorted(set(keys)) and len(keys) == 2  # each corpus file once
+        assert most_at_once(instance, [r.run_id for r in runs]) == 1  # the queue's limit held
+        corpus = instance.fetch_materializations(dg.AssetKey("corpus"), limit=10).records
+        assert len(corpus) == 2
