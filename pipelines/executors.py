@@ -126,9 +126,6 @@ class InProcessRuns:
     def wait(self, run_ids: list[str]) -> dict[str, RunOutcome]:
         return {run_id: self._outcomes[run_id] for run_id in run_ids}
 
-    def close(self) -> None:
-        pass
-
 
 def code_location_env(config: str | None, overrides: list[str]) -> dict[str, str]:
     """The GPT2TRAIN_* variables that make the code location load the config `--config` and `--set`
