@@ -91,10 +91,16 @@ def through_library(root: Path, extra: list[str]) -> float:
 
 
 def instance_home(root: Path, max_concurrent_runs: int | None = None) -> Path:
+    """A DAGSTER_HOME as `gpt2train pipeline` creates one (pipelines/cli.py), with its run limit changed."""
+    from pipelines.cli import NEW_INSTANCE_YAML
+
     home = root / "home"
     home.mkdir(parents=True)
-    limit = f"concurrency:\n  runs:\n    max_concurrent_runs: {max_concurrent_runs}\n" if max_concurrent_runs else ""
-    (home / "dagster.yaml").write_text(f"telemetry:\n  enabled: false\n{limit}")
+    yaml = NEW_INSTANCE_YAML
+    if max_concurrent_runs:
+        assert "max_concurrent_runs: 10\n" in yaml
+        yaml = yaml.replace("max_concurrent_runs: 10\n", f"max_concurrent_runs: {max_concurrent_runs}\n")
+    (home / "dagster.yaml").write_text(yaml)
     return home
 
 

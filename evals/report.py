@@ -32,7 +32,7 @@ from typing import Any
 from evals.published import published_baselines
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json
-from gpt2train.model import DEPTH_SHAPES
+from gpt2train.model_config import DEPTH_SHAPES
 
 # GPT-2's published sizes by depth (llm.c's -e dN with DEPTH_SHAPES' width).
 PUBLISHED_SIZES = {12: "124M", 24: "350M", 36: "774M", 48: "1558M"}

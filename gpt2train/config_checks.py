@@ -291,7 +291,7 @@ def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
     """train.init_from must hold the configured model shape (`ours`): read from its metadata now (no
     weights loaded: a checkpoint's state.json, a config.json, an llm.c header), not found only after
     the trainer has built the model."""
-    from gpt2train.weights import source_shape  # imports torch: only when init_from is set
+    from gpt2train.weights import source_shape
 
     t = cfg.train
     try:

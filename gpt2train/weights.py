@@ -20,15 +20,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from gpt2train.model import GPT, GPTConfig
+from gpt2train.model_config import GPTConfig
 from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+    from gpt2train.model import GPT
+
+# torch (and the model) are imported where weights are read: `weights_sha256` and `source_shape` are
+# read by the Dagster code location, which every run worker imports, and torch's import costs ~3.5 s.
 
 LLMC_MAGIC = 20240326
 LLMC_DTYPES = {3: np.float32, 5: np.uint16}  # header version -> stored dtype (5: bf16 bits)
@@ -88,6 +95,10 @@ def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
     except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
         raise Gpt2TrainError(f"checkpoint {path}: model.safetensors cannot be read ({type(e).__name__}: {e}); "
                              f"export another checkpoint") from e
+
+    import torch
+
+    from gpt2train.model import GPT
 
     # Built on the meta device (no memory, no init): only the shapes matter until the weights land.
     with torch.device("meta"):
@@ -223,6 +234,8 @@ def _llmc_shape(header: np.ndarray) -> GPTConfig:
 
 
 def _load_llmc(path: Path) -> GPT:
+    from gpt2train.model import GPT
+
     model = GPT(_llmc_shape(_llmc_header(path)))
     model.load_state_dict(_llmc_state_dict(path))
     return model
@@ -230,6 +243,8 @@ def _load_llmc(path: Path) -> GPT:
 
 def _llmc_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The parameters of an llm.c model file under our names (lm_head tied to wte)."""
+    import torch
+
     header = _llmc_header(path)
     cfg = _llmc_shape(header)
     dtype = LLMC_DTYPES[int(header[1])]

@@ -69,6 +69,8 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     dequeue_interval_seconds: 1      # default 5 s: a run waits in the queue up to that long
+    dequeue_use_threads: true        # as docs/deploy.md: a pass's runs launched side by side
+    dequeue_num_workers: 4
 concurrency:
   runs:
     max_concurrent_runs: 3

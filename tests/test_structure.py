@@ -104,3 +104,15 @@ def test_the_readme_layout_names_every_module():
             if not re.search(rf"(?<![\w.]){re.escape(path.stem)}(?![\w])", layout):
                 missing.append(str(path.relative_to(REPO)))
     assert not missing, f"README.md's Layout does not name: {missing}"
+
+
+def test_the_code_location_imports_no_torch():
+    """Every run worker imports the code location before its run starts: torch, transformers and
+    lm-eval (~3.5 s and more on these machines) belong to the steps that use them, not to that import."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "transformers", "lm_eval", "matplotlib", "pyarrow"]
+    probe = f"import sys, pipelines.definitions; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"importing pipelines.definitions loads {out.stdout.strip()}"

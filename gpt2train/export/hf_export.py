@@ -31,24 +31,27 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from gpt2train.data.tokenizer import EOT_TOKEN
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.export.model_card import model_card
-from gpt2train.export.state_dict import to_hf_state_dict
 from gpt2train.export.tokenizer import write_gpt2_tokenizer
-from gpt2train.export.verify import verify_export
 from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
 from gpt2train.layout import LINEAGE_FILE, checkpoint_key
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
 )
 from gpt2train.locks import writer_lock
-from gpt2train.model import GPT, GPTConfig
+from gpt2train.model_config import GPTConfig
 from gpt2train.weights import LoadedCheckpoint, read_checkpoint
+
+if TYPE_CHECKING:
+    from gpt2train.model import GPT
+
+# torch and the modules that use it are imported by the functions that write and verify weights:
+# the Dagster code location, which every run worker imports, reads only `exported_checkpoint` and
+# `export_code_version` from here, and torch's import costs ~3.5 s.
 
 
 @dataclass
@@ -70,6 +73,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
 
     `key` is the checkpoint's Dagster partition key; by default `<run dir>@step_XXXXXXXX`.
     """
+    from gpt2train.export.verify import verify_export
+
     ckpt = read_checkpoint(checkpoint_dir)
     out_dir = Path(out_dir).absolute()
     # One writer per export directory: a second export of it (CLI or Dagster) is refused, naming the first.
@@ -159,7 +164,10 @@ def hf_config(cfg: GPTConfig):
 
 def write_hf_model(model: GPT, out_dir: Path) -> int:
     """model.safetensors, config.json, generation_config.json into `out_dir`; returns the parameter count."""
+    import torch
     from transformers import GPT2LMHeadModel
+
+    from gpt2train.export.state_dict import to_hf_state_dict
 
     # fork_rng: GPT2LMHeadModel's random init (overwritten below) must not move the caller's RNG.
     with torch.random.fork_rng(devices=[]):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpt2train.data.tokenizer import EOT_TOKEN
-from gpt2train.export.verify import LOGITS_BATCH, LOGITS_MAX_T
 from gpt2train.lineage.records import provenance
 from gpt2train.model_config import GPTConfig
 
@@ -64,6 +63,8 @@ def _overview(c: GPTConfig, state: dict, checkpoint_ref: dict, n_params: int) ->
 
 
 def _verification(c: GPTConfig, verification: dict) -> list[str]:
+    from gpt2train.export.verify import LOGITS_BATCH, LOGITS_MAX_T  # imports torch: only when exporting
+
     return [
         "## Verification",
         "",

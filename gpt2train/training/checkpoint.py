@@ -29,15 +29,19 @@ import os
 import shutil
 from pathlib import Path
 from pickle import UnpicklingError
-from typing import Any, Callable
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any, Callable
 
 from gpt2train.errors import DataError, Gpt2TrainError
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic
 from gpt2train.layout import STEP_DIR, step_dir
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and safetensors are imported where tensors are read or written: the Dagster code location
+# (and every run worker it starts) imports this module for its paths and state.json alone, and
+# torch's import costs a data or summary run ~3.5 s of its start.
 
 DONE = "DONE"
 
@@ -60,6 +64,8 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
                     optimizer_state: dict, loader_state: dict, state: dict[str, Any] | None,
                     rank: int = 0, barrier: Callable[[], None] = lambda: None) -> Path:
     """Collective: every rank calls it. Rank 0 passes `model_state` and `state` (others None)."""
+    from safetensors.torch import save_file
+
     root = Path(root)
     final = step_dir(root, step)
     tmp = root / f".{final.name}.tmp"
@@ -101,6 +107,8 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
 def _write_rank_files(tmp: Path, rank: int, optimizer_state: dict, loader_state: dict) -> None:
     # Through Python file objects: on a full disk torch.save's own writer reports only "unexpected
     # pos", while this way the OSError(ENOSPC) is kept as the error's context.
+    import torch
+
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -158,6 +166,8 @@ def checkpoint_state(path: str | Path, verify_hash: bool = False) -> dict[str, A
 def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False) -> dict[str, Any]:
     """Weights, this rank's optimizer/RNG/loader state and the run state of a complete checkpoint
     (`weights_only`: just the weights and the run state)."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not (path / DONE).is_file():
         raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
@@ -183,6 +193,8 @@ def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False)
 
 
 def _load_tensors(file: Path) -> Any:
+    import torch
+
     try:
         return torch.load(file, weights_only=True, map_location="cpu")
     except UnpicklingError as e:  # weights_only refused an object: it was never unpickled
@@ -195,6 +207,8 @@ def _load_tensors(file: Path) -> Any:
 
 
 def restore_rng(rng: dict[str, torch.Tensor]) -> None:
+    import torch
+
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
