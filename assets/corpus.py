@@ -1,8 +1,10 @@
-"""The `corpus` asset: one FineWeb-Edu (or local) source file per partition.
+"""The `corpus` asset: one FineWeb-Edu (or local, or any `hf-dataset:`) source file per partition.
 
 Wraps `gpt2train.data.stage.materialize_corpus_file`. Its data version hashes the file's
 sha256 with the document selection (text field, documents per file), so downstream shards
-go stale exactly when the documents they are made of change. A partition is written under the
+go stale exactly when the documents they are made of change. An `hf-dataset:` data file is streamed,
+not downloaded: its sha256 is that of its stream descriptor (commit, data file, the documents' own
+sha256; gpt2train/data/hf_dataset.py). A partition is written under the
 writer lock of its record (gpt2train/locks.py): two runs of one partition, e.g. launched twice
 from the UI, are refused rather than interleaved.
 """
@@ -23,7 +25,8 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
         group_name="data",
         kinds={"parquet", "huggingface"},
         description="Raw documents: one source file per partition, downloaded from the Hugging Face Hub "
-                    "(resumable) or read from a local mirror. Data version = hash(file sha256, document selection).",
+                    "(resumable), read from a local mirror, or streamed from any Hugging Face dataset through "
+                    "`datasets` (hf-dataset:). Data version = hash(file sha256, document selection).",
     )
     def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         record = materialize_corpus_file(cfg, context.partition_key)

@@ -6,7 +6,8 @@ from gpt2train.config import Config
 from gpt2train.data.corpus import list_source_files
 
 # One partition per corpus source file, keyed by its path relative to the source root
-# (`sample/10BT/000_00000.parquet`). Dynamic: the `corpus_files_sensor` (or
+# (`sample/10BT/000_00000.parquet`; for `hf-dataset:`, a data file of the config, by its path in the
+# dataset repo or folder). Dynamic: the `corpus_files_sensor` (or
 # `gpt2train pipeline`) adds a key when a file appears, so a new file fetches and
 # tokenizes only that file.
 corpus_files = dg.DynamicPartitionsDefinition(name="corpus_files")

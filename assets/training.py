@@ -40,7 +40,7 @@ from gpt2train.training.failure import (
 from gpt2train.training.run_identity import run_dir, train_code_version
 from gpt2train.training.runs import write_run_config
 from gpt2train.training.slurm_job import check_slurm
-from pipelines.slurm_pipes import train_on_slurm
+from pipelines.slurm_pipes import PIPES_CONTEXT, PIPES_MESSAGES, train_on_slurm
 
 # Dagster's Pipes client uses Dagster's own preview API (PipesMessageReader.expected_writer_count) and
 # warns about it on every run; nothing here calls it, so the warning tells a user nothing to act on.
@@ -69,6 +69,35 @@ def torchrun_command(cfg: Config, config_path: Path, notes: Path) -> list[str]:
             "--error-file", str(notes / TRAINER_ERROR)]
 
 
+def remove_notes_of_ended_runs(instance: dg.DagsterInstance, run: Path) -> list[Path]:
+    """Delete the `.launch-<run id>/` folders of `run` whose Dagster run has ended: one whose worker was
+    SIGKILLed never reached its own cleanup. A folder of a run this instance does not know (another
+    instance on the same data dir) or has not seen end is left alone: it may still be in use."""
+    removed = []
+    for notes in run.glob(".launch-*"):
+        other = instance.get_run_by_id(notes.name.removeprefix(".launch-"))
+        if other is not None and other.is_finished:
+            shutil.rmtree(notes, ignore_errors=True)
+            removed.append(notes)
+    return removed
+
+
+def pipes_client_in_notes(client: dg.PipesSubprocessClient, notes: Path) -> dg.PipesSubprocessClient:
+    """`client`, with the Pipes context and messages files in the attempt's notes folder rather than in
+    a fresh /tmp folder (Dagster's default): what a SIGKILLed run worker leaves is then where the next
+    materialization removes it. A client configured with its own injector or reader is used as it is."""
+    from dagster._core.pipes.utils import PipesTempFileContextInjector, PipesTempFileMessageReader
+
+    if not (isinstance(client.context_injector, PipesTempFileContextInjector)
+            and isinstance(client.message_reader, PipesTempFileMessageReader)):
+        return client
+    return dg.PipesSubprocessClient(
+        env=client.env, cwd=client.cwd, forward_termination=client.forward_termination,
+        forward_stdio=client.forward_stdio, termination_timeout_seconds=client.termination_timeout_seconds,
+        context_injector=dg.PipesFileContextInjector(str(notes / PIPES_CONTEXT)),
+        message_reader=dg.PipesFileMessageReader(str(notes / PIPES_MESSAGES)))
+
+
 def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
     @dg.asset(
         name="training_run",
@@ -87,6 +116,8 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
         if cfg.launch.backend == "slurm":
             check_slurm(cfg)  # sbatch missing, an unknown partition: one line, before anything is written
         run = run_dir(cfg)
+        for left in remove_notes_of_ended_runs(context.instance, run):
+            context.log.info(f"removed {left}, left by an earlier attempt whose run worker died")
         notes = run / f".launch-{context.run.run_id}"
         notes.mkdir(parents=True, exist_ok=True)
         config_path = write_run_config(cfg, run)
@@ -96,7 +127,8 @@ def build_training_asset(cfg: Config) -> dg.AssetsDefinition:
                     return train_on_slurm(context, cfg, run, config_path, notes)
                 command = torchrun_command(cfg, config_path, notes)
                 context.log.info(f"training run {run.name}: {' '.join(command)}")
-                invocation = pipes_subprocess_client.run(context=context, command=command)
+                invocation = pipes_client_in_notes(pipes_subprocess_client, notes).run(context=context,
+                                                                                       command=command)
         except DagsterPipesExecutionError as e:  # the trainer exited non-zero
             raise Gpt2TrainError(describe_training_failure(run, notes, str(e))) from e
         except dg.DagsterExecutionInterruptedError:  # SIGTERM / SIGINT to this process, Terminate in the UI

@@ -4,6 +4,7 @@ run costs when the instance launches it in a worker process (issue 15's goals).
     python bench/pipeline.py                 # all of it: tiny preset, offline, ~30 min on 2 CPU cores
     python bench/pipeline.py --part overhead # 1-3 below only (~8 min)
     python bench/pipeline.py --part launcher # 4-5 below only
+    python bench/pipeline.py --part per-run --pairs 3   # 4 below only
 
 Three timings, each in a fresh data dir (one-time costs — imports, lm-eval's task index — are paid
 before any clock starts, as both paths run in this one process):
@@ -178,15 +179,16 @@ def evals_with_concurrency(tmp: Path, extra: list[str], pairs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config overrides")
-    ap.add_argument("--part", choices=("all", "overhead", "launcher"), default="all")
+    ap.add_argument("--part", choices=("all", "overhead", "launcher", "per-run"), default="all")
     ap.add_argument("--pairs", type=int, default=1, help="A/B pairs for 4 and 5 (default 1; the median is reported)")
     args = ap.parse_args()
-    if args.part in ("all", "launcher"):
+    if args.part in ("all", "launcher", "per-run"):
         # A code server may still be writing its last log lines into a DAGSTER_HOME as the folder goes.
         with tempfile.TemporaryDirectory(prefix="bench-launcher-", ignore_cleanup_errors=True) as tmp:
             launched_against_in_process(Path(tmp), args.extra, args.pairs)
-            evals_with_concurrency(Path(tmp), args.extra, args.pairs)
-    if args.part == "launcher":
+            if args.part != "per-run":
+                evals_with_concurrency(Path(tmp), args.extra, args.pairs)
+    if args.part in ("launcher", "per-run"):
         return
     # Both paths run in this one process: pay the one-time costs (imports, the harness's task index,
     # ~20-40 s) before either clock starts, or whichever runs first carries them.

@@ -12,13 +12,27 @@ its own scorer and data.
 
 GPT-3's sizes are matched to GPT-2's as llm.c's plots match them: GPT-3 Small (125M) with 124M,
 Medium (350M) with 350M, Large (760M) with 774M, XL (1.3B) with 1558M.
+
+    baseline_lines(12, 768)   # the horizontal lines training.png draws for a 124M-shaped model
+
+`baseline_lines` is what gpt2train/training/plots.py draws on training.png, as llm.c's dev/vislog.ipynb
+does: OpenAI's GPT-2 val loss and HellaSwag and GPT-3's HellaSwag at the model's size, only for a
+shape that is one of GPT-2's published sizes (a `tiny` model gets none).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpt2train.model_config import DEPTH_SHAPES
+
 SIZES = ("124M", "350M", "774M", "1558M")
+# GPT-2's published sizes by depth (llm.c's -e dN with DEPTH_SHAPES' width), and their nominal
+# parameter counts (what "N× smaller than the comparison" is measured against).
+PUBLISHED_SIZES = {12: "124M", 24: "350M", 36: "774M", 48: "1558M"}
+NOMINAL_PARAMS = {"124M": 124e6, "350M": 350e6, "774M": 774e6, "1558M": 1558e6}
+# The GPT-3 model each GPT-2 size is compared with (llm.c's vislog pairs them so).
+GPT3_SIZES = {"124M": "Small 125M", "350M": "Medium 350M", "774M": "Large 760M", "1558M": "XL 1.3B"}
 
 VISLOG = "karpathy/llm.c dev/vislog.ipynb: the baseline lines of its plots"
 HELLASWAG_SCRIPT = "karpathy/llm.c dev/data/hellaswag.py docstring (all 10,042 validation items)"
@@ -49,6 +63,39 @@ FIGURES = [
            VISLOG + " (FineWeb 10B val shard)"),
     Figure("gpt2_val_loss_fineweb_edu", {"124M": 3.2924}, BUILD_NANOGPT),
 ]
+
+# What training.png draws (llm.c's vislog): (figure, panel, label with {size} / {gpt3} and the source).
+VISLOG_LINES = [
+    ("gpt2_val_loss_fineweb", "loss", "OpenAI GPT-2 {size} val loss, FineWeb (llm.c vislog)"),
+    ("gpt2_val_loss_fineweb_edu", "loss", "OpenAI GPT-2 {size} val loss, FineWeb-Edu (build-nanogpt)"),
+    ("gpt2_hellaswag_llmc", "hellaswag", "OpenAI GPT-2 {size} HellaSwag (llm.c vislog)"),
+    ("gpt3_hellaswag", "hellaswag", "GPT-3 {gpt3} HellaSwag (Brown et al. 2020)"),
+]
+
+
+@dataclass(frozen=True)
+class BaselineLine:
+    panel: str             # "loss" or "hellaswag": the training.png panel it is drawn on
+    value: float
+    label: str             # names the model, its size and where the figure was published
+
+
+def published_size(n_layer: int, n_embd: int) -> str | None:
+    """GPT-2's published size of exactly this shape (d12 768 wide -> `124M`), else None."""
+    size = PUBLISHED_SIZES.get(n_layer)
+    return size if size and DEPTH_SHAPES[n_layer][0] == n_embd else None
+
+
+def baseline_lines(n_layer: int, n_embd: int) -> list[BaselineLine]:
+    """The published lines training.png draws for a model of this shape: none unless the shape is
+    one of GPT-2's published sizes, then each VISLOG_LINES figure this table has for that size."""
+    size = published_size(n_layer, n_embd)
+    if size is None:
+        return []
+    figures = published_baselines()["models"][size]
+    return [BaselineLine(panel, figures[name], label.format(size=size, gpt3=GPT3_SIZES[size]))
+            for name, panel, label in VISLOG_LINES if name in figures]
+
 
 def published_baselines() -> dict:
     """The table in the shape evals.baselines_file has: figures per model size, a source per figure."""

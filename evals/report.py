@@ -12,31 +12,33 @@ One report = one checkpoint's export. It shows
 - the in-loop HellaSwag (llm.c's scorer) and val loss that training logged for the checkpoint's
   own step (`metrics.jsonl`; the trainer evaluates every checkpoint), next to the published
   figures of *that* scorer; a figure from an earlier step is labelled as such, never as the same;
-- the lineage (export, checkpoint, run tag, code version, git commit) and, when `limit` is
-  set, that the scores come from a subset and are not comparable to full-set figures.
+- the training behind the checkpoint (evals/report_extras.py): tokens seen, wall time, training
+  FLOPs, the loss curve and this run's score trend (inline PNGs in report.html, files beside
+  report.md) and a sample of the exported weights for a fixed prompt and seed;
+- the lineage (export, checkpoint, run tag, code version, git commit, the state.json and
+  metrics.jsonl lines the training figures come from) and, when `limit` is set, that the scores
+  come from a subset and are not comparable to full-set figures.
 
 Models smaller than GPT-2 124M (the `tiny` CPU preset) are compared with 124M, the smallest
-published size, and the report shows their own parameter count.
+published size; every column of published figures names the size it holds, and a note says when
+the model is more than FAR_RATIO× smaller or larger than it (`size_note`).
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import html
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.published import published_baselines
+from evals.published import NOMINAL_PARAMS, published_baselines, published_size
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json
-from gpt2train.model_config import DEPTH_SHAPES
-
-# GPT-2's published sizes by depth (llm.c's -e dN with DEPTH_SHAPES' width).
-PUBLISHED_SIZES = {12: "124M", 24: "350M", 36: "774M", 48: "1558M"}
-NOMINAL_PARAMS = {"124M": 124e6, "350M": 350e6, "774M": 774e6, "1558M": 1558e6}
 
 # What each published figure (evals/published.py, or evals.baselines_file) is: (name, scorer). Only a
 # figure of the harness's scorer stands next to a harness metric; llm.c's stand next to the in-loop numbers.
@@ -87,6 +89,14 @@ class ReportInputs:
     limit: int | None
     lineage: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    """Tokens seen, wall time, FLOPs at the checkpoint's step (evals/report_extras.py training_facts)."""
+    sample: dict[str, Any] = field(default_factory=dict)
+    """prompt, tokens, top_k, seed, text: the sample of the exported weights."""
+    images: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """(file name in the report folder, caption, PNG bytes): linked from report.md, embedded in report.html."""
+    references: list[Any] = field(default_factory=list)
+    """evals/reference.py ReferenceComparison per evals.reference_reports entry: a score column each."""
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -109,8 +119,8 @@ def count_parameters(safetensors_path: str | Path) -> int:
 
 def model_size(n_layer: int, n_embd: int, n_params: int | None) -> ModelSize:
     """GPT-2's published size for this shape: d12 124M, d24 350M, d36 774M, d48 1558M; smaller -> 124M."""
-    if n_layer in PUBLISHED_SIZES and DEPTH_SHAPES[n_layer][0] == n_embd:
-        size = PUBLISHED_SIZES[n_layer]
+    size = published_size(n_layer, n_embd)
+    if size is not None:
         return ModelSize(size, size, n_params)
     if n_params is None or n_params < NOMINAL_PARAMS["124M"]:
         return ModelSize("124M", "124M (the smallest published)", n_params)
@@ -192,7 +202,7 @@ def _report_blocks(r: ReportInputs) -> list[tuple]:
     """The report as blocks (`h1`, `h2`, `p`, `note`, `ul`, `table`), rendered by _to_markdown and _to_html."""
     models = (r.baselines or {}).get("models", {})
     figures = models.get(r.size.published, {})
-    return (_header_blocks(r) + _score_blocks(r, figures) + _in_loop_blocks(r, figures)
+    return (_header_blocks(r) + _score_blocks(r, figures) + _in_loop_blocks(r, figures) + _training_blocks(r)
             + _published_blocks(r, figures) + _notes_blocks(r) + _lineage_blocks(r))
 
 
@@ -201,6 +211,9 @@ def _header_blocks(r: ReportInputs) -> list[tuple]:
     b: list[tuple] = [("h1", r.title)]
     b.append(("p", f"Step {r.step if r.step is not None else '?'} · {params} · compared with GPT-2 "
                    f"{r.size.label} · scored by the Eleuther lm-eval harness {r.versions.get('lm_eval', '')}"))
+    far = size_note(r.size)
+    if far:
+        b.append(("note", far))
     if r.limit is not None:
         b.append(("note", f"limit = {r.limit}: only the first {r.limit} items of each task were scored. The scores "
                           f"have wide error bars and are not comparable to the published full-set figures."))
@@ -231,11 +244,14 @@ def _score_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
                                    f"two standard errors: guessing would do better, so suspect the task's data or "
                                    f"labels (a local file's) as much as the model.")
             rows.append([name if harness_task == name or not t else f"{name} ({harness_task})", metric,
-                         _pm(value, stderr), _fmt(chance), ref, _fmt(t.get("n_samples") if t else None),
-                         _fmt(t.get("n_shot") if t else None), data])
+                         _pm(value, stderr), _fmt(chance), ref, *(c.cell(name, metric) for c in r.references),
+                         _fmt(t.get("n_samples") if t else None), _fmt(t.get("n_shot") if t else None), data])
+    # A reference measured on other data or settings: a line saying what differs, not its number.
+    differs = [n for c in r.references for n in c.notes()]
     return [("h2", "Scores (Eleuther lm-eval harness)"),
-            ("table", ["task", "metric", "this model (± stderr)", "chance", f"GPT-2 {r.size.published}, harness",
-                       "items", "few-shot", "data"], rows)] + [("note", n) for n in near_chance]
+            ("table", ["task", "metric", "this model (± stderr)", "chance",
+                       f"GPT-2 {r.size.published} (published, harness)", *(c.header for c in r.references),
+                       "items", "few-shot", "data"], rows)] + [("note", n) for n in near_chance + differs]
 
 
 def _in_loop_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
@@ -257,8 +273,58 @@ def _in_loop_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
             label += f", {rec['n']} items"
         refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
         rows.append([label, f"{rec['value']:.4f}", at, refs or "–"])
-    b.append(("table", ["metric", "value", "logged at", f"published ({r.size.published}, same scorer)"], rows))
+    b.append(("table", ["metric", "value", "logged at", f"GPT-2 {r.size.published} (published, same scorer)"], rows))
     b.append(("p", f"From {il['path']}."))
+    return b
+
+
+# Sizes further apart than this (either way) make the comparison a size the model is not.
+FAR_RATIO = 4
+
+
+def size_note(size: ModelSize) -> str | None:
+    """A line when the model's parameter count is more than FAR_RATIO× from the compared size's, else None."""
+    if not size.n_params:
+        return None
+    nominal = NOMINAL_PARAMS[size.published]
+    ratio = nominal / size.n_params
+    if 1 / FAR_RATIO <= ratio <= FAR_RATIO:
+        return None
+    apart = f"{ratio:.0f}× smaller than" if ratio > 1 else f"{1 / ratio:.0f}× larger than"
+    return (f"model has {size.n_params / 1e6:.1f} M parameters, {apart} the comparison (GPT-2 {size.published}, "
+            f"~{nominal / 1e6:.0f} M): the published figures say what a model of that size reaches, not what "
+            f"one of this size should.")
+
+
+def _training_blocks(r: ReportInputs) -> list[tuple]:
+    # What the checkpoint's weights cost and saw, their loss curve and trend, and a sample of them.
+    t, b = r.training, [("h2", "Training behind this checkpoint")]
+    if t.get("tokens") is not None:
+        seen = f"{t['tokens']:,} (step {t['step']} × {t['total_batch_tokens']:,} tokens per step)"
+        if t.get("init_from"):
+            seen += f", after starting from {t['init_from']} (what it had seen before is not counted)"
+        rows = [["tokens seen", seen]]
+        if t.get("wall_seconds") is not None:
+            timed = (f"all {t['steps_timed']} steps" if t["steps_timed"] == t["step"] else
+                     f"only {t['steps_timed']} of the {t['step']} steps")
+            rows.append(["training wall time", f"{_duration(t['wall_seconds'])}: the step times metrics.jsonl logged "
+                                               f"({timed}); evals, samples and checkpoint saves not counted"])
+        if t.get("flops") is not None:
+            rows.append(["training FLOPs", f"{t['flops']:.3e} = (6·N + 6·L·C·T) · D with N = {t['n_params']:,} "
+                                           f"parameters (vocabulary padded, as the trainer counts), "
+                                           f"L = {t['n_layer']}, C = {t['n_embd']}, T = {t['seq_len']}, D = tokens "
+                                           f"seen: llm.c's count (causal attention), the one the trainer's MFU uses"])
+        b.append(("table", ["", ""], rows))
+    else:
+        b.append(("p", f"Tokens seen, wall time and FLOPs unknown: {t.get('missing', 'no training state given')}."))
+    b += [("img", caption, name, png) for name, caption, png in r.images]
+    smp = r.sample
+    if smp:
+        b.append(("p", f"Sample of the exported weights: prompt {smp['prompt']!r}, {smp['tokens']} tokens, top-k "
+                       f"{smp['top_k']}, temperature {smp['temperature']:g}, seed {smp['seed']}, on the "
+                       f"{smp['device']} (`gpt2train sample EXPORT --prompt \"{smp['prompt']}\" --tokens {smp['tokens']} "
+                       f"--seed {smp['seed']} --device {smp['device']}` prints the same):"))
+        b.append(("pre", smp["text"]))
     return b
 
 
@@ -311,7 +377,19 @@ def _lineage_blocks(r: ReportInputs) -> list[tuple]:
         ["eval code version", str(lin.get("code_version"))],
         ["git commit", str(lin.get("git_commit"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in r.versions.items())],
-    ])]
+    ] + [[f"reference: {c.reference.label}", f"{c.reference.path} (lineage.json sha256 {c.reference.lineage_sha256})"]
+         for c in r.references] + _training_lineage_rows(r.training))]
+
+
+def _training_lineage_rows(t: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    if t.get("state"):
+        rows.append(["checkpoint state.json", f"{t['state']['path']} (sha256 {t['state']['sha256']})"])
+    if t.get("metrics"):
+        m = t["metrics"]
+        rows.append([f"metrics.jsonl up to step {t['step']}", f"{m['path']}: {m['records']} records "
+                                                              f"(sha256 of those lines {m['sha256']})"])
+    return rows
 
 
 def _baseline_name(key: str) -> str:
@@ -325,12 +403,26 @@ def _source(key: str, sources: dict[str, str]) -> str:
     return "–"
 
 
+def _duration(seconds: float) -> str:
+    """`1h02m03s`, `4m05s`, `12.3s`."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    h, m = s // 3600, s // 60 % 60
+    return f"{h}h{m:02d}m{s % 60:02d}s" if h else f"{m}m{s % 60:02d}s"
+
+
 def _pm(value: float, stderr: float | None) -> str:
     return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
 
 
 def _fmt(v: Any) -> str:
     return "–" if v is None else str(v)
+
+
+def _longest_backtick_run(text: str) -> int:
+    """A fence longer than any run of backticks in a sample keeps it one code block."""
+    return max([0] + [len(run) for run in re.findall(r"`+", text)])
 
 
 def _to_markdown(blocks: list[tuple]) -> str:
@@ -346,6 +438,12 @@ def _to_markdown(blocks: list[tuple]) -> str:
             out.append(f"> **Note:** {rest[0]}\n")
         elif kind == "ul":
             out.append("\n".join(f"- {item}" for item in rest[0]) + "\n")
+        elif kind == "pre":
+            fence = "`" * max(3, _longest_backtick_run(rest[0]) + 1)
+            out.append(f"{fence}text\n{rest[0]}\n{fence}\n")
+        elif kind == "img":  # the PNG lies beside report.md
+            caption, name, _ = rest
+            out.append(f"![{caption}]({name})\n")
         elif kind == "table":
             header, rows = rest
             cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
@@ -360,6 +458,7 @@ def _to_html(blocks: list[tuple], title: str) -> str:
     out = [f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>",
            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
            "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.note{background:#fff3cd;padding:.5em}"
+           "img{max-width:100%}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}"
            "</style></head><body>"]
     for kind, *rest in blocks:
         if kind in ("h1", "h2"):
@@ -370,6 +469,12 @@ def _to_html(blocks: list[tuple], title: str) -> str:
             out.append(f"<p class='note'><b>Note:</b> {e(rest[0])}</p>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in rest[0]) + "</ul>")
+        elif kind == "pre":
+            out.append(f"<pre>{e(rest[0])}</pre>")
+        elif kind == "img":  # inline, so that report.html is one self-contained file
+            caption, _, png = rest
+            out.append(f"<figure><img alt='{e(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                       f"<figcaption>{e(caption)}</figcaption></figure>")
         elif kind == "table":
             header, rows = rest
             out.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr>")

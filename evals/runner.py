@@ -11,8 +11,13 @@ folder, in float32); this module checks the inputs first, runs it, and writes th
 
     <report_dir>/results.json            the harness's results, versions, n-shot, configs (no samples)
                  samples_<task>.jsonl    one record per scored item (the harness's log_samples)
-                 report.md, report.html  the human report (evals/report.py)
+                 report.md, report.html  the human report (evals/report.py); the HTML embeds the PNGs
+                 loss_curve.png          train / val loss up to the step; trend.png: the run's earlier
+                                         reports' scores and this one's, when there are earlier ones
+                                         (evals/report_extras.py)
                  tasks/<task>_local.yaml the generated task YAMLs for local data (evals/tasks.py)
+                 model_card.md           the export's README.md with these scores as model-index
+                                         (gpt2train/export/model_card.py); not for a reference model
                  lineage.json            artifact eval_report (docs/lineage.md)
 
 Everything is written into a temp folder next to `report_dir` and renamed into place at the
@@ -31,10 +36,13 @@ from typing import Any
 
 from evals.report import (ReportInputs, count_parameters, harness_metrics, in_loop_metrics,
                           load_baselines, model_size, render_report)
+from evals.reference import Reference, compare_reference, load_references
+from evals.report_extras import ExtrasSources, write_report_extras
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.export.hf_export import exported_checkpoint
+from gpt2train.export.model_card import REPORT_CARD, report_model_card
 from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
@@ -42,6 +50,7 @@ from gpt2train.fileio import (
 from gpt2train.layout import LINEAGE_FILE, METRICS
 from gpt2train.lineage.records import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
+from gpt2train.training.trackers import check_report_trackers, log_report_scores
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,8 @@ class EvalInputs:
     model_label: str
     metrics_path: Path | None
     baselines: dict | None
+    references: list[Reference] = field(default_factory=list)
+    """evals.reference_reports, read and checked (evals/reference.py)."""
 
     @property
     def title(self) -> str:
@@ -162,6 +173,7 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     export = check_export(export_dir, reference)
     tasks = check_tasks(ecfg)
     baselines = load_baselines(ecfg.baselines_file)
+    references = load_references(ecfg.reference_reports)
     checkpoint = {k: v for k, v in (export.lineage.get("checkpoint") or {}).items()
                   if k in ("path", "key", "step", "model_sha256", "run_tag")}
     checkpoint.update(checkpoint_info or {})
@@ -169,6 +181,10 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     ckpt_dir = exported_checkpoint(export.lineage, export_dir)
     if metrics_path is None and ckpt_dir is not None:
         metrics_path = ckpt_dir.parent.parent / METRICS
+    # The run that made the checkpoint: its trackers (train.loggers) get the scores at this step.
+    tracked_run = ckpt_dir.parent.parent if ckpt_dir is not None and step is not None else None
+    if tracked_run is not None:
+        check_report_trackers(tracked_run)
     device = resolve_device(ecfg.device)
 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +200,8 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
                     _gpt2_tokenizer(Path(tokenizer), export.hf_config)
                 raw = _run_harness(export_dir, tasks, ecfg, device, None if export.has_tokenizer else Path(tokenizer))
             inputs = EvalInputs(export_dir=export_dir, export=export, tasks=tasks, ecfg=ecfg, checkpoint=checkpoint,
-                                step=step, model_label=model_label, metrics_path=metrics_path, baselines=baselines)
+                                step=step, model_label=model_label, metrics_path=metrics_path, baselines=baselines,
+                                references=references)
             report = _write_report(tmp, report_dir, raw, inputs)
             replace_dir(tmp, report_dir)
         except BaseException as e:
@@ -193,6 +210,8 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
                 raise disk_full_error(report_dir) from e
             raise
     log.info("eval report %s: %s", report_dir, json.dumps(report.metrics))
+    if tracked_run is not None:
+        log_report_scores(tracked_run, step, report.metrics)
     return report
 
 
@@ -278,10 +297,21 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
         **({"data_dir": data_dir_field(report_dir, data)} if data else {}),
         **provenance("eval_report", code_ver),
     }
+    # Tokens, wall time, FLOPs, a sample, loss_curve.png and trend.png (evals/report_extras.py).
+    extras = write_report_extras(tmp, ExtrasSources(report_dir, src.export_dir, src.export.lineage, src.metrics_path,
+                                                    lineage, data))
+    lineage.update(extras.lineage)
+    # Each reference's scores beside these, where measured on the same data and settings (evals/reference.py).
+    refs = [compare_reference(ref, task_dicts, raw, versions["lm_eval"]) for ref in src.references]
+    if refs:
+        lineage["references"] = [c.to_lineage(data) for c in refs]
     inputs = ReportInputs(title=src.title, step=src.step, tasks=task_dicts, results=raw.get("results", {}),
                           size=size, baselines=src.baselines, baselines_file=src.ecfg.baselines_file,
-                          in_loop=in_loop, limit=src.ecfg.limit, lineage=lineage, versions=versions)
+                          in_loop=in_loop, limit=src.ecfg.limit, lineage=lineage, versions=versions,
+                          training=extras.training, sample=extras.sample, images=extras.images,
+                          references=refs)
     markdown = _write_rendered(tmp, inputs)
+    _write_model_card(tmp, src, metrics, task_dicts, raw.get("configs") or {})
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     lineage["files"] = files
     write_json_atomic(tmp / LINEAGE_FILE, lineage)
@@ -328,6 +358,26 @@ def _write_rendered(tmp: Path, inputs: ReportInputs) -> str:
     with atomic_output(tmp / "report.html", "w") as f:
         f.write(html)
     return markdown
+
+
+def _write_model_card(tmp: Path, src: EvalInputs, metrics: dict[str, dict[str, float]],
+                      task_dicts: list[dict[str, Any]], configs: dict[str, Any]) -> None:
+    """model_card.md: the export's card with these scores as model-index. The export's own README.md is
+    never rewritten (this report records the hash of the lineage.json that records its hash). None for a
+    reference model (its card is not ours) or an export whose README.md is gone or unreadable: the
+    scores stand without it, so that is a warning, not a failed report."""
+    card = src.export_dir / "README.md"
+    if not src.export.lineage:
+        return
+    name = src.model_label or src.checkpoint.get("key") or src.export_dir.name
+    try:
+        text = report_model_card(card, name, metrics, task_dicts, configs)
+    except (OSError, ValueError) as e:  # ValueError: a missing file, or metadata ModelCard cannot parse
+        log.warning("%s: no model card written with the scores (%s); export the checkpoint again to rewrite "
+                    "its README.md", card, e)
+        return
+    with atomic_output(tmp / REPORT_CARD, "w") as f:
+        f.write(text)
 
 
 def _versions(raw: dict[str, Any]) -> dict[str, str]:

@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from evals.published import published_baselines
+from evals.reference import reference_identity
 from gpt2train.config import EvalsConfig
 from gpt2train.config_checks import parse_task_spec
 from gpt2train.errors import ConfigError, DataError
@@ -215,7 +216,9 @@ def write_local_task_yamls(tasks: list[EvalTask], work_dir: str | Path) -> list[
 
 def evals_code_version(ecfg: EvalsConfig) -> str:
     """Code version of an eval report: the evals stage's version, the tasks and few-shot, `limit`, the
-    local files' sha256, the published figures shown beside the scores, and the harness version. Not `batch_size` or `device`:
+    local files' sha256, the published figures shown beside the scores, the reference reports shown
+    beside them (their lineage.json sha256: a reference measured again stales the reports too), and the
+    harness version. Not `batch_size` or `device`:
     they change the speed, not the scores (up to float rounding)."""
     import lm_eval  # cheap: the package's __init__ imports nothing heavy
 
@@ -231,6 +234,8 @@ def evals_code_version(ecfg: EvalsConfig) -> str:
         baselines = hashlib.sha256(json.dumps(published_baselines(), sort_keys=True).encode()).hexdigest()
     settings = {"tasks": [list(parse_task_spec(s)) for s in ecfg.tasks], "limit": ecfg.limit,
                 "local_data": local, "baselines": baselines, "lm_eval": lm_eval.__version__}
+    if ecfg.reference_reports:  # only when set: a config without references keeps its version
+        settings["references"] = reference_identity(ecfg.reference_reports)
     return code_version(["evals"], settings)
 
 

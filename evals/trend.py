@@ -9,6 +9,9 @@ in-loop val loss / HellaSwag training logged for that step) and writes into `out
 `summary.json`, `summary.md` (run, step, each task metric, in-loop numbers) and `trend.png`
 (metric vs step, one line per run directory and metric; like llm.c's dev/vislog.ipynb). A folder
 without a lineage.json (a report that was never finished) is skipped with a warning.
+
+A report draws the same plot of its own run's earlier reports for its report.html (`plot_trend`,
+evals/report_extras.py).
 """
 
 from __future__ import annotations
@@ -59,16 +62,39 @@ def read_reports(report_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[st
             log.warning("trend: %s is not an eval report's lineage; skipped", sidecar)
             skipped.append(str(d))
             continue
-        ck = lin.get("checkpoint") or {}
-        step = lin.get("step", ck.get("step"))
-        # A line per run directory (the checkpoint key's `<run>@` part): two directories that hold the
-        # same run tag (a run trained again elsewhere) are two runs, never one zig-zag line.
-        run = ck["key"].split("@", 1)[0] if ck.get("key") else ck.get("run_tag") or "?"
-        rows.append({"report_dir": str(d), "run": run, "run_tag": ck.get("run_tag") or "?", "step": step,
-                     "limit": (lin.get("config", {}).get("evals") or {}).get("limit"),
-                     "metrics": lin.get("metrics") or {}, "in_loop": lin.get("in_loop") or {}})
+        rows.append(report_row(lin, d))
     rows.sort(key=lambda r: (r["run"], r["step"] if r["step"] is not None else -1))
     return rows, skipped
+
+
+def report_row(lin: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    """The summary's row of one report, from its lineage.json."""
+    ck = lin.get("checkpoint") or {}
+    # A line per run directory (the checkpoint key's `<run>@` part): two directories that hold the
+    # same run tag (a run trained again elsewhere) are two runs, never one zig-zag line.
+    run = ck["key"].split("@", 1)[0] if ck.get("key") else ck.get("run_tag") or "?"
+    row = {"report_dir": str(report_dir), "run": run, "run_tag": ck.get("run_tag") or "?",
+           "step": lin.get("step", ck.get("step")), "limit": (lin.get("config", {}).get("evals") or {}).get("limit"),
+           "metrics": lin.get("metrics") or {}, "in_loop": lin.get("in_loop") or {}}
+    # The reference models' scores the report showed (measured on its data and settings: evals/reference.py).
+    refs = {r["label"]: {t: m["metrics"] for t, m in r.get("tasks", {}).items() if "metrics" in m}
+            for r in lin.get("references") or []}
+    if any(refs.values()):  # only then: a summary of reports without references stays as it was
+        row["references"] = {label: tasks for label, tasks in refs.items() if tasks}
+    return row
+
+
+def reference_lines(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, float]]:
+    """(label, task, metric, value) of every reference score the reports showed, once each: a horizontal
+    line in trend.png (a reference measured again gives a second line)."""
+    return sorted({(label, task, metric, value) for r in rows for label, tasks in r.get("references", {}).items()
+                   for task, ms in tasks.items() for metric, value in ms.items()
+                   if not metric.endswith("_stderr") and "_stderr," not in metric})
+
+
+def plot_trend(rows: list[dict[str, Any]], out_png: Path) -> None:
+    """trend.png of `rows` (as read_reports gives them): each metric against step, a line per run."""
+    _plot(rows, _metric_columns(rows), out_png)
 
 
 def write_trend(report_dirs: list[Path], out_dir: Path) -> Trend:
@@ -122,6 +148,10 @@ def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]], skippe
                                                                        else f" (step {rec['step']})"))
         lines.append("| " + " | ".join(cells) + " |")
     limited = sorted({r["limit"] for r in rows if r["limit"] is not None})
+    refs = reference_lines(rows)
+    if refs:
+        lines += ["", "Reference models (measured here, same harness, same data and settings): "
+                  + "; ".join(f"{label} {task} {metric} {value:.4f}" for label, task, metric, value in refs)]
     if limited:
         lines += ["", f"Some reports scored only the first {', '.join(map(str, limited))} items of each task "
                       f"(evals.limit); their scores are not comparable to full-set figures."]
@@ -154,6 +184,8 @@ def _plot(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out_png: P
         pts = _in_loop_points(mine, "hellaswag_acc_norm")
         if pts:
             ax.plot(*zip(*pts), "s--", label=f"{run} in-loop HellaSwag (llm.c)")
+    for label, task, metric, value in reference_lines(rows):
+        ax.axhline(value, linestyle=":", label=f"{label} {task} {metric} (measured here)")
     ax.set_xlabel("step")
     ax.set_ylabel("score")
     ax.set_title("harness metrics (lm-eval)")
@@ -175,7 +207,7 @@ def _plot(rows: list[dict[str, Any]], columns: list[tuple[str, str]], out_png: P
     # Temp name ends in .png so matplotlib picks the format; renamed only when complete.
     tmp = out_png.with_name(f".{out_png.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, metadata={"Software": None})  # no matplotlib version: same rows, same bytes
         os.replace(tmp, out_png)
     finally:
         plt.close(fig)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -100,10 +101,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from evals.runner import evaluate_export
+    from gpt2train.weights import local_source
 
     cfg = load_from_args(args)
-    report = evaluate_export(args.source, args.out, cfg.evals, model_label=args.label or Path(args.source).name,
-                             reference=True)
+    source = local_source(args.source)  # a Hub id hf:<owner>/<name>: its cached snapshot
+    label = args.label or (args.source.removeprefix("hf:") if source != Path(args.source) else source.name)
+    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=True)
     print(f"eval report: {report.report_dir / 'report.md'}")
     for task, metrics in report.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
@@ -181,14 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score any Hugging Face GPT-2 directory with the eval_report asset's harness "
                                     "and tasks (evals.*), e.g. OpenAI's GPT-2 as a reference")
     add_config_args(p)
-    p.add_argument("source", help="a Hugging Face GPT-2 directory (save_pretrained, or an export)")
+    p.add_argument("source", help="a Hugging Face GPT-2 directory (save_pretrained, or an export) or a Hub id "
+                                  "hf:<owner>/<name>[@revision], e.g. hf:openai-community/gpt2")
     p.add_argument("--out", required=True, help="the report directory (replaced atomically)")
-    p.add_argument("--label", help="the model's name in the report (default: the directory's name)")
+    p.add_argument("--label", help="the model's name in the report (default: the directory's name, or the Hub id)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="text from a checkpoint, an export, a Hugging Face GPT-2 dir or an llm.c .bin")
     p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export or save_pretrained dir, "
-                                  "or an llm.c model file (gpt2_124M.bin)")
+                                  "a Hub id hf:<owner>/<name>, or an llm.c model file (gpt2_124M.bin)")
     p.add_argument("--prompt", default="", help="text to continue (default: none, from <|endoftext|>)")
     p.add_argument("-n", "--num-samples", type=int, default=1)
     p.add_argument("--tokens", type=int, default=64, help="new tokens per sample (default 64, train.sample_tokens)")
@@ -213,6 +217,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     """Run a subcommand. `parser` lets pipelines/cli.py add the Dagster `pipeline` command on top
     (the library itself never imports Dagster)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not sys.stderr.isatty():
+        # Progress bars only on a terminal: in a log file or a captured stream every refresh is one more
+        # line. Ours ask tqdm to decide (disable=None); lm-eval's and datasets' bars do not, so say it
+        # for the whole process and what it starts (trainer ranks, Dagster's run workers).
+        os.environ.setdefault("TQDM_DISABLE", "1")
     if next((a for a in argv if not a.startswith("-")), None) == "train":
         return train_main(argv[argv.index("train") + 1:], prog="gpt2train train")
     args = (parser or build_parser()).parse_args(argv)

@@ -42,7 +42,10 @@ class CorpusConfig:
     source: str = "hub"
     """`hub` to download from the Hugging Face Hub, or a local path: a mirror with the Hub's
     layout (e.g. `../shared/data/edu-mini`), a folder of .parquet/.jsonl/.txt files, one
-    such file, or a glob."""
+    such file, or a glob. Or `hf-dataset:<repo>[:<config>]`: any Hugging Face dataset (a Hub
+    repo id or a local dataset folder), its config's train split streamed through `datasets`
+    without downloading the files, one partition per data file (gpt2train/data/hf_dataset.py);
+    `corpus.revision` applies, `dataset` and `name` do not."""
     dataset: str = "HuggingFaceFW/fineweb-edu"
     """Hub dataset repo id (also used to name the corpus in lineage for local mirrors)."""
     name: str = "sample-10BT"
@@ -57,7 +60,7 @@ class CorpusConfig:
     max_documents_per_file: int | None = None
     """Take only the first N documents of each source file; None = all."""
     text_field: str = "text"
-    """Column (parquet) or key (jsonl) holding the document text."""
+    """Column (parquet, an hf-dataset) or key (jsonl) holding the document text."""
     max_document_chars: int = 4_000_000
     """Longest document, in characters, that is tokenized whole. tiktoken needs up to ~50 bytes per
     character for a document with no whitespace (4 M characters: ~200 MB and ~4 s on one core), so
@@ -197,6 +200,11 @@ class TrainConfig:
     """Permute the shard order and each shard's batches every epoch (llm.c's training loader does)."""
     seed: int = 1337
     """Initialisation, data order and sampling seed."""
+    loggers: list[str] = field(default_factory=list)
+    """Experiment trackers, off by default: `tensorboard` (event files in `<run>/tensorboard/`) and/or `wandb`
+    (Weights & Biases, files in `<run>/wandb/`; WANDB_MODE=offline, WANDB_PROJECT, WANDB_ENTITY honoured).
+    Rank 0 logs every metrics.jsonl record at its step, and each eval report's scores at its checkpoint's
+    step (gpt2train/training/trackers.py). Needs `pip install 'gpt2train[tracking]'`; not part of the run tag."""
 
 
 @dataclass
@@ -278,6 +286,10 @@ class EvalsConfig:
     baselines_file: str | None = None
     """JSON of reference figures shown next to each report's own, in the shape of evals/published.py's
     `published_baselines()`; None = that table (published GPT-2 / GPT-3 figures for 124M-1558M)."""
+    reference_reports: list[str] = field(default_factory=list)
+    """Report folders written by `gpt2train eval SOURCE --out DIR` (e.g. OpenAI's GPT-2): each report
+    shows their scores beside its own, per task, only where they were measured on the same data and
+    settings (else a line naming what differs); evals/reference.py. Relative to the YAML file."""
 
 
 @dataclass
@@ -300,6 +312,8 @@ _PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("tra
                 ("evals", "baselines_file")}
 # `task=PATH` lists: the PATH part is resolved the same way.
 _TASK_PATH_LIST_FIELDS = {("evals", "local_data")}
+# Lists of paths: each item resolved the same way.
+_PATH_LIST_FIELDS = {("evals", "reference_reports")}
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -354,6 +368,8 @@ def apply_override(cfg: Config, item: str) -> None:
                 value = str(Path(value).expanduser().resolve())
             if tuple(parts) in _TASK_PATH_LIST_FIELDS and value:
                 value = [_resolve_task_path(v, Path.cwd(), where=f"--set {dotted}") for v in value]
+            if tuple(parts) in _PATH_LIST_FIELDS and value:
+                value = [str(Path(v).expanduser().resolve()) for v in value]
             setattr(obj, f.name, value)
         else:
             obj = getattr(obj, part)
@@ -444,11 +460,16 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         section = getattr(cfg, path[0])
         setattr(section, path[1], [_resolve_task_path(v, base, where=".".join(path))
                                    for v in getattr(section, path[1])])
+    for path in _PATH_LIST_FIELDS:
+        section = getattr(cfg, path[0])
+        setattr(section, path[1], [str((base / Path(v).expanduser()).resolve()) for v in getattr(section, path[1])])
 
 
 def _is_local_path(value: str | None) -> bool:
-    """A path field's value names a local path (resolved against the YAML's folder), not `hub` or a URL."""
-    return value is not None and value != "hub" and not is_url(value)
+    """A path field's value names a local path (resolved against the YAML's folder), not `hub` or a URL.
+    Nor `hf-dataset:...`: `datasets` takes a folder there as it is (relative: to the working directory);
+    nor a Hub model id `hf:<owner>/<name>` (train.init_from: gpt2train/hub_models.py)."""
+    return value is not None and value != "hub" and not is_url(value) and not value.startswith(("hf-dataset:", "hf:"))
 
 
 def is_url(value: str) -> bool:

@@ -11,6 +11,8 @@ run may write (unsafe_write_place: not /, a system directory, the home directory
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import re
 import typing
@@ -18,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2train.errors import ConfigError, Gpt2TrainError
+from gpt2train.data.hf_dataset import is_dataset_source, parse_source
+from gpt2train.errors import ConfigError, DataError, Gpt2TrainError
+from gpt2train.layout import LINEAGE_FILE
 from gpt2train.model_config import GPTConfig
 
 if typing.TYPE_CHECKING:  # gpt2train/config.py imports this module to run it: no import back
@@ -27,6 +31,8 @@ if typing.TYPE_CHECKING:  # gpt2train/config.py imports this module to run it: n
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")
 OVERSIZE_DOCUMENTS = ("refuse", "split")  # corpus.oversize_documents
 KERNEL_CHOICES = ("auto", "triton", "torch")  # train.kernels; resolved by gpt2train.kernels.resolve_kernels
+# train.loggers -> the package each tracker imports (gpt2train/training/trackers.py); the `tracking` extra.
+LOGGER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 LAUNCH_BACKENDS = ("local", "slurm")  # launch.backend
 # sbatch --time: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S (`man sbatch`), or UNLIMITED.
 SLURM_TIME = r"UNLIMITED|\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}"
@@ -116,6 +122,7 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
     _check_corpus(cfg.corpus, where)
     _check_train_batch(cfg, where)
     _check_train_schedule(cfg, where)
+    check_loggers(cfg.train.loggers, where)
     _check_evals(cfg.evals, where)
     _check_launch(cfg.launch, where)
     _check_path_components(cfg, where)
@@ -127,6 +134,14 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
 
 
 def _check_corpus(c: CorpusConfig, where: str) -> None:
+    if is_dataset_source(c.source):  # hf-dataset:<repo or folder>[:<config>] (gpt2train/data/hf_dataset.py)
+        try:
+            parse_source(c.source)
+        except DataError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if not c.text_field:
+        raise ConfigError(f"{where}: corpus.text_field is empty; name the column (or .jsonl key) holding the "
+                          f"document text, e.g. text")
     if c.oversize_documents not in OVERSIZE_DOCUMENTS:
         raise ConfigError(f"{where}: corpus.oversize_documents={c.oversize_documents!r} is not one of "
                           f"{', '.join(OVERSIZE_DOCUMENTS)} (what to do with a document over corpus.max_document_chars)")
@@ -167,11 +182,48 @@ def _check_train_schedule(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: train.lr_schedule={t.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
 
 
+def check_loggers(loggers: list[str], where: str) -> None:
+    """train.loggers: known trackers, each once, each one's package installed (the trainer imports it
+    only when configured, so a missing one would otherwise surface after the run directory is taken)."""
+    for name in loggers:
+        if name not in LOGGER_PACKAGES:
+            raise ConfigError(f"{where}: train.loggers: {name!r} is not a tracker; use "
+                              f"{' and/or '.join(LOGGER_PACKAGES)}, e.g. [tensorboard, wandb]")
+        if loggers.count(name) > 1:
+            raise ConfigError(f"{where}: train.loggers lists {name} {loggers.count(name)} times; list it once")
+        if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
+            raise ConfigError(f"{where}: train.loggers: {name} is not installed; pip install 'gpt2train[tracking]' "
+                              f"(or remove {name} from train.loggers)")
+
+
 def _check_evals(e: EvalsConfig, where: str) -> None:
     if not e.tasks:
         raise ConfigError(f"{where}: evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
     for spec in e.tasks:
         parse_task_spec(spec)
+    for path in e.reference_reports:
+        check_reference_report(path)
+
+
+def check_reference_report(path: str | Path) -> dict[str, Any]:
+    """An `evals.reference_reports` entry: a finished report of `gpt2train eval` (lineage.json with
+    artifact eval_report and export.reference true). Returns that lineage.json; one-line errors."""
+    where, fix = f"evals.reference_reports: {path}", "make one with `gpt2train eval SOURCE --out DIR`"
+    if not Path(path).is_dir():
+        raise ConfigError(f"{where} is not a folder; {fix}, or fix the path (relative to the config file)")
+    sidecar = Path(path) / LINEAGE_FILE
+    if not sidecar.is_file():
+        raise ConfigError(f"{where} has no lineage.json: not a finished eval report; {fix}")
+    try:
+        lineage = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: lineage.json is not valid JSON ({e}); {fix} again") from None
+    artifact = lineage.get("artifact") if isinstance(lineage, dict) else None
+    if artifact != "eval_report":
+        raise ConfigError(f"{where} is not an eval report (lineage.json artifact={artifact!r}); {fix}")
+    if (lineage.get("export") or {}).get("reference") is not True:
+        raise ConfigError(f"{where} is a checkpoint's eval report, not a reference model's; {fix}")
+    return lineage
 
 
 def _check_launch(launch: LaunchConfig, where: str) -> None:

@@ -60,23 +60,25 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[Any]:
 
 
 def remove_dead_writers_files(artifact: Path) -> list[Path]:
-    """Delete what earlier writers of `artifact` left beside it, whatever their pid: its temp copies
-    `.<name>.tmp-<pid>` (temp_path_for) and copies set aside `.<name>.old-<pid>` (replace_dir). A
-    SIGKILLed export leaves a whole model there (~6 GB at 1558M), which a writer with another pid
+    """Delete what earlier writers of `artifact` left, whatever their pid: beside it, its temp copies
+    `.<name>.tmp-<pid>` (temp_path_for) and copies set aside `.<name>.old-<pid>` (replace_dir); inside
+    it, when it is a folder written file by file (a run directory, the eval summary), the same kind of
+    temp copy of any of its files (`.trend.png.tmp-<pid>.png`: matplotlib wants the extension last).
+    A SIGKILLed export leaves a whole model beside it (~6 GB at 1558M), which a writer with another pid
     never reused. Only the holder of the artifact's writer lock calls this (gpt2train/locks.py): every
     writer of it holds that lock while it writes, so while we hold it, whoever made these is dead.
     Returns what was removed."""
-    leftover = re.compile(rf"\.{re.escape(artifact.name)}\.(tmp|old)-\d+")
-    removed = []
-    if artifact.parent.is_dir():
-        for p in artifact.parent.iterdir():
-            if leftover.fullmatch(p.name):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
+    beside = re.compile(rf"\.{re.escape(artifact.name)}\.(tmp|old)-\d+")
+    inside = re.compile(r"\..+\.(tmp|old)-\d+(\.\w+)?")
+    found = [p for p in artifact.parent.iterdir() if beside.fullmatch(p.name)] if artifact.parent.is_dir() else []
+    if artifact.is_dir() and not artifact.is_symlink():
+        found += [p for p in artifact.iterdir() if inside.fullmatch(p.name)]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

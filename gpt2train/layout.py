@@ -9,6 +9,7 @@
             run.json                          its run tag, recorded on first start
             config.yaml                       the resolved config it was launched with
             main.log  metrics.jsonl  training.png
+            tracking.json  tensorboard/  wandb/   with train.loggers: the trackers' files (training/trackers.py)
             checkpoints/step_XXXXXXXX/        one checkpoint: what it holds is in training/checkpoint.py
         exports/<run tag>@step_XXXXXXXX/      a checkpoint as a Hugging Face GPT-2 directory (export/hf_export.py)
         reports/<run tag>@step_XXXXXXXX/      its eval report (evals/runner.py)
@@ -41,6 +42,10 @@ RUN_CONFIG = "config.yaml"
 MAIN_LOG = "main.log"
 METRICS = "metrics.jsonl"
 TRAINING_PLOT = "training.png"
+# train.loggers (training/trackers.py): which trackers the run logs to and its W&B run id; their folders.
+TRACKING_RECORD = "tracking.json"
+TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"
 
 
 def partition_tag(key: str) -> str:

@@ -12,8 +12,9 @@ few bytes of holder information, rewritten by the next holder). The lock file li
 the artifact, not in it, because artifacts are directories replaced whole by a rename.
 
 What a killed writer leaves beside the artifact (its `.<name>.tmp-<pid>` copy, a `.<name>.old-<pid>`
-set aside) is deleted by the next holder of the lock, whatever its pid: a free lock means that
-writer is dead (gpt2train/fileio.py remove_dead_writers_files).
+set aside) or, in a folder written file by file, inside it (a file's `.tmp-<pid>` copy) is deleted
+by the next holder of the lock, whatever its pid: a free lock means that writer is dead
+(gpt2train/fileio.py remove_dead_writers_files).
 """
 
 from __future__ import annotations

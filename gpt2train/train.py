@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import hashlib
 import os
 import sys
+from pathlib import Path
 
 from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
@@ -46,6 +48,24 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(summary))
 
 
+def print_error_once(error: Exception) -> None:
+    """`gpt2train train: error: ...` on stderr, once per torchrun agent rather than once per rank: a config
+    or data error is raised by every rank alike. The ranks of one agent share its attempt folder
+    (TORCHELASTIC_ERROR_FILE is `<attempt>/<local rank>/error.json`): the first to create a marker for the
+    message prints it. A message only one rank raised is printed by that rank; outside torchrun, always."""
+    message = f"gpt2train train: error: {error}"
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        marker = Path(error_file).parent.parent / f"reported-{hashlib.sha256(message.encode()).hexdigest()[:16]}"
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return  # another rank of this agent printed it
+        except OSError:
+            pass  # no marker possible (the folder is gone): better twice than never
+    print(message, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None, prog: str = "gpt2train.train") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
@@ -55,7 +75,7 @@ def main(argv: list[str] | None = None, prog: str = "gpt2train.train") -> int:
     try:
         run(args)
     except Gpt2TrainError as e:
-        print(f"gpt2train train: error: {e}", file=sys.stderr)
+        print_error_once(e)
         return 2
     return 0
 

@@ -8,11 +8,13 @@ A source is one of:
 - a complete checkpoint directory of ours (state.json, model.safetensors);
 - a Hugging Face GPT-2 directory (config.json + model.safetensors): an export of ours, or any
   `save_pretrained` GPT2LMHeadModel such as OpenAI's GPT-2 (export/state_dict.py adapts the names);
+- a Hugging Face Hub model id, `hf:openai-community/gpt2[@revision]`: its cached snapshot, fetched
+  first if need be (gpt2train/hub_models.py);
 - an llm.c model file (`gpt2_124M.bin`, `gpt2_124M_bf16.bin`, what llm.c's `-e` reads and its
   checkpoints write): a 256-int32 header (magic 20240326, version 3 = fp32 or 5 = bf16, maxT, V, L,
   NH, C, Vp), then every parameter in llm.c's order (LLMC_PARAMETERS), Linear weights (out, in) as ours.
 
-`train.init_from` (llm.c's `-e FILE`) and `gpt2train sample` read all three.
+`train.init_from` (llm.c's `-e FILE`), `gpt2train sample` and `gpt2train eval` read them all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
+from gpt2train.hub_models import hub_model_dir, is_hub_model
 from gpt2train.model_config import GPTConfig
 from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
 
@@ -122,12 +125,17 @@ def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(path=path, model=model.eval(), state=state, model_sha256=model_sha256)
 
 
+def local_source(source: str | Path) -> Path:
+    """The local path of `source`: a Hub id `hf:<repo>[@<revision>]` becomes its cached snapshot."""
+    return hub_model_dir(source) if is_hub_model(source) else Path(source)
+
+
 def kind_of(source: str | Path) -> str:
     """`checkpoint`, `hf` or `llmc`; an error naming what was expected otherwise."""
     path = Path(source)
     if not path.exists():
         raise Gpt2TrainError(f"{source} does not exist; give a complete checkpoint (…/checkpoints/step_XXXXXXXX), "
-                             f"a Hugging Face GPT-2 directory or an llm.c model file")
+                             f"a Hugging Face GPT-2 directory, a Hub id hf:<owner>/<name> or an llm.c model file")
     if (path / "state.json").is_file():
         return "checkpoint"
     if (path / "config.json").is_file():
@@ -136,12 +144,13 @@ def kind_of(source: str | Path) -> str:
         return "llmc"
     raise Gpt2TrainError(f"{source}: neither a checkpoint directory (state.json), a Hugging Face GPT-2 directory "
                          f"(config.json) nor an llm.c model file (header magic {LLMC_MAGIC}); give a "
-                         f"…/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, or a gpt2_124M.bin")
+                         f"…/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, hf:<owner>/<name>, or a gpt2_124M.bin")
 
 
 def source_shape(source: str | Path) -> GPTConfig:
     """The model shape `source` holds, read from its metadata only."""
-    path, kind = Path(source), kind_of(source)
+    path = local_source(source)
+    kind = kind_of(path)
     if kind == "checkpoint":
         try:
             saved = checkpoint_state(path)["config"]["model"]
@@ -159,7 +168,8 @@ def source_shape(source: str | Path) -> GPTConfig:
 def weights_sha256(source: str | Path) -> str:
     """The sha256 of the weights `source` holds: a checkpoint's recorded model_sha256, else the hash of
     the weights file (model.safetensors, or the llm.c file itself)."""
-    path, kind = Path(source), kind_of(source)
+    path = local_source(source)
+    kind = kind_of(path)
     if kind == "checkpoint":
         return checkpoint_state(path)["model_sha256"]
     return sha256_file(path / "model.safetensors" if kind == "hf" else path)
@@ -168,7 +178,8 @@ def weights_sha256(source: str | Path) -> str:
 def load_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     """The weights of `source` under our parameter names, for a model already built (train.init_from):
     a checkpoint's and an llm.c file's read as they are, without building a second model."""
-    path, kind = Path(source), kind_of(source)
+    path = local_source(source)
+    kind = kind_of(path)
     if kind == "checkpoint":
         return load_checkpoint(path, rank=0, weights_only=True)["model"]
     return _load_hf(path).state_dict() if kind == "hf" else _llmc_state_dict(path)
@@ -176,7 +187,8 @@ def load_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
 
 def load_model(source: str | Path) -> tuple[GPT, str]:
     """(our GPT in eval mode, fp32 on the CPU, a line saying what was loaded) from any source."""
-    path, kind = Path(source), kind_of(source)
+    path = local_source(source)
+    kind = kind_of(path)
     if kind == "checkpoint":
         ck = read_checkpoint(path)
         return ck.model, f"checkpoint {path} (step {ck.state['step']}, {ck.state['config']['model']['descriptor']})"

@@ -2,11 +2,11 @@
 
     python -m pipelines.torchrun_launcher --failure-note NOTE.json <torchrun arguments>
 
-runs `python -m torch.distributed.run <torchrun arguments>` in this process, unchanged. Why the
-wrapper: only torchrun (the elastic agent) sees how a trainer rank ended. A rank killed by a signal
-(the OOM killer, `kill -9`, a preempted node) cannot report anything itself, and torchrun then
-exits 1 as for any other failure, so the Pipes client knows only "exit code 1". On a worker
-failure this writes the first failed rank's pid, exit code and signal to the note as JSON (the
+runs `python -m torch.distributed.run <torchrun arguments>` in this process (with `--log-dir` in the
+note's folder unless one is given). Why the wrapper: only torchrun (the elastic agent) sees how a
+trainer rank ended. A rank killed by a signal (the OOM killer, `kill -9`, a preempted node) cannot
+report anything itself, and torchrun then exits 1 as for any other failure, so the Pipes client
+knows only "exit code 1". On a worker failure this writes the first failed rank's pid, exit code and signal to the note as JSON (the
 `training_run` asset turns it into its error message), then fails exactly as torchrun does.
 """
 
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) < 2 or argv[0] != "--failure-note":
         raise SystemExit(USAGE)
     note, torchrun_args = Path(argv[1]), argv[2:]
+    if not any(a == "--log-dir" or a.startswith(("--log-dir=", "--log_dir")) for a in torchrun_args):
+        # torchrun's per-attempt folders, in the attempt's notes folder that the asset removes, rather
+        # than a new /tmp/torchelastic_* that nothing removes at every launch.
+        torchrun_args = [f"--log-dir={note.parent / 'torchelastic'}", *torchrun_args]
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
+from gpt2train.train import print_error_once
 from gpt2train.training.runs import checkpoint_info, summarize_run
 from gpt2train.training.loop import TRAINING_LOG, train
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             train(cfg)
         except Gpt2TrainError as e:
-            print(f"gpt2train train: error: {e}", file=sys.stderr)
+            print_error_once(e)
             return 2
         return 0
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.error_file:
                 write_text_atomic(args.error_file, f"{e}\n")
             pipes.log.error(f"training failed: {e}")
-            print(f"gpt2train train: error: {e}", file=sys.stderr)
+            print_error_once(e)
             return 2
         summary = summarize_run(trained["out_dir"])
         pipes.report_asset_materialization(metadata=run_metadata(summary), data_version=summary["data_version"])

@@ -252,8 +252,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._resolve(head, *m.groups())
         elif m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path):
             self._tree(head, m[1], m[2], (m[3] or "").strip("/"), parse_qs(parts.query))
+        elif m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
+            self._info(head, m[1], m[2] or BRANCH)
         else:
             self._error(head, 404, None, "Not Found")
+
+    def do_POST(self):
+        # `HfApi.get_paths_info` (what `HfFileSystem.info` asks when its listing cache does not know a path):
+        # a form body `paths=a&paths=b&expand=...`.
+        hub = self.server.hub
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        refused = hub.refuse
+        hub._record(RecordedRequest(self.command, path, parts.query, None, refused))
+        if refused:
+            self.close_connection = True
+            return
+        if m := re.fullmatch(r"/api/datasets/([^/]+/[^/]+)/paths-info/([^/]+)", path):
+            self._paths_info(m[1], m[2], parse_qs(body).get("paths", []))
+        else:
+            self._error(False, 404, None, "Not Found")
 
     def _check_repo(self, head: bool, repo: str, revision: str) -> bool:
         hub = self.server.hub
@@ -345,17 +364,50 @@ class _Handler(BaseHTTPRequestHandler):
         root = self.server.hub.root.resolve()
         entries = []
         for p in sorted(children):
-            key = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(root).parts):
-                continue
-            if p.is_dir():
-                # A tree's git oid; any stable 40-hex value serves the client.
-                entries.append({"type": "directory", "oid": hashlib.sha1(key.encode()).hexdigest(), "path": key})
-            elif p.is_file():
-                info = self.server.hub.file_info(key)
-                entries.append({"type": "file", "oid": info.blob_oid, "size": info.size, "path": key,
-                                "lfs": {"oid": info.sha256, "size": info.size, "pointerSize": info.pointer_size}})
+            if (p.is_dir() or p.is_file()) and (entry := self._entry(p)) is not None:
+                entries.append(entry)
         self._json(head, 200, entries)
+
+    # --- /api/datasets/<repo>[/revision/<rev>] and paths-info (what `datasets` asks) ------------------------
+
+    def _entry(self, p: Path) -> dict | None:
+        """The tree / paths-info entry of `p` (a file or folder of the served repo), None for a hidden one."""
+        root = self.server.hub.root.resolve()
+        key = p.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
+            return None
+        if p.is_dir():
+            # A tree's git oid; any stable 40-hex value serves the client.
+            return {"type": "directory", "oid": hashlib.sha1(key.encode()).hexdigest(), "path": key}
+        info = self.server.hub.file_info(key)
+        return {"type": "file", "oid": info.blob_oid, "size": info.size, "path": key,
+                "lfs": {"oid": info.sha256, "size": info.size, "pointerSize": info.pointer_size}}
+
+    def _info(self, head: bool, repo: str, revision: str) -> None:
+        """`HfApi.dataset_info`: the commit a revision resolves to and the repo's files (`siblings`)."""
+        hub = self.server.hub
+        if not self._check_repo(head, repo, revision):
+            return
+        root = hub.root.resolve()
+        siblings = []
+        for p in sorted(root.rglob("*")):
+            entry = self._entry(p) if p.is_file() else None
+            if entry is not None:
+                siblings.append({"rfilename": entry["path"], "size": entry["size"], "blobId": entry["oid"],
+                                 "lfs": {"sha256": entry["lfs"]["oid"], "size": entry["size"],
+                                         "pointerSize": entry["lfs"]["pointerSize"]}})
+        self._json(head, 200, {"id": repo, "sha": hub.commit, "private": False, "gated": False,
+                               "disabled": False, "siblings": siblings})
+
+    def _paths_info(self, repo: str, revision: str, paths: list[str]) -> None:
+        if not self._check_repo(False, repo, revision):
+            return
+        entries = []
+        for rel in paths:
+            p = self._repo_file(rel.strip("/"))
+            if p is not None and p.exists() and (entry := self._entry(p)) is not None:
+                entries.append(entry)
+        self._json(False, 200, entries)
 
     # --- responses -------------------------------------------------------------------------------------------
 

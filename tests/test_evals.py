@@ -8,8 +8,12 @@ gpt2train/export/state_dict.py; the harness scores HellaSwag on the invented loc
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import html as htmllib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +30,8 @@ ENCODER_JSON = SHARED / "tiktoken" / "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6" 
 VOCAB_BPE = SHARED / "tiktoken" / "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # HF merges.txt
 LIMIT = 20
 RUN_TAG = "tiny-0123456789"
+TOTAL_BATCH = 2048  # the fixture run's train.total_batch_tokens
+STEP_MS = {s: 100.0 + s for s in range(1, 21)}  # the fixture run's step times (ms) up to its checkpoint
 
 
 def _ecfg(**kw) -> EvalsConfig:
@@ -74,11 +80,21 @@ def export(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("evals")
     run_dir = root / "runs" / RUN_TAG
     (run_dir / "checkpoints").mkdir(parents=True)
-    # What training logged: val loss and in-loop HellaSwag at steps 0 and 20, nothing at 40.
+    # What training logged: val loss and in-loop HellaSwag at steps 0 and 20, nothing at 40; a step line
+    # (loss, step time) for steps 1-20, and one for step 21: the run went on after the checkpoint.
     records = [{"step": 0, "val_loss": 10.9}, {"step": 0, "hellaswag_acc_norm": 0.22, "hellaswag_n": 50},
-               {"step": 10, "loss": 8.0}, {"step": 20, "val_loss": 7.654321},
-               {"step": 20, "hellaswag_acc_norm": 0.34, "hellaswag_acc": 0.3, "hellaswag_n": 50}]
+               *({"step": s, "loss": 11.0 - 0.15 * s, "ms": ms} for s, ms in STEP_MS.items()),
+               {"step": 20, "val_loss": 7.654321},
+               {"step": 20, "hellaswag_acc_norm": 0.34, "hellaswag_acc": 0.3, "hellaswag_n": 50},
+               {"step": 21, "loss": 7.9, "ms": 5000.0}]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # The checkpoint's state.json: what the report reads the tokens per step and T from.
+    ckpt = run_dir / "checkpoints" / "step_00000020"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text(json.dumps({
+        "artifact": "checkpoint", "step": 20, "model_sha256": "0" * 64,
+        "config": {"model": {"descriptor": "tiny", "block_size": 64},
+                   "train": {"total_batch_tokens": TOTAL_BATCH, "seq_len": 32, "init_from": None}}}))
     return build_export(root / "export", run_dir)
 
 
@@ -293,12 +309,22 @@ def test_write_trend(export, report, offline, tmp_path, caplog):
     from evals.runner import evaluate_export
     from evals.trend import write_trend
 
-    # A second real report of the same export, labelled step 40 (training logged nothing after 20).
+    # A second real report of the same export, labelled step 40 (training logged nothing after 20), in
+    # the folder beside a copy of the step-20 report: its report.html embeds the trend of both.
+    first = tmp_path / "step20"
+    shutil.copytree(report.report_dir, first)
     second = evaluate_export(export, tmp_path / "step40", _ecfg(limit=8), step=40)
     assert second.lineage["in_loop"]["val_loss"]["step"] == 20
+    assert second.lineage["trend"]["reports"] == [{"path": str(first.resolve()), "step": 20,
+                                                   "lineage_sha256": sha256_file(first / "lineage.json")}]
+    images = _embedded_pngs((second.report_dir / "report.html").read_text())
+    assert len(images) == 2 and images[1] == (second.report_dir / "trend.png").read_bytes()
+    assert "![Scores of this run's reports up to step 40](trend.png)" in second.markdown
+    assert second.lineage["files"]["trend.png"] == sha256_file(second.report_dir / "trend.png")
+    assert "trend" not in report.lineage["files"] and report.lineage["trend"] == {"reports": []}  # none earlier
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    trend = write_trend([second.report_dir, unfinished, report.report_dir], tmp_path / "trend")
+    trend = write_trend([second.report_dir, unfinished, first], tmp_path / "trend")
     assert [r["step"] for r in trend.rows] == [20, 40]
     assert trend.skipped == [str(unfinished)] and "unfinished" in caplog.text
     png = trend.paths["trend.png"].read_bytes()
@@ -355,3 +381,137 @@ def test_gpt2train_eval_scores_any_hf_gpt2_as_the_reports_do(export, report, tmp
     assert not any(name.startswith("tokenizer") or name == "vocab.json" for name in lineage["files"])
     r = gpt2train("eval", tmp_path / "nothing", "--out", tmp_path / "r2")
     assert r.returncode == 2 and "is not a GPT-2 Hugging Face directory: no such folder" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------- what the report says about training
+
+def _embedded_pngs(html: str) -> list[bytes]:
+    """Every image report.html carries inline, decoded from its data URI."""
+    return [base64.b64decode(b64, validate=True) for b64 in re.findall(r"src='data:image/png;base64,([^']+)'", html)]
+
+
+def test_report_shows_tokens_wall_time_and_flops_of_the_checkpoint(report, export):
+    """Recomputed here from the checkpoint's state.json, metrics.jsonl and config.json with llm.c's
+    count: FLOPs = (6 N + 6 L C T) D, N every parameter with the vocabulary padded to a multiple of 128."""
+    run = export.parent / "runs" / RUN_TAG
+    state = json.loads((run / "checkpoints" / "step_00000020" / "state.json").read_text())
+    hf = json.loads((export / "config.json").read_text())
+    L, C, block, T = hf["n_layer"], hf["n_embd"], hf["n_positions"], state["config"]["train"]["seq_len"]
+    Vp = -(-hf["vocab_size"] // 128) * 128
+    N = Vp * C + block * C + L * (12 * C * C + 13 * C) + 2 * C  # wte, wpe, blocks, ln_f (lm_head tied)
+    tokens = state["step"] * state["config"]["train"]["total_batch_tokens"]
+    flops = (6 * N + 6 * L * C * T) * tokens
+    wall = sum(STEP_MS.values()) / 1000  # step 21's 5 s came after the checkpoint
+
+    t = report.lineage["training"]
+    assert (t["tokens"], t["n_params"], t["flops"]) == (tokens, N, flops) and tokens == 20 * TOTAL_BATCH
+    assert t["wall_seconds"] == pytest.approx(wall) and t["steps_timed"] == 20
+    md = report.markdown
+    assert f"| tokens seen | {tokens:,} (step 20 × {TOTAL_BATCH:,} tokens per step) |" in md
+    assert f"| training wall time | {wall:.1f}s: the step times metrics.jsonl logged (all 20 steps)" in md
+    assert f"| training FLOPs | {flops:.3e} = (6·N + 6·L·C·T) · D with N = {N:,} parameters" in md
+    assert f"T = {T}," in md
+    # What they were made from: the state.json's hash and the hash of metrics.jsonl's lines up to step 20.
+    lines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 20]
+    assert t["state"]["sha256"] == sha256_file(run / "checkpoints" / "step_00000020" / "state.json")
+    assert t["metrics"]["sha256"] == hashlib.sha256("".join(f"{x}\n" for x in lines).encode()).hexdigest()
+    assert t["metrics"]["records"] == len(lines) == 24
+
+
+def test_report_sample_is_gpt2trains_sampler_on_the_exported_weights(report):
+    from evals.report_extras import SAMPLE_PROMPT, SAMPLE_SEED, SAMPLE_TOKENS, SAMPLE_TOP_K
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.sample import sample
+
+    model = GPT(GPTConfig.from_descriptor("tiny", 64))
+    model.init_weights(0)  # the weights build_export exported
+    expected = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED)[0]
+    assert expected.startswith(SAMPLE_PROMPT) and len(expected) > len(SAMPLE_PROMPT)
+    assert report.lineage["sample"]["text"] == expected
+    assert f"```text\n{expected}\n```" in report.markdown
+    assert f"<pre>{htmllib.escape(expected)}</pre>" in (report.report_dir / "report.html").read_text()
+    other = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED + 1)[0]
+    assert other != expected  # the seed decides the text: the check above could fail
+
+
+def test_report_html_embeds_the_loss_curve(report):
+    d = report.report_dir
+    images = _embedded_pngs((d / "report.html").read_text())
+    assert len(images) == 1  # the loss curve; no earlier report of this run for a trend
+    png = images[0]
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert png == (d / "loss_curve.png").read_bytes()
+    assert report.lineage["files"]["loss_curve.png"] == hashlib.sha256(png).hexdigest()
+    assert "![Train and val loss from metrics.jsonl up to step 20](loss_curve.png)" in report.markdown
+
+
+def test_report_extras_are_the_same_for_the_same_inputs(report, export, tmp_path):
+    """The loss curve's bytes, the sample and the facts depend on the inputs alone (lineage.json hashes
+    them); and only metrics.jsonl's lines up to the checkpoint count, so a run still training does not
+    move them."""
+    from evals.report_extras import ExtrasSources, write_report_extras
+
+    run = export.parent / "runs" / RUN_TAG
+    lin = json.loads((export / "lineage.json").read_text())
+    out = []
+    for i in range(2):
+        if i:  # the run went on: more lines after the checkpoint's step
+            metrics = tmp_path / "metrics.jsonl"
+            metrics.write_text((run / "metrics.jsonl").read_text() + json.dumps({"step": 22, "loss": 1.0, "ms": 9e3})
+                               + "\n")
+        else:
+            metrics = run / "metrics.jsonl"
+        (tmp_path / str(i)).mkdir()
+        src = ExtrasSources(tmp_path / "report", export, lin, metrics, report.lineage, None)
+        extras = write_report_extras(tmp_path / str(i), src)
+        out.append((extras.images, extras.sample, {k: v for k, v in extras.training.items() if k != "metrics"},
+                    extras.training["metrics"]["sha256"]))
+    assert out[0] == out[1]
+    assert out[0][0][0][2] == (report.report_dir / "loss_curve.png").read_bytes()
+
+
+def test_comparison_names_its_size_and_says_when_it_is_far(report, export):
+    from safetensors import safe_open
+
+    from evals.report import ModelSize, size_note
+
+    with safe_open(export / "model.safetensors", "np") as f:
+        n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118
+    md = report.markdown
+    assert "| GPT-2 124M (published, harness) |" in md and "| GPT-2 124M (published, same scorer) |" in md
+    assert f"model has {n / 1e6:.1f} M parameters, {124e6 / n:.0f}× smaller than the comparison (GPT-2 124M" in md
+    assert 4 < 124e6 / n  # the tiny model: 6.8 M parameters, 18× smaller
+    assert size_note(ModelSize("124M", "124M", 124_439_808)) is None  # OpenAI's GPT-2 124M itself
+    assert size_note(ModelSize("124M", "124M", 40_000_000)) is None  # 3.1× smaller: not far
+    assert "8× smaller than the comparison (GPT-2 1558M" in size_note(ModelSize("1558M", "1558M", 200_000_000))
+    assert "5× larger than the comparison (GPT-2 124M" in size_note(ModelSize("124M", "124M", 620_000_000))
+    assert size_note(ModelSize("124M", "124M", None)) is None
+
+
+def test_training_png_draws_the_published_baselines_of_its_size(tmp_path):
+    """llm.c's vislog lines: OpenAI's GPT-2 (val loss, HellaSwag) and GPT-3 (HellaSwag) at the model's
+    size, only for one of GPT-2's published shapes; the values are those of the shared table of figures."""
+    from evals.published import baseline_lines
+    from gpt2train.training.plots import plot_training
+
+    shared = json.loads(BASELINES.read_text())["models"]
+    lines = baseline_lines(12, 768)  # d12: GPT-2 124M's shape
+    assert [(x.panel, x.value) for x in lines] == [
+        ("loss", shared["124M"]["gpt2_val_loss_fineweb"]), ("loss", shared["124M"]["gpt2_val_loss_fineweb_edu"]),
+        ("hellaswag", shared["124M"]["gpt2_hellaswag_llmc"]), ("hellaswag", shared["124M"]["gpt3_hellaswag"])]
+    assert all("124M" in x.label or "125M" in x.label for x in lines)
+    assert "llm.c vislog" in lines[0].label and "GPT-3 Small 125M" in lines[3].label
+    assert [x.value for x in baseline_lines(48, 1600)] == [
+        shared["1558M"]["gpt2_val_loss_fineweb"], shared["1558M"]["gpt2_hellaswag_llmc"],
+        shared["1558M"]["gpt3_hellaswag"]]
+    assert baseline_lines(2, 128) == []  # the tiny preset: no published model of its size
+    assert baseline_lines(12, 512) == [] and baseline_lines(6, 384) == []  # not GPT-2's shapes
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "loss": 10.0, "lr": 1e-4, "norm": 2.0}, {"step": 2, "loss": 9.0, "lr": 2e-4, "norm": 1.5},
+        {"step": 2, "val_loss": 9.5}, {"step": 2, "hellaswag_acc_norm": 0.26}]))
+    with_lines = plot_training(metrics, tmp_path / "d12.png", shape=(12, 768)).read_bytes()
+    without = plot_training(metrics, tmp_path / "tiny.png", shape=(2, 128)).read_bytes()
+    assert with_lines.startswith(b"\x89PNG") and without.startswith(b"\x89PNG") and with_lines != without
+    assert plot_training(metrics, tmp_path / "none.png").read_bytes() == without

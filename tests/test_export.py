@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from gpt2train.export import hf_export as export_mod
+from gpt2train.export import state_dict as state_dict_mod
 from gpt2train.training.checkpoint import DONE, load_checkpoint, save_checkpoint
 from gpt2train.config import config_to_dict, load_config
 from gpt2train.errors import DataError, Gpt2TrainError
@@ -110,7 +111,11 @@ def test_export_loads_in_transformers_and_matches_our_model_and_tiktoken(checkpo
     assert tok(text)["input_ids"] == get_encoding("gpt2").encode_ordinary(text)
 
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers\n")
+    from huggingface_hub import ModelCard  # the card's own reader: tests/test_model_card.py has the rest
+
+    data = ModelCard.load(out / "README.md").data
+    assert (data.library_name, data.license, data.datasets) == ("transformers", "mit", ["HuggingFaceFW/fineweb-edu"])
+    assert data.base_model is None and "initialised from" not in card  # this run started from scratch
     for fact in (RUN_TAG, f"step {STEP}", "5.0000", exported.model_sha256, str(checkpoint), "1" * 64,
                  "AutoModelForCausalLM.from_pretrained"):
         assert fact in card, fact
@@ -234,9 +239,9 @@ real_write_gpt2_tokenizer = export_mod.write_gpt2_tokenizer
     ("disk_full", DataError, "disk full"),
 ])
 def test_failed_export_leaves_the_previous_one_intact(checkpoint, exported, monkeypatch, fault, error, match):
-    if fault == "weights":
-        real = export_mod.to_hf_state_dict
-        monkeypatch.setattr(export_mod, "to_hf_state_dict", lambda model: _transposed_c_fc(real, model))
+    if fault == "weights":  # write_hf_model imports it from state_dict.py when it runs
+        real = state_dict_mod.to_hf_state_dict
+        monkeypatch.setattr(state_dict_mod, "to_hf_state_dict", lambda model: _transposed_c_fc(real, model))
     elif fault == "tokenizer":
         monkeypatch.setattr(export_mod, "write_gpt2_tokenizer", _damaged_tokenizer)
     else:

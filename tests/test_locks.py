@@ -237,6 +237,21 @@ def test_a_live_writers_temp_is_left_alone_and_a_dead_ones_is_removed(tmp_path):
             p.wait()
 
 
+def test_a_folder_written_file_by_file_loses_its_dead_writers_temp_files(tmp_path):
+    """The eval summary and a run directory are written file by file inside the locked folder: a dead
+    writer's `.trend.png.tmp-<pid>.png` there goes with the next lock, the folder's own files stay."""
+    summary = tmp_path / "eval_summary"
+    summary.mkdir()
+    kept = [summary / "summary.md", summary / ".summary.lock-notes"]
+    for f in kept:
+        f.write_text("kept")
+    left = [summary / ".trend.png.tmp-4242.png", summary / ".summary.md.tmp-4243"]
+    for f in left:
+        f.write_text("half")
+    with writer_lock(summary, "eval summary"):
+        assert [f for f in left if f.exists()] == [] and all(f.exists() for f in kept)
+
+
 @pytest.mark.slow
 def test_a_sigkilled_gpt2train_export_leaves_a_copy_that_the_next_export_removes(tmp_path):
     """The issue's case: `gpt2train export` SIGKILLed once its temp copy holds the weights; the next

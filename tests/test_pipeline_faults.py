@@ -379,16 +379,25 @@ def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         (training,) = instance.get_runs(dg.RunsFilter(job_name="training"))
         assert training.status == dg.DagsterRunStatus.STARTED  # nothing else could have noticed
+    # What the killed attempt left, Pipes' files included (not in a /tmp folder nobody would remove).
+    left = run / f".launch-{training.run_id}"
+    assert (left / "pipes_messages.jsonl").is_file(), sorted(p.name for p in left.iterdir())
 
     second = gpt2train_pipeline(data, home, tmp_path / "second.log", sets,
                                 ("--in-process", "--stale-only", "--through", "training"))
-    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    try:
+        assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    finally:
+        if second.poll() is None:  # timed out: its trainer dies with it (pdeathsig)
+            second.kill()
+            second.wait()
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         killed = instance.get_run_by_id(training.run_id)
         assert killed.status == dg.DagsterRunStatus.FAILURE
         assert any("ended without finishing it" in m for m in run_messages(instance, killed.run_id))
         assert [r.status for r in instance.get_runs(dg.RunsFilter(job_name="training"))][0] == \
             dg.DagsterRunStatus.SUCCESS  # the newest: the redo
+    assert not list(run.glob(".launch-*")), "the killed attempt's notes were not removed by the next one"
     log = (run / "main.log").read_text()
     assert "(resumed from " in log and max(r["step"] for r in read_metrics(run) if "loss" in r) == 60
     print(f"\nSIGKILL of `gpt2train pipeline` at training step >= 3: its trainer processes gone after {stop_s:.2f} s")

@@ -10,8 +10,9 @@
 3. The UI binds to 127.0.0.1 by default: the real `dagster dev` as the README starts it, its
    listening sockets inspected; the docs never suggest 0.0.0.0 without saying why.
 4. No tokens or secrets in logs or lineage: fake HF_TOKEN & co. (and a mirror URL with a
-   password) set while the real paths run (Hub download, `prepare`, training, export); every
-   file written and everything printed is scanned for them.
+   password) set while the real paths run (Hub download, `prepare`, training with both trackers of
+   train.loggers, TensorBoard and offline W&B, and export); every file written and everything
+   printed is scanned for them.
 
     pytest tests/test_security.py                     # the fast ones
     pytest tests/test_security.py -m slow             # + the real dagster dev
@@ -505,12 +506,18 @@ def secret_run(tmp_path_factory):
             for k, v in SECRETS.items():
                 mp.setenv(k, v)
             mp.setenv("HF_ENDPOINT", server.url.replace("http://", f"http://mirror-user:{URL_PASSWORD}@"))
+            # train.loggers' W&B offline, with every folder it writes (settings, cache, its own logs) under
+            # root, so that those files are scanned too (the run's wandb/ and tensorboard/ are in the run).
+            mp.setenv("WANDB_MODE", "offline")
+            for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+                mp.setenv(name, str(root / name.lower()))
             close_session()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 assert main(["-q", "prepare", "--source", "hub", "--files", "1", "--documents", "12",
                              "--shard-size", "5000", "--out", str(data / "shards")]) == 0, err.getvalue()
                 # One step of one micro-batch (a CPU backward through the 50304-token head is ~1 s).
-                train_argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={data}"]
+                train_argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={data}",
+                              "--set", "train.loggers=[tensorboard,wandb]"]
                 assert main(train_argv) == 0, err.getvalue()
                 (run,) = [p for p in (data / "runs").iterdir() if p.is_dir()]  # runs/<run tag>
                 ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
@@ -536,6 +543,9 @@ def test_no_secret_in_any_file_written_or_line_printed(secret_run):
     assert {"000_00000.parquet", "edu_fineweb_val_000000.bin", "state.json", "main.log", "metrics.jsonl",
             "lineage.json", "README.md", "model.safetensors"} <= names, sorted(names)
     assert any(p.suffix == ".metadata" for p in files) and "cannot reach the Hugging Face Hub" in printed
+    # ...and the trackers wrote theirs: TensorBoard's event file, W&B's offline run and its logs.
+    assert "tracking.json" in names and any(n.startswith("events.out.tfevents.") for n in names)
+    assert any(p.suffix == ".wandb" for p in files) and "debug-internal.log" in names, sorted(names)
     assert any(r.path.startswith("/datasets/") for r in secret_run["requests"])
     needles = [*SECRETS.values(), URL_PASSWORD]
     leaks = [f"{p.relative_to(root)}: {s[:12]}…" for p in files for s in needles if s.encode() in p.read_bytes()]

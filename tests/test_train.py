@@ -84,6 +84,17 @@ def torchrun(shard_dir, out, *sets):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def test_an_error_every_rank_raises_is_printed_once(tmp_path):
+    """Under torchrun a data error is raised by both ranks: one line says it, not one per rank."""
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        f"--log-dir={tmp_path / 'torchrun'}", "-m", "gpt2train.train", "--config", "tiny",
+                        f"--set=data_dir={tmp_path / 'empty'}"], capture_output=True, text=True, env=env, cwd=REPO,
+                       timeout=280)
+    said = [line for line in r.stderr.splitlines() if line.startswith("gpt2train train: error:")]
+    assert r.returncode != 0 and len(said) == 1 and "no token shards match" in said[0], r.stderr[-3000:]
+
+
 def assert_same_run(a_out, b_out, tol, weight_tol=None):
     la = [m["loss"] for m in metrics(a_out) if "loss" in m]
     lb = [m["loss"] for m in metrics(b_out) if "loss" in m]

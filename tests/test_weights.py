@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,41 @@ def test_init_from_of_another_shape_is_refused_at_config_load(tmp_path):
     (tmp_path / "notes.txt").write_text("not weights")
     with pytest.raises(ConfigError, match=r"train.init_from: .*notes.txt: neither a checkpoint directory"):
         load_config("tiny", [f"train.init_from={tmp_path / 'notes.txt'}"])
+
+
+def _cached_hub_model(cache: Path, repo: str, hf_model) -> Path:
+    """`repo` as huggingface_hub's cache holds a downloaded model: refs/main -> snapshots/<commit>/."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    hf_model.save_pretrained(folder / "snapshots" / commit)
+    return folder / "snapshots" / commit
+
+
+def test_a_hub_model_id_is_read_from_the_cache_offline(tmp_path):
+    """`hf:<owner>/<name>` through huggingface_hub's own cache and offline rules: sample and init_from
+    read the cached snapshot; an id with no cached copy while offline says what to do, in one line."""
+    import shutil
+
+    import transformers
+
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=32, n_positions=48, vocab_size=50257, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0)).eval()
+    snapshot = _cached_hub_model(tmp_path / "hub", "test-org/tiny-gpt2", hf)
+    env = {**train_env(), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    exe = shutil.which("gpt2train")
+
+    def cli(*args):
+        return subprocess.run([exe, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    by_id, by_dir = cli("sample", "hf:test-org/tiny-gpt2", "--tokens", "8"), cli("sample", str(snapshot), "--tokens", "8")
+    assert by_id.returncode == 0 and by_id.stdout == by_dir.stdout and by_id.stdout.strip(), by_id.stderr[-2000:]
+    missing = cli("sample", "hf:test-org/not-downloaded")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "not in the local Hugging Face cache" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
+    # As train.init_from the id stays an id (not a path beside the YAML) and its shape is checked.
+    shape = cli("config", "--config", "tiny", "--set", "train.init_from=hf:test-org/tiny-gpt2")
+    assert shape.returncode == 2 and "train.init_from=hf:test-org/tiny-gpt2 holds another model shape" in shape.stderr, \
+        shape.stderr

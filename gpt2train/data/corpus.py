@@ -8,7 +8,9 @@ reads FineWeb-Edu in, so llm.c's document stream is ours too).
 
 Supported files: `.parquet` (column `corpus.text_field`), `.jsonl` (one JSON object per
 line, key `corpus.text_field`), `.txt` (the whole file is one document, UTF-8, byte-exact: CRLF
-and CR stay as they are, as in a .jsonl string).
+and CR stay as they are, as in a .jsonl string). A `hf-dataset:` source is any Hugging Face dataset
+(Hub or local folder) in whatever formats `datasets` reads, streamed instead of downloaded: its files
+are listed and read in gpt2train/data/hf_dataset.py, and a partition's local file is a stream descriptor.
 
 Listing never follows a directory symlink (it could lead out of the source, or back into it and
 list the same files forever); file symlinks are followed, and two keys naming one file are refused.
@@ -21,6 +23,7 @@ A file is hashed before and after it is read: one that changed meanwhile is refu
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import json
@@ -30,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from gpt2train.data import hub
+from gpt2train.data import hf_dataset, hub
 from gpt2train.config import CorpusConfig
 from gpt2train.errors import DataError
 from gpt2train.fileio import sha256_file
@@ -62,10 +65,10 @@ class CorpusRecord:
     """What the corpus asset records per source file: its lineage and data version."""
 
     key: str
-    source: str  # "hub" or "local"
+    source: str  # "hub", "local" or "hf-dataset"
     repo: str | None
     revision: str | None  # the commit the Hub resolved the configured revision to
-    local_path: str
+    local_path: str  # the file read (for hf-dataset: its stream descriptor, gpt2train/data/hf_dataset.py)
     sha256: str
     bytes: int
     documents: int  # documents taken (after corpus.max_documents_per_file)
@@ -76,7 +79,9 @@ class CorpusRecord:
 
 def list_source_files(cfg: CorpusConfig) -> list[SourceFile]:
     """The configured source files in source order (first `cfg.files` of them)."""
-    if cfg.source == "hub":
+    if hf_dataset.is_dataset_source(cfg.source):
+        files = [SourceFile(key, None) for key in hf_dataset.list_dataset_files(cfg)]
+    elif cfg.source == "hub":
         files = [SourceFile(f.path, None) for f in hub.list_hub_files(cfg.dataset, cfg.name, cfg.revision)]
     else:
         files = _list_local(cfg)
@@ -191,7 +196,13 @@ def _refuse_one_file_twice(paths: list[Path]) -> None:
 def check_source_key(cfg: CorpusConfig, key: str) -> None:
     """Refuse a partition key that names no source file (a key added by hand, a file since deleted),
     before anything is written for it."""
-    if cfg.source == "hub":
+    if hf_dataset.is_dataset_source(cfg.source):
+        hub.check_repo_path(key, "corpus partition")
+        src = hf_dataset.parse_source(cfg.source)
+        if src.local and not Path(src.repo, key).is_file():
+            raise DataError(f"corpus partition {key!r} is not a file of {src.repo}; it was deleted or renamed: "
+                            f"remove the partition or restore the file")
+    elif cfg.source == "hub":
         hub.check_repo_path(key)
     else:
         _local_file(cfg, key)
@@ -208,6 +219,8 @@ def _local_file(cfg: CorpusConfig, key: str) -> SourceFile:
 def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
     """Make source file `key` available locally (downloading it from the Hub if needed),
     check that it holds documents, and return its record. Does not write anything else."""
+    if hf_dataset.is_dataset_source(cfg.source):
+        return _fetch_dataset_file(cfg, key, data_dir)
     if cfg.source == "hub":
         local, commit = hub.download_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
         source, repo, revision = "hub", cfg.dataset, commit or cfg.revision
@@ -225,6 +238,25 @@ def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusReco
                         f"remove the file from the corpus or fill it (or set corpus.text_field)")
     return CorpusRecord(key=key, source=source, repo=repo, revision=revision, local_path=str(local),
                         sha256=sha256, bytes=local.stat().st_size, documents=documents)
+
+
+def _fetch_dataset_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
+    """An hf-dataset data file: stream it once (count, check and hash its documents, nothing kept on disk)
+    and write its stream descriptor, which stands in for the file from then on."""
+    stream = hf_dataset.DatasetFileStream.open(cfg, key)
+    documents, has_text = 0, False
+    with contextlib.closing(stream.batches(4096, cfg.max_documents_per_file)) as batches:  # closed on an error too
+        for texts in _checked(batches, stream.where, cfg.text_field, reader_char_limit(cfg)):
+            documents += len(texts)
+            has_text = has_text or any(text.strip() for text in texts)
+    if documents == 0 or not has_text:
+        what = "no documents" if documents == 0 else f"{documents} document(s), every one empty or blank"
+        raise DataError(f"{stream.where}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
+                        f"remove the file from the dataset's config or fill it (or set corpus.text_field)")
+    local = hf_dataset.write_descriptor(stream, data_dir, documents, cfg.max_documents_per_file)
+    return CorpusRecord(key=key, source="hf-dataset", repo=stream.src.repo, revision=stream.commit,
+                        local_path=str(local), sha256=sha256_file(local), bytes=local.stat().st_size,
+                        documents=documents)
 
 
 def check_unchanged(path: str | Path, sha256: str, doing: str) -> None:
@@ -312,7 +344,37 @@ def _parquet_texts(pf, text_field: str, batch_size: int, row_groups: list[int] |
         yield rb.column(0).to_pylist()
 
 
-def _null_error(path: Path, text_field: str, row: int) -> DataError:
+def _parquet_batches(path: Path, text_field: str, batch_size: int, limit: int | None) -> Iterator[list]:
+    """The first `limit` (None: all) texts of a parquet file, `batch_size` at a time, nulls included."""
+    remaining = limit if limit else float("inf")
+    for texts in _parquet_texts(_open_parquet(path, text_field), text_field, batch_size):
+        texts = texts[: int(min(remaining, batch_size))]
+        remaining -= len(texts)
+        if texts:
+            yield texts
+        if remaining <= 0:
+            return
+
+
+def _checked(batches: Iterator[list], where: str, text_field: str, max_chars: int | None) -> Iterator[list[str]]:
+    """`batches` of one file's texts (in file row order) with a null, a non-string or (above `max_chars`) an
+    oversize document refused, naming its row."""
+    row = 0  # of the first document of `texts`, in the file
+    for texts in batches:
+        if not all(isinstance(t, str) for t in texts):
+            i = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+            if texts[i] is None:
+                raise _null_error(where, text_field, row + i)
+            raise DataError(f"{where}: row {row + i} (counting from 0) has a {type(texts[i]).__name__} in "
+                            f"{text_field!r}, not a string; set corpus.text_field to the column holding the text")
+        if max_chars is not None and texts and max(map(len, texts)) > max_chars:
+            i = next(i for i, t in enumerate(texts) if len(t) > max_chars)
+            raise _oversize_error(f"{where}: row {row + i} (counting from 0)", len(texts[i]), max_chars)
+        row += len(texts)
+        yield texts
+
+
+def _null_error(path: Path | str, text_field: str, row: int) -> DataError:
     return DataError(f"{path}: row {row} (counting from 0) has a null {text_field!r}; drop or fill the null rows "
                      f"and run again")
 
@@ -329,21 +391,11 @@ def iter_document_batches(path: str | Path, text_field: str, batch_size: int, li
     not by the file). A document over `max_chars` characters is refused, naming its file and row."""
     path = Path(path)
     remaining = limit if limit else float("inf")
-    if path.suffix == ".parquet":
-        row = 0  # of the first document in `texts`, in the file
-        for texts in _parquet_texts(_open_parquet(path, text_field), text_field, batch_size):
-            texts = texts[: int(min(remaining, batch_size))]
-            if None in texts:
-                raise _null_error(path, text_field, row + texts.index(None))
-            if max_chars is not None and texts and max(map(len, texts)) > max_chars:
-                i = next(i for i, t in enumerate(texts) if len(t) > max_chars)
-                raise _oversize_error(f"{path}: row {row + i} (counting from 0)", len(texts[i]), max_chars)
-            remaining -= len(texts)
-            row += len(texts)
-            if texts:
-                yield texts
-            if remaining <= 0:
-                return
+    if hf_dataset.is_descriptor(path):  # an hf-dataset data file, streamed again
+        where, batches = hf_dataset.iter_descriptor_batches(path, text_field, batch_size, limit)
+        yield from _checked(batches, where, text_field, max_chars)
+    elif path.suffix == ".parquet":
+        yield from _checked(_parquet_batches(path, text_field, batch_size, limit), str(path), text_field, max_chars)
     elif path.suffix == ".jsonl":
         batch: list[str] = []
         with open(path, "rb") as f:

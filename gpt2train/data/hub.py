@@ -1,4 +1,6 @@
-"""Hugging Face Hub access for the corpus: list a dataset config's files, download one resumably.
+"""Hugging Face Hub access for the corpus: list a dataset config's files, download one resumably; for an
+`hf-dataset:` source (gpt2train/data/hf_dataset.py, which streams through `datasets`), resolve a revision
+to its commit and look up a file's size and sha256 without downloading it.
 
 This is the real download path (`huggingface_hub`), used unchanged in tests against a local
 server: `huggingface_hub` sends every request to `HF_ENDPOINT`, so tests serve a folder
@@ -59,7 +61,7 @@ class _MaskEndpointCredentials(logging.Filter):
 _MASK = _MaskEndpointCredentials()
 
 
-def _mask_library_logs() -> None:
+def mask_library_logs() -> None:
     """Put the mask on every huggingface_hub logger that exists now (a logger's filters only see the
     records logged to it, not its children's; the library's loggers exist once it is imported)."""
     for name in ["huggingface_hub", *logging.root.manager.loggerDict]:
@@ -88,7 +90,7 @@ def check_repo_path(path: str, what: str = "Hub file") -> str:
     return path
 
 
-def _inside(root: Path, rel: str) -> Path:
+def inside(root: Path, rel: str) -> Path:
     """root/rel, checked to stay inside root once resolved (symlinks followed)."""
     target = (root / check_repo_path(rel)).resolve()
     if not target.is_relative_to(root.resolve()):
@@ -117,12 +119,20 @@ class HubFile:
     size: int | None
 
 
-def _unreachable(what: str, repo: str, revision: str, err: Exception) -> DataError:
+LOCAL_COPY_HINT = "a local copy with the Hub's layout (e.g. ../shared/data/edu-mini)"
+
+
+def unreachable_error(what: str, repo: str, revision: str, err: Exception, local_copy: str = LOCAL_COPY_HINT
+                      ) -> DataError:
     return DataError(
         f"cannot reach the Hugging Face Hub at {shown_endpoint()} to {what} {repo}@{revision} "
         f"({type(err).__name__}: {redact(str(err))}). Connect to the internet, set HF_ENDPOINT to a reachable "
-        f"mirror, or set corpus.source to a local copy with the Hub's layout (e.g. ../shared/data/edu-mini)."
+        f"mirror, or set corpus.source to {local_copy}."
     )
+
+
+def _http_status(err: Exception) -> int | None:
+    return getattr(getattr(err, "response", None), "status_code", None)
 
 
 def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
@@ -130,7 +140,7 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    _mask_library_logs()
+    mask_library_logs()
     subdir = config_subdir(name)
     api = HfApi(endpoint=endpoint())
     try:
@@ -141,9 +151,9 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
         if status in (401, 403, 404):
             raise DataError(f"{repo}@{revision} has no folder {subdir!r} on {shown_endpoint()} (HTTP {status}); "
                             f"check corpus.dataset, corpus.name and corpus.revision") from e
-        raise _unreachable("list", repo, revision, e) from e
+        raise unreachable_error("list", repo, revision, e) from e
     except Exception as e:  # httpx transport errors surface unwrapped from some calls
-        raise _unreachable("list", repo, revision, e) from e
+        raise unreachable_error("list", repo, revision, e) from e
     files = sorted((HubFile(e.path, getattr(e, "size", None)) for e in entries
                     if e.path.endswith(".parquet") and hasattr(e, "size")), key=lambda f: f.path)
     if not files:
@@ -153,13 +163,52 @@ def list_hub_files(repo: str, name: str, revision: str) -> list[HubFile]:
     return files
 
 
+def resolve_dataset_commit(repo: str, revision: str, local_copy: str = LOCAL_COPY_HINT) -> str:
+    """The commit sha that `revision` (branch, tag or sha) of dataset `repo` points at now: one request.
+    Whatever is read afterwards is read at this commit, so a branch that moves meanwhile cannot mix versions."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    mask_library_logs()
+    try:
+        sha = HfApi(endpoint=endpoint()).dataset_info(repo, revision=revision).sha
+    except HfHubHTTPError as e:
+        if _http_status(e) in (401, 403, 404):
+            raise DataError(f"{repo}@{revision} is not a dataset revision on {shown_endpoint()} (HTTP "
+                            f"{_http_status(e)}); check the repo id in corpus.source and corpus.revision") from e
+        raise unreachable_error("resolve", repo, revision, e, local_copy) from e
+    except Exception as e:  # offline mode, httpx transport errors
+        raise unreachable_error("resolve", repo, revision, e, local_copy) from e
+    if not sha or not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise DataError(f"{shown_endpoint()} resolved {repo}@{revision} to {sha!r}, not a commit sha; "
+                        f"check HF_ENDPOINT")
+    return sha
+
+
+def dataset_file_info(repo: str, path: str, commit: str) -> dict:
+    """Size and content hash of one file of dataset `repo` at `commit`, without downloading it: the LFS
+    sha256 (what `sha256sum` of the downloaded file prints) or, for a file kept in git itself, its git blob id."""
+    from huggingface_hub import HfApi
+
+    mask_library_logs()
+    try:
+        (entry,) = HfApi(endpoint=endpoint()).get_paths_info(repo, [path], revision=commit, repo_type="dataset")
+    except ValueError as e:  # no entry: the listing and the repo disagree
+        raise DataError(f"{repo}@{commit} on {shown_endpoint()} has no file {path!r}; list the dataset again") from e
+    except Exception as e:
+        raise unreachable_error(f"look up {path} in", repo, commit, e) from e
+    lfs = getattr(entry, "lfs", None)
+    return {"size": getattr(entry, "size", None), "sha256": lfs.sha256 if lfs else None,
+            "git_blob_id": None if lfs else getattr(entry, "blob_id", None)}
+
+
 def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> tuple[Path, str | None]:
     """Download (or resume, or reuse) one file; returns (local path, commit sha it came from)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
-    _inside(local_dir, path)  # before any request: the path may come from a partition key
-    _mask_library_logs()
+    inside(local_dir, path)  # before any request: the path may come from a partition key
+    mask_library_logs()
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, path, repo_type="dataset", revision=revision,
                                                endpoint=endpoint()))
@@ -195,7 +244,7 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
                                 f"and the Hub is unreachable ({type(e).__name__}); connect, or set "
                                 f"corpus.revision={commit}") from e
             return local, commit
-        raise _unreachable(f"download {path} from", repo, revision, e) from e
+        raise unreachable_error(f"download {path} from", repo, revision, e) from e
     return Path(local), meta.commit_hash
 
 

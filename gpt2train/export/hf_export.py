@@ -10,7 +10,9 @@ The export directory holds what `from_pretrained` needs and nothing it would fet
     generation_config.json    bos = eos = 50256 (<|endoftext|>)
     vocab.json, merges.txt    GPT-2's BPE (OpenAI's encoder.json / vocab.bpe, via tiktoken's cache)
     tokenizer.json, tokenizer_config.json   the fast tokenizer (gpt2train/export/tokenizer.py)
-    README.md                 model card: shape, step, losses, lineage, how to load (model_card.py)
+    README.md                 model card (huggingface_hub ModelCard): license, dataset, tags, base model;
+                              shape, step, losses, lineage, how to load (model_card.py). Never rewritten
+                              after the export: an eval report's scores go to its own model_card.md
     lineage.json              docs/lineage.md's hf_export sidecar: every other file's sha256, the
                               checkpoint it came from, the verification figures
 
@@ -95,7 +97,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             export_ver = export_code_version()
             model_sha256 = sha256_file(tmp / "model.safetensors")
             (tmp / "README.md").write_text(
-                model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir))
+                model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir),
+                encoding="utf-8")
             files = {f.name: model_sha256 if f.name == "model.safetensors" else sha256_file(f)
                      for f in sorted(tmp.iterdir())}
             c = ckpt.model.config

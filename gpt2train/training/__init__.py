@@ -14,6 +14,7 @@
     outliers.py          llm.c's outlier detector for skipping updates (-sl / -sg)
     hellaswag.py         in-loop HellaSwag with llm.c's scorer
     plots.py             training.png
+    trackers.py          train.loggers: TensorBoard and Weights & Biases, fed metrics.jsonl's numbers
     llmc.py              llm.c's command-line flags, defaults and launch lines
     mfu.py               GPU peaks for model FLOPs utilization
 """

@@ -103,5 +103,6 @@ class InLoopEvals:
                 log.info("step %d/%d | HellaSwag acc_norm %.4f (%d items, llm.c scorer)", step, self.max_steps,
                          hs["acc_norm"], hs["n"])
         if (val_loss is not None or hs_due) and d.is_main:
-            plot_training(self.metrics.path, self.plot, title=self.plot_title)
+            plot_training(self.metrics.path, self.plot, title=self.plot_title,
+                          shape=(self.model.config.n_layer, self.model.config.n_embd))
         return val_loss

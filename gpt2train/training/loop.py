@@ -3,7 +3,8 @@
     set_up        check every input, build the loaders, the model and the optimizer
     take_run_dir  one trainer per run directory (rank 0 holds its lock for the job)
     resume        from the newest complete checkpoint in `out_dir`, if any
-    run_loop      train_step (gpt2train/training/step.py), metrics, evals (evals.py), checkpoints
+    run_loop      train_step (gpt2train/training/step.py), metrics (and train.loggers: trackers.py),
+                  evals (evals.py), checkpoints
 
 Every step: `grad_accum` micro-batches of B x T per process, grad-norm clipping, the learning rate
 of the schedule (schedule.py), one AdamW step. A checkpoint every `checkpoint_every` steps and at
@@ -50,9 +51,9 @@ from gpt2train.training.parallelize import (
     optimizer_shard_state, set_matmul_precision,
 )
 from gpt2train.training.run_identity import RunIdentity, check_run_dir, run_identity, shard_globs, shard_lineage
-from gpt2train.training.runs import MetricsLog
 from gpt2train.training.schedule import learning_rate
 from gpt2train.training.step import UpdateGuard, memory_mb, peak_memory_mb, train_step
+from gpt2train.training.trackers import TrackedMetricsLog, Trackers, start_trackers
 from gpt2train.weights import load_state_dict
 
 log = logging.getLogger(__name__)
@@ -213,11 +214,14 @@ def run_loop(tr: Trainer, on_checkpoint: Callable[[Path], None] | None, held: co
     device_name = torch.cuda.get_device_name() if tr.device_type == "cuda" else None
     peak_flops = peak_bf16_flops(device_name)
     lineage = run_lineage(tr)
-    metrics = MetricsLog(tr.out_dir / layout.METRICS, writer=d.is_main)
+    trackers = Trackers()  # train.loggers: rank 0's only
     if d.is_main:
         tr.out_dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(file_log(tr.out_dir / layout.MAIN_LOG))
         log_start(tr, device_name, peak_flops)
+        trackers = held.enter_context(start_trackers(tr.cfg, tr.out_dir, tr.start_step))
+    # Every record (steps, val loss, HellaSwag) also goes to the trackers: the same numbers at the same step.
+    metrics = TrackedMetricsLog(tr.out_dir / layout.METRICS, writer=d.is_main, trackers=trackers)
     metrics.start(tr.start_step)
     evals = InLoopEvals(t, model, ddp_model, tr.val_loader, tr.hellaswag, tr.autocast, tr.checkpoint_due, metrics,
                         plot=tr.out_dir / layout.TRAINING_PLOT,

@@ -31,11 +31,12 @@ from gpt2train.weights import weights_sha256
 log = logging.getLogger(__name__)
 
 # Train settings that do not change the weights: where the run and its shards live (the run tag names
-# the shards by their hashes), how often checkpoints are kept, samples, and the in-loop evals (they use
-# no RNG and leave the model and loaders as they were).
+# the shards by their hashes), how often checkpoints are kept, samples, the in-loop evals (they use
+# no RNG and leave the model and loaders as they were), and the trackers that copy the metrics.
 NOT_OUTPUT_SHAPING = ("out_dir", "train_glob", "val_glob", "resume", "checkpoint_every", "keep_last",
                       "major_every", "sample_every", "sample_tokens", "val_every", "val_batches", "hellaswag_every",
-                      "hellaswag_file", "hellaswag_items", "verify_shards", "max_nonfinite_steps", "init_from")
+                      "hellaswag_file", "hellaswag_items", "verify_shards", "max_nonfinite_steps", "init_from",
+                      "loggers")
 
 
 def train_code_version(cfg: Config) -> str:
