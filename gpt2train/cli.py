@@ -219,8 +219,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     argv = sys.argv[1:] if argv is None else list(argv)
     if not sys.stderr.isatty():
         # Progress bars only on a terminal: in a log file or a captured stream every refresh is one more
-        # line. Ours ask tqdm to decide (disable=None); lm-eval's and datasets' bars do not, so say it
-        # for the whole process and what it starts (trainer ranks, Dagster's run workers).
+        # line. Ours ask tqdm to decide (disable=None); a bar that passes no `disable` of its own (those of
+        # huggingface_hub and datasets) follows TQDM_DISABLE, here and in what this process starts.
+        # lm-eval's pass their own and still draw.
         os.environ.setdefault("TQDM_DISABLE", "1")
     if next((a for a in argv if not a.startswith("-")), None) == "train":
         return train_main(argv[argv.index("train") + 1:], prog="gpt2train train")

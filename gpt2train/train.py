@@ -11,9 +11,9 @@ gpt2train/training/loop.py; this module only reads the command line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
-import hashlib
 import os
 import sys
 from pathlib import Path
