@@ -35,7 +35,7 @@ from gpt2train.layout import LINEAGE_FILE
 from gpt2train.lineage.records import recorded_path
 
 # The report's sample: nanoGPT / build-nanogpt's prompt; gpt2train.sample's defaults otherwise
-# (top-k 40, temperature 1, seed 1337 = train.seed's default). 32 tokens take ~1 s on a CPU at 124M.
+# (top-k 40, temperature 1, seed 1337 = train.seed's default).
 SAMPLE_PROMPT = "Hello, I'm a language model,"
 SAMPLE_TOKENS = 32
 SAMPLE_TOP_K = 40
