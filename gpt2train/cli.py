@@ -101,11 +101,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from evals.runner import evaluate_export
+    from gpt2train.hub_models import HUB_PREFIX, is_hub_model
     from gpt2train.weights import local_source
 
     cfg = load_from_args(args)
     source = local_source(args.source)  # a Hub id hf:<owner>/<name>: its cached snapshot
-    label = args.label or (args.source.removeprefix("hf:") if source != Path(args.source) else source.name)
+    label = args.label or (args.source.removeprefix(HUB_PREFIX) if is_hub_model(args.source) else source.name)
     report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=True)
     print(f"eval report: {report.report_dir / 'report.md'}")
     for task, metrics in report.metrics.items():

@@ -27,6 +27,15 @@ def is_hub_model(source: str | Path) -> bool:
     return isinstance(source, str) and source.startswith(HUB_PREFIX)
 
 
+def parse_hub_model(source: str) -> tuple[str, str | None]:
+    """`hf:<owner>/<name>[@<revision>]` -> (the repo id, the revision or None); an error if it is not one."""
+    repo, _, revision = source[len(HUB_PREFIX):].partition("@")
+    if repo.count("/") > 1 or not repo.strip("/") or " " in repo:
+        raise Gpt2TrainError(f"{source}: not a Hub model id; write hf:<owner>/<name>[@<revision>], e.g. "
+                             f"hf:openai-community/gpt2")
+    return repo, revision or None
+
+
 def hub_model_dir(source: str) -> Path:
     """The local folder of the Hub model `hf:<repo>[@<revision>]` (fetched into the cache if need be)."""
     from huggingface_hub import snapshot_download
@@ -34,12 +43,9 @@ def hub_model_dir(source: str) -> Path:
         LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
     )
 
-    repo, _, revision = source[len(HUB_PREFIX):].partition("@")
-    if repo.count("/") > 1 or not repo.strip("/") or " " in repo:
-        raise Gpt2TrainError(f"{source}: not a Hub model id; write hf:<owner>/<name>[@<revision>], e.g. "
-                             f"hf:openai-community/gpt2")
+    repo, revision = parse_hub_model(source)
     try:
-        local = Path(snapshot_download(repo, revision=revision or None, allow_patterns=MODEL_FILES))
+        local = Path(snapshot_download(repo, revision=revision, allow_patterns=MODEL_FILES))
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         raise Gpt2TrainError(f"{source}: the Hub has no such model{' revision' if revision else ''} "
                              f"({type(e).__name__}); check the id, e.g. hf:openai-community/gpt2") from None

@@ -348,15 +348,11 @@ def test_the_default_limit_is_stated_and_far_above_fineweb(tmp_path, edu_mini):
 # ---------------------------------------------------------------- lineage through Dagster's own staleness
 
 
-def test_the_txt_reader_change_makes_only_txt_shards_stale(tmp_path, small_corpus, instance, monkeypatch):
-    """Data made before the corpus stage went to 2 (.txt read byte-exact): every corpus partition is stale
-    (a hash and a count to redo); once they have rerun, Dagster marks only the .txt file's shards stale."""
-    import dagster as dg
-
+def data_made_at_corpus_stage_1(tmp_path, small_corpus, instance, monkeypatch):
+    """The data stage run on the corpus plus a CRLF .txt file, as corpus stage 1 (its .txt reader 1) made
+    it, before .txt files were read byte-exact; returns the config."""
     from gpt2train.lineage.stage_versions import STAGE_VERSIONS
-    from pipelines.definitions import DATA_JOB, build_definitions
     from pipelines.runner import run_pipeline
-    from pipelines.staleness import StaleStatus, stale_statuses
 
     (small_corpus / "sample" / "10BT" / "003_notes.txt").write_bytes(b"a note\r\nwith CRLF line ends\r\n" * 20)
     cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={small_corpus}",
@@ -365,6 +361,18 @@ def test_the_txt_reader_change_makes_only_txt_shards_stale(tmp_path, small_corpu
         before.setitem(STAGE_VERSIONS, "corpus", 1)
         before.setitem(corpus_mod.READER_VERSIONS, ".txt", 1)
         run_pipeline(cfg, instance, through="data")
+    return cfg
+
+
+def test_the_txt_reader_change_makes_only_txt_shards_stale(tmp_path, small_corpus, instance, monkeypatch):
+    """Data made before the corpus stage went to 2 (.txt read byte-exact): every corpus partition is stale
+    (a hash and a count to redo); once they have rerun, Dagster marks only the .txt file's shards stale."""
+    import dagster as dg
+
+    from pipelines.definitions import DATA_JOB, build_definitions
+    from pipelines.staleness import StaleStatus, stale_statuses
+
+    cfg = data_made_at_corpus_stage_1(tmp_path, small_corpus, instance, monkeypatch)
     keys = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", "sample/10BT/003_notes.txt"]
     defs = build_definitions(cfg)
     statuses = stale_statuses(defs, instance, assets=["corpus", "token_shards"])
@@ -383,16 +391,9 @@ def test_stale_only_after_the_txt_reader_change_retokenizes_only_the_txt_file(tm
                                                                                monkeypatch):
     """`gpt2train pipeline --stale-only` on data made at corpus stage 1: every corpus record is redone
     (a hash and a count each), then only the .txt file's shards, the one file whose text changed."""
-    from gpt2train.lineage.stage_versions import STAGE_VERSIONS
     from pipelines.runner import run_pipeline
 
-    (small_corpus / "sample" / "10BT" / "003_notes.txt").write_bytes(b"a note\r\nwith CRLF line ends\r\n" * 20)
-    cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={small_corpus}",
-                               "corpus.max_documents_per_file=40", "shards.shard_size=50000"])
-    with monkeypatch.context() as before:
-        before.setitem(STAGE_VERSIONS, "corpus", 1)
-        before.setitem(corpus_mod.READER_VERSIONS, ".txt", 1)
-        run_pipeline(cfg, instance, through="data")
+    cfg = data_made_at_corpus_stage_1(tmp_path, small_corpus, instance, monkeypatch)
     summary = run_pipeline(cfg, instance, stale_only=True, through="data")
     txt = "sample/10BT/003_notes.txt"
     assert sorted(summary.ran) == sorted([("corpus", "sample/10BT/000_00000.parquet"),

@@ -130,6 +130,17 @@ class TorchrunJob:
         assert gone_within(left, 10), f"workers still running after SIGKILL: {[p.pid for p in left]}"
 
 
+def reference_run(data: Path, tmp: Path, steps: int) -> Path:
+    """One torchrun agent with two processes, `steps` steps of SETS, run to the end in `tmp`: the run
+    that other launches of the same job (two nodes, Slurm) must reproduce bitwise. Its run directory."""
+    job = TorchrunJob(data, tmp / "run", tmp / "torchrun.log", (*SETS, f"train.max_steps={steps}"))
+    try:
+        assert job.proc.wait(timeout=300) == 0, job.output()[-3000:]
+    finally:
+        job.cleanup()
+    return tmp / "run"
+
+
 def gone_within(procs: list[psutil.Process], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -30,7 +30,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.faults import loss_log, train_env, weights
-from tests.test_fault_rank_kill import RESTARTABLE, SETS, STOP_BOUND_S, TorchrunJob, gone_within
+from tests.test_fault_rank_kill import RESTARTABLE, SETS, STOP_BOUND_S, gone_within, reference_run
 from tests.webserver import free_port
 
 pytestmark = pytest.mark.slow
@@ -112,13 +112,7 @@ def wait_for_step(out: Path, step: int, agents: tuple[Agent, ...], timeout: floa
 @pytest.fixture(scope="module")
 def reference(tiny_shards, tmp_path_factory):
     """One agent, two processes: the run the two nodes must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
-    job = TorchrunJob(tiny_shards, tmp / "run", tmp / "torchrun.log", (*SETS, f"train.max_steps={STEPS}"))
-    try:
-        assert job.proc.wait(timeout=300) == 0, job.output()[-3000:]
-    finally:
-        job.cleanup()
-    return tmp / "run"
+    return reference_run(tiny_shards, tmp_path_factory.mktemp("reference"), STEPS)
 
 
 def test_two_nodes_train_bitwise_as_one_node_and_the_head_holds_rank_0(tiny_shards, tmp_path, reference):

@@ -45,7 +45,7 @@ from pipelines.definitions import TRAINING_JOB, build_definitions
 from tests.conftest import REPO
 from tests.faults import loss_log, weights
 from tests.slurm_cluster import SlurmCluster, missing_binaries
-from tests.test_fault_rank_kill import SETS, TorchrunJob
+from tests.test_fault_rank_kill import SETS, reference_run
 from tests.test_pipeline_faults import run_messages, step_failure_errors
 from tests.webserver import free_port
 
@@ -72,13 +72,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_shards, tmp_path_factory):
     """One local torchrun agent with two processes: what the two Slurm tasks must reproduce."""
-    tmp = tmp_path_factory.mktemp("reference")
-    job = TorchrunJob(tiny_shards, tmp / "run", tmp / "torchrun.log", (*SETS, f"train.max_steps={STEPS}"))
-    try:
-        assert job.proc.wait(timeout=300) == 0, job.output()[-3000:]
-    finally:
-        job.cleanup()
-    return tmp / "run"
+    return reference_run(tiny_shards, tmp_path_factory.mktemp("reference"), STEPS)
 
 
 def slurm_cfg(root: Path, shards: Path, *overrides: str):
@@ -123,6 +117,19 @@ def start_worker(slurm: SlurmCluster, root: Path, shards: Path, log: Path, *over
              ".execute_in_process(instance=dg.DagsterInstance.ephemeral())",
              str(root), str(shards), *overrides],
             cwd=REPO, env=slurm.env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def materializing(cfg, instance: dg.DagsterInstance):
+    """`materialize` in a thread, as a run worker waits on its job: yields the run directory once it
+    exists and the list that holds the result once the materialization ends (joined on exit)."""
+    results: list = []
+    worker = threading.Thread(target=lambda: results.append(materialize(cfg, instance)))
+    worker.start()
+    try:
+        yield wait_until(lambda: (Path(cfg.data_dir) / "runs").is_dir() and the_run(cfg), 60, "the run dir"), results
+    finally:
+        worker.join(timeout=300)
 
 
 def wait_until(check, timeout: float, what: str):
@@ -178,17 +185,11 @@ def test_scancel_mid_run_fails_clearly_and_the_next_materialization_resumes(slur
                                                                            reference):
     cfg = slurm_cfg(tmp_path, tiny_shards)
     with dg.DagsterInstance.ephemeral() as instance:
-        results: list = []
-        worker = threading.Thread(target=lambda: results.append(materialize(cfg, instance)))
-        worker.start()
-        try:
-            run = wait_until(lambda: (Path(cfg.data_dir) / "runs").is_dir() and the_run(cfg), 60, "the run dir")
+        with materializing(cfg, instance) as (run, results):
             wait_until(lambda: (run / "checkpoints" / "step_00000002" / "DONE").exists(), 180, "checkpoint 2")
             (job_line,) = squeue(slurm)
             job = job_line.split()[0]
             subprocess.run(["scancel", job], env=slurm.env(), check=True)
-        finally:
-            worker.join(timeout=300)
         (result,) = results
         assert not result.success
         message = " ".join(step_failure_errors(instance, result.run_id))
@@ -314,16 +315,10 @@ def test_a_dead_node_fails_clearly(slurm, tiny_shards, tmp_path):
     """The node marked DOWN under a running job (what slurmctld does when a node stops answering)."""
     cfg = slurm_cfg(tmp_path, tiny_shards)
     with dg.DagsterInstance.ephemeral() as instance:
-        results: list = []
-        worker = threading.Thread(target=lambda: results.append(materialize(cfg, instance)))
-        worker.start()
-        try:
-            run = wait_until(lambda: (Path(cfg.data_dir) / "runs").is_dir() and the_run(cfg), 60, "the run dir")
+        with materializing(cfg, instance) as (run, results):
             wait_until(lambda: any("loss" in m for m in read_metrics(run)), 180, "the first step")
             subprocess.run(["scontrol", "update", "NodeName=localhost", "State=DOWN", "Reason=dead-node-test"],
                            env=slurm.env(), check=True)
-        finally:
-            worker.join(timeout=300)
         (result,) = results
         message = " ".join(step_failure_errors(instance, result.run_id))
     # ReturnToService=2: the node is back (idle) once its slurmd registers again.

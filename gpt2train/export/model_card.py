@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpt2train.data.tokenizer import EOT_TOKEN
+from gpt2train.errors import Gpt2TrainError
+from gpt2train.hub_models import is_hub_model, parse_hub_model
 from gpt2train.lineage.records import provenance
 from gpt2train.model_config import GPTConfig
 
@@ -81,15 +83,18 @@ def card_data(config: dict) -> ModelCardData:
 
 def base_model(init_from: str | None) -> str | None:
     """The Hub id of the model `train.init_from` started from, where the Hub names one: `hf:<repo>[@rev]`
-    (gpt2train/hub_models.py's form), a Hub cache snapshot path, or llm.c's gpt2_<size>[_bf16].bin (OpenAI's GPT-2). None otherwise (our
-    own checkpoints, a save_pretrained folder, another llm.c file): the Hub rejects a `base_model`
+    (gpt2train/hub_models.py), a Hub cache snapshot path, or llm.c's gpt2_<size>[_bf16].bin (OpenAI's
+    GPT-2). None otherwise (our own checkpoints, a save_pretrained folder, another llm.c file): the Hub rejects a `base_model`
     that is not a repo id, and the body names the source either way. Read from the string only, so
     the card does not depend on whether that source is still on disk when exporting."""
     if not init_from:
         return None
     s = str(init_from)
-    if s.startswith("hf:"):
-        repo = s[3:].split("@")[0]  # an `@revision` suffix is not part of the id
+    if is_hub_model(s):
+        try:
+            repo, _ = parse_hub_model(s)  # an `@revision` suffix is not part of the id
+        except Gpt2TrainError:
+            return None
         return repo if _HUB_ID.fullmatch(repo) else None
     if m := _HUB_SNAPSHOT.search(s):
         return f"{m.group(1)}/{m.group(2)}"
