@@ -20,7 +20,7 @@ the same tags, written by Dagster's own helpers), so 1,000 partitions take a min
 a run per partition would take here; one real tiny training run; checkpoints as complete checkpoint
 directories (state.json + DONE, a stand-in weights file), with their `hf_export` and `eval_report`
 materializations recorded the same way. tests/test_scale.py uses the same builder for the
-staleness matrix at 150 and 1,000 files.
+staleness matrix at 150 files.
 
 Goal: `--stale-only` decides in <= 10 s at 1,000 partitions, and no figure grows faster than linearly.
 """

@@ -8,7 +8,10 @@ places with `failpoint("checkpoint.model_written")`; the environment picks which
 
 Each entry is `<name>[@<hit>]=<action>`: on the `hit`-th time this process passes the point
 (default: the first), `kill` sends itself SIGKILL (no cleanup, as a power cut or the OOM
-killer), `raise` raises `InjectedFault`, `enospc` raises OSError(ENOSPC) as a full disk would.
+killer), `raise` raises `InjectedFault`, `enospc` raises OSError(ENOSPC) as a full disk would,
+and `hold` waits there until the file GPT2TRAIN_FAILPOINTS_RELEASE names exists (for ever if
+unset): a test that must act while a run is in a known state (kill it, cancel its job, let a
+timeout pass) holds it there instead of hoping the machine is slow enough.
 Unset (every real run), a failpoint costs one dict lookup. As etcd's gofail and TiKV's
 fail-rs, the points stay in the shipped code, so the tested code is the code that runs.
 """
@@ -18,11 +21,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
+from pathlib import Path
 
 from gpt2train.errors import Gpt2TrainError
 
 ENV = "GPT2TRAIN_FAILPOINTS"
-ACTIONS = ("kill", "raise", "enospc")
+RELEASE_ENV = "GPT2TRAIN_FAILPOINTS_RELEASE"
+ACTIONS = ("kill", "raise", "enospc", "hold")
 
 
 class InjectedFault(Gpt2TrainError):
@@ -54,6 +60,11 @@ def failpoint(name: str) -> None:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "hold":
+        release = os.environ.get(RELEASE_ENV)
+        while not (release and Path(release).exists()):
+            time.sleep(0.05)  # signals still arrive: SIGTERM's handler runs here
+        return
     if action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device (failpoint {name})")
     raise InjectedFault(f"injected fault at {name} (hit {hit}, {ENV})")

@@ -24,7 +24,9 @@ materialization resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -37,6 +39,29 @@ from gpt2train.training.slurm_job import (JOB_OUTPUT, JobState, SlurmError, canc
 
 PIPES_CONTEXT = "pipes_context.json"  # in the attempt's notes folder
 PIPES_MESSAGES = "pipes_messages.jsonl"
+INTERRUPTS = (signal.SIGTERM, signal.SIGINT)  # what Dagster's run termination and Ctrl-C send a run worker
+
+
+class HeldInterrupts:
+    """From construction to `release()`, SIGTERM and SIGINT are recorded instead of handled; `release()` puts
+    the handlers back and raises each recorded signal again, so its handler runs there. Python runs signal
+    handlers in the main thread only (whichever thread the OS delivered to), so this is a Python-level hold,
+    not a signal mask; outside the main thread, where no handler can be replaced, it holds nothing."""
+
+    def __init__(self):
+        self.caught: list[int] = []
+        self.previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, lambda signum, _frame: self.caught.append(signum))
+                             for sig in INTERRUPTS}
+
+    def release(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+        self.previous = {}
+        caught, self.caught = self.caught, []
+        for sig in caught:
+            signal.raise_signal(sig)
 
 
 class OutputTail:
@@ -67,9 +92,15 @@ def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, co
                                message_reader=dg.PipesFileMessageReader(str(notes / PIPES_MESSAGES))) as session:
         script = write_job_script(cfg, run, config_path, notes, session.get_bootstrap_env_vars())
         touch_heartbeat(notes)  # before sbatch: the job's watchdog finds a heartbeat from its first look
-        job = submit(cfg, script)
+        # Interrupts wait while sbatch runs: slurmctld queues the job before this process has read its id,
+        # and an interrupt in between would leave a job nobody cancels. A held one arrives in the `try` below.
+        held = HeldInterrupts()
+        try:
+            job = submit(cfg, script)
+        except BaseException:
+            held.release()
+            raise
         output = OutputTail(run / JOB_OUTPUT.replace("%j", job))
-        context.log.info(f"Slurm job {job} submitted ({script}); its output: {output.path}")
         last_seen: list[JobState] = []
 
         def on_poll(state: JobState) -> None:
@@ -81,6 +112,8 @@ def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, co
             last_seen[:] = [state]
 
         try:
+            held.release()
+            context.log.info(f"Slurm job {job} submitted ({script}); its output: {output.path}")
             ended = wait_for_job(job, cfg.launch.slurm.pending_timeout_s, on_poll=on_poll)
         except SlurmError:
             raise  # pending too long (wait_for_job cancelled it), or slurmctld not answering

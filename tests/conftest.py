@@ -1,25 +1,88 @@
-"""Shared fixtures: the offline tokenizer cache and the local FineWeb-Edu mirror in ../shared."""
+"""The test suite's tiers, its environment and its shared fixtures.
+
+Two tiers (docs/testing.md has the budget of each and how to find what broke it):
+
+    pytest                              # unit tests: in-process, no server, no torchrun, no Dagster run
+    pytest -m "e2e or not e2e" -n 2     # everything, end-to-end tests included, on 2 workers (CI)
+
+A test marked `e2e` runs what a user runs: the CLI or torchrun as processes, Dagster runs, servers
+(PostgreSQL, Slurm, the webserver, Chromium), or the lm-eval harness. Everything else is a unit test and
+runs in plain `pytest` (the Hub's download tests among them: their local Hub is an in-process HTTP server).
+
+Each expensive thing is built once per session by a fixture in tests/fixtures/ (its module says what it
+costs and who uses it): the tiny shards, one trained tiny run, one checkpoint with its export and report,
+the lm-eval task index, one 2-rank torchrun reference run, one materialized chain, one lineage chain,
+one PostgreSQL and one Slurm cluster. Tests that change what a session fixture built work on a copy.
+Under pytest-xdist (`-n 2`) the tests that share a costly fixture run on one worker (XDIST_GROUPS), so
+it is still built once, and the longest of those groups are handed out first.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-EDU_MINI = SHARED / "data" / "edu-mini"
-TIKTOKEN_DIR = SHARED / "tiktoken"
-HELLASWAG = SHARED / "data" / "hellaswag-format" / "invented_val.jsonl"  # the invented HellaSwag-schema file
+from tests.fixtures import environment
+from tests.paths import EDU_MINI
 
-# Set before any test imports tiktoken; offline, tiktoken finds GPT-2's files here.
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_DIR))
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+pytest_plugins = [
+    "tests.fixtures.data",
+    "tests.fixtures.training",
+    "tests.fixtures.evals",
+    "tests.fixtures.chain",
+    "tests.fixtures.hub",
+    "tests.fixtures.servers",
+]
+
+# Before any test module is imported: huggingface_hub and transformers read their switches at import.
+environment.apply()
+
+# fixture -> xdist group: every test that uses the fixture runs on the same worker (--dist loadgroup),
+# which builds it once. In order: a test using two of them joins the first one's group.
+XDIST_GROUPS = {
+    "slurm": "distributed",
+    "two_rank_reference": "distributed",
+    "materialized_chain": "chain",
+    "postgres": "postgres",
+    "tiny_report": "harness",
+    "task_index": "harness",
+    "tracked_run": "harness",  # test_trackers' module fixture: its two users on one worker, built once
+}
+# Handed out first (the longest first), so that no group starts last and runs alone.
+GROUP_ORDER = ["distributed", "chain", "postgres", "harness"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    def group_of(item) -> str | None:
+        return next((group for f, group in XDIST_GROUPS.items() if f in item.fixturenames), None)
+
+    for item in items:
+        group = group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item) -> tuple[int, int]:
+        group = group_of(item)
+        if group:
+            return 0, GROUP_ORDER.index(group)
+        return (1, 0) if item.get_closest_marker("e2e") else (2, 0)
+
+    items.sort(key=rank)  # stable: within a rank, files and tests keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_environment():
+    """The tests' environment (tests/fixtures/environment.py), kept for the whole session."""
+    mp = pytest.MonkeyPatch()
+    for key, value in environment.test_env({}).items():
+        mp.setenv(key, value)
+    yield
+    mp.undo()
+    environment.cleanup()
 
 
 @pytest.fixture(scope="session")
-def edu_mini() -> Path:
+def edu_mini():
     if not EDU_MINI.is_dir():
         pytest.fail(f"{EDU_MINI} is missing: tests read the local corpus mirror from ../shared")
     return EDU_MINI
@@ -31,20 +94,6 @@ def tiny_cfg(tmp_path, edu_mini):
     from gpt2train.config import load_config
 
     return load_config("tiny", overrides=[f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}"])
-os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny_shards(tmp_path_factory, edu_mini) -> Path:
-    """A data dir holding small shards of edu-mini (60k tokens each: 1 val and 11 train, with sidecars), made once."""
-    from gpt2train.config import load_config
-    from gpt2train.data.stage import prepare
-
-    data = tmp_path_factory.mktemp("tiny-shards")
-    cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",
-                               "shards.shard_size=60000"])
-    prepare(cfg, data / "shards", progress=False)
-    return data
 
 
 @pytest.fixture
@@ -56,15 +105,3 @@ def instance(tmp_path):
     home.mkdir()
     with dg.DagsterInstance.local_temp(str(home)) as inst:
         yield inst
-
-
-@pytest.fixture
-def small_corpus(tmp_path, edu_mini):
-    """Two of edu-mini's files in a folder of our own (so a test can add the third)."""
-    import shutil
-
-    root = tmp_path / "corpus" / "sample" / "10BT"
-    root.mkdir(parents=True)
-    for name in ("000_00000.parquet", "001_00000.parquet"):
-        shutil.copyfile(edu_mini / "sample" / "10BT" / name, root / name)
-    return tmp_path / "corpus"

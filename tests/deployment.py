@@ -1,13 +1,14 @@
 """A Dagster deployment on one machine, with the real servers, for tests (tests/test_deployment.py).
 
-    with dagster_deployment(tmp_root, ["train.max_steps=4"]) as dep:
+    with postgres_cluster() as postgres, dagster_deployment(tmp_root, postgres, ["train.max_steps=4"]) as dep:
         dep.graphql("{ version }")                  # the webserver's GraphQL API
         with dep.instance() as instance: ...        # the same Postgres-backed instance
         dep.postgres.stop(); dep.postgres.start()   # a database restart
 
 On 127.0.0.1 only, every port free and chosen here, files under the given root (the cluster's aside):
 - a throwaway PostgreSQL 15 cluster (Debian's `postgresql`: `initdb` / `pg_ctl` from
-  /usr/lib/postgresql/15/bin) with a `dagster` role and database, password auth over TCP;
+  /usr/lib/postgresql/15/bin) with a `dagster` role, password auth over TCP (`postgres_cluster`, one per
+  test run: tests/fixtures/servers.py); the deployment gets a database of its own in it;
 - `DAGSTER_HOME/dagster.yaml`: dagster-postgres storage (the password comes from the env, never
   the file), the queued run coordinator with a run limit and tag limits, run monitoring, no
   telemetry: the layout of docs/deploy.md without its Kubernetes run launcher (so Dagster's
@@ -17,8 +18,8 @@ On 127.0.0.1 only, every port free and chosen here, files under the given root (
 - `dagster-webserver` and `dagster-daemon run` on a workspace.yaml that points at the code server.
 
 Each server starts in its own session, is waited for with a bounded timeout (a clear error with
-its log's tail if it exits or does not come up), and is stopped by its pid on the way out, the
-PostgreSQL cluster with `pg_ctl stop`, also when the body raised. `Deployment.env` is the
+its log's tail if it exits or does not come up), and is stopped by its pid on the way out (the
+PostgreSQL cluster with `pg_ctl stop`, when its own context ends), also when the body raised. `Deployment.env` is the
 environment every process got: a `gpt2train pipeline` run with it uses the same instance.
 initdb refuses to run as root, so as root the cluster belongs to the `postgres` user
 (`runuser -u postgres --`), in a temp dir of its own outside pytest's (root-only) tmp dirs.
@@ -44,7 +45,7 @@ import dagster as dg
 from dagster._grpc.client import DagsterGrpcClient
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import EDU_MINI, REPO, TIKTOKEN_DIR
+from tests.paths import EDU_MINI, REPO
 from tests.webserver import Webserver, _default_signals, free_port
 
 PG_BIN = Path(os.environ.get("GPT2TRAIN_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -155,6 +156,11 @@ class Postgres:
     def is_running(self) -> bool:
         return self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "status").returncode == 0
 
+    def create_database(self, name: str) -> str:
+        """A new, empty database owned by the `dagster` role: each user of one cluster has its own."""
+        self.sql(f"CREATE DATABASE {name} OWNER {PG_USER}")
+        return name
+
     def sql(self, statement: str, db: str = "postgres") -> str:
         """One statement as the superuser over TCP (psql), its output."""
         env = {**os.environ, "PGPASSWORD": self.password}
@@ -230,6 +236,7 @@ class Deployment:
     code_server_port: int
     webserver: Webserver
     postgres: Postgres
+    database: str           # its own database in `postgres`
     servers: dict[str, Server] = field(default_factory=dict)
 
     @property
@@ -303,9 +310,10 @@ def daemons_healthy(dep_or_server) -> set[str]:
 
 
 @contextmanager
-def dagster_deployment(root: Path, overrides: list[str] = (), config: str = "tiny",
-                       ready_timeout: float = 120) -> Iterator[Deployment]:
-    """Postgres, code server, webserver and daemon as described above, all ready when yielded."""
+def dagster_deployment(root: Path, postgres: Postgres, overrides: list[str] = (), config: str = "tiny",
+                       database: str = "deployment", ready_timeout: float = 120) -> Iterator[Deployment]:
+    """Code server, webserver and daemon as described above on a new database of `postgres`, all ready
+    when yielded."""
     root = Path(root)
     home, data_dir, logs = root / "dagster_home", root / "data", root / "logs"
     for d in (home, data_dir, logs):
@@ -317,13 +325,12 @@ def dagster_deployment(root: Path, overrides: list[str] = (), config: str = "tin
     workspace.write_text(f"load_from:\n  - grpc_server: {{host: 127.0.0.1, port: {code_port}, "
                          f"location_name: {LOCATION}}}\n")
     with ExitStack() as stack:
-        pg = stack.enter_context(postgres_cluster())
+        pg = postgres
+        db = pg.create_database(database)
         env = {**os.environ,
                "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg.port),
-               "DAGSTER_PG_USERNAME": PG_USER, "DAGSTER_PG_PASSWORD": pg.password, "DAGSTER_PG_DB": PG_DB,
-               "DAGSTER_DISABLE_TELEMETRY": "1", "GPT2TRAIN_CONFIG": config, "GPT2TRAIN_SET": ";".join(sets),
-               "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+               "DAGSTER_PG_USERNAME": PG_USER, "DAGSTER_PG_PASSWORD": pg.password, "DAGSTER_PG_DB": db,
+               "GPT2TRAIN_CONFIG": config, "GPT2TRAIN_SET": ";".join(sets), "PYTHONUNBUFFERED": "1"}
         servers: dict[str, Server] = {}
 
         def stop_all():
@@ -348,7 +355,7 @@ def dagster_deployment(root: Path, overrides: list[str] = (), config: str = "tin
               lambda: NEEDED_DAEMONS <= daemons_healthy(webserver), ready_timeout)
         yield Deployment(root=root, home=home, data_dir=data_dir, workspace=workspace, env=env,
                          overrides=sets, code_server_port=code_port, webserver=webserver, postgres=pg,
-                         servers=servers)
+                         database=db, servers=servers)
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 1.0, detail=lambda: ""):

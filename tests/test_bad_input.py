@@ -8,8 +8,7 @@ subprocess, or the library call a Dagster asset makes) and asserts three things:
 2. the message names the offending file / field / line and says what to do (every regex in
    `says` must match the one-line message);
 3. before any work: the case's whole folder (data dir, inputs, output paths) is byte-for-byte the
-   same afterwards (no run dir, checkpoint, shard, corpus record, export or report appeared),
-   and it failed fast (well under the time one training step setup takes to matter).
+   same afterwards (no run dir, checkpoint, shard, corpus record, export or report appeared).
 
     pytest tests/test_bad_input.py -k descriptor-unknown     # one case: the repro command
 
@@ -22,11 +21,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,25 +33,9 @@ import pytest
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from tests.conftest import EDU_MINI, HELLASWAG, REPO, TIKTOKEN_DIR
-
-FAST_S = 20.0  # "failed fast": every case here fails in about a second; this only catches a run that trained
-
+from tests.paths import HELLASWAG, REPO
 
 # ------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    """A small real shard set (1 val + a few train shards of 5000 tokens), written by `prepare`."""
-    from gpt2train.config import load_config
-    from gpt2train.data.stage import prepare
-
-    data = tmp_path_factory.mktemp("bad-input-shards")
-    cfg = load_config("tiny", [f"data_dir={data}", f"corpus.source={EDU_MINI}", "corpus.files=1",
-                               "corpus.max_documents_per_file=12", "shards.shard_size=5000"])
-    prepare(cfg, data / "shards", progress=False)
-    return data / "shards"
 
 
 def _save_tiny_checkpoint(root: Path, state_descriptor: str) -> Path:
@@ -305,8 +286,7 @@ def _run(action) -> tuple[int, str]:
     kind, argv = action
     if kind == "proc":
         exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed")
-        env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)}
-        r = subprocess.run([exe, "-q", *argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+        r = subprocess.run([exe, "-q", *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
         assert "Traceback" not in r.stderr, r.stderr[-3000:]
         lines = [line for line in r.stderr.splitlines() if "error:" in line]
         return r.returncode, lines[-1] if lines else r.stderr[-2000:]
@@ -322,17 +302,17 @@ def _run(action) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_fails_clearly_before_any_work(case, tmp_path, shards, tiny_ckpt, mislabeled_ckpt, monkeypatch):
+def test_bad_input_fails_clearly_before_any_work(case, tmp_path, tiny_shards, tiny_ckpt, mislabeled_ckpt,
+                                                 monkeypatch):
     monkeypatch.chdir(tmp_path)
+    shards = tiny_shards / "shards"
     ctx = Ctx(tmp_path / "case", shards, tiny_ckpt, mislabeled_ckpt)
     shutil.copytree(shards, ctx.data / "shards")  # a data dir as after `prepare`: real shards, sidecars
     action = case.setup(ctx)
     before = _snapshot(ctx.tmp)
     ckpt_before = {p: _snapshot(p) for p in (tiny_ckpt, mislabeled_ckpt)}
 
-    t0 = time.perf_counter()
     code, message = _run(action)
-    elapsed = time.perf_counter() - t0
 
     assert code == 2, f"expected a user error (exit 2), got {code}: {message}"
     assert "\n" not in message.strip() and "Traceback" not in message
@@ -342,4 +322,3 @@ def test_bad_input_fails_clearly_before_any_work(case, tmp_path, shards, tiny_ck
     assert after == before, (f"work happened before the error: new {sorted(set(after) - set(before))}, "
                              f"changed {sorted(k for k in before if after.get(k) != before[k])}")
     assert ckpt_before == {p: _snapshot(p) for p in (tiny_ckpt, mislabeled_ckpt)}
-    assert elapsed < FAST_S, f"took {elapsed:.1f} s to fail"

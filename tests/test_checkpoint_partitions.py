@@ -20,13 +20,6 @@ from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "home").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as inst:
-        yield inst
-
-
 def write_checkpoint(cfg, run: str, step: int, seed: int = 0):
     model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(seed)
     return save_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", step, model_state=model.state_dict(),
@@ -74,7 +67,11 @@ def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
     def trainer():  # checkpoints landing over time, as a training process writes them
         for step in (1, 2):
             write_checkpoint(tiny_cfg, "tiny-bbbbbbbbbb", step)
-            time.sleep(0.6)
+            # The next checkpoint only once this one is registered (or 60 s passed): however slow this
+            # machine, step 2 is written after the watcher had the chance to see step 1 alone.
+            deadline = time.monotonic() + 60
+            while len(instance.get_dynamic_partitions("checkpoints")) < step and time.monotonic() < deadline:
+                time.sleep(0.05)
             seen_during.append(list(instance.get_dynamic_partitions("checkpoints")))
 
     with CheckpointWatcher(instance, root, interval=0.1):

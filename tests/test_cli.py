@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TIKTOKEN_DIR
+from tests.commands import gpt2train
+from tests.fixtures.chain import most_at_once, pipeline_args, ran, worker_pid
+from tests.paths import REPO
 
-
-def gpt2train(*args, env_extra=None, cwd=None):
-    exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed (pip install -e .)")
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "DAGSTER_DISABLE_TELEMETRY": "1",
-           **(env_extra or {})}
-    return subprocess.run([exe, "-q", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+pytestmark = pytest.mark.e2e
 
 
 def test_prepare_then_verify(tmp_path, edu_mini):
@@ -63,20 +57,14 @@ def test_config_prints_resolved_values():
     assert cfg["shards"]["shard_size"] == 5000 and cfg["corpus"]["name"] == "sample-10BT"
 
 
-@pytest.mark.slow
-def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(tmp_path, edu_mini):
-    """The README's main command, on a smaller corpus and run: every stage, then nothing stale."""
-    home = tmp_path / "dagster_home"
-    sets = [f"data_dir={tmp_path / 'data'}", f"corpus.source={edu_mini}", "corpus.files=2",
-            "corpus.max_documents_per_file=30", "shards.shard_size=40000", "train.max_steps=4",
-            "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8", "evals.limit=8"]
-    args = ["pipeline", "--config", "tiny", *[a for s in sets for a in ("--set", s)]]
-    env = {"DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    r = gpt2train(*args, env_extra=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ran = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ran ")]
-    assert ran.count("corpus") == 2 and ran.count("token_shards") == 2 and ran.count("training_run") == 1
-    assert ran.count("hf_export") == 2 and ran.count("eval_report") == 2 and ran.count("eval_summary") == 1
+def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(materialized_chain, chain_instance,
+                                                                       chain_copy):
+    """The README's main command, on a smaller corpus and run (the session's chain: tests/fixtures/chain.py):
+    every stage, then nothing stale."""
+    r, home = materialized_chain.output, materialized_chain.home
+    done = [asset for asset, _ in ran(r.stdout)]
+    assert done.count("corpus") == 2 and done.count("token_shards") == 2 and done.count("training_run") == 1
+    assert done.count("hf_export") == 2 and done.count("eval_report") == 2 and done.count("eval_summary") == 1
     reports = [line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("eval report: ")]
     assert len(reports) == 2 and all(Path(p).is_file() for p in reports)
     assert r.stdout.splitlines()[-1].startswith("eval trend: ")  # it ends by saying where to look
@@ -93,19 +81,19 @@ def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(tmp_path
     import dagster as dg
 
     from pipelines.executors import DATA_DIR_TAG
-    from tests.test_pipeline_launched import most_at_once, worker_pid
 
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs()
-        assert sorted(r.job_name for r in runs) == sorted(
-            ["data", "data", "training", "checkpoint_evals", "checkpoint_evals", "refresh_eval_summary"])
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        assert len({worker_pid(instance, r.run_id) for r in runs} - {None}) == len(runs)
-        assert all(r.tags[DATA_DIR_TAG] == str((tmp_path / "data").resolve()) for r in runs)
-        for job in ("data", "checkpoint_evals"):
-            assert most_at_once(instance, [r.run_id for r in runs if r.job_name == job]) == 2, job
+    instance = chain_instance
+    runs = instance.get_runs()
+    assert sorted(r.job_name for r in runs) == sorted(
+        ["data", "data", "training", "checkpoint_evals", "checkpoint_evals", "refresh_eval_summary"])
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert len({worker_pid(instance, r.run_id) for r in runs} - {None}) == len(runs)
+    assert all(r.tags[DATA_DIR_TAG] == str(materialized_chain.data.resolve()) for r in runs)
+    for job in ("data", "checkpoint_evals"):
+        assert most_at_once(instance, [r.run_id for r in runs if r.job_name == job]) == 2, job
 
-    r = gpt2train(*args, "--stale-only", env_extra=env)
+    # Again, --stale-only, on a copy (its own data dir and DAGSTER_HOME): nothing runs, everything is skipped.
+    r = gpt2train(*pipeline_args(chain_copy.root, "--stale-only"), env_extra=chain_copy.env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ran " not in r.stdout and r.stdout.count("skipped  ") == 2 * 2 + 1 + 2 * 2 + 1
 

@@ -25,7 +25,6 @@ from gpt2train.data.stage import materialize_corpus_file, materialize_token_shar
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.layout import shards_dir
 from tests.hub_server import COMMIT_SHA, REPO_ID, HubServer
-from tests.test_hub import hf_isolated  # noqa: F401 - the fixture: huggingface_hub with no user state, no waiting
 
 KEYS = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", "sample/10BT/002_00000.parquet"]
 CARD = """---
@@ -67,9 +66,9 @@ def edu_repo(tmp_path_factory, edu_mini) -> Path:
 
 
 @pytest.fixture
-def datasets_online(hf_isolated, monkeypatch):  # noqa: F811 - hf_isolated is the imported fixture
-    """`datasets` online too: it read HF_HUB_OFFLINE / HF_DATASETS_OFFLINE when first imported, and
-    other test modules set them for the whole session (tests/test_export.py, tests/golden_outputs.py)."""
+def datasets_online(hf_isolated, monkeypatch):
+    """`datasets` online too: it read HF_HUB_OFFLINE / HF_DATASETS_OFFLINE when first imported, and the
+    tests' environment sets them for the whole session (tests/fixtures/environment.py)."""
     import datasets.config
 
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -308,7 +307,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_streaming_memory_does_not_grow_with_the_file(tmp_path):
     """Peak memory while streaming a 20 MB and an 80 MB file (row groups of 50 documents): the same."""
     import random

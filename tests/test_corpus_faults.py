@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from gpt2train.data.stage import corpus_code_version, corpus_data_version, mater
 from gpt2train.data.tokenizer import EOT_TOKEN, DocumentEncoder, get_encoding, split_document
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.layout import corpus_record_path, shard_partition_manifest, shards_dir
-from tests.test_cli import gpt2train
+from tests.commands import gpt2train
 
 FIRST = "sample/10BT/000_00000.parquet"
 
@@ -64,17 +63,16 @@ def test_a_glob_never_follows_a_symlink_back_into_the_source(tmp_path, edu_mini,
     (c / "loop").symlink_to(".")
     (c / "sub").mkdir()
     (c / "sub" / "up").symlink_to("..")  # a second loop, through a real folder
-    t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="gpt2train.data.corpus"):
         files = list_source_files(make_cfg(tmp_path, f"{c}/**/*.parquet").corpus)
-    assert time.monotonic() - t0 < 5
-    assert [f.key for f in files] == ["000_00000.parquet"]
+    assert [f.key for f in files] == ["000_00000.parquet"]  # once, where following the loops listed it 41 times
     said = caplog.text
     assert f"skips directory symlink {c / 'loop'} -> ." in said and f"{c / 'sub' / 'up'} -> .." in said
     # The folder form lists it once too.
     assert [f.key for f in list_source_files(make_cfg(tmp_path, c).corpus)] == ["000_00000.parquet"]
 
 
+@pytest.mark.e2e
 def test_prepare_with_a_looping_glob_tokenizes_the_file_once(tmp_path, edu_mini):
     c = tmp_path / "c"
     c.mkdir()
@@ -364,6 +362,7 @@ def data_made_at_corpus_stage_1(tmp_path, small_corpus, instance, monkeypatch):
     return cfg
 
 
+@pytest.mark.e2e
 def test_the_txt_reader_change_makes_only_txt_shards_stale(tmp_path, small_corpus, instance, monkeypatch):
     """Data made before the corpus stage went to 2 (.txt read byte-exact): every corpus partition is stale
     (a hash and a count to redo); once they have rerun, Dagster marks only the .txt file's shards stale."""
@@ -387,6 +386,7 @@ def test_the_txt_reader_change_makes_only_txt_shards_stale(tmp_path, small_corpu
         keys[0]: StaleStatus.FRESH, keys[1]: StaleStatus.FRESH, keys[2]: StaleStatus.STALE}
 
 
+@pytest.mark.e2e
 def test_stale_only_after_the_txt_reader_change_retokenizes_only_the_txt_file(tmp_path, small_corpus, instance,
                                                                                monkeypatch):
     """`gpt2train pipeline --stale-only` on data made at corpus stage 1: every corpus record is redone
@@ -401,6 +401,7 @@ def test_stale_only_after_the_txt_reader_change_retokenizes_only_the_txt_file(tm
                                           ("token_shards", txt)])
 
 
+@pytest.mark.e2e
 def test_a_refuse_limit_makes_nothing_stale_and_split_reaches_the_shards(tmp_path, small_corpus, instance):
     from pipelines.runner import run_pipeline
 

@@ -2,7 +2,7 @@
 daemon, each a real server on 127.0.0.1 (tests/deployment.py), runs going through the queued run
 coordinator and Dagster's default run launcher (a run worker process per run).
 
-    pytest -m slow tests/test_deployment.py -q -s     # -s prints the measured wall times
+    pytest -m e2e tests/test_deployment.py -q -s     # -s prints the measured wall times
 
 Nothing here calls the assets itself: the daemon's corpus_files_sensor starts the data runs,
 `training` is launched through the webserver's GraphQL API, checkpoints_sensor exports and
@@ -27,11 +27,10 @@ from pipelines.definitions import build_definitions
 from pipelines.sensors import latest_storage_id
 from pipelines.staleness import StaleStatus, stale_statuses
 from tests.deployment import DAEMON_HEALTH, NEEDED_DAEMONS, daemons_healthy, dagster_deployment, wait_for
-from tests.test_pipeline_chain import CHAIN_SETS
+from tests.fixtures.chain import CHAIN_ASSETS, CHAIN_SETS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
-CHAIN_ASSETS = ("corpus", "token_shards", "training_run", "hf_export", "eval_report", "eval_summary")
 TIMINGS: dict[str, float] = {}
 
 
@@ -41,16 +40,17 @@ def timed(name: str, start: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def dep(tmp_path_factory):
+def dep(tmp_path_factory, postgres):
     start = time.monotonic()
-    with dagster_deployment(tmp_path_factory.mktemp("deployment"), list(CHAIN_SETS)) as deployment:
+    with dagster_deployment(tmp_path_factory.mktemp("deployment"), postgres, list(CHAIN_SETS)) as deployment:
         timed("deployment ready", start)
         yield deployment
     print("\nwall times (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
 
 
 @pytest.fixture(scope="module")
-def instance(dep):
+def dep_instance(dep):
+    """The deployment's Postgres-backed instance, opened in this process."""
     with dep.instance() as inst:
         yield inst
 
@@ -82,7 +82,7 @@ def failure_text(instance, run_id: str) -> str:
 def materialization_counts(dep) -> dict[str, int]:
     """Materialization events per asset, straight from Postgres's event_logs table."""
     out = dep.postgres.sql("SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = "
-                           "'ASSET_MATERIALIZATION' GROUP BY asset_key", db="dagster")
+                           "'ASSET_MATERIALIZATION' GROUP BY asset_key", db=dep.database)
     return {re.sub(r'[\[\]"]', "", key): int(n) for key, n in (line.split("|") for line in out.split())}
 
 
@@ -118,7 +118,8 @@ def max_overlap(records, where=lambda r: True) -> int:
 # Six or seven run workers and several sensor intervals: 6.5 to 9 min measured on a shared 2-core machine,
 # too close to pytest's default 600 s.
 @pytest.mark.timeout(1800)
-def test_the_chain_runs_through_the_deployment(dep, instance):
+def test_the_chain_runs_through_the_deployment(dep, dep_instance):
+    instance = dep_instance
     start = time.monotonic()
     # corpus_files_sensor's first tick (at daemon start) adds both files and queues a data run for each.
     data_runs = wait_for("two data runs from corpus_files_sensor", lambda: len(runs_of(instance, "data")) >= 2 and
@@ -166,8 +167,9 @@ def test_the_chain_runs_through_the_deployment(dep, instance):
     assert {r["runId"] for r in runs} >= {train_id, *(r.run_id for r in eval_runs)}
 
 
-def test_staleness_reads_the_postgres_instance(dep, instance):
+def test_staleness_reads_the_postgres_instance(dep, dep_instance):
     """tests/test_pipeline_chain.py's cases, decided from the deployment's records."""
+    instance = dep_instance
     cfg = chain_cfg(dep)
     defs = build_definitions(cfg)
     statuses = stale_statuses(defs, instance)
@@ -181,14 +183,15 @@ def test_staleness_reads_the_postgres_instance(dep, instance):
         ("token_shards", k) for k in instance.get_dynamic_partitions("corpus_files")}
 
 
-def test_gpt2train_pipeline_submits_to_the_deployments_queue(dep, instance):
+def test_gpt2train_pipeline_submits_to_the_deployments_queue(dep, dep_instance):
     """`gpt2train pipeline --stale-only` with the deployment's DAGSTER_HOME and config: a report deleted
     from disk (fresh in Postgres's records) is rebuilt by a run that goes through the deployment's
     queue, dequeued by its daemon (not by the command) and launched by its code server."""
+    instance = dep_instance
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.paths import REPO
 
     key = sorted(instance.get_dynamic_partitions("checkpoints"))[0]
     report = dep.data_dir / "reports" / key
@@ -210,7 +213,8 @@ def started(instance, run_id: str) -> bool:
     return instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
 
 
-def test_a_postgres_restart_mid_run_loses_nothing(dep, instance):
+def test_a_postgres_restart_mid_run_loses_nothing(dep, dep_instance):
+    instance = dep_instance
     before = materialization_counts(dep)
     materialized = {a: instance.get_materialized_partitions(dg.AssetKey(a)) for a in ("corpus", "eval_report")}
     key = sorted(instance.get_dynamic_partitions("checkpoints"))[0]
@@ -289,7 +293,8 @@ def run_worker_pid(instance, run_id: str) -> int | None:
     return None
 
 
-def test_a_killed_run_worker_is_marked_failed(dep, instance):
+def test_a_killed_run_worker_is_marked_failed(dep, dep_instance):
+    instance = dep_instance
     key = sorted(instance.get_dynamic_partitions("checkpoints"))[-1]
     run_id = dep.launch("checkpoint_evals", partition=key)
     # The worker logs its pid just before it reports the run STARTED.

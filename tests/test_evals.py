@@ -1,9 +1,11 @@
 """evals/: the real lm-eval harness on a real tiny Hugging Face GPT-2 export, and its reports.
 
-    pytest tests/test_evals.py -q        (~60 s: ~20 s of it is the harness indexing its task YAMLs)
+    pytest tests/test_evals.py -q               # the checks that need no harness run
+    pytest tests/test_evals.py -m e2e -q        # the report: ~20 s of it is the harness indexing its task YAMLs
 
-The export fixture is built here (not with gpt2train/export/hf_export.py) from our GPT's weights through
-gpt2train/export/state_dict.py; the harness scores HellaSwag on the invented local file offline.
+The export and its report are the session's (tests/fixtures/evals.py): the tiny GPT at its initial
+weights exported by gpt2train/export/hf_export.py, its run directory's metrics.jsonl saying what
+training logged; the harness scores HellaSwag on the invented local file offline.
 """
 
 from __future__ import annotations
@@ -20,101 +22,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt2train.config import EvalsConfig
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from tests.conftest import HELLASWAG, SHARED
-
-BASELINES = SHARED / "data" / "published_baselines.json"
-ENCODER_JSON = SHARED / "tiktoken" / "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"  # HF vocab.json
-VOCAB_BPE = SHARED / "tiktoken" / "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"  # HF merges.txt
-LIMIT = 20
-RUN_TAG = "tiny-0123456789"
-TOTAL_BATCH = 2048  # the fixture run's train.total_batch_tokens
-STEP_MS = {s: 100.0 + s for s in range(1, 21)}  # the fixture run's step times (ms) up to its checkpoint
+from tests.commands import gpt2train
+from tests.fixtures.evals import LIMIT, RUN_TAG, STEP_MS, TOTAL_BATCH, evals_cfg
+from tests.paths import BASELINES, HELLASWAG
 
 
-def _ecfg(**kw) -> EvalsConfig:
-    base = dict(tasks=["hellaswag"], limit=LIMIT, batch_size=16, device="cpu",
-                local_data=[f"hellaswag={HELLASWAG}"], baselines_file=str(BASELINES))
-    return EvalsConfig(**{**base, **kw})
+@pytest.fixture
+def export(tiny_export) -> Path:
+    """The session's export folder (read only)."""
+    return tiny_export.out_dir
 
 
-def build_export(out: Path, run_dir: Path) -> Path:
-    """A tiny GPT-2 export as gpt2train's exporter lays it out: HF weights, tokenizer, lineage.json."""
-    import tiktoken
-    import transformers
-
-    from gpt2train.export.state_dict import to_hf_state_dict
-    from gpt2train.model import GPT, GPTConfig
-
-    model = GPT(GPTConfig.from_descriptor("tiny", 64))
-    model.init_weights(0)
-    c = model.config
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size, vocab_size=c.vocab_size,
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=50256, eos_token_id=50256))
-    result = hf.load_state_dict(to_hf_state_dict(model), strict=False)
-    assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # lm_head: tied to wte
-    hf.save_pretrained(out)
-    # transformers 5: GPT2TokenizerFast(vocab=, merges=) takes the files; `vocab_file=` would give an
-    # empty vocabulary without an error, hence the check against tiktoken.
-    tok = transformers.GPT2TokenizerFast(vocab=str(ENCODER_JSON), merges=str(VOCAB_BPE))
-    text = "A man fills a kettle with water.<|endoftext|>"
-    assert tok(text).input_ids == tiktoken.get_encoding("gpt2").encode(text, allowed_special="all")
-    tok.save_pretrained(out)
-    ckpt = run_dir / "checkpoints" / "step_00000020"
-    files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
-    lineage = {"artifact": "hf_export", "model_sha256": files["model.safetensors"], "files": files,
-               "checkpoint": {"path": str(ckpt), "key": f"{RUN_TAG}@step_00000020", "step": 20,
-                              "model_sha256": "0" * 64, "run_tag": RUN_TAG},
-               "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
-                         "block_size": c.block_size, "vocab_size": c.vocab_size}}
-    (out / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    return out
+@pytest.fixture
+def run_dir(tiny_checkpoint) -> Path:
+    """The exported checkpoint's run directory: its metrics.jsonl is what the report reads."""
+    return tiny_checkpoint.parent.parent
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("evals")
-    run_dir = root / "runs" / RUN_TAG
-    (run_dir / "checkpoints").mkdir(parents=True)
-    # What training logged: val loss and in-loop HellaSwag at steps 0 and 20, nothing at 40; a step line
-    # (loss, step time) for steps 1-20, and one for step 21: the run went on after the checkpoint.
-    records = [{"step": 0, "val_loss": 10.9}, {"step": 0, "hellaswag_acc_norm": 0.22, "hellaswag_n": 50},
-               *({"step": s, "loss": 11.0 - 0.15 * s, "ms": ms} for s, ms in STEP_MS.items()),
-               {"step": 20, "val_loss": 7.654321},
-               {"step": 20, "hellaswag_acc_norm": 0.34, "hellaswag_acc": 0.3, "hellaswag_n": 50},
-               {"step": 21, "loss": 7.9, "ms": 5000.0}]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    # The checkpoint's state.json: what the report reads the tokens per step and T from.
-    ckpt = run_dir / "checkpoints" / "step_00000020"
-    ckpt.mkdir()
-    (ckpt / "state.json").write_text(json.dumps({
-        "artifact": "checkpoint", "step": 20, "model_sha256": "0" * 64,
-        "config": {"model": {"descriptor": "tiny", "block_size": 64},
-                   "train": {"total_batch_tokens": TOTAL_BATCH, "seq_len": 32, "init_from": None}}}))
-    return build_export(root / "export", run_dir)
+@pytest.fixture
+def report(tiny_report):
+    """The session's report of the export (read only)."""
+    return tiny_report
 
 
-@pytest.fixture(scope="module")
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_DATASETS_OFFLINE", "1")
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def report(export, offline, tmp_path_factory):
-    from evals.runner import evaluate_export
-
-    out = tmp_path_factory.mktemp("reports") / "step20"
-    return evaluate_export(export, out, _ecfg(), model_label="tiny test model")
-
-
+@pytest.mark.e2e
 def test_harness_scores_local_hellaswag(report):
     d = report.report_dir
     for name in ("results.json", "samples_hellaswag.jsonl", "report.md", "report.html", "lineage.json",
@@ -145,6 +78,7 @@ def test_harness_scores_local_hellaswag(report):
     assert results["n-shot"] == {"hellaswag_local": 0}
 
 
+@pytest.mark.e2e
 def test_report_shows_baselines_in_loop_and_lineage(report, export):
     md = report.markdown
     assert md == (report.report_dir / "report.md").read_text()
@@ -176,10 +110,10 @@ def test_report_shows_baselines_in_loop_and_lineage(report, export):
     assert ".tmp-" not in (report.report_dir / "results.json").read_text()
 
 
-def test_an_earlier_steps_in_loop_numbers_are_not_called_this_checkpoints(export):
+def test_an_earlier_steps_in_loop_numbers_are_not_called_this_checkpoints(run_dir):
     from evals.report import ModelSize, ReportInputs, in_loop_metrics, render_report
 
-    path = export.parent / "runs" / RUN_TAG / "metrics.jsonl"
+    path = run_dir / "metrics.jsonl"
     inputs = dict(title="t", tasks=[], results={}, size=ModelSize("124M", "124M", None), baselines=None,
                   baselines_file=None, limit=None, lineage={})
     md, _ = render_report(ReportInputs(step=30, in_loop=in_loop_metrics(path, 30), **inputs))
@@ -189,10 +123,10 @@ def test_an_earlier_steps_in_loop_numbers_are_not_called_this_checkpoints(export
     assert "step 20 (this checkpoint)" in md and "earlier model" not in md
 
 
-def test_in_loop_takes_nearest_earlier_step(export):
+def test_in_loop_takes_nearest_earlier_step(run_dir):
     from evals.report import in_loop_metrics
 
-    path = export.parent / "runs" / RUN_TAG / "metrics.jsonl"
+    path = run_dir / "metrics.jsonl"
     got = in_loop_metrics(path, 15)
     assert got["val_loss"] == {"value": 10.9, "step": 0}
     assert got["hellaswag_acc_norm"]["step"] == 0 and got["hellaswag_acc_norm"]["n"] == 50
@@ -200,14 +134,16 @@ def test_in_loop_takes_nearest_earlier_step(export):
     assert in_loop_metrics(None, 20) == {}
 
 
-def test_unknown_task_suggests_close_names(offline):
+@pytest.mark.e2e
+def test_unknown_task_suggests_close_names(task_index):
     from evals.tasks import check_tasks
 
     with pytest.raises(Gpt2TrainError, match=r"no task 'hellaswg'.*did you mean.*hellaswag"):
-        check_tasks(_ecfg(tasks=["hellaswg"], local_data=[]))
+        check_tasks(evals_cfg(tasks=["hellaswg"], local_data=[]))
 
 
-def test_tiny_preset_resolves_to_the_local_hellaswag(offline, tmp_path):
+@pytest.mark.e2e
+def test_tiny_preset_resolves_to_the_local_hellaswag(task_index, tmp_path):
     from evals.tasks import resolve_tasks
     from gpt2train.config import load_config
 
@@ -217,26 +153,27 @@ def test_tiny_preset_resolves_to_the_local_hellaswag(offline, tmp_path):
     assert task.spec == str(tmp_path / "hellaswag_local.yaml")
 
 
-def test_offline_without_local_data_is_an_error(offline):
+@pytest.mark.e2e
+def test_offline_without_local_data_is_an_error(task_index):
     from evals.tasks import check_tasks
 
     with pytest.raises(Gpt2TrainError, match=r"offline.*no local data for arc_easy.*arc_easy=PATH"):
-        check_tasks(_ecfg(tasks=["hellaswag", "arc_easy"]))
+        check_tasks(evals_cfg(tasks=["hellaswag", "arc_easy"]))
 
 
-def test_local_data_errors_name_the_file_and_line(offline, tmp_path):
+def test_local_data_errors_name_the_file_and_line(tmp_path):
     from evals.tasks import check_tasks
 
     with pytest.raises(Gpt2TrainError, match=r"nope\.jsonl not found"):
-        check_tasks(_ecfg(local_data=[f"hellaswag={tmp_path / 'nope.jsonl'}"]))
+        check_tasks(evals_cfg(local_data=[f"hellaswag={tmp_path / 'nope.jsonl'}"]))
     with pytest.raises(Gpt2TrainError, match=r"not in evals.tasks"):
-        check_tasks(_ecfg(local_data=[f"hellaswag={HELLASWAG}", f"piqa={HELLASWAG}"]))
+        check_tasks(evals_cfg(local_data=[f"hellaswag={HELLASWAG}", f"piqa={HELLASWAG}"]))
 
     lines = HELLASWAG.read_text().splitlines()[:5]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines[:3] + ['{"ctx_a": "broken'] + lines[3:]) + "\n")
     with pytest.raises(Gpt2TrainError, match=r"bad\.jsonl:4: not a valid hellaswag item"):
-        check_tasks(_ecfg(local_data=[f"hellaswag={bad}"]))
+        check_tasks(evals_cfg(local_data=[f"hellaswag={bad}"]))
 
     item = json.loads(lines[0])
     for field, value, why in (("endings", item["endings"][:3], "4 strings"), ("label", "7", "0-3"),
@@ -248,7 +185,7 @@ def test_local_data_errors_name_the_file_and_line(offline, tmp_path):
             broken[field] = value
         bad.write_text("\n".join(lines[:1] + [json.dumps(broken)]) + "\n")
         with pytest.raises(Gpt2TrainError, match=rf"bad\.jsonl:2: .*{why}"):
-            check_tasks(_ecfg(local_data=[f"hellaswag={bad}"]))
+            check_tasks(evals_cfg(local_data=[f"hellaswag={bad}"]))
 
 
 def test_not_a_gpt2_export_is_an_error(export, tmp_path):
@@ -261,7 +198,7 @@ def test_not_a_gpt2_export_is_an_error(export, tmp_path):
         "model_type='llama'": lambda d: (d / "config.json").write_text(json.dumps(
             {**json.loads((d / "config.json").read_text()), "model_type": "llama"})),
         "lineage.json missing": lambda d: (d / "lineage.json").unlink(),
-        "no tokenizer": lambda d: (d / "tokenizer.json").unlink(),
+        "no tokenizer": lambda d: [(d / name).unlink() for name in ("tokenizer.json", "vocab.json", "merges.txt")],
         "changed after the export": lambda d: (d / "model.safetensors").write_bytes(b"not the weights"),
     }
     for i, (message, damage) in enumerate(cases.items()):
@@ -269,11 +206,12 @@ def test_not_a_gpt2_export_is_an_error(export, tmp_path):
         shutil.copytree(export, d)
         damage(d)
         with pytest.raises(Gpt2TrainError, match=message):
-            evaluate_export(d, tmp_path / f"report{i}", _ecfg())
+            evaluate_export(d, tmp_path / f"report{i}", evals_cfg())
         assert not (tmp_path / f"report{i}").exists()
 
 
-def test_failure_keeps_the_earlier_report(export, report, offline, tmp_path):
+@pytest.mark.e2e
+def test_failure_keeps_the_earlier_report(export, report, tmp_path):
     from evals.runner import evaluate_export
 
     out = tmp_path / "report"
@@ -285,7 +223,7 @@ def test_failure_keeps_the_earlier_report(export, report, offline, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
     with pytest.raises(Exception, match="(?i)size|mismatch"):
-        evaluate_export(bad, out, _ecfg())
+        evaluate_export(bad, out, evals_cfg())
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".report.lock", "export", "report"]  # no temp folder
 
@@ -295,17 +233,18 @@ def test_evals_code_version(tmp_path):
 
     local = tmp_path / "val.jsonl"
     local.write_bytes(HELLASWAG.read_bytes())
-    base = evals_code_version(_ecfg(local_data=[f"hellaswag={local}"]))
-    assert evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], batch_size=3, device="cuda")) == base
-    changed = {evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag", "piqa"])),
-               evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag:5"])),
-               evals_code_version(_ecfg(local_data=[f"hellaswag={local}"], limit=None))}
+    base = evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"]))
+    assert evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"], batch_size=3, device="cuda")) == base
+    changed = {evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag", "piqa"])),
+               evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"], tasks=["hellaswag:5"])),
+               evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"], limit=None))}
     local.write_text("\n".join(HELLASWAG.read_text().splitlines()[:10]) + "\n")
-    changed.add(evals_code_version(_ecfg(local_data=[f"hellaswag={local}"])))
+    changed.add(evals_code_version(evals_cfg(local_data=[f"hellaswag={local}"])))
     assert base not in changed and len(changed) == 4
 
 
-def test_write_trend(export, report, offline, tmp_path, caplog):
+@pytest.mark.e2e
+def test_write_trend(export, report, tmp_path, caplog):
     from evals.runner import evaluate_export
     from evals.trend import write_trend
 
@@ -313,7 +252,7 @@ def test_write_trend(export, report, offline, tmp_path, caplog):
     # the folder beside a copy of the step-20 report: its report.html embeds the trend of both.
     first = tmp_path / "step20"
     shutil.copytree(report.report_dir, first)
-    second = evaluate_export(export, tmp_path / "step40", _ecfg(limit=8), step=40)
+    second = evaluate_export(export, tmp_path / "step40", evals_cfg(limit=8), step=40)
     assert second.lineage["in_loop"]["val_loss"]["step"] == 20
     assert second.lineage["trend"]["reports"] == [{"path": str(first.resolve()), "step": 20,
                                                    "lineage_sha256": sha256_file(first / "lineage.json")}]
@@ -359,20 +298,18 @@ def test_two_run_directories_with_one_run_tag_are_two_lines(tmp_path):
     assert "| tiny | 20 | 0.1800 |" in trend.markdown and "| tiny-abc | 20 | 0.2400 |" in trend.markdown
 
 
+@pytest.mark.e2e
 def test_gpt2train_eval_scores_any_hf_gpt2_as_the_reports_do(export, report, tmp_path):
     """`gpt2train eval` on the export's weights saved as save_pretrained leaves them (config.json and
     model.safetensors: no tokenizer, no lineage): the same harness, tasks and scores as its report."""
     import shutil as sh
-
-    from tests.test_cli import gpt2train
 
     ref = tmp_path / "gpt2"
     ref.mkdir()
     for name in ("config.json", "model.safetensors"):
         sh.copy(export / name, ref / name)
     r = gpt2train("eval", ref, "--out", tmp_path / "report", "--config", "tiny", "--set", f"evals.limit={LIMIT}",
-                  "--set", "evals.device=cpu", "--set", f"evals.local_data=[hellaswag={HELLASWAG}]",
-                  env_extra={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+                  "--set", "evals.device=cpu", "--set", f"evals.local_data=[hellaswag={HELLASWAG}]")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"eval report: {tmp_path / 'report' / 'report.md'}" in r.stdout
     lineage = json.loads((tmp_path / "report" / "lineage.json").read_text())
@@ -390,10 +327,11 @@ def _embedded_pngs(html: str) -> list[bytes]:
     return [base64.b64decode(b64, validate=True) for b64 in re.findall(r"src='data:image/png;base64,([^']+)'", html)]
 
 
-def test_report_shows_tokens_wall_time_and_flops_of_the_checkpoint(report, export):
+@pytest.mark.e2e
+def test_report_shows_tokens_wall_time_and_flops_of_the_checkpoint(report, export, run_dir):
     """Recomputed here from the checkpoint's state.json, metrics.jsonl and config.json with llm.c's
     count: FLOPs = (6 N + 6 L C T) D, N every parameter with the vocabulary padded to a multiple of 128."""
-    run = export.parent / "runs" / RUN_TAG
+    run = run_dir
     state = json.loads((run / "checkpoints" / "step_00000020" / "state.json").read_text())
     hf = json.loads((export / "config.json").read_text())
     L, C, block, T = hf["n_layer"], hf["n_embd"], hf["n_positions"], state["config"]["train"]["seq_len"]
@@ -418,13 +356,14 @@ def test_report_shows_tokens_wall_time_and_flops_of_the_checkpoint(report, expor
     assert t["metrics"]["records"] == len(lines) == 24
 
 
+@pytest.mark.e2e
 def test_report_sample_is_gpt2trains_sampler_on_the_exported_weights(report):
     from evals.report_extras import SAMPLE_PROMPT, SAMPLE_SEED, SAMPLE_TOKENS, SAMPLE_TOP_K
     from gpt2train.model import GPT, GPTConfig
     from gpt2train.sample import sample
 
     model = GPT(GPTConfig.from_descriptor("tiny", 64))
-    model.init_weights(0)  # the weights build_export exported
+    model.init_weights(0)  # the weights tiny_checkpoint saved and tiny_export exported
     expected = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED)[0]
     assert expected.startswith(SAMPLE_PROMPT) and len(expected) > len(SAMPLE_PROMPT)
     assert report.lineage["sample"]["text"] == expected
@@ -434,6 +373,7 @@ def test_report_sample_is_gpt2trains_sampler_on_the_exported_weights(report):
     assert other != expected  # the seed decides the text: the check above could fail
 
 
+@pytest.mark.e2e
 def test_report_html_embeds_the_loss_curve(report):
     d = report.report_dir
     images = _embedded_pngs((d / "report.html").read_text())
@@ -445,13 +385,14 @@ def test_report_html_embeds_the_loss_curve(report):
     assert "![Train and val loss from metrics.jsonl up to step 20](loss_curve.png)" in report.markdown
 
 
-def test_report_extras_are_the_same_for_the_same_inputs(report, export, tmp_path):
+@pytest.mark.e2e
+def test_report_extras_are_the_same_for_the_same_inputs(report, export, run_dir, tmp_path):
     """The loss curve's bytes, the sample and the facts depend on the inputs alone (lineage.json hashes
     them); and only metrics.jsonl's lines up to the checkpoint count, so a run still training does not
     move them."""
     from evals.report_extras import ExtrasSources, write_report_extras
 
-    run = export.parent / "runs" / RUN_TAG
+    run = run_dir
     lin = json.loads((export / "lineage.json").read_text())
     out = []
     for i in range(2):
@@ -470,6 +411,7 @@ def test_report_extras_are_the_same_for_the_same_inputs(report, export, tmp_path
     assert out[0][0][0][2] == (report.report_dir / "loss_curve.png").read_bytes()
 
 
+@pytest.mark.e2e
 def test_comparison_names_its_size_and_says_when_it_is_far(report, export):
     from safetensors import safe_open
 

@@ -1,18 +1,19 @@
 """The Hugging Face export (gpt2train/export/hf_export.py) of a real tiny checkpoint, loaded back by transformers.
 
-    pytest tests/test_export.py -q        # ~40 s on 2 idle CPU cores (the CLI run is half), offline
+    pytest tests/test_export.py -q        # offline; the CLI run is marked e2e
 
-A checkpoint is saved by gpt2train.training.checkpoint.save_checkpoint from a seeded tiny GPT; the tests load
-the export with transformers' Auto classes and check it against our model and tiktoken
-independently of the export's own verification, then break the export on purpose (a transposed
-weight, a damaged tokenizer, a full disk) and check that a previous export survives each failure.
+The checkpoint and its export are the session's (tests/fixtures/evals.py: a seeded tiny GPT saved by
+gpt2train.training.checkpoint.save_checkpoint, exported once); the tests load the export with
+transformers' Auto classes and check it against our model and tiktoken independently of the export's
+own verification, then break the export on purpose (a transposed weight, a damaged tokenizer, a full
+disk) and check that a previous export survives each failure (on a copy of the session's export).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,7 @@ import torch
 
 from gpt2train.export import hf_export as export_mod
 from gpt2train.export import state_dict as state_dict_mod
-from gpt2train.training.checkpoint import DONE, load_checkpoint, save_checkpoint
-from gpt2train.config import config_to_dict, load_config
+from gpt2train.training.checkpoint import DONE, load_checkpoint
 from gpt2train.errors import DataError, Gpt2TrainError
 from gpt2train.export.hf_export import export_checkpoint, export_code_version
 from gpt2train.fileio import sha256_file
@@ -30,12 +30,9 @@ from gpt2train.export.tokenizer import (ENCODER_JSON_SHA256, TOKENIZER_CHECK_TEX
                                     check_vocab_against_tiktoken, gpt2_bpe_files)
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.data.tokenizer import get_encoding
-from tests.test_cli import gpt2train
+from tests.commands import gpt2train
+from tests.fixtures.evals import LINEAGE, LOSS, RUN_TAG, STEP
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the export must never need the Hub
-
-STEP = 40
-RUN_TAG = "tiny-0123456789"
 EXPORT_FILES = {"model.safetensors", "config.json", "generation_config.json", "vocab.json", "merges.txt",
                 "tokenizer.json", "tokenizer_config.json", "README.md", "lineage.json"}
 
@@ -50,24 +47,12 @@ def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("run") / "tiny-0123456789" / "checkpoints"
-    cfg = load_config("tiny")
-    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
-    lineage = {"run_tag": RUN_TAG, "shards_dir": "/data/shards", "code_version": "0" * 16, "git_commit": "abc",
-               "gpt2train_version": "0.1.0",
-               "train_shards": [{"file": "edu_fineweb_train_000001.bin", "sha256": "1" * 64, "tokens": 1000,
-                                 "sources": ["sample/10BT/000_00000.parquet"]}],
-               "val_shards": [{"file": "edu_fineweb_val_000000.bin", "sha256": "2" * 64, "tokens": 500,
-                               "sources": ["sample/10BT/000_00000.parquet"]}]}
-    return save_checkpoint(root, STEP, model_state=model.state_dict(), optimizer_state={}, loader_state={},
-                           state={"config": config_to_dict(cfg), "loss": 5.0, "lineage": lineage})
-
-
-@pytest.fixture(scope="module")
-def exported(checkpoint, tmp_path_factory):
-    return export_checkpoint(checkpoint, tmp_path_factory.mktemp("exports") / "tiny-40")
+@pytest.fixture
+def exported(tiny_export, tmp_path):
+    """A copy of the session's export (the ExportResult's out_dir moved to it): a test may replace it."""
+    out = tmp_path / "exports" / tiny_export.out_dir.name
+    shutil.copytree(tiny_export.out_dir, out)
+    return dataclasses.replace(tiny_export, out_dir=out)
 
 
 def copy_checkpoint(checkpoint: Path, dest: Path) -> Path:
@@ -76,9 +61,10 @@ def copy_checkpoint(checkpoint: Path, dest: Path) -> Path:
     return target
 
 
-def test_export_loads_in_transformers_and_matches_our_model_and_tiktoken(checkpoint, exported):
+def test_export_loads_in_transformers_and_matches_our_model_and_tiktoken(tiny_checkpoint, tiny_export):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    checkpoint, exported = tiny_checkpoint, tiny_export
     out = exported.out_dir
     assert {p.name for p in out.iterdir()} >= EXPORT_FILES
     assert exported.step == STEP and exported.model_sha256 == sha256_file(out / "model.safetensors")
@@ -116,12 +102,14 @@ def test_export_loads_in_transformers_and_matches_our_model_and_tiktoken(checkpo
     data = ModelCard.load(out / "README.md").data
     assert (data.library_name, data.license, data.datasets) == ("transformers", "mit", ["HuggingFaceFW/fineweb-edu"])
     assert data.base_model is None and "initialised from" not in card  # this run started from scratch
-    for fact in (RUN_TAG, f"step {STEP}", "5.0000", exported.model_sha256, str(checkpoint), "1" * 64,
+    for fact in (RUN_TAG, f"step {STEP}", f"{LOSS:.4f}", exported.model_sha256, str(checkpoint),
+                 LINEAGE["train_shards"][0]["sha256"],
                  "AutoModelForCausalLM.from_pretrained"):
         assert fact in card, fact
 
 
-def test_lineage_json_is_the_documented_sidecar(checkpoint, exported):
+def test_lineage_json_is_the_documented_sidecar(tiny_checkpoint, tiny_export):
+    checkpoint, exported = tiny_checkpoint, tiny_export
     out = exported.out_dir
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage == exported.lineage
@@ -139,20 +127,23 @@ def test_lineage_json_is_the_documented_sidecar(checkpoint, exported):
     assert {"gpt2train_version", "git_commit", "created_at"} <= set(lineage)
 
 
-def test_reexport_replaces_it_byte_identically(checkpoint, exported):
-    before = snapshot(exported.out_dir)
-    again = export_checkpoint(checkpoint, exported.out_dir)
-    after = snapshot(exported.out_dir)
+def test_reexport_replaces_it_byte_identically(tiny_checkpoint, tmp_path):
+    # Two exports into one folder (the model card names the folder it was written for).
+    first = export_checkpoint(tiny_checkpoint, tmp_path / "exports" / "tiny")
+    before = snapshot(first.out_dir)
+    again = export_checkpoint(tiny_checkpoint, first.out_dir)
+    after = snapshot(first.out_dir)
     assert after.keys() == before.keys()
     for name in before.keys() - {"lineage.json"}:
         assert after[name] == before[name], f"{name} differs between two exports of the same checkpoint"
-    assert again.files == exported.files and again.model_sha256 == exported.model_sha256
-    assert leftovers(exported.out_dir.parent) == []
+    assert again.files == first.files and again.model_sha256 == first.model_sha256
+    assert leftovers(first.out_dir.parent) == []
 
 
-def test_cli_export_prints_the_verification(checkpoint, tmp_path):
+@pytest.mark.e2e
+def test_cli_export_prints_the_verification(tiny_checkpoint, tmp_path):
     out = tmp_path / "cli-export"
-    r = gpt2train("export", checkpoint, out, env_extra={"HF_HUB_OFFLINE": "1"})
+    r = gpt2train("export", tiny_checkpoint, out)
     assert r.returncode == 0, r.stderr
     assert f"(step {STEP}) to {out}" in r.stdout
     assert "logits max |diff|" in r.stdout and "(<= 0.0001)" in r.stdout
@@ -160,7 +151,8 @@ def test_cli_export_prints_the_verification(checkpoint, tmp_path):
     assert json.loads((out / "lineage.json").read_text())["checkpoint"]["step"] == STEP
 
 
-def test_bad_checkpoints_are_refused_with_a_clear_error(checkpoint, tmp_path):
+def test_bad_checkpoints_are_refused_with_a_clear_error(tiny_checkpoint, tmp_path):
+    checkpoint = tiny_checkpoint
     out = tmp_path / "out"
 
     with pytest.raises(Gpt2TrainError, match="does not exist: it was deleted"):
@@ -238,7 +230,8 @@ real_write_gpt2_tokenizer = export_mod.write_gpt2_tokenizer
     ("tokenizer", Gpt2TrainError, "encodes .* differently from tiktoken"),
     ("disk_full", DataError, "disk full"),
 ])
-def test_failed_export_leaves_the_previous_one_intact(checkpoint, exported, monkeypatch, fault, error, match):
+def test_failed_export_leaves_the_previous_one_intact(tiny_checkpoint, exported, monkeypatch, fault, error, match):
+    checkpoint = tiny_checkpoint
     if fault == "weights":  # write_hf_model imports it from state_dict.py when it runs
         real = state_dict_mod.to_hf_state_dict
         monkeypatch.setattr(state_dict_mod, "to_hf_state_dict", lambda model: _transposed_c_fc(real, model))

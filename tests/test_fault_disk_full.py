@@ -28,10 +28,10 @@ from gpt2train.fileio import sha256_file
 from gpt2train.lineage.records import sidecar_path
 from gpt2train.data.shards import validate_shard
 from gpt2train.training.loop import train
-from tests.conftest import HELLASWAG
+from tests.paths import HELLASWAG
 from tests.faults import file_hashes
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 DISK_MB = 256
 
@@ -63,13 +63,10 @@ def temp_leftovers(folder):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, edu_mini):
+def chain(tmp_path_factory, edu_mini, task_index):
     """Shards, a checkpoint at step 2, its export and its eval report, all on a small tmpfs."""
     disk = tmp_path_factory.mktemp("small-disk")
     mount_tmpfs(disk, DISK_MB)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_DATASETS_OFFLINE", "1")
     try:
         data = disk / "data"
         sets = [f"data_dir={data}", f"corpus.source={edu_mini}", "corpus.max_documents_per_file=40",
@@ -90,7 +87,6 @@ def chain(tmp_path_factory, edu_mini):
         yield {"disk": disk, "data": data, "sets": sets, "out": out, "ckpt": ckpt, "export": export,
                "report": report, "ecfg": ecfg}
     finally:
-        mp.undo()
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 

@@ -6,7 +6,10 @@ Two kinds of kill, each trial a fresh `python -m gpt2train.train` process killed
 - at named places (gpt2train/failpoints.py): between checkpoints, and at every stage of a
   checkpoint write and of the pruning of an old checkpoint;
 - at random times (seeded; GPT2TRAIN_FAULT_SEED picks another seed) while it trains, with a
-  checkpoint every step so that many land inside a write.
+  checkpoint every step so that many land inside a write: each kill comes within the time the
+  launch's remaining steps take on this machine (measured on the uninterrupted run), so kills land
+  while it trains on a fast machine as on a slow one; a launch that finishes anyway is checked
+  against the uninterrupted run and the next kills go to a fresh run.
 
 After every kill: each `step_*` directory is a complete checkpoint whose weights hash to what it
 records, the Dagster `checkpoints` partitions registered from the run (the sensor's code path) are
@@ -20,6 +23,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 
 import dagster as dg
 import pytest
@@ -31,7 +35,7 @@ from gpt2train.fileio import sha256_file
 from gpt2train.training.runs import find_checkpoints
 from tests.faults import assert_visible_checkpoints_complete, leftovers, loss_log, start_training, wait_for_text
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 STEPS = 10
 SETS = (f"train.max_steps={STEPS}", "train.total_batch_tokens=256", "train.checkpoint_every=1", "train.keep_last=2",
@@ -52,10 +56,15 @@ FINAL = f"step_{STEPS:08d}"
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_shards, tmp_path_factory):
+    """(the uninterrupted run's directory, the seconds one of its steps took: from its first log line to
+    its end, over STEPS)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    proc = start_training(tiny_shards, out, SETS, out.parent / "launch.log")
-    assert proc.wait(timeout=300) == 0, (out.parent / "launch.log").read_text()[-3000:]
-    return out
+    log = out.parent / "launch.log"
+    proc = start_training(tiny_shards, out, SETS, log)
+    assert wait_for_text(log, "model tiny:", proc), log.read_text()[-3000:]
+    started = time.monotonic()
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    return out, (time.monotonic() - started) / STEPS
 
 
 class KilledRun:
@@ -69,7 +78,7 @@ class KilledRun:
 
     def launch(self, failpoints=""):
         self.launches += 1
-        self.log = self.runs_root.parent / f"launch-{self.launches}.log"
+        self.log = self.runs_root.parent / f"{self.runs_root.name}-launch-{self.launches}.log"
         done = self.complete()
         latest = done[-1] if done else None
         self.proc = start_training(self.data, self.out, SETS, self.log, failpoints)
@@ -113,6 +122,7 @@ def assert_same_as_uninterrupted(out, reference):
 
 
 def test_kills_at_every_stage_of_a_checkpoint_write(tiny_shards, uninterrupted, tmp_path):
+    reference, _ = uninterrupted
     with dg.DagsterInstance.ephemeral() as instance:
         run = KilledRun(tiny_shards, tmp_path / "runs", instance)
         for failpoint, leaves in NAMED_KILLS:
@@ -123,25 +133,35 @@ def test_kills_at_every_stage_of_a_checkpoint_write(tiny_shards, uninterrupted, 
         run.finish()
         assert leftovers(run.out) == {"tmp": [], "deleting": []}  # cleared by the first save after each kill
     assert run.kills == len(NAMED_KILLS) and len(run.resumed_from) == len(NAMED_KILLS)
-    assert_same_as_uninterrupted(run.out, uninterrupted)
+    assert_same_as_uninterrupted(run.out, reference)
     print(f"\nnamed kills: {run.kills}, resumed from {run.resumed_from}, where {run.where}")
 
 
 def test_kills_at_random_times(tiny_shards, uninterrupted, tmp_path):
+    reference, step_s = uninterrupted
     seed = int(os.environ.get("GPT2TRAIN_FAULT_SEED", "6"))
     rng = random.Random(seed)
+    kills, runs = 0, 0
     with dg.DagsterInstance.ephemeral() as instance:
-        run = KilledRun(tiny_shards, tmp_path / "runs", instance)
-        while run.kills < 6:
+        run = KilledRun(tiny_shards, tmp_path / f"runs-{runs}", instance)
+        while kills < 6:
+            complete = run.complete()
+            done = int(complete[-1].name.split("_")[1]) if complete else 0  # the step this launch resumes from
             proc = run.launch()
-            # Training starts right after the log line; a step and its checkpoint take ~0.3 s here.
+            # Training starts right after the log line: a kill within the time its remaining steps take.
             try:
-                proc.wait(timeout=rng.uniform(0.0, 1.2))
-                break  # finished before the kill
+                proc.wait(timeout=rng.uniform(0.0, 0.9) * step_s * (STEPS - done))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
-            run.after_kill()
+                run.after_kill()
+                kills += 1
+                continue
+            # Finished before the kill (this machine sped up): the run is complete; check it, start another.
+            assert proc.returncode == 0, run.log.read_text()[-3000:]
+            assert_same_as_uninterrupted(run.out, reference)
+            runs += 1
+            run = KilledRun(tiny_shards, tmp_path / f"runs-{runs}", instance)
         run.finish()
-    assert run.kills >= 6
-    assert_same_as_uninterrupted(run.out, uninterrupted)
-    print(f"\nrandom kills (seed {seed}): {run.kills} in {run.launches} launches, where {run.where}")
+    assert_same_as_uninterrupted(run.out, reference)
+    print(f"\nrandom kills (seed {seed}): {kills} in {run.launches} launches of the last of {runs + 1} run(s), "
+          f"where {run.where}")

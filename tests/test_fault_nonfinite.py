@@ -60,8 +60,13 @@ def poison(monkeypatch):
     return install
 
 
+# One micro-batch of 4 x 64 tokens a step (the preset's 512 are two): the guard sees a step's loss and
+# gradients the same way, at half the work.
+TOKENS = "train.total_batch_tokens=256"
+
+
 def cfg_for(data, out, *extra):
-    return load_config("tiny", [f"data_dir={data}", f"train.out_dir={out}", "train.max_steps=6",
+    return load_config("tiny", [f"data_dir={data}", f"train.out_dir={out}", "train.max_steps=6", TOKENS,
                                 "train.checkpoint_every=1", "train.val_every=0", "train.warmup_steps=2",
                                 "train.hellaswag_every=0", "train.sample_tokens=4", *extra])
 
@@ -70,8 +75,9 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.e2e  # ~6 s of training: too long for the unit tier
 def test_nan_loss_and_inf_gradients_skip_the_update_and_are_counted(tiny_shards, tmp_path, poison):
-    poison({3: "nan", 5: "inf"}, micro_batches_per_step=2)  # tiny: 512 tokens = 2 micro-batches of 4 x 64
+    poison({3: "nan", 5: "inf"}, micro_batches_per_step=1)
     out = tmp_path / "run"
     summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=2"))
     assert summary["steps"] == 6 and summary["skipped_updates"] == 2
@@ -91,10 +97,10 @@ def test_nan_loss_and_inf_gradients_skip_the_update_and_are_counted(tiny_shards,
 
 def test_nonfinite_steps_in_a_row_stop_the_run_naming_the_step_and_last_good_checkpoint(tiny_shards, tmp_path,
                                                                                          poison, capsys):
-    poison({"from": 3, "rest": "nan"}, micro_batches_per_step=2)
+    poison({"from": 3, "rest": "nan"}, micro_batches_per_step=1)
     out = tmp_path / "run"
     args = ["--config", "tiny", f"--set=data_dir={tiny_shards}", f"--set=train.out_dir={out}",
-            "--set=train.max_steps=8", "--set=train.checkpoint_every=2", "--set=train.val_every=0",
+            f"--set={TOKENS}", "--set=train.max_steps=8", "--set=train.checkpoint_every=2", "--set=train.val_every=0",
             "--set=train.warmup_steps=2", "--set=train.hellaswag_every=0", "--set=train.max_nonfinite_steps=3"]
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -109,13 +115,13 @@ def test_nonfinite_steps_in_a_row_stop_the_run_naming_the_step_and_last_good_che
 
 
 def test_stop_with_no_checkpoint_yet_says_so(tiny_shards, tmp_path, poison):
-    poison({"from": 1, "rest": "inf"}, micro_batches_per_step=2)
+    poison({"from": 1, "rest": "inf"}, micro_batches_per_step=1)
     with pytest.raises(TrainingDiverged, match=r"stopped at step 2: .*no checkpoint was written yet"):
         train(cfg_for(tiny_shards, tmp_path / "run", "train.max_nonfinite_steps=2", "train.checkpoint_every=4"))
 
 
 def test_zero_limit_keeps_skipping_to_the_end(tiny_shards, tmp_path, poison):
-    poison({"from": 2, "rest": "nan"}, micro_batches_per_step=2)
+    poison({"from": 2, "rest": "nan"}, micro_batches_per_step=1)
     out = tmp_path / "run"
     summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=0", "train.max_steps=5"))
     assert summary["steps"] == 5 and summary["skipped_updates"] == 4

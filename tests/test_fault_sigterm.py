@@ -7,7 +7,7 @@
 - `gpt2train pipeline` sent SIGTERM while training_run runs: the Dagster run of training_run fails
   saying the same (assets/training.py), not only `DagsterExecutionInterruptedError`.
 
-    pytest tests/test_fault_sigterm.py -m "slow or not slow"
+    pytest tests/test_fault_sigterm.py -m "e2e or not e2e"
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pytest
 
 from gpt2train.training.checkpoint import latest_checkpoint
 from gpt2train.training.failure import describe_interrupted_training
-from tests.conftest import EDU_MINI, REPO, TIKTOKEN_DIR
-from tests.faults import assert_visible_checkpoints_complete, start_training, wait_for_text
+from tests.faults import assert_visible_checkpoints_complete, held, start_training, wait_for_text
+from tests.paths import EDU_MINI, REPO
 
 SETS = ("train.max_steps=400", "train.val_every=0", "train.hellaswag_every=0", "train.sample_every=0",
         "train.warmup_steps=2")
@@ -47,10 +47,11 @@ def _error_line(log: Path) -> str:
     return lines[0]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigterm_names_the_checkpoint_the_run_resumes_from(tiny_shards, tmp_path):
     out, log = tmp_path / "run", tmp_path / "launch.log"
-    proc = start_training(tiny_shards, out, (*SETS, "train.checkpoint_every=2"), log)
+    # Held after step 5 (the step-4 checkpoint complete) until the signal, on any machine.
+    proc = start_training(tiny_shards, out, (*SETS, "train.checkpoint_every=2"), log, "train.step_done@5=hold")
     try:
         _wait_for(out / "checkpoints" / "step_00000004" / "DONE", proc)
         proc.send_signal(signal.SIGTERM)
@@ -77,10 +78,11 @@ def test_sigterm_names_the_checkpoint_the_run_resumes_from(tiny_shards, tmp_path
         proc.wait()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigterm_before_the_first_checkpoint_says_from_scratch(tiny_shards, tmp_path):
     out, log = tmp_path / "run", tmp_path / "launch.log"
-    proc = start_training(tiny_shards, out, (*SETS, "train.checkpoint_every=0"), log)  # a checkpoint only at the end
+    # A checkpoint only at the end; held after step 2 until the signal.
+    proc = start_training(tiny_shards, out, (*SETS, "train.checkpoint_every=0"), log, "train.step_done@2=hold")
     try:
         assert wait_for_text(log, "step    2/400", proc, timeout=180)
         proc.send_signal(signal.SIGTERM)
@@ -95,7 +97,7 @@ def test_sigterm_before_the_first_checkpoint_says_from_scratch(tiny_shards, tmp_
 
 
 def test_describe_interrupted_training(tmp_path):
-    """What the training_run asset says when its Dagster run is interrupted (the slow test below does it
+    """What the training_run asset says when its Dagster run is interrupted (the e2e test below does it
     for real), with a complete checkpoint and without one."""
     run = tmp_path / "runs" / "tiny-abc"
     (run / "checkpoints" / "step_00000004").mkdir(parents=True)  # incomplete: no DONE
@@ -112,15 +114,16 @@ def test_describe_interrupted_training(tmp_path):
         f"(step 2); materializing training_run again (e.g. `gpt2train pipeline --stale-only`) resumes from it.")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigterm_to_the_pipeline_says_where_training_resumes(tmp_path):
     """`gpt2train pipeline` SIGTERMed once training has a complete checkpoint: the training_run run's
     failure, as Dagster recorded it, names the checkpoint and step it resumes from."""
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    # The trainer holds after step 3 (the step-2 checkpoint complete) until the signal.
+    env = {**os.environ, "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "2",
+           **held("train.step_done@3", tmp_path / "release")}
     args = [exe, "pipeline", "--config", "tiny", "--through", "training", f"--set=data_dir={data}",
             f"--set=corpus.source={EDU_MINI}", "--set=train.checkpoint_every=2", *(f"--set={s}" for s in SETS)]
     with open(tmp_path / "pipeline.log", "w") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from gpt2train.training.mfu import GPU_PEAKS, peak_bf16_flops, peak_memory_bytes_per_s, unknown_device_note
-from tests.conftest import REPO
+from tests.paths import REPO
 
 
 def test_gpu_check_without_cuda_checks_its_plan_and_exits_0(tmp_path):

@@ -15,114 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants as hf_constants
 
 from gpt2train.data import hub
-from gpt2train.config import Config
 from gpt2train.data.corpus import fetch_source_file, list_source_files
 from gpt2train.errors import DataError
-from tests.hub_server import COMMIT_SHA, REPO_ID, HubServer
+from tests.fixtures.hub import BIG_KEY, hub_cfg
+from tests.hub_server import COMMIT_SHA, REPO_ID
+from tests.paths import REPO
 
 KEYS = ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", "sample/10BT/002_00000.parquet"]
-BIG_KEY = "sample/10BT/000_00000.parquet"
 HTTP_CHUNK = hf_constants.DOWNLOAD_CHUNK_SIZE  # http_get writes whole chunks of this size (10 MiB)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-class _TimeWithoutSleep:
-    """Stands in for the `time` module inside huggingface_hub's retry code: same clock, no waiting."""
-
-    def __init__(self):
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-
-@pytest.fixture
-def hf_isolated(tmp_path, monkeypatch):
-    """huggingface_hub with no user state and no waiting: own HF_HOME, no token, online, no sleeps."""
-    import huggingface_hub.file_download as file_download
-    import huggingface_hub.utils._http as hf_http
-    from huggingface_hub import close_session, constants
-
-    home = tmp_path / "hf-home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    # The library read these at import time; set them to what the environment above says.
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    # Only the waiting between retries is removed; the retries themselves still happen.
-    no_sleep = _TimeWithoutSleep()
-    monkeypatch.setattr(file_download, "time", no_sleep)
-    monkeypatch.setattr(hf_http, "time", no_sleep)
-    # The library's shared HTTP client pools connections: start and end each test without any.
-    close_session()
-    yield no_sleep
-    close_session()
-
-
-def _serve(root: Path, monkeypatch):
-    server = HubServer(root).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)  # gpt2train.data.hub reads it at call time
-    return server
-
-
-@pytest.fixture
-def hub_server(edu_mini, hf_isolated, monkeypatch):
-    """The local Hub serving edu-mini as HuggingFaceFW/fineweb-edu; HF_ENDPOINT points at it."""
-    server = _serve(edu_mini, monkeypatch)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def big_mirror(tmp_path_factory) -> Path:
-    """A mirror whose first file is ~22 MB of incompressible text (past two 10 MiB download chunks)."""
-    root = tmp_path_factory.mktemp("big-mirror")
-    rng = random.Random(0)
-    texts = [rng.randbytes(5_000).hex() for _ in range(2_200)]
-    (root / "sample" / "10BT").mkdir(parents=True)
-    pq.write_table(pa.table({"text": texts}), root / BIG_KEY, compression="none")
-    assert (root / BIG_KEY).stat().st_size > 2 * HTTP_CHUNK
-    return root
-
-
-@pytest.fixture
-def big_hub(big_mirror, hf_isolated, monkeypatch):
-    server = _serve(big_mirror, monkeypatch)
-    yield server
-    server.stop()
-
-
-def hub_cfg(data_dir: Path, **corpus) -> Config:
-    cfg = Config(data_dir=str(data_dir))
-    for k, v in corpus.items():
-        setattr(cfg.corpus, k, v)
-    assert cfg.corpus.source == "hub"
-    return cfg
 
 
 # --- listing -------------------------------------------------------------------------------------------

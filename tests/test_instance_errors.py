@@ -4,12 +4,12 @@
 SQLite cases on a real instance in a temp DAGSTER_HOME (one run recorded first, so there is a
 history to lose): a truncated or overwritten `runs.db`, `history/` deleted before opening and while
 in use, a read-only DAGSTER_HOME (a read-only bind mount in a private mount namespace when we
-are root, whom permissions do not stop; `chmod a-w` otherwise). Postgres: a closed port here;
-with a live throwaway server (tests/deployment.py, slow) wrong credentials, a missing database
-and the server stopped while the instance is open.
+are root, whom permissions do not stop; `chmod a-w` otherwise). Postgres (e2e): a closed port; with
+the session's throwaway server (tests/fixtures/servers.py) wrong credentials, a missing database and
+the server stopped while the instance is open.
 
-    pytest tests/test_instance_errors.py -q                 # SQLite + closed port
-    pytest -m slow tests/test_instance_errors.py -q         # + the live-server cases
+    pytest tests/test_instance_errors.py -q                      # SQLite
+    pytest -m "e2e or not e2e" tests/test_instance_errors.py -q   # + Postgres and the command on a corrupt instance
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import dagster as dg
 import pytest
 
 from pipelines.instance import CHECK_KEY, InstanceStorageError, open_instance
-from tests.conftest import REPO
+from tests.paths import REPO
 
 INSTANCE_YAML = "telemetry:\n  enabled: false\n"
 
@@ -175,6 +175,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e  # ~10 s: dagster-postgres retries the connection before it gives up
 def test_postgres_unreachable(tmp_path, monkeypatch):
     port = closed_port()
     home = postgres_home(tmp_path, monkeypatch, port)
@@ -186,17 +187,16 @@ def test_postgres_unreachable(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def live_postgres():
-    from tests.deployment import postgres_cluster
+def live_postgres(postgres):
+    """The session's PostgreSQL (tests/fixtures/servers.py), with a database of these tests' own."""
+    postgres.create_database("instance_errors")
+    return postgres
 
-    with postgres_cluster() as pg:
-        yield pg
 
-
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_postgres_wrong_credentials_and_missing_database(tmp_path, monkeypatch, live_postgres):
     pg = live_postgres
-    home = postgres_home(tmp_path, monkeypatch, pg.port, password="wrong")
+    home = postgres_home(tmp_path, monkeypatch, pg.port, password="wrong", db="instance_errors")
     with pytest.raises(InstanceStorageError) as err:
         with open_instance():
             pass
@@ -210,10 +210,10 @@ def test_postgres_wrong_credentials_and_missing_database(tmp_path, monkeypatch, 
     one_line(err, home, "has no database 'nope'", "createdb -O dagster nope")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_postgres_stopped_while_open(tmp_path, monkeypatch, live_postgres):
     pg = live_postgres
-    home = postgres_home(tmp_path, monkeypatch, pg.port, password=pg.password)
+    home = postgres_home(tmp_path, monkeypatch, pg.port, password=pg.password, db="instance_errors")
     try:
         with pytest.raises(InstanceStorageError) as err:
             with open_instance() as instance:
@@ -228,6 +228,7 @@ def test_postgres_stopped_while_open(tmp_path, monkeypatch, live_postgres):
         assert len(instance.get_runs()) == 1
 
 
+@pytest.mark.e2e
 def test_gpt2train_pipeline_on_a_corrupt_instance_says_one_line_and_touches_no_data(home, tmp_path, edu_mini):
     """The command a user runs: exit 2, one line naming DAGSTER_HOME and the fix, before any work."""
     runs_db = home / "history" / "runs.db"

@@ -1,9 +1,10 @@
 """`gpt2train lineage`: walking a real chain on disk back to the corpus file, and catching changes.
 
-The corpus record, token shards and checkpoint are written by the library itself (the data
-stage over a copy of one edu-mini file, `save_checkpoint` with the lineage training records);
-the export and report directories are small but well-formed ones following docs/lineage.md,
-with real hashes of the files written into them.
+The chain is the session's lineage chain (tests/fixtures/data.py): the corpus record and token shards
+written by the library itself (the data stage over a copy of one edu-mini file), a checkpoint saved
+with the training lineage records, and small but well-formed export and report directories following
+docs/lineage.md, with real hashes of the files written into them. A test that damages it works on a
+copy (`copy_lineage_chain`), which names its own files (every path recorded relative to the data dir).
 
     pytest tests/test_lineage_walk.py -q
 """
@@ -12,107 +13,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
 
-from gpt2train.layout import checkpoint_key, corpus_record_path, shards_dir
-from gpt2train.training.checkpoint import DONE, save_checkpoint
-from gpt2train.config import config_to_dict, load_config
+from gpt2train.config import load_config
 from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards
 from gpt2train.errors import Gpt2TrainError
-from gpt2train.fileio import sha256_file, write_json_atomic
-from gpt2train.export.state_dict import to_hf_state_dict
-from gpt2train.lineage.records import git_commit, provenance
-from gpt2train.lineage.format import COMPACT_OVER, format_lineage
+from gpt2train.fileio import sha256_file
+from gpt2train.layout import checkpoint_key
+from gpt2train.lineage.format import format_lineage
 from gpt2train.lineage.walk import walk_lineage
-from gpt2train.model import GPT, GPTConfig
-from gpt2train.training.run_identity import run_tag, shard_globs, shard_lineage, train_code_version
-
-KEY = "sample/10BT/000_00000.parquet"
-
-
-@dataclass
-class Chain:
-    corpus_file: Path
-    record: Path
-    shards: list[Path]  # every .bin, sorted
-    checkpoint: Path
-    export: Path
-    report: Path
-
-
-def _write(path: Path, data: bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return sha256_file(path)
-
-
-@pytest.fixture
-def chain(tmp_path, edu_mini) -> Chain:
-    # A copy of the corpus file: tests change it, and the shared mirror is read-only.
-    src = tmp_path / "mirror"
-    (src / "sample" / "10BT").mkdir(parents=True)
-    shutil.copyfile(edu_mini / KEY, src / KEY)
-    # 20 documents at 2,000 tokens a shard: ~49 shards, enough to exercise the compact listing.
-    cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}", f"corpus.source={src}",
-                               "corpus.max_documents_per_file=20", "shards.shard_size=2000", "corpus.files=1"])
-    materialize_corpus_file(cfg, KEY)
-    materialize_token_shards(cfg, KEY, progress=False)
-    shards = sorted(shards_dir(cfg.data_dir).glob("*.bin"))
-    assert len(shards) > COMPACT_OVER
-
-    # The checkpoint, with the lineage gpt2train.train records (same functions).
-    train_glob, val_glob = shard_globs(cfg)
-    tag = run_tag(cfg)
-    model = GPT(GPTConfig.from_descriptor(cfg.model.descriptor, cfg.model.block_size))
-    lineage = {"run_tag": tag, "shards_dir": str(Path(train_glob).parent.resolve()),
-               "train_shards": shard_lineage(train_glob), "val_shards": shard_lineage(val_glob),
-               "code_version": train_code_version(cfg), "git_commit": git_commit(), "gpt2train_version": "test"}
-    ckpt = save_checkpoint(tmp_path / "data" / "runs" / tag / "checkpoints", 2, model_state=model.state_dict(),
-                           optimizer_state={}, loader_state={}, state={"world": 1, "loss": 10.5,
-                                                                        "config": config_to_dict(cfg),
-                                                                        "lineage": lineage})
-    state = json.loads((ckpt / "state.json").read_text())
-    if "model_sha256" not in state:  # save_checkpoint records it; older versions did not
-        state["model_sha256"] = sha256_file(ckpt / "model.safetensors")
-        (ckpt / "state.json").write_text(json.dumps(state))
-    ck_ref = {"path": str(ckpt), "key": checkpoint_key(ckpt), "step": 2, "model_sha256": state["model_sha256"],
-              "run_tag": tag}
-
-    # The export: real HF-named weights, small stand-ins for the config and tokenizer files.
-    export = tmp_path / "data" / "exports" / checkpoint_key(ckpt)
-    export.mkdir(parents=True)
-    save_file(to_hf_state_dict(model), export / "model.safetensors")
-    files = {"model.safetensors": sha256_file(export / "model.safetensors"),
-             "config.json": _write(export / "config.json", b'{"model_type": "gpt2", "n_layer": 2}\n'),
-             "tokenizer.json": _write(export / "tokenizer.json", b'{"model": {"type": "BPE"}}\n'),
-             "README.md": _write(export / "README.md", b"# tiny export\n")}
-    write_json_atomic(export / "lineage.json", {
-        "artifact": "hf_export", "checkpoint": ck_ref, "files": files, "model_sha256": files["model.safetensors"],
-        "verification": {"logits_max_abs_diff": 1e-6, "logits_tolerance": 1e-4, "tokenizer_texts": 8,
-                         "tokenizer_match": True},
-        "model": {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64, "vocab_size": 50257},
-        **provenance("hf_export", "0123456789abcdef")})
-
-    report = tmp_path / "data" / "reports" / checkpoint_key(ckpt)
-    rfiles = {"results.json": _write(report / "results.json", b'{"results": {"hellaswag": {"acc": 0.25}}}\n'),
-              "samples_hellaswag.jsonl": _write(report / "samples_hellaswag.jsonl", b'{"doc_id": 0}\n'),
-              "report.md": _write(report / "report.md", b"# report\n"),
-              "report.html": _write(report / "report.html", b"<h1>report</h1>\n")}
-    write_json_atomic(report / "lineage.json", {
-        "artifact": "eval_report",
-        "export": {"path": str(export), "model_sha256": files["model.safetensors"],
-                   "lineage_sha256": sha256_file(export / "lineage.json")},
-        "checkpoint": ck_ref,
-        "tasks": [{"name": "hellaswag", "num_fewshot": 0, "limit": None, "data": "invented_val.jsonl"}],
-        "config": {"evals": config_to_dict(cfg.evals)},
-        "metrics": {"hellaswag": {"acc": 0.25, "acc_norm": 0.27}},
-        "files": rfiles,
-        **provenance("eval_report", "fedcba9876543210")})
-    return Chain(src / KEY, corpus_record_path(cfg.data_dir, KEY), shards, ckpt, export, report)
+from gpt2train.training.checkpoint import DONE
+from tests.commands import gpt2train
+from tests.fixtures.data import LINEAGE_KEY as KEY
 
 
 def by_kind(nodes, kind):
@@ -125,7 +40,8 @@ def flip_byte(path: Path, offset: int = 300) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_walk_from_report_reaches_every_level_down_to_the_corpus_file(chain):
+def test_walk_from_report_reaches_every_level_down_to_the_corpus_file(lineage_chain):
+    chain = lineage_chain
     nodes = walk_lineage(chain.report, progress=False)
     levels = [(n.depth, n.kind) for n in nodes]
     assert levels[:3] == [(0, "eval_report"), (1, "hf_export"), (2, "checkpoint")]
@@ -149,9 +65,8 @@ def test_walk_from_report_reaches_every_level_down_to_the_corpus_file(chain):
     assert lines[-1] == f"{len(nodes)} artifacts, {len(nodes)} verified, 0 mismatched, 0 missing"
 
 
-def test_a_flipped_shard_byte_is_a_mismatch_and_the_cli_exits_2_naming_it(chain):
-    from tests.test_cli import gpt2train
-
+def test_a_flipped_shard_byte_is_a_mismatch(copy_lineage_chain):
+    chain = copy_lineage_chain
     bad = chain.shards[5]
     flip_byte(bad)
     nodes = walk_lineage(chain.report, progress=False)
@@ -164,6 +79,12 @@ def test_a_flipped_shard_byte_is_a_mismatch_and_the_cli_exits_2_naming_it(chain)
     # The walk goes on past it to the corpus.
     assert by_kind(nodes, "corpus_file")[0].status == "ok"
 
+
+@pytest.mark.e2e
+def test_the_cli_exits_2_naming_a_flipped_shard_byte(copy_lineage_chain):
+    chain = copy_lineage_chain
+    bad = chain.shards[5]
+    flip_byte(bad)
     r = gpt2train("lineage", chain.report)
     assert r.returncode == 2, r.stdout + r.stderr
     assert str(bad) in r.stdout and "MISMATCH" in r.stdout
@@ -173,7 +94,8 @@ def test_a_flipped_shard_byte_is_a_mismatch_and_the_cli_exits_2_naming_it(chain)
     assert "no longer match" in r.stderr
 
 
-def test_deleted_export_weights_are_missing_and_the_walk_continues(chain):
+def test_deleted_export_weights_are_missing_and_the_walk_continues(copy_lineage_chain):
+    chain = copy_lineage_chain
     (chain.export / "model.safetensors").unlink()
     nodes = walk_lineage(chain.report, progress=False)
     export = by_kind(nodes, "hf_export")[0]
@@ -183,7 +105,8 @@ def test_deleted_export_weights_are_missing_and_the_walk_continues(chain):
     assert "model.safetensors is gone" in format_lineage(nodes)
 
 
-def test_deleted_export_directory_is_bridged_by_the_reports_copy_of_the_checkpoint(chain):
+def test_deleted_export_directory_is_bridged_by_the_reports_copy_of_the_checkpoint(copy_lineage_chain):
+    chain = copy_lineage_chain
     shutil.rmtree(chain.export)
     nodes = walk_lineage(chain.report, progress=False)
     assert by_kind(nodes, "hf_export")[0].status == "MISSING"
@@ -191,7 +114,8 @@ def test_deleted_export_directory_is_bridged_by_the_reports_copy_of_the_checkpoi
     assert len(by_kind(nodes, "token_shard")) == len(chain.shards)
 
 
-def test_changed_checkpoint_weights_mismatch_every_record_of_them(chain):
+def test_changed_checkpoint_weights_mismatch_every_record_of_them(copy_lineage_chain):
+    chain = copy_lineage_chain
     save_file({"x": __import__("torch").zeros(3)}, chain.checkpoint / "model.safetensors")
     nodes = walk_lineage(chain.export, progress=False)
     assert [n.kind for n in nodes if not n.ok] == ["checkpoint"]
@@ -199,7 +123,8 @@ def test_changed_checkpoint_weights_mismatch_every_record_of_them(chain):
     assert "checkpoint state.json" in why and "export lineage.json" in why
 
 
-def test_walk_from_a_shard_or_its_sidecar(chain):
+def test_walk_from_a_shard_or_its_sidecar(lineage_chain):
+    chain = lineage_chain
     shard = chain.shards[3]
     for start in (shard, shard.with_name(shard.name + ".json")):
         nodes = walk_lineage(start, progress=False)
@@ -210,7 +135,8 @@ def test_walk_from_a_shard_or_its_sidecar(chain):
     assert str(shard) in text and "3 artifacts, 3 verified" in text
 
 
-def test_a_changed_corpus_file_mismatches_even_after_its_record_is_rewritten(chain):
+def test_a_changed_corpus_file_mismatches_even_after_its_record_is_rewritten(copy_lineage_chain):
+    chain = copy_lineage_chain
     flip_byte(chain.corpus_file, 5000)
     nodes = walk_lineage(chain.record, progress=False)
     assert [(n.kind, n.status) for n in nodes] == [("corpus_record", "ok"), ("corpus_file", "MISMATCH")]
@@ -224,7 +150,8 @@ def test_a_changed_corpus_file_mismatches_even_after_its_record_is_rewritten(cha
     assert "corpus record" not in corpus.checks[0].why  # the record agrees with the file now
 
 
-def test_no_rehash_reads_unverified_but_still_sees_missing_and_resized_files(chain):
+def test_no_rehash_reads_unverified_but_still_sees_missing_and_resized_files(copy_lineage_chain):
+    chain = copy_lineage_chain
     nodes = walk_lineage(chain.report, rehash=False, progress=False)
     content = [n for n in nodes if n.kind != "corpus_record"]  # a record has no hash, only has to exist
     assert {n.status for n in content} == {"unverified"}
@@ -240,7 +167,8 @@ def test_no_rehash_reads_unverified_but_still_sees_missing_and_resized_files(cha
                                                                ("token_shard", "MISSING")}
 
 
-def test_paths_that_are_not_artifacts_get_a_clear_error(chain, tmp_path):
+def test_paths_that_are_not_artifacts_get_a_clear_error(copy_lineage_chain, tmp_path):
+    chain = copy_lineage_chain
     stray = tmp_path / "notes.txt"
     stray.write_text("hello")
     for bad in (stray, tmp_path / "nope", chain.checkpoint.parent, chain.corpus_file):
@@ -271,7 +199,8 @@ def test_many_corpus_files_print_compactly_listing_only_the_bad_ones(tmp_path):
     assert text.splitlines()[-1] == "12 artifacts, 11 verified, 0 mismatched, 1 missing"
 
 
-def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_path, edu_mini, monkeypatch):
+@pytest.mark.e2e
+def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_path, edu_mini, task_index):
     """The real writers (data stage, trainer, export, lm-eval report) record paths inside the data dir
     relative to it: a copy of the data dir walks its own files, so a byte flipped in the copy is found
     there; and a source mirror left behind is named, with where it was."""
@@ -279,10 +208,8 @@ def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_p
     from gpt2train.config import EvalsConfig
     from gpt2train.export.hf_export import export_checkpoint
     from gpt2train.training.loop import train
-    from tests.conftest import HELLASWAG
+    from tests.paths import HELLASWAG
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     src = tmp_path / "mirror"
     (src / "sample" / "10BT").mkdir(parents=True)
     shutil.copyfile(edu_mini / KEY, src / KEY)

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from gpt2train.locks import ArtifactBusy, lock_path_for, writer_lock
-from tests.conftest import REPO
+from tests.paths import REPO
 
 CORPUS_KEY = "sample/10BT/000_00000.parquet"
 CHECKPOINT_KEY = "tiny-0123456789@step_00000002"
@@ -108,6 +108,7 @@ def test_the_same_process_cannot_take_one_lock_twice(tmp_path):
 # The pipeline and its assets take the locks.
 
 
+@pytest.mark.e2e
 def test_run_pipeline_is_refused_while_another_holds_the_data_dir(tiny_cfg, holder):
     from gpt2train.layout import pipeline_lock_path
     from pipelines.runner import run_pipeline
@@ -133,27 +134,25 @@ def _artifact_of(cfg, asset: str) -> Path:
             "eval_summary": layout.summary_dir(data)}[asset]
 
 
-def _inputs_of(cfg, asset: str) -> None:
-    """hf_export needs a complete checkpoint, eval_report an export: the library checks them before
-    it takes the lock (a bad input is reported as such, not as a busy artifact)."""
-    from gpt2train.layout import export_dir, runs_root
-    from gpt2train.training.checkpoint import save_checkpoint
+def _inputs_of(cfg, asset: str, export: Path) -> None:
+    """hf_export needs a complete checkpoint, eval_report an export (a copy of `export`): the library
+    checks them before it takes the lock (a bad input is reported as such, not as a busy artifact)."""
+    import shutil
+
     from gpt2train.config import config_to_dict
-    from gpt2train.model import GPT, GPTConfig
-    from tests.test_evals import build_export
+    from gpt2train.layout import export_dir, runs_root
+    from tests.fixtures.evals import save_tiny_checkpoint
 
     if asset not in ("hf_export", "eval_report"):
         return
     run, step = CHECKPOINT_KEY.split("@")
-    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
-    save_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", int(step.split("_")[1]), model_state=model.state_dict(),
-                    optimizer_state={}, loader_state={}, state={"config": config_to_dict(cfg), "lineage": {}})
+    save_tiny_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", int(step.split("_")[1]),
+                         {"config": config_to_dict(cfg), "lineage": {}})
     if asset == "eval_report":
-        export = export_dir(cfg.data_dir, CHECKPOINT_KEY)
-        export.mkdir(parents=True)
-        build_export(export, runs_root(cfg.data_dir) / run)
+        shutil.copytree(export, export_dir(cfg.data_dir, CHECKPOINT_KEY))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("asset, job, partition", [
     ("corpus", "data", CORPUS_KEY),
     ("token_shards", "data", CORPUS_KEY),
@@ -161,14 +160,16 @@ def _inputs_of(cfg, asset: str) -> None:
     ("eval_report", "checkpoint_evals", CHECKPOINT_KEY),
     ("eval_summary", "refresh_eval_summary", None),
 ])
-def test_an_asset_run_is_refused_while_its_artifact_is_being_written(tiny_cfg, asset, job, partition):
+def test_an_asset_run_is_refused_while_its_artifact_is_being_written(tiny_cfg, tiny_export, task_index, asset, job,
+                                                                     partition):
     """As a second Dagster run of the same partition (the UI, the sensor) meets it: the run fails at
-    once with the holder's pid, and the asset writes nothing."""
+    once with the holder's pid, and the asset writes nothing. (The eval report checks its tasks against
+    the harness's task index before it takes its lock: `task_index`.)"""
     from pipelines.definitions import build_definitions
     from pipelines.runner import failure_cause
 
     artifact = _artifact_of(tiny_cfg, asset)
-    _inputs_of(tiny_cfg, asset)  # real inputs: the input checks pass and the lock is what refuses
+    _inputs_of(tiny_cfg, asset, tiny_export.out_dir)  # real inputs: the input checks pass and the lock refuses
     defs = build_definitions(tiny_cfg)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("corpus_files", [CORPUS_KEY])
@@ -252,7 +253,7 @@ def test_a_folder_written_file_by_file_loses_its_dead_writers_temp_files(tmp_pat
         assert [f for f in left if f.exists()] == [] and all(f.exists() for f in kept)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_sigkilled_gpt2train_export_leaves_a_copy_that_the_next_export_removes(tmp_path):
     """The issue's case: `gpt2train export` SIGKILLed once its temp copy holds the weights; the next
     export (another process) removes that copy and writes the export."""
@@ -261,17 +262,16 @@ def test_a_sigkilled_gpt2train_export_leaves_a_copy_that_the_next_export_removes
 
     from gpt2train.config import config_to_dict, load_config
     from gpt2train.export.hf_export import export_checkpoint
-    from gpt2train.model import GPT, GPTConfig
-    from gpt2train.training.checkpoint import save_checkpoint
     from tests.faults import train_env
+    from tests.fixtures.evals import save_tiny_checkpoint
 
-    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
     cfg = load_config("tiny", [f"data_dir={tmp_path / 'data'}"])
-    ckpt = save_checkpoint(tmp_path / "data" / "runs" / "r" / "checkpoints", 2, model_state=model.state_dict(),
-                           optimizer_state={}, loader_state={}, state={"config": config_to_dict(cfg), "world": 1})
+    ckpt = save_tiny_checkpoint(tmp_path / "data" / "runs" / "r" / "checkpoints", 2,
+                                {"config": config_to_dict(cfg), "world": 1})
     out = tmp_path / "data" / "exports" / "r@step_00000002"
     exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed")
-    p = subprocess.Popen([exe, "export", str(ckpt), str(out)], env=train_env(), cwd=REPO,
+    # Held once its temp copy holds the weights (gpt2train/failpoints.py), so the kill lands there.
+    p = subprocess.Popen([exe, "export", str(ckpt), str(out)], env=train_env("export.model_written=hold"), cwd=REPO,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     left = out.with_name(f".{out.name}.tmp-{p.pid}")
     try:
@@ -279,7 +279,7 @@ def test_a_sigkilled_gpt2train_export_leaves_a_copy_that_the_next_export_removes
         while not (left / "model.safetensors").exists():  # the weights are in the temp copy: kill it now
             assert p.poll() is None, "the export ended before it could be killed"
             assert time.monotonic() < deadline, "no temp copy with weights appeared"
-            time.sleep(0.005)
+            time.sleep(0.05)
         p.send_signal(signal.SIGKILL)
         assert p.wait(timeout=10) == -signal.SIGKILL
     finally:

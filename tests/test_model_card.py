@@ -1,68 +1,63 @@
 """The model cards (gpt2train/export/model_card.py): the export's README.md and the eval report's model_card.md,
 built with huggingface_hub's ModelCard and read back by `ModelCard.load`.
 
-    pytest tests/test_model_card.py -q     # ~45 s on 2 CPU cores, offline: an export (~10 s) and the real
-                                           # harness on 4 local HellaSwag items (~25 s, mostly its task index)
+    pytest tests/test_model_card.py -q     # offline; the report's card needs the session's report (e2e)
 
 The export's card must round-trip through `ModelCard.load` (license, dataset, tags, library, and the base
-model when `train.init_from` names one); a report's card must carry the report's scores as model-index;
-and writing it must leave the export's files and the hashes the report recorded of them as they were.
+model when `train.init_from` names one: the session's checkpoint with an init_from written into its
+state.json, carded as the exporter cards it); a report's card must carry the report's scores as
+model-index; and writing it must leave the export's files and the hashes the report recorded of them as
+they were (the session's export and report: tests/fixtures/evals.py).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gpt2train.config import EvalsConfig, config_to_dict, load_config
-from gpt2train.export.hf_export import export_checkpoint
-from gpt2train.export.model_card import LICENSE, REPORT_CARD, TAGS, base_model, report_model_card
+from gpt2train.export.model_card import LICENSE, REPORT_CARD, TAGS, base_model, model_card, report_model_card
 from gpt2train.fileio import sha256_file
-from gpt2train.model import GPT, GPTConfig
-from gpt2train.training.checkpoint import save_checkpoint
-from tests.conftest import HELLASWAG
+from tests.fixtures.evals import LIMIT, RUN_TAG, STEP
+from tests.paths import HELLASWAG
 
-RUN_TAG = "tiny-fedcba9876"
 INIT_FROM = "/models/llm.c/gpt2_124M_bf16.bin"  # read as a name only: the file need not exist
 
 
-@pytest.fixture(scope="module")
-def offline():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")  # neither card may need the Hub
-    mp.setenv("HF_DATASETS_OFFLINE", "1")
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory, offline) -> Path:
-    """An export of a tiny checkpoint whose run started from llm.c's gpt2_124M_bf16.bin (by its config)."""
-    root = tmp_path_factory.mktemp("card") / RUN_TAG / "checkpoints"
-    cfg = config_to_dict(load_config("tiny"))
-    cfg["train"]["init_from"] = INIT_FROM
-    model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(0)
-    ckpt = save_checkpoint(root, 20, model_state=model.state_dict(), optimizer_state={}, loader_state={},
-                           state={"config": cfg, "loss": 6.5, "lineage": {"run_tag": RUN_TAG}})
-    return export_checkpoint(ckpt, tmp_path_factory.mktemp("exports") / "tiny-20").out_dir
-
-
-def test_the_export_card_round_trips_through_model_card_load(export):
+def test_the_export_card_round_trips_through_model_card_load(tiny_checkpoint, tiny_export, tmp_path):
+    """The card the exporter writes (model_card(), what export_checkpoint puts in README.md) of a checkpoint
+    whose run started from llm.c's gpt2_124M_bf16.bin (by its config)."""
     from huggingface_hub import ModelCard
+    from safetensors import safe_open
 
-    text = (export / "README.md").read_text(encoding="utf-8")
-    card = ModelCard.load(export / "README.md")
+    from gpt2train.weights import read_checkpoint
+
+    ckpt_dir = tmp_path / "runs" / RUN_TAG / "checkpoints" / tiny_checkpoint.name
+    shutil.copytree(tiny_checkpoint, ckpt_dir)
+    state = json.loads((ckpt_dir / "state.json").read_text())
+    state["config"]["train"]["init_from"] = INIT_FROM
+    (ckpt_dir / "state.json").write_text(json.dumps(state))
+    lineage = json.loads((tiny_export.out_dir / "lineage.json").read_text())
+    with safe_open(tiny_export.out_dir / "model.safetensors", "np") as f:  # the parameters, tied ones once
+        n_params = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118
+    text = model_card(read_checkpoint(ckpt_dir), lineage["checkpoint"], lineage["verification"],
+                      lineage["model_sha256"], n_params, lineage["code_version"], tmp_path / "export")
+    (tmp_path / "README.md").write_text(text, encoding="utf-8")
+    card = ModelCard.load(tmp_path / "README.md")
     d = card.data
     assert (d.license, d.library_name, d.pipeline_tag, d.tags) == (LICENSE, "transformers", "text-generation", TAGS)
     assert d.datasets == ["HuggingFaceFW/fineweb-edu"] and d.base_model == "openai-community/gpt2"
     assert d.eval_results is None  # the scores are never in the export's own card
     assert str(card) == text  # what ModelCard writes back is the file, byte for byte
     # The body keeps what the hand-built card had, and names where the run started.
-    for section in ("# tiny-fedcba9876 at step 20", "## Verification", "## Lineage", "## How to load"):
+    for section in (f"# {RUN_TAG} at step {STEP}", "## Verification", "## Lineage", "## How to load"):
         assert f"\n{section}\n" in card.text, section
     assert f"| initialised from | `{INIT_FROM}` (base model `openai-community/gpt2`) |" in card.text
+    # The exporter wrote that function's card: the session's export (init_from unset) carries its own.
+    assert ModelCard.load(tiny_export.out_dir / "README.md").data.base_model is None
 
 
 @pytest.mark.parametrize("init_from, expected", [
@@ -112,34 +107,33 @@ def test_report_card_replaces_model_index_and_refuses_a_broken_card(tmp_path):
         report_model_card(tmp_path / "gone.md", "m", {}, [], {})
 
 
-def test_the_report_card_carries_the_scores_and_changes_nothing_of_the_export(export, tmp_path):
+@pytest.mark.e2e
+def test_the_report_card_carries_the_scores_and_changes_nothing_of_the_export(tiny_export, tiny_report):
     from huggingface_hub import ModelCard
 
-    from evals.runner import evaluate_export
     from gpt2train.lineage.walk import walk_lineage
 
-    before = {p.name: p.read_bytes() for p in sorted(export.iterdir())}
-    ecfg = EvalsConfig(tasks=["hellaswag"], limit=4, local_data=[f"hellaswag={HELLASWAG}"], batch_size=4, device="cpu")
-    report = evaluate_export(export, tmp_path / "report", ecfg, model_label=f"{RUN_TAG}@step_00000020")
-
-    # The export is byte for byte as it was, and the report recorded the hashes it has.
-    assert {p.name: p.read_bytes() for p in sorted(export.iterdir())} == before
+    export, report = tiny_export.out_dir, tiny_report
+    # The export is byte for byte as it was exported (its lineage.json's hashes), and the report recorded
+    # the hashes it has.
+    recorded = json.loads((export / "lineage.json").read_text())["files"]
+    assert {name: sha256_file(export / name) for name in recorded} == recorded
     assert report.lineage["export"]["lineage_sha256"] == sha256_file(export / "lineage.json")
-    assert json.loads((export / "lineage.json").read_text())["files"]["README.md"] == sha256_file(export / "README.md")
+    assert recorded["README.md"] == sha256_file(export / "README.md")
 
     card_path = report.report_dir / REPORT_CARD
     card, export_card = ModelCard.load(card_path), ModelCard.load(export / "README.md")
     results = {(r.task_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results == {("hellaswag", m): v for m, v in report.metrics["hellaswag"].items() if not m.endswith("_stderr")}
-    assert results and card.data.model_name == f"{RUN_TAG}@step_00000020"
+    assert results and card.data.model_name == "tiny test model"
     r = card.data.eval_results[0]
     assert (r.task_type, r.dataset_type, r.dataset_name, r.dataset_args) == \
-        ("text-generation", HELLASWAG.name, "hellaswag (0-shot)", {"num_few_shot": 0, "limit": 4})
+        ("text-generation", HELLASWAG.name, "hellaswag (0-shot)", {"num_few_shot": 0, "limit": LIMIT})
     # Everything else is the export's card: the same metadata, the same body around the Evaluation section.
     assert {k: v for k, v in card.data.to_dict().items() if k != "model-index"} == export_card.data.to_dict()
     evaluation = card.text[card.text.index("## Evaluation"):card.text.index("## Verification")]
     assert card.text.replace(evaluation, "") == export_card.text
-    assert f"| hellaswag | 0 | 4 | local file `{HELLASWAG.name}` | acc |" in evaluation
+    assert f"| hellaswag | 0 | {LIMIT} | local file `{HELLASWAG.name}` | acc |" in evaluation
 
     # The card is one of the report's recorded files, and the whole chain down to the checkpoint verifies.
     assert report.files[REPORT_CARD] == sha256_file(card_path)

@@ -13,7 +13,7 @@ multi-node runs and `launch.torchrun_args` launch them, against one agent with t
 - With `--max-restarts=1` on both agents, a killed rank restarts the job on both nodes, which
   resumes from the newest complete checkpoint and ends bitwise equal to the uninterrupted run.
 
-    pytest tests/test_multinode.py -m slow
+    pytest tests/test_multinode.py -m e2e
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO
-from tests.faults import loss_log, train_env, weights
-from tests.test_fault_rank_kill import RESTARTABLE, SETS, STOP_BOUND_S, gone_within, reference_run
+from tests.faults import RESTARTABLE, STOP_BOUND_S, TWO_RANK_SETS, gone_within, held, loss_log, train_env, weights
+from tests.fixtures.training import REFERENCE_STEPS
+from tests.paths import REPO
 from tests.webserver import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
-STEPS = 8
+SETS, STEPS = TWO_RANK_SETS, REFERENCE_STEPS  # the session's 2-rank reference run (tests/fixtures/training.py)
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"  # the asset's node sorts first: it gets rank 0
 
 
@@ -109,13 +109,8 @@ def wait_for_step(out: Path, step: int, agents: tuple[Agent, ...], timeout: floa
     raise TimeoutError(f"step {step} not logged within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_shards, tmp_path_factory):
-    """One agent, two processes: the run the two nodes must reproduce."""
-    return reference_run(tiny_shards, tmp_path_factory.mktemp("reference"), STEPS)
-
-
-def test_two_nodes_train_bitwise_as_one_node_and_the_head_holds_rank_0(tiny_shards, tmp_path, reference):
+def test_two_nodes_train_bitwise_as_one_node_and_the_head_holds_rank_0(tiny_shards, tmp_path, two_rank_reference):
+    reference = two_rank_reference  # one agent, two processes: the run the two nodes must reproduce
     out = tmp_path / "run"
     started = time.monotonic()
     with two_nodes(tiny_shards, out, tmp_path, (*SETS, f"train.max_steps={STEPS}")) as (head, worker):
@@ -149,11 +144,15 @@ def test_a_killed_agent_stops_the_whole_job(tiny_shards, tmp_path):
     print(f"\nSIGKILL of the worker node's agent -> head agent exit {rc} after {stop_s:.2f} s (bound {STOP_BOUND_S} s)")
 
 
-def test_max_restarts_on_two_nodes_resumes_bitwise(tiny_shards, tmp_path, reference):
+def test_max_restarts_on_two_nodes_resumes_bitwise(tiny_shards, tmp_path, two_rank_reference):
+    reference = two_rank_reference
     out = tmp_path / "run"
     sets = (*SETS, f"train.max_steps={STEPS}")
-    with two_nodes(tiny_shards, out, tmp_path, sets, "--max-restarts=1", env=RESTARTABLE) as (head, worker):
-        wait_for_step(out, 5, (head, worker))  # the step-4 checkpoint written, training on
+    # Both ranks hold after step 5 (the step-4 checkpoint written) until the kill, whatever this machine's
+    # speed; the restarted job, resumed from step 4, never reaches a fifth step.
+    env = {**RESTARTABLE, **held("train.step_done@5", tmp_path / "release")}
+    with two_nodes(tiny_shards, out, tmp_path, sets, "--max-restarts=1", env=env) as (head, worker):
+        wait_for_step(out, 5, (head, worker))
         (victim,) = worker.workers()
         victim.send_signal(signal.SIGKILL)
         assert head.proc.wait(timeout=300) == 0, head.output()[-3000:]

@@ -3,53 +3,29 @@ partitions, Hugging Face exports, lm-eval reports, the summary, and reruns of on
 
 Real components throughout: a SQLite-backed instance in a temp DAGSTER_HOME, torchrun, the
 transformers export and the Eleuther harness (offline, its own hellaswag task on the invented
-local file). One scenario per test, each building on a chain materialized once per module.
+local file). The chain is the session's, materialized once by `gpt2train pipeline`
+(tests/fixtures/chain.py); each scenario that changes something works on a copy of it
+(`chain_copy`: its own DAGSTER_HOME and data dir) and reruns it in this process (`run_pipeline`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from assets.checkpoints import register_checkpoints
-from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage.walk import walk_lineage
 from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import build_definitions
 from pipelines.runner import PipelineFailed, failure_cause, run_pipeline
 from pipelines.staleness import StaleStatus, stale_statuses
-from tests.conftest import EDU_MINI
+from tests.fixtures.chain import CHAIN_ASSETS, ran
 
-pytestmark = pytest.mark.slow
-
-# The chain on a small slice: 2 corpus files, 4 steps with a checkpoint every 2, 8 eval items.
-CHAIN_SETS = (f"corpus.source={EDU_MINI}", "corpus.files=2", "corpus.max_documents_per_file=30",
-              "shards.shard_size=40000", "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2",
-              "train.hellaswag_items=8", "evals.limit=8")
-
-
-def chain_cfg(root: Path, *overrides: str):
-    return load_config("tiny", [f"data_dir={root / 'data'}", *CHAIN_SETS, *overrides])
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """The chain materialized once: (root, instance, cfg, summary of the first run)."""
-    root = tmp_path_factory.mktemp("chain")
-    (root / "home").mkdir()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_DATASETS_OFFLINE", "1")
-    with dg.DagsterInstance.local_temp(str(root / "home")) as instance:
-        cfg = chain_cfg(root)
-        summary = run_pipeline(cfg, instance)
-        yield root, instance, cfg, summary
-    mp.undo()
+pytestmark = pytest.mark.e2e
 
 
 def statuses(cfg, instance) -> dict:
@@ -60,12 +36,11 @@ def statuses(cfg, instance) -> dict:
     return fast
 
 
-def test_chain_materializes_every_asset_with_lineage(chain):
-    root, instance, cfg, summary = chain
+def test_chain_materializes_every_asset_with_lineage(materialized_chain, chain_instance):
+    root, cfg, instance = materialized_chain.root, materialized_chain.cfg(), chain_instance
+    assert {a for a, _ in ran(materialized_chain.output.stdout)} == set(CHAIN_ASSETS)
     keys = instance.get_dynamic_partitions("checkpoints")
     assert len(keys) == 2 and all("@step_0000000" in k for k in keys)
-    ran = {a for a, _ in summary.ran}
-    assert ran == {"corpus", "token_shards", "training_run", "hf_export", "eval_report", "eval_summary"}
     assert all(s != StaleStatus.MISSING for s in statuses(cfg, instance).values())
     for key in keys:
         report = root / "data" / "reports" / key
@@ -92,20 +67,19 @@ def test_chain_materializes_every_asset_with_lineage(chain):
     assert recorded[0].asset_materialization.tags["dagster/data_version"] == state["model_sha256"]
 
 
-def test_changing_nothing_makes_nothing_stale(chain):
-    root, instance, cfg, _ = chain
+def test_changing_nothing_makes_nothing_stale(chain_copy):
+    instance, cfg = chain_copy.instance, chain_copy.cfg()
     assert set(statuses(cfg, instance).values()) == {StaleStatus.FRESH}
     summary = run_pipeline(cfg, instance, stale_only=True)
     assert summary.ran == []
     assert ("training_run", None) in summary.skipped and ("eval_summary", None) in summary.skipped
 
 
-def test_stale_only_rebuilds_what_is_gone_from_disk(chain):
+def test_stale_only_rebuilds_what_is_gone_from_disk(chain_copy):
     """Dagster's records say fresh, the disk disagrees: a deleted export file, a deleted report and a
     truncated shard are rebuilt, and nothing else; a report changed in place at its own size is
     caught by `verify` (a re-hash), not by the cheap check."""
-    root, instance, cfg, _ = chain
-    data = root / "data"
+    instance, cfg, data = chain_copy.instance, chain_copy.cfg(), chain_copy.data
     keys = instance.get_dynamic_partitions("checkpoints")
     (data / "exports" / keys[0] / "model.safetensors").unlink()
     shutil.rmtree(data / "reports" / keys[1])
@@ -129,10 +103,10 @@ def test_stale_only_rebuilds_what_is_gone_from_disk(chain):
     assert set(statuses(cfg, instance).values()) == {StaleStatus.FRESH}
 
 
-def test_a_checkpoint_rewritten_in_place_makes_only_its_export_stale(chain):
+def test_a_checkpoint_rewritten_in_place_makes_only_its_export_stale(chain_copy):
     """A run directory reused by hand: the checkpoint's recorded content hash moves, and Dagster's
     resolver (which reads an external asset's observations) and the bulk rules both see it."""
-    root, instance, cfg, _ = chain
+    root, instance, cfg = chain_copy.root, chain_copy.instance, chain_copy.cfg()
     key = sorted(instance.get_dynamic_partitions("checkpoints"))[0]
     run, step = key.split("@")
     state_file = root / "data" / "runs" / run / "checkpoints" / step / "state.json"
@@ -147,9 +121,9 @@ def test_a_checkpoint_rewritten_in_place_makes_only_its_export_stale(chain):
     assert set(statuses(cfg, instance).values()) == {StaleStatus.FRESH}
 
 
-def test_changing_the_eval_tasks_makes_only_evals_stale(chain):
-    root, instance, cfg, _ = chain
-    changed = chain_cfg(root, "evals.tasks=[hellaswag:0]")  # the task list, now with an explicit few-shot count
+def test_changing_the_eval_tasks_makes_only_evals_stale(chain_copy):
+    instance = chain_copy.instance
+    changed = chain_copy.cfg("evals.tasks=[hellaswag:0]")  # the task list, now with an explicit few-shot count
     stale = {k for k, s in statuses(changed, instance).items() if s != StaleStatus.FRESH}
     keys = instance.get_dynamic_partitions("checkpoints")
     assert stale == {("eval_report", k) for k in keys}
@@ -161,10 +135,10 @@ def test_changing_the_eval_tasks_makes_only_evals_stale(chain):
     assert set(statuses(changed, instance).values()) == {StaleStatus.FRESH}
 
 
-def test_changing_the_shard_config_retrains_into_new_partitions(chain):
-    root, instance, cfg, _ = chain
+def test_changing_the_shard_config_retrains_into_new_partitions(chain_copy):
+    instance = chain_copy.instance
     old_keys = set(instance.get_dynamic_partitions("checkpoints"))
-    changed = chain_cfg(root, "evals.tasks=[hellaswag:0]", "shards.shard_size=30000")
+    changed = chain_copy.cfg("shards.shard_size=30000")
     before = statuses(changed, instance)
     assert {k for k, s in before.items() if s != StaleStatus.FRESH} == {
         ("token_shards", k) for k in instance.get_dynamic_partitions("corpus_files")}
@@ -179,8 +153,8 @@ def test_changing_the_shard_config_retrains_into_new_partitions(chain):
     assert all(after[(a, k)] == StaleStatus.FRESH for k in old_keys for a in ("hf_export", "eval_report"))
 
 
-def test_a_deleted_checkpoint_fails_alone(chain):
-    root, instance, cfg, _ = chain
+def test_a_deleted_checkpoint_fails_alone(chain_copy):
+    root, instance = chain_copy.root, chain_copy.instance
     keys = sorted(instance.get_dynamic_partitions("checkpoints"))
     victim = keys[0]
     run, step = victim.split("@")
@@ -189,9 +163,9 @@ def test_a_deleted_checkpoint_fails_alone(chain):
     report_before = (report / "report.md").read_bytes()
     shutil.rmtree(ckpt)
     shutil.rmtree(root / "data" / "exports" / victim)  # forces a re-export of that partition
+    # Another eval limit: every report is stale, and the deleted checkpoint's partition has no export.
     with pytest.raises(PipelineFailed, match="deleted") as err:
-        run_pipeline(chain_cfg(root, "shards.shard_size=30000", "evals.tasks=[hellaswag:0]", "evals.limit=5"),
-                     instance, stale_only=True)
+        run_pipeline(chain_copy.cfg("evals.limit=5"), instance, stale_only=True)
     failed = {k for _, k, _ in err.value.summary.failed}
     assert failed == {victim}
     # Every other partition's report was redone; the victim's old report is intact, nothing half-written.
@@ -200,15 +174,14 @@ def test_a_deleted_checkpoint_fails_alone(chain):
     assert (report / "report.md").read_bytes() == report_before
     assert not list(report.parent.glob(".*tmp*"))
     # Exporting the deleted checkpoint's partition says so, and writes nothing.
-    defs = build_definitions(chain_cfg(root))
+    defs = build_definitions(chain_copy.cfg())
     result = defs.resolve_job_def("checkpoint_evals").execute_in_process(
         partition_key=victim, instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("hf_export")])
     assert not result.success and "deleted" in failure_cause(result.all_events)
     assert not (root / "data" / "exports" / victim).exists()
 
 
-def test_a_failing_trainer_reports_its_own_error(chain):
-    root, instance, cfg, _ = chain
-    broken = chain_cfg(root, "train.learning_rate=0.002", f"train.hellaswag_file={root / 'nope.jsonl'}")
+def test_a_failing_trainer_reports_its_own_error(chain_copy):
+    broken = chain_copy.cfg("train.learning_rate=0.002", f"train.hellaswag_file={chain_copy.root / 'nope.jsonl'}")
     with pytest.raises(Gpt2TrainError, match="HellaSwag file .*nope.jsonl not found"):
-        run_pipeline(broken, instance, through="training")
+        run_pipeline(broken, chain_copy.instance, through="training")

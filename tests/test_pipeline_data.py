@@ -1,7 +1,8 @@
 """The data stage through Dagster's own API: definitions, partitions, checks, staleness.
 
 Every test uses a real SQLite-backed instance in a temp DAGSTER_HOME (what `dagster dev`
-and `gpt2train pipeline` use), and the real assets over the edu-mini mirror.
+and `gpt2train pipeline` use), and the real assets over the edu-mini mirror. The tests that
+materialize (a data run of 2 files each, in this process) are end-to-end (`e2e`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def test_code_versions_follow_the_settings_that_shape_output(tmp_path, edu_mini)
     assert versions("corpus.files=1", "shards.threads=1", "shards.batch_documents=3") == base
 
 
+@pytest.mark.e2e
 def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     summary = run_pipeline(cfg, instance, through="data")
@@ -110,6 +112,7 @@ def test_materialize_then_change_shard_size_makes_only_shards_stale(tmp_path, sm
     assert summary.ran == [] and len(summary.skipped) == 4
 
 
+@pytest.mark.e2e
 def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance, through="data")
@@ -126,6 +129,7 @@ def test_new_source_file_adds_only_its_partition(tmp_path, small_corpus, edu_min
         "sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet", new}
 
 
+@pytest.mark.e2e
 def test_changed_source_file_reruns_only_its_partition(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance, through="data")
@@ -138,6 +142,7 @@ def test_changed_source_file_reruns_only_its_partition(tmp_path, small_corpus, e
     assert run_pipeline(cfg, instance, stale_only=True, through="data").ran == []
 
 
+@pytest.mark.e2e
 def test_document_selection_change_reaches_the_shards(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance, through="data")
@@ -150,6 +155,7 @@ def test_document_selection_change_reaches_the_shards(tmp_path, small_corpus, in
     assert manifest["documents"] == 20
 
 
+@pytest.mark.e2e
 def test_speed_settings_and_more_files_do_not_make_anything_stale(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus, "corpus.files=1")
     run_pipeline(cfg, instance, through="data")
@@ -161,6 +167,7 @@ def test_speed_settings_and_more_files_do_not_make_anything_stale(tmp_path, smal
     assert summary.ran == [("corpus", "sample/10BT/001_00000.parquet"), ("token_shards", "sample/10BT/001_00000.parquet")]
 
 
+@pytest.mark.e2e
 def test_validation_shard_stays_with_its_first_owner(tmp_path, small_corpus, edu_mini, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance, through="data")
@@ -174,6 +181,7 @@ def test_validation_shard_stays_with_its_first_owner(tmp_path, small_corpus, edu
         run_pipeline(typo, instance, through="data")
 
 
+@pytest.mark.e2e
 def test_shard_checks_pass_then_catch_corruption(tmp_path, small_corpus, instance):
     cfg = make_cfg(tmp_path, small_corpus)
     run_pipeline(cfg, instance, through="data")
@@ -206,6 +214,7 @@ def test_sensor_registers_new_files_and_requests_runs(tmp_path, small_corpus, in
     assert again.run_requests == [] and again.dynamic_partitions_requests == []
 
 
+@pytest.mark.e2e
 def test_failed_run_reports_the_cause(tmp_path, small_corpus, instance):
     (small_corpus / "sample/10BT/001_00000.parquet").write_bytes(b"")  # an empty file
     cfg = make_cfg(tmp_path, small_corpus)
@@ -216,13 +225,14 @@ def test_failed_run_reports_the_cause(tmp_path, small_corpus, instance):
 
 
 
+@pytest.mark.e2e
 def test_the_code_location_validates_as_dagster_loads_it():
     # Stricter than building the Definitions: Dagster's own loader, as `dagster dev` runs it
     # (e.g. a job named like an asset passes build_definitions and fails here).
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.paths import REPO
 
     r = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -4,9 +4,11 @@ Real components as in tests/test_pipeline_chain.py (a SQLite instance in a temp 
 torchrun through Pipes, the transformers export, the Eleuther harness offline). What survived a
 fault is judged from Dagster's own records (materialization storage ids, run ids, data
 versions, the runs' event logs) and from the files' bytes and mtimes, not from our summaries.
+A pipeline the test must act on while it trains is held after a step by a failpoint
+(gpt2train/failpoints.py, tests/faults.py `held`), not hoped to be slow enough.
 
-    pytest tests/test_pipeline_faults.py -m slow -k killed       # the mid-chain fault and its reruns
-    pytest tests/test_pipeline_faults.py -m slow -k two_pipelines
+    pytest tests/test_pipeline_faults.py -m e2e -k killed       # the mid-chain fault and its reruns
+    pytest tests/test_pipeline_faults.py -m e2e -k two_pipelines
     pytest tests/test_pipeline_faults.py -k describe              # the failure messages (fast)
 """
 
@@ -22,18 +24,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from gpt2train.data.shards import validate_shard
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.failpoints import ENV as FAILPOINTS_ENV
 from gpt2train.failpoints import InjectedFault
 from gpt2train.fileio import read_json, sha256_file
-from gpt2train.lineage.walk import walk_lineage
 from gpt2train.layout import shard_partition_manifest as manifest_path
+from gpt2train.lineage.walk import walk_lineage
 from gpt2train.training.runs import read_metrics
-from gpt2train.data.shards import validate_shard
 from pipelines.runner import DATA_ASSETS, EVAL_ASSETS, PipelineFailed, run_pipeline
-from tests.conftest import TIKTOKEN_DIR
-from tests.test_pipeline_chain import CHAIN_SETS, chain_cfg
-
+from tests.faults import held
+from tests.fixtures.chain import CHAIN_SETS, chain_cfg, run_messages, step_failure_errors
 
 
 @pytest.mark.parametrize("notes, expected", [
@@ -48,9 +49,9 @@ from tests.test_pipeline_chain import CHAIN_SETS, chain_cfg
      "training run tiny-abc failed: trainer rank 0 (pid 78) exited with code 1 without a gpt2train error (a crash: "
      "its traceback is in the run's output above) after step 3."),
     ({}, "training run tiny-abc failed: torchrun was killed by SIGTERM after step 3."),
-])
+], ids=["trainer error", "rank killed", "rank crashed", "torchrun killed"])
 def test_describe_training_failure(tmp_path, notes, expected):
-    """What the training_run asset says for each way the trainer can end (the slow test above runs
+    """What the training_run asset says for each way the trainer can end (the e2e test below runs
     the SIGKILL case for real)."""
     from gpt2train.training.failure import describe_training_failure
 
@@ -82,34 +83,13 @@ def file_states(*roots: Path) -> dict[str, tuple[str, int]]:
             for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """The log lines of one Dagster run (the trainer's log comes through Pipes), and the messages of
-    its events (a run failure's)."""
-    return [e.user_message or (e.dagster_event.message if e.dagster_event else "") for e in instance.all_logs(run_id)
-            if e.user_message or (e.dagster_event and e.dagster_event.message)]
-
-
-def step_failure_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Every error message of the STEP_FAILURE events in a run's event log, causes included."""
-    messages = []
-    for entry in instance.all_logs(run_id):
-        if entry.dagster_event is not None and entry.dagster_event.is_step_failure:
-            err = entry.dagster_event.step_failure_data.error
-            while err is not None:
-                messages.append(err.message)
-                err = err.cause
-    return messages
-
-
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeypatch):
     """Run 1: the whole chain, with the trainer SIGKILLed after its 3rd step (checkpoint 2 done,
     checkpoint 4 not). Run 2 (stale only): training resumes from checkpoint 2; both checkpoints are
     exported; one eval fails. Run 3 (stale only): only that eval and the summary. Nothing upstream
     of a failure is materialized again or rewritten."""
     (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     # torchrun and the trainer inherit it; the trainer parses it when it imports gpt2train.failpoints.
     monkeypatch.setenv(FAILPOINTS_ENV, "train.step_done@3=kill")
     cfg = chain_cfg(tmp_path)
@@ -210,29 +190,27 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
 
 
 def gpt2train_pipeline(data: Path, home: Path, log: Path, sets: tuple[str, ...] = (),
-                       flags: tuple[str, ...] = ()) -> subprocess.Popen:
+                       flags: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
     """`gpt2train pipeline`, the whole chain on the chain test's small config (plus `sets`), as a
-    user runs it."""
+    user runs it (with `env` added to the environment: the failpoints its trainer fires)."""
     exe = shutil.which("gpt2train") or pytest.fail("the gpt2train console script is not installed (pip install -e .)")
     sets = [f"data_dir={data}", *CHAIN_SETS, *sets]
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "DAGSTER_DISABLE_TELEMETRY": "1",
-           "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop(FAILPOINTS_ENV, None)
     with open(log, "w") as out:
         return subprocess.Popen([exe, "-q", "pipeline", "--config", "tiny",
                                  *[a for s in sets for a in ("--set", s)], *flags],
-                                stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+                                stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "DAGSTER_HOME": str(home), **(env or {})})
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_pipelines_on_one_data_dir_one_is_refused(tmp_path):
     """The first `gpt2train pipeline` takes the data dir; a second one on the same data dir is
     refused at once, whether it shares the first one's DAGSTER_HOME (the same checkout, the default
     ./dagster_home) or has its own (the lock is on the data dir, not in Dagster). The first one's
-    artifacts are complete and valid. The first runs the whole chain so that it surely still
-    holds the lock when the others, started after it took it, get there (imports take seconds)."""
-    data, home = tmp_path / "data", tmp_path / "home"
-    first = gpt2train_pipeline(data, home, tmp_path / "first.log")
+    artifacts are complete and valid. The first one's trainer holds after its first step until
+    both are refused, so it surely still holds the lock when they get there, on any machine."""
+    data, home, release = tmp_path / "data", tmp_path / "home", tmp_path / "release"
+    first = gpt2train_pipeline(data, home, tmp_path / "first.log", env=held("train.step_done@1", release))
     try:
         # The second ones start only once the first holds the lock (its pid is in the lock file).
         lock = data / ".pipeline.lock"  # pipelines.runner.pipeline_lock_path
@@ -253,14 +231,15 @@ def test_two_pipelines_on_one_data_dir_one_is_refused(tmp_path):
             assert f"gpt2train pipeline: error: pipeline data dir {data} is being written by another process " \
                    f"(pid {first.pid} on" in out, out[-3000:]
             assert "Traceback" not in out
-        assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
-        held = time.monotonic() - started
+        release.touch()
+        assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        held_for = time.monotonic() - started
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
     print(f"second pipelines refused {refused_after:.1f} s after they started (startup included); "
-          f"the first held the data dir {held:.1f} s more from then")
+          f"the first held the data dir {held_for:.1f} s more from then")
     # Only the first one's runs are in the shared instance, all successful.
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         runs = instance.get_run_records()
@@ -346,17 +325,19 @@ def test_launched_runs_whose_worker_is_gone_are_marked_failed(tmp_path):
         assert instance.get_run_by_id(ids["worker alive"]).status == dg.DagsterRunStatus.STARTED
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path):
-    """SIGKILL of `gpt2train pipeline --in-process` while it trains: torchrun and its ranks stop within
-    a bounded time (they die with their parents), nothing holds the run directory, and the next
-    `--stale-only` marks the killed run failed and resumes training from its last complete checkpoint.
-    (Launched runs outlive the CLI by design: tests/test_pipeline_launched.py.)"""
+    """SIGKILL of `gpt2train pipeline --in-process` while it trains (held after step 3, the step-2
+    checkpoint complete): torchrun and its ranks stop within a bounded time (they die with their
+    parents), nothing holds the run directory, and the next `--stale-only` marks the killed run failed
+    and resumes training from its last complete checkpoint. (Launched runs outlive the CLI by design:
+    tests/test_pipeline_launched.py.)"""
     import psutil
 
     data, home = tmp_path / "data", tmp_path / "home"
-    sets = ("train.max_steps=60", "train.checkpoint_every=2")
-    first = gpt2train_pipeline(data, home, tmp_path / "first.log", sets, ("--in-process",))
+    sets = ("train.max_steps=6", "train.checkpoint_every=2")
+    first = gpt2train_pipeline(data, home, tmp_path / "first.log", sets, ("--in-process",),
+                               env=held("train.step_done@3", tmp_path / "release"))
     try:
         deadline = time.monotonic() + 240
         while not any(r.get("step", 0) >= 3 and "loss" in r for run in (data / "runs").glob("*/")
@@ -399,5 +380,5 @@ def test_a_killed_pipeline_leaves_nothing_running_and_its_run_is_redone(tmp_path
             dg.DagsterRunStatus.SUCCESS  # the newest: the redo
     assert not list(run.glob(".launch-*")), "the killed attempt's notes were not removed by the next one"
     log = (run / "main.log").read_text()
-    assert "(resumed from " in log and max(r["step"] for r in read_metrics(run) if "loss" in r) == 60
+    assert "(resumed from " in log and max(r["step"] for r in read_metrics(run) if "loss" in r) == 6
     print(f"\nSIGKILL of `gpt2train pipeline` at training step >= 3: its trainer processes gone after {stop_s:.2f} s")

@@ -5,6 +5,8 @@ The library-level pipeline tests call `run_pipeline` in-process (the same stages
 rules, a process fewer per run); tests/test_cli.py runs the whole chain through the console script,
 launched. These run it against a SQLite DAGSTER_HOME whose dagster.yaml limits the queue, for the
 faults only a launched run has: its worker SIGKILLed, the CLI itself SIGKILLed with runs in flight.
+The data runs hold at the start of their tokenization (a failpoint: gpt2train/failpoints.py) until
+the test has done so, however fast this machine tokenizes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.dead_runs import WORKER_STARTED
-from tests.test_pipeline_chain import CHAIN_SETS
+from tests.faults import held
+from tests.fixtures.chain import CHAIN_SETS, most_at_once, worker_pid
 
-pytestmark = pytest.mark.slow
-
+pytestmark = pytest.mark.e2e
 
 
 def make_home(root: Path, max_concurrent_runs: int) -> Path:
@@ -39,35 +40,13 @@ def pipeline_command(root: Path, *extra: str) -> list[str]:
             *[a for s in CHAIN_SETS for a in ("--set", s)], *extra]
 
 
-def run_env(home: Path) -> dict:
-    return {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def run_env(home: Path, **extra: str) -> dict:
+    return {**os.environ, "DAGSTER_HOME": str(home), **extra}
 
 
 def pipeline(root: Path, home: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(pipeline_command(root, *extra), env=run_env(home), capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
-
-
-def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
-        match = WORKER_STARTED.search(record.event_log_entry.dagster_event.message or "")
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def most_at_once(instance: dg.DagsterInstance, run_ids: list[str]) -> int:
-    """The largest number of the runs in progress at one moment, as the queue counts them: from the
-    dequeue that launched a run (its STARTING event) to its end."""
-    edges = []
-    for run_id in run_ids:
-        (starting,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_STARTING).records
-        edges += [(starting.event_log_entry.timestamp, 1), (instance.get_run_stats(run_id).end_time, -1)]
-    running = peak = 0
-    for _, step in sorted(edges):  # at equal times an end (-1) sorts before a start
-        running += step
-        peak = max(peak, running)
-    return peak
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -90,12 +69,16 @@ def started_data_run(home: Path):
 
 
 def test_a_killed_run_worker_fails_its_run_and_stale_only_redoes_it(tmp_path):
-    home = make_home(tmp_path, 2)
-    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"), env=run_env(home), text=True,
+    home, release = make_home(tmp_path, 2), tmp_path / "release"
+    # Both data runs hold where they tokenize (or are on their way there) when one's worker is killed; the
+    # release then lets the other finish.
+    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"),
+                           env=run_env(home, **held("token_shards.started", release)), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
     try:
         run_id, pid = wait_for(lambda: started_data_run(home), 300, "a data run's worker")
         os.kill(pid, signal.SIGKILL)
+        release.touch()
         out, err = cli.communicate(timeout=300)
     finally:
         cli.kill()
@@ -113,15 +96,18 @@ def test_runs_outlive_a_killed_cli_and_the_next_one_waits_for_them(tmp_path):
     """SIGKILL of `gpt2train pipeline` alone, with the queue limited to one run: the run it had started
     is the instance's and finishes in its worker; the one still queued is dequeued by the next
     pipeline, which waits for both instead of launching the same partitions again."""
-    home = make_home(tmp_path, 1)
-    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"), env=run_env(home), text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    home, release = make_home(tmp_path, 1), tmp_path / "release"
+    # The first data run holds (until the CLI is dead) where it tokenizes: still running when the CLI dies.
+    cli = subprocess.Popen(pipeline_command(tmp_path, "--through", "data"), env=run_env(home, **held(
+        "token_shards.started", release)), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent)
     try:
         wait_for(lambda: started_data_run(home), 300, "a data run's worker")
         cli.send_signal(signal.SIGKILL)
         cli.wait(timeout=30)
     finally:
         cli.kill()
+    release.touch()
     following = pipeline(tmp_path, home, "--through", "data", "--stale-only")
     assert following.returncode == 0, following.stderr[-3000:]
     assert "waiting for" in following.stderr

@@ -19,7 +19,7 @@ from gpt2train.errors import DataError
 from gpt2train.training.hellaswag import HELLASWAG_VAL_URL, load_hellaswag, local_hellaswag_file
 from gpt2train.training.llmc import header_launch_command, parse_launch_command, preset_differences
 from gpt2train.model_config import GPTConfig
-from tests.conftest import SHARED
+from tests.paths import SHARED
 
 PRESETS = ["gpt2_124m", "gpt2_350m", "gpt2_774m", "gpt2_1558m"]
 SIZES = {"gpt2_124m": "124M", "gpt2_350m": "350M", "gpt2_774m": "774M", "gpt2_1558m": "1558M"}

@@ -21,9 +21,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SHARED
+from tests.paths import REPO, SHARED
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def cli_block() -> list[str]:

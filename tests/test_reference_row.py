@@ -1,11 +1,12 @@
 """evals/reference.py: a `gpt2train eval` report shown as a reference row in checkpoint reports, only where it
 was measured on the same data and settings; config checks, lineage and staleness.
 
-    pytest tests/test_reference_row.py -q       (~60 s: the harness indexes its task YAMLs, then 3 tiny runs)
+    pytest tests/test_reference_row.py -q -m "e2e or not e2e"   # the harness indexes its task YAMLs, then 3 tiny runs
 
-The reference is the test export's weights with noise added (so its scores are not the checkpoint's own),
-saved as save_pretrained leaves a model (config.json + model.safetensors) and scored with
-`evaluate_export(reference=True)`, what `gpt2train eval` runs (its CLI is tested in tests/test_evals.py).
+The reference is the session export's weights (tests/fixtures/evals.py) with noise added (so its scores are
+not the checkpoint's own), saved as save_pretrained leaves a model (config.json + model.safetensors) and
+scored with `evaluate_export(reference=True)`, what `gpt2train eval` runs (its CLI is tested in
+tests/test_evals.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 from gpt2train.config import load_config
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import sha256_file
-from tests.conftest import HELLASWAG
-from tests.test_evals import LIMIT, _ecfg, export, offline  # noqa: F401  (module fixtures: the export, offline)
+from tests.fixtures.evals import LIMIT, evals_cfg
+from tests.paths import HELLASWAG
 
 LABEL = "noisy-gpt2"
 
@@ -41,25 +42,25 @@ def _noisy_copy(export_dir: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def references(export, offline, tmp_path_factory):  # noqa: F811
+def references(tiny_export, task_index, tmp_path_factory):
     """(same, other_limit): reference reports of the noisy weights at the tests' limit and at another."""
     from evals.runner import evaluate_export
 
     root = tmp_path_factory.mktemp("references")
-    model = _noisy_copy(export, root / "gpt2")
-    same = evaluate_export(model, root / "same", _ecfg(), model_label=LABEL, reference=True)
-    other = evaluate_export(model, root / "limit8", _ecfg(limit=8), model_label=LABEL + "-8", reference=True)
+    model = _noisy_copy(tiny_export.out_dir, root / "gpt2")
+    same = evaluate_export(model, root / "same", evals_cfg(), model_label=LABEL, reference=True)
+    other = evaluate_export(model, root / "limit8", evals_cfg(limit=8), model_label=LABEL + "-8", reference=True)
     return same, other
 
 
 @pytest.fixture(scope="module")
-def checkpoint_report(export, offline, references, tmp_path_factory):  # noqa: F811
+def checkpoint_report(tiny_export, references, tmp_path_factory):
     from evals.runner import evaluate_export
 
     same, other = references
     out = tmp_path_factory.mktemp("with-references") / "step20"
-    ecfg = _ecfg(reference_reports=[str(same.report_dir), str(other.report_dir)])
-    return evaluate_export(export, out, ecfg, model_label="tiny test model"), ecfg
+    ecfg = evals_cfg(reference_reports=[str(same.report_dir), str(other.report_dir)])
+    return evaluate_export(tiny_export.out_dir, out, ecfg, model_label="tiny test model"), ecfg
 
 
 def _score_row(markdown: str, metric: str) -> list[str]:
@@ -67,6 +68,7 @@ def _score_row(markdown: str, metric: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+@pytest.mark.e2e
 def test_reference_row_shows_the_references_own_numbers(checkpoint_report, references):
     report, _ = checkpoint_report
     same, other = references
@@ -86,6 +88,7 @@ def test_reference_row_shows_the_references_own_numbers(checkpoint_report, refer
     assert f"{LABEL} (measured here, same harness)" in html
 
 
+@pytest.mark.e2e
 def test_a_reference_measured_differently_is_a_line_naming_what_differs(checkpoint_report, references):
     report, _ = checkpoint_report
     _, other = references
@@ -96,6 +99,7 @@ def test_a_reference_measured_differently_is_a_line_naming_what_differs(checkpoi
     assert f"{other.metrics['hellaswag']['acc_norm']:.4f}" not in notes[0]
 
 
+@pytest.mark.e2e
 def test_lineage_records_each_reference_and_its_comparison(checkpoint_report, references):
     from evals.tasks import evals_code_version
 
@@ -108,10 +112,11 @@ def test_lineage_records_each_reference_and_its_comparison(checkpoint_report, re
     assert first["results_sha256"] == sha256_file(same.report_dir / "results.json")
     assert first["label"] == LABEL and first["tasks"] == {"hellaswag": {"metrics": same.metrics["hellaswag"]}}
     assert second["tasks"]["hellaswag"]["differs"] == [f"evals.limit: {LIMIT} vs 8", f"items scored: {LIMIT} vs 8"]
-    assert recorded["code_version"] == evals_code_version(ecfg) != evals_code_version(_ecfg())
+    assert recorded["code_version"] == evals_code_version(ecfg) != evals_code_version(evals_cfg())
     assert f"reference: {LABEL}" in report.markdown
 
 
+@pytest.mark.e2e
 def test_other_data_is_named_and_a_reference_without_the_task_too(checkpoint_report, references, tmp_path):
     """The comparison alone, on the reports' own records: another local file; a task it never scored."""
     from evals.reference import compare_reference, load_references
@@ -132,6 +137,7 @@ def test_other_data_is_named_and_a_reference_without_the_task_too(checkpoint_rep
     assert same_tasks.tasks["hellaswag"].differs == [f"lm-eval 0.0.1 vs {report.lineage['harness']['lm_eval']}"]
 
 
+@pytest.mark.e2e
 def test_a_reference_whose_results_changed_is_refused_before_any_work(references, tmp_path):
     from evals.reference import load_references
 
@@ -180,23 +186,24 @@ def test_code_version_moves_with_the_reference_list_and_content_only(tmp_path):
 
     a = _fake_report(tmp_path / "a", files={"results.json": "1" * 64})
     b = _fake_report(tmp_path / "b", files={"results.json": "2" * 64})
-    base = evals_code_version(_ecfg())
-    assert evals_code_version(_ecfg(reference_reports=[])) == base  # no references: the version as before
-    with_a = evals_code_version(_ecfg(reference_reports=[str(a)]))
+    base = evals_code_version(evals_cfg())
+    assert evals_code_version(evals_cfg(reference_reports=[])) == base  # no references: the version as before
+    with_a = evals_code_version(evals_cfg(reference_reports=[str(a)]))
     assert with_a != base
-    assert evals_code_version(_ecfg(reference_reports=[str(a)], batch_size=3, device="cuda")) == with_a
+    assert evals_code_version(evals_cfg(reference_reports=[str(a)], batch_size=3, device="cuda")) == with_a
     moved = tmp_path / "moved" / "a"  # the same report elsewhere: the same content, the same version
     shutil.copytree(a, moved)
-    assert evals_code_version(_ecfg(reference_reports=[str(moved)])) == with_a
-    changed = {evals_code_version(_ecfg(reference_reports=[str(b)])),
-               evals_code_version(_ecfg(reference_reports=[str(a), str(b)]))}
+    assert evals_code_version(evals_cfg(reference_reports=[str(moved)])) == with_a
+    changed = {evals_code_version(evals_cfg(reference_reports=[str(b)])),
+               evals_code_version(evals_cfg(reference_reports=[str(a), str(b)]))}
     # Measured again: its lineage.json records another results.json.
     _fake_report(tmp_path / "a2", files={"results.json": "3" * 64})
     shutil.copy(tmp_path / "a2" / "lineage.json", a / "lineage.json")
-    changed.add(evals_code_version(_ecfg(reference_reports=[str(a)])))
+    changed.add(evals_code_version(evals_cfg(reference_reports=[str(a)])))
     assert len(changed) == 3 and not changed & {base, with_a}
 
 
+@pytest.mark.e2e
 def test_the_summary_draws_the_references_scores(checkpoint_report, references, tmp_path):
     from evals.trend import write_trend
 

@@ -1,4 +1,8 @@
-"""`gpt2train sample`: the text training logged, from the checkpoint, its export and a save_pretrained GPT-2."""
+"""`gpt2train sample`: the text training logged, from the checkpoint, its export and a save_pretrained GPT-2.
+
+The trained run is the session's (tests/fixtures/training.py: 6 steps, a 12-token sample logged with
+train.seed at each of its checkpoints, 2, 4 and 6).
+"""
 
 from __future__ import annotations
 
@@ -12,37 +16,35 @@ import torch
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.sample import sample
-from gpt2train.training.loop import train
 from gpt2train.weights import load_model
-from tests.test_cli import gpt2train
-from tests.test_train import run_cfg
+from tests.fixtures.training import SAMPLE_TOKENS as TOKENS
 
-SEED, TOKENS = 1337, 12  # the tiny preset's train.seed; train.sample_tokens below
+SEED = 1337  # the tiny preset's train.seed
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_shards, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sampled") / "run"
-    train(run_cfg(tiny_shards, out, "train.sample_every=3", f"train.sample_tokens={TOKENS}"))
-    logged = dict(re.findall(r"sample at step (\d+): (.*)$", (out / "main.log").read_text(), re.M))
-    return out, {int(step): ast.literal_eval(text) for step, text in logged.items()}
+def logged(trained_run) -> dict[int, str]:
+    """{step: text} of the samples the trained run logged."""
+    found = re.findall(r"sample at step (\d+): (.*)$", (trained_run.out / "main.log").read_text(), re.M)
+    return {int(step): ast.literal_eval(text) for step, text in found}
 
 
-def test_sample_draws_the_text_training_logged(trained):
-    out, logged = trained
-    assert set(logged) == {3, 6}
+def test_sample_draws_the_text_training_logged(trained_run, logged, capsys):
+    from gpt2train.cli import main
+
+    assert set(logged) == {2, 4, 6}
     for step, text in logged.items():
-        r = gpt2train("sample", out / "checkpoints" / f"step_{step:08d}", "--tokens", TOKENS, "--seed", SEED)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == text + "\n"
-        assert f"checkpoint {out / 'checkpoints' / f'step_{step:08d}'} (step {step}, tiny)" in r.stderr
+        assert main(["-q", "sample", str(trained_run.checkpoint(step)), "--tokens", str(TOKENS),
+                     "--seed", str(SEED)]) == 0
+        out, err = capsys.readouterr()
+        assert out == text + "\n"
+        assert f"checkpoint {trained_run.checkpoint(step)} (step {step}, tiny)" in err
 
 
-def test_an_export_and_its_checkpoint_sample_alike(trained, tmp_path):
+def test_an_export_and_its_checkpoint_sample_alike(trained_run, logged, tmp_path):
     from gpt2train.export.hf_export import export_checkpoint
 
-    out, logged = trained
-    export = export_checkpoint(out / "checkpoints" / "step_00000006", tmp_path / "export").out_dir
+    export = export_checkpoint(trained_run.checkpoint(6), tmp_path / "export").out_dir
     model, what = load_model(export)
     assert what.startswith(f"Hugging Face GPT-2 {export}")
     assert sample(model, tokens=TOKENS, seed=SEED)[0] == logged[6]
@@ -76,6 +78,10 @@ def test_a_source_that_is_no_model_is_one_line(tmp_path):
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(Gpt2TrainError, match=r"model_type='bert'.*only GPT-2"):
         load_model(tmp_path / "bert")
+
+
+@pytest.mark.e2e
+def test_the_command_on_a_source_that_is_no_model_exits_2_with_one_line(tmp_path):
     exe = shutil.which("gpt2train")
     r = subprocess.run([exe, "sample", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -15,7 +15,7 @@
    printed is scanned for them.
 
     pytest tests/test_security.py                     # the fast ones
-    pytest tests/test_security.py -m slow             # + the real dagster dev
+    pytest tests/test_security.py -m e2e             # + the real dagster dev
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +34,8 @@ import pytest
 import torch
 
 from gpt2train.errors import ConfigError, DataError, Gpt2TrainError
-from tests.conftest import EDU_MINI, HELLASWAG, REPO, SHARED, TIKTOKEN_DIR
+from tests.fixtures.hub import hub_cfg
+from tests.paths import EDU_MINI, HELLASWAG, REPO, SHARED
 from tests.webserver import free_port
 
 SCANNED_DIRS = ["gpt2train", "assets", "pipelines", "evals", "bench"]
@@ -177,32 +176,34 @@ def test_the_malicious_pickle_is_live(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["optimizer_rank0.pt", "rng_rank0.pt"])
-def test_resuming_from_a_checkpoint_with_a_malicious_pickle_is_refused(name, secret_run, tmp_path, capsys):
+def test_resuming_from_a_checkpoint_with_a_malicious_pickle_is_refused(name, trained_run, tmp_path, capsys):
     """`gpt2train train` resuming a run whose newest checkpoint carries a payload: refused, never run.
     (tests/test_checkpoint.py tests load_checkpoint alone; this one goes through the trainer.)"""
-    run = tmp_path / "data" / "runs" / secret_run["run"].name  # the same config and shards: the same run
-    shutil.copytree(secret_run["run"], run)
-    shutil.copytree(secret_run["data"] / "shards", tmp_path / "data" / "shards")
+    from gpt2train.cli import main
+    from tests.fixtures.training import RUN_CFG_SETS, RUN_SETS
+
+    data = tmp_path / "data"
+    shutil.copytree(trained_run.shards / "shards", data / "shards")
+    run = data / "run"  # the same config and shards: the same run, resumed
+    shutil.copytree(trained_run.out, run)
     ckpt = sorted((run / "checkpoints").glob("step_*"))[-1]
     marker = tmp_path / "pwned"
     _malicious(ckpt / name, marker)
-    argv = ["train", "--config", "tiny", *TRAIN_SETS, "--set", f"data_dir={tmp_path / 'data'}"]
-    from gpt2train.cli import main
-
-    assert main(argv) == 2  # a one-line error naming the file, no traceback
+    sets = [f"data_dir={data}", f"train.out_dir={run}", *RUN_CFG_SETS, *RUN_SETS]
+    assert main(["train", "--config", "tiny", *[a for s in sets for a in ("--set", s)]]) == 2  # one line, no traceback
     err = capsys.readouterr().err
     assert f"{ckpt / name} holds objects other than tensors (refused, not unpickled" in err, err
     assert not marker.exists()
 
 
-def test_export_with_pytorch_model_bin_instead_of_safetensors_is_refused(secret_run, tmp_path):
+def test_export_with_pytorch_model_bin_instead_of_safetensors_is_refused(tiny_export, tmp_path):
     """An export folder whose weights are a (malicious) pytorch_model.bin: the evals runner refuses it
     before any loader sees it, and nothing unpickles it."""
     from evals.runner import evaluate_export
     from gpt2train.config import EvalsConfig
 
     export = tmp_path / "export"
-    shutil.copytree(secret_run["export"], export)
+    shutil.copytree(tiny_export.out_dir, export)
     (export / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
     torch.save({"transformer.wte.weight": _WritesMarker(marker)}, export / "pytorch_model.bin")
@@ -279,9 +280,6 @@ def test_corpus_dataset_cannot_climb_out_of_the_download_folder(dataset):
 
 
 # --- the Hub: listed names and server-sent etags never leave the download folder ----------------------
-
-from tests.test_hub import hf_isolated, hub_cfg, hub_server  # noqa: E402,F401  (fixtures)
-
 
 @pytest.mark.parametrize("name", ["../../../x.parquet", "/tmp/x.parquet", "sample/10BT/../../../x.parquet",
                                   "sample//x.parquet", "sample\\..\\x.parquet"])
@@ -423,35 +421,19 @@ def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
     return out
 
 
-@pytest.mark.slow
-def test_dagster_dev_as_the_readme_starts_it_listens_on_loopback_only(tmp_path):
-    """`dagster dev -w workspace.yaml` (README), no -h: the webserver, and every other socket the process
-    tree listens on (code server, daemon), is on 127.0.0.1 / ::1."""
+@pytest.mark.e2e
+def test_dagster_dev_as_the_readme_starts_it_listens_on_loopback_only(chain_ui):
+    """`dagster dev -w workspace.yaml` (README), no -h (tests/webserver.py starts it so for the UI tests): the
+    webserver, and every other socket the process tree listens on (code server, daemon), is on 127.0.0.1 / ::1."""
     import psutil
 
-    from tests.webserver import Webserver, _default_signals, stop_group
-
-    exe = shutil.which("dagster", path=str(Path(sys.executable).parent)) or pytest.fail("no dagster executable")
-    port = free_port()  # -p only: port 3000 may be taken on a test machine; the host is left to the default
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
-           "DAGSTER_DISABLE_TELEMETRY": "1", "GPT2TRAIN_SET": f"data_dir={tmp_path / 'data'}"}
-    log = tmp_path / "dagster-dev.log"
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([exe, "dev", "-w", "workspace.yaml", "-p", str(port)], cwd=REPO, env=env, stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_default_signals)
-    server = Webserver(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log)
-    try:
-        server.wait_ready("gpt2train", timeout=90)
-        tree = {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-        sockets = _listening(tree)
-        assert any(p == port for _, _, p in sockets), (sockets, server.log_tail())
-        exposed = [s for s in sockets if s[1] not in ("127.0.0.1", "::1")]
-        assert exposed == [], f"listening beyond loopback: {exposed}"
-    finally:
-        stop_group(proc)
+    server, _ = chain_ui
+    port = int(server.url.rsplit(":", 1)[1])
+    tree = {server.proc.pid} | {c.pid for c in psutil.Process(server.proc.pid).children(recursive=True)}
+    sockets = _listening(tree)
+    assert any(p == port for _, _, p in sockets), (sockets, server.log_tail())
+    exposed = [s for s in sockets if s[1] not in ("127.0.0.1", "::1")]
+    assert exposed == [], f"listening beyond loopback: {exposed}"
 
 
 # =============================================================================== 4. no secrets
@@ -472,7 +454,7 @@ TRAIN_SETS = [a for kv in ("train.max_steps=1", "train.total_batch_tokens=256", 
 
 
 @pytest.fixture(scope="module")
-def secret_run(tmp_path_factory):
+def secret_run(tmp_path_factory):  # e2e: the local Hub, training with both trackers, an export
     """The cheap real paths, with fake secrets in the environment: `gpt2train prepare --source hub`
     (listing + resumable download from the local Hub, through a mirror URL with a password), a step of
     tiny training with its val loss, sample and checkpoint, and `gpt2train export`. Returns the
@@ -483,7 +465,7 @@ def secret_run(tmp_path_factory):
 
     from gpt2train.cli import main
     from tests.hub_server import HubServer
-    from tests.test_hub import _TimeWithoutSleep
+    from tests.fixtures.hub import TimeWithoutSleep
 
     root = tmp_path_factory.mktemp("secrets")
     data = root / "data"
@@ -500,9 +482,10 @@ def secret_run(tmp_path_factory):
                 mp.setattr(constants, name, str(home / name.lower()))
             mp.setattr(constants, "HF_HUB_OFFLINE", False)
             # The unreachable Hub below: huggingface_hub's retries happen, without their 23 s of sleeps.
-            mp.setattr(file_download, "time", _TimeWithoutSleep())
-            mp.setattr(hf_http, "time", _TimeWithoutSleep())
-            mp.delenv("HF_HUB_OFFLINE", raising=False)
+            mp.setattr(file_download, "time", TimeWithoutSleep())
+            mp.setattr(hf_http, "time", TimeWithoutSleep())
+            for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # huggingface_hub reads either as offline
+                mp.delenv(name, raising=False)
             for k, v in SECRETS.items():
                 mp.setenv(k, v)
             mp.setenv("HF_ENDPOINT", server.url.replace("http://", f"http://mirror-user:{URL_PASSWORD}@"))
@@ -535,6 +518,7 @@ def secret_run(tmp_path_factory):
             "printed": out.getvalue() + err.getvalue() + log_stream.getvalue(), "requests": server.requests}
 
 
+@pytest.mark.e2e
 def test_no_secret_in_any_file_written_or_line_printed(secret_run):
     root, printed = secret_run["root"], secret_run["printed"]
     files = [p for p in root.rglob("*") if p.is_file() and "hf-home" not in p.parts]

@@ -7,7 +7,8 @@ sbatch's command line puts both tasks on the one node this machine has.
 
 - The materialization: Dagster records it with the trainer's metadata, the checkpoints are
   registered as partitions, the trainer's log lines and the job's states are in the Dagster run,
-  and the weights are bitwise those of one local torchrun agent with two processes.
+  and the weights are bitwise those of one local torchrun agent with two processes (the session's
+  2-rank reference run, tests/fixtures/training.py).
 - scancel mid-run: the run fails naming the job, CANCELLED and the checkpoint it resumes from; no
   trainer process is left; the next materialization resumes and ends bitwise equal again.
 - A time limit: TIMEOUT, the same kind of message.
@@ -19,7 +20,11 @@ sbatch's command line puts both tasks on the one node this machine has.
 - Bad input, each one line before any work: a job pending past pending_timeout_s (cancelled), an
   unknown partition, sbatch not on PATH; the launch section's config errors; the job script's lines.
 
-    pytest tests/test_slurm.py -m "slow or not slow"     # the cluster tests are marked slow
+    pytest tests/test_slurm.py -m "e2e or not e2e"     # the cluster tests are marked e2e
+
+A job the test must act on while it trains (scancel it, let its time limit or its watchdog's
+timeout pass, fail its node) is held after a step by a failpoint (gpt2train/failpoints.py:
+tests/faults.py `held`), whatever this machine's speed, and sits idle instead of burning the CPU.
 """
 
 from __future__ import annotations
@@ -42,37 +47,18 @@ from gpt2train.training.runs import read_metrics
 from gpt2train.training.slurm_job import (HEARTBEAT, JOB_OUTPUT, JOB_SCRIPT, SlurmError, check_slurm, job_script,
                                           job_state, watchdog_check_s)
 from pipelines.definitions import TRAINING_JOB, build_definitions
-from tests.conftest import REPO
-from tests.faults import loss_log, weights
-from tests.slurm_cluster import SlurmCluster, missing_binaries
-from tests.test_fault_rank_kill import SETS, reference_run
-from tests.test_pipeline_faults import run_messages, step_failure_errors
+from tests.faults import TWO_RANK_SETS, held, loss_log, weights
+from tests.fixtures.chain import run_messages, step_failure_errors
+from tests.fixtures.training import REFERENCE_STEPS
+from tests.paths import REPO
+from tests.slurm_cluster import SlurmCluster
 from tests.webserver import free_port
 
-STEPS = 24  # long enough to scancel between two checkpoints (checkpoint_every=2)
+# The session's 2-rank reference run (`two_rank_reference`): checkpoints at 2, 4, 6, 8 (the last 2 kept).
+SETS, STEPS = TWO_RANK_SETS, REFERENCE_STEPS
 TWO_TASKS_ON_ONE_NODE = "launch.slurm.sbatch_args=[--nodes=1, --ntasks-per-node=2]"
 HEARTBEAT_TIMEOUT_S = 10  # the smallest launch.slurm.heartbeat_timeout_s allows
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """The cluster, with SLURM_CONF and one thread per rank (bitwise reproducible) in this process's
-    environment, which the asset's sbatch passes on to the job."""
-    missing = missing_binaries()
-    if missing:
-        pytest.skip(f"Slurm is not installed here (no {', '.join(missing)}): apt-get install slurm-wlm munge")
-    mp = pytest.MonkeyPatch()
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
-        mp.setenv("SLURM_CONF", str(cluster.conf))
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield cluster
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_shards, tmp_path_factory):
-    """One local torchrun agent with two processes: what the two Slurm tasks must reproduce."""
-    return reference_run(tiny_shards, tmp_path_factory.mktemp("reference"), STEPS)
+AFTER_CHECKPOINT_2 = "train.step_done@3"  # where a job is held: step 3 done, the step-2 checkpoint complete
 
 
 def slurm_cfg(root: Path, shards: Path, *overrides: str):
@@ -105,9 +91,11 @@ def trainer_processes(run: Path) -> list[psutil.Process]:
     return found
 
 
-def start_worker(slurm: SlurmCluster, root: Path, shards: Path, log: Path, *overrides: str) -> subprocess.Popen:
-    """The training job's Dagster run in a worker process of its own, as a run launcher starts it; its
-    output to `log` (a file: a pipe nobody reads would fill and block the worker)."""
+def start_worker(slurm: SlurmCluster, root: Path, shards: Path, log: Path, *overrides: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The training job's Dagster run in a worker process of its own (with `env` added to the cluster's),
+    as a run launcher starts it; its output to `log` (a file: a pipe nobody reads would fill and block the
+    worker)."""
     with open(log, "w") as out:
         return subprocess.Popen(
             [sys.executable, "-c", "import sys, dagster as dg; from pipelines.definitions import TRAINING_JOB, "
@@ -116,7 +104,7 @@ def start_worker(slurm: SlurmCluster, root: Path, shards: Path, log: Path, *over
              "build_definitions(cfg).resolve_job_def(TRAINING_JOB)"
              ".execute_in_process(instance=dg.DagsterInstance.ephemeral())",
              str(root), str(shards), *overrides],
-            cwd=REPO, env=slurm.env(), stdout=out, stderr=subprocess.STDOUT)
+            cwd=REPO, env={**slurm.env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
 @contextlib.contextmanager
@@ -152,8 +140,8 @@ def assert_bitwise(run: Path, reference: Path) -> None:
     assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
 
 
-@pytest.mark.slow
-def test_slurm_trains_two_nodes_bitwise_as_one_local_agent(slurm, tiny_shards, tmp_path, reference):
+@pytest.mark.e2e
+def test_slurm_trains_two_nodes_bitwise_as_one_local_agent(slurm, tiny_shards, tmp_path, two_rank_reference):
     cfg = slurm_cfg(tmp_path, tiny_shards)
     with dg.DagsterInstance.ephemeral() as instance:
         started = time.monotonic()
@@ -175,21 +163,24 @@ def test_slurm_trains_two_nodes_bitwise_as_one_local_agent(slurm, tiny_shards, t
     assert "srun --ntasks=2" in script and "--nnodes=2" in script and "--rdzv-backend=c10d" in script
     assert not list(run.glob(".launch-*"))  # the attempt's Pipes files and notes were removed
     assert squeue(slurm) == []
-    assert_bitwise(run, reference)
+    assert_bitwise(run, two_rank_reference)
     print(f"\nSlurm, 2 tasks x 1 process: {STEPS} steps materialized in {took:.1f} s, bitwise equal to a local "
           f"agent with 2 processes")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_scancel_mid_run_fails_clearly_and_the_next_materialization_resumes(slurm, tiny_shards, tmp_path,
-                                                                           reference):
+                                                                           two_rank_reference, monkeypatch):
     cfg = slurm_cfg(tmp_path, tiny_shards)
     with dg.DagsterInstance.ephemeral() as instance:
-        with materializing(cfg, instance) as (run, results):
-            wait_until(lambda: (run / "checkpoints" / "step_00000002" / "DONE").exists(), 180, "checkpoint 2")
-            (job_line,) = squeue(slurm)
-            job = job_line.split()[0]
-            subprocess.run(["scancel", job], env=slurm.env(), check=True)
+        with monkeypatch.context() as mp:  # the job (sbatch passes this environment on) holds after step 3
+            for k, v in held(AFTER_CHECKPOINT_2, tmp_path / "release").items():
+                mp.setenv(k, v)
+            with materializing(cfg, instance) as (run, results):
+                wait_until(lambda: (run / "checkpoints" / "step_00000002" / "DONE").exists(), 180, "checkpoint 2")
+                (job_line,) = squeue(slurm)
+                job = job_line.split()[0]
+                subprocess.run(["scancel", job], env=slurm.env(), check=True)
         (result,) = results
         assert not result.success
         message = " ".join(step_failure_errors(instance, result.run_id))
@@ -201,13 +192,16 @@ def test_scancel_mid_run_fails_clearly_and_the_next_materialization_resumes(slur
         assert again.success, step_failure_errors(instance, again.run_id)
     starts = [line for line in (run / "main.log").read_text().splitlines() if " model tiny: " in line]
     assert len(starts) == 2 and "(resumed from " in starts[1], starts
-    assert_bitwise(run, reference)
+    assert_bitwise(run, two_rank_reference)
 
 
-@pytest.mark.slow
-def test_a_time_limit_fails_clearly(slurm, tiny_shards, tmp_path):
-    # One minute: slurmctld checks limits every 30 s, so the job ends 60-90 s in; it trains on meanwhile.
-    cfg = slurm_cfg(tmp_path, tiny_shards, "train.max_steps=100000", "launch.slurm.time_limit=1")
+@pytest.mark.e2e
+def test_a_time_limit_fails_clearly(slurm, tiny_shards, tmp_path, monkeypatch):
+    # One minute: slurmctld checks limits every 30 s, so the job ends 60-90 s in; it is held after step 3
+    # meanwhile (its step-2 checkpoint complete: the message says it resumes from there).
+    cfg = slurm_cfg(tmp_path, tiny_shards, "launch.slurm.time_limit=1")
+    for k, v in held(AFTER_CHECKPOINT_2, tmp_path / "release").items():
+        monkeypatch.setenv(k, v)
     with dg.DagsterInstance.ephemeral() as instance:
         result = materialize(cfg, instance)
         assert not result.success
@@ -217,7 +211,7 @@ def test_a_time_limit_fails_clearly(slurm, tiny_shards, tmp_path):
     assert squeue(slurm) == [] and trainer_processes(the_run(cfg)) == []
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_job_pending_past_its_timeout_is_cancelled(slurm, tiny_shards, tmp_path):
     # --begin an hour from now: a valid job that Slurm holds in the queue (reason BeginTime).
     cfg = slurm_cfg(tmp_path, tiny_shards, "launch.slurm.pending_timeout_s=3",
@@ -231,7 +225,7 @@ def test_a_job_pending_past_its_timeout_is_cancelled(slurm, tiny_shards, tmp_pat
     assert squeue(slurm) == []
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_an_interrupted_run_worker_cancels_its_job(slurm, tiny_shards, tmp_path):
     """The Dagster run in a worker process of its own, as a run launcher starts it; SIGTERM to it (what
     Dagster's run termination sends) while the job waits in the queue."""
@@ -249,13 +243,35 @@ def test_an_interrupted_run_worker_cancels_its_job(slurm, tiny_shards, tmp_path)
     wait_until(lambda: squeue(slurm) == [], 30, "the job cancelled")
 
 
-@pytest.mark.slow
+def test_an_interrupt_while_sbatch_runs_is_handled_once_the_job_id_is_known():
+    """The test above sends SIGTERM once squeue shows the job, which can be before sbatch has returned its id:
+    train_on_slurm holds interrupts over the submission (HeldInterrupts) and handles them in the `try` that
+    cancels the job."""
+    from pipelines.slurm_pipes import HeldInterrupts
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handled"))
+    try:
+        held = HeldInterrupts()
+        signal.raise_signal(signal.SIGTERM)  # as if it came during sbatch
+        seen.append("job id read")
+        held.release()
+        seen.append("after release")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["job id read", "handled", "after release"]
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.e2e
 def test_a_killed_run_worker_leaves_no_job_training(slurm, tiny_shards, tmp_path):
     """SIGKILL of the run worker while its job trains (the OOM killer, kill -9): the worker cannot scancel,
     so the job's watchdog does once the heartbeat is HEARTBEAT_TIMEOUT_S old; then a new run resumes."""
     overrides = (f"launch.slurm.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}",)
     cfg = slurm_cfg(tmp_path, tiny_shards, *overrides)
-    worker = start_worker(slurm, tmp_path, tiny_shards, tmp_path / "worker.log", *overrides)
+    # The job holds after step 3 until it is cancelled: it outlives every timeout below on any machine.
+    worker = start_worker(slurm, tmp_path, tiny_shards, tmp_path / "worker.log", *overrides,
+                          env=held(AFTER_CHECKPOINT_2, tmp_path / "release"))
     try:
         wait_until(lambda: [line for line in squeue(slurm) if line.endswith(" RUNNING")], 180, "the job running")
         running = time.monotonic()
@@ -297,7 +313,7 @@ def test_a_killed_run_worker_leaves_no_job_training(slurm, tiny_shards, tmp_path
           f"{gone:.1f} s after the kill")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bad_input_unknown_partition(slurm, tiny_shards, tmp_path):
     cfg = slurm_cfg(tmp_path, tiny_shards, "launch.slurm.partition=gpu-h100")
     with pytest.raises(SlurmError, match=r"launch\.slurm\.partition='gpu-h100': Partition gpu-h100 not found; "
@@ -310,10 +326,12 @@ def test_bad_input_unknown_partition(slurm, tiny_shards, tmp_path):
     assert not (Path(cfg.data_dir) / "runs").exists() and squeue(slurm) == []
 
 
-@pytest.mark.slow
-def test_a_dead_node_fails_clearly(slurm, tiny_shards, tmp_path):
+@pytest.mark.e2e
+def test_a_dead_node_fails_clearly(slurm, tiny_shards, tmp_path, monkeypatch):
     """The node marked DOWN under a running job (what slurmctld does when a node stops answering)."""
     cfg = slurm_cfg(tmp_path, tiny_shards)
+    for k, v in held("train.step_done@1", tmp_path / "release").items():  # the job holds after its first step
+        monkeypatch.setenv(k, v)
     with dg.DagsterInstance.ephemeral() as instance:
         with materializing(cfg, instance) as (run, results):
             wait_until(lambda: any("loss" in m for m in read_metrics(run)), 180, "the first step")

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests import golden_outputs
-from tests.conftest import REPO, SHARED
+from tests.paths import REPO, SHARED
 
 
-@pytest.mark.parametrize("stage", list(golden_outputs.STAGES))
+# The evals stage's output is the real harness's scores (e2e); the others are computed in this process.
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.e2e) if s == "evals" else s
+                                   for s in golden_outputs.STAGES])
 def test_stage_output_matches_its_golden(stage):
     assert golden_outputs.check(stage) == []
 
@@ -84,7 +86,7 @@ NO_OUTPUT_EDITS = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_edits_that_cannot_change_an_output_make_nothing_stale(tmp_path):
     root = _copy_repo(tmp_path)
     before = json.loads(_run(root, "--versions").stdout)
@@ -121,7 +123,7 @@ OUTPUT_EDITS = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("what,file,old,new,stage", OUTPUT_EDITS, ids=[e[0] for e in OUTPUT_EDITS])
 def test_an_edit_that_changes_an_output_is_caught_by_its_stage(tmp_path, what, file, old, new, stage):
     root = _copy_repo(tmp_path)

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.paths import REPO
 
 PACKAGES = ("gpt2train", "assets", "pipelines", "evals")
 MAX_MODULE_LINES = 500

@@ -21,8 +21,8 @@ import pytest
 from gpt2train.config import load_config
 from gpt2train.errors import ConfigError
 from gpt2train.training.trackers import scalars
-from tests.conftest import HELLASWAG
-from tests.test_train import metrics, torchrun, train_command
+from tests.commands import metrics, torchrun, train_command
+from tests.paths import HELLASWAG
 
 LOGGERS = "train.loggers=[tensorboard,wandb]"
 RUN_SETS = ["train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.val_batches=1",
@@ -127,6 +127,7 @@ def without_evals(tags: dict) -> dict:
 
 # ------------------------------------------------------------------------------- tests
 
+@pytest.mark.e2e
 def test_tensorboard_and_wandb_hold_exactly_the_metrics_jsonl_numbers(tracked_run):
     run, first_attempt = tracked_run
     records = metrics(run)  # the first attempt's up to step 2, the resumed one's after
@@ -148,7 +149,8 @@ def test_tensorboard_and_wandb_hold_exactly_the_metrics_jsonl_numbers(tracked_ru
     assert len(list((run / "wandb").glob("offline-run-*"))) >= 2
 
 
-def test_an_eval_report_logs_its_scores_at_its_checkpoints_step(tracked_run, tmp_path):
+@pytest.mark.e2e
+def test_an_eval_report_logs_its_scores_at_its_checkpoints_step(tracked_run, task_index, tmp_path):
     from evals.runner import evaluate_export
     from gpt2train.config import EvalsConfig
     from gpt2train.export.hf_export import export_checkpoint
@@ -157,10 +159,7 @@ def test_an_eval_report_logs_its_scores_at_its_checkpoints_step(tracked_run, tmp
     export = tmp_path / "export"
     export_checkpoint(run / "checkpoints" / "step_00000002", export)
     ecfg = EvalsConfig(tasks=["hellaswag"], limit=4, batch_size=8, device="cpu", local_data=[f"hellaswag={HELLASWAG}"])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_DATASETS_OFFLINE", "1")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        report = evaluate_export(export, tmp_path / "report", ecfg)
+    report = evaluate_export(export, tmp_path / "report", ecfg)
     scores = {f"eval/hellaswag/{k}": v for k, v in scalars(report.metrics["hellaswag"]).items()}
     assert "eval/hellaswag/acc_norm" in scores
 
@@ -172,7 +171,7 @@ def test_an_eval_report_logs_its_scores_at_its_checkpoints_step(tracked_run, tmp
     assert wandb_run_ids(run) == {tracking["wandb_run_id"]}  # the training run's, resumed
 
 
-@pytest.mark.slow  # two torchrun ranks on CPU: ~1 min
+@pytest.mark.e2e  # two torchrun ranks on CPU: ~1 min
 def test_only_rank_0_logs_under_torchrun(tiny_shards, wandb_offline, tmp_path):
     out = tmp_path / "ddp"
     torchrun(tiny_shards, out, "train.max_steps=2", LOGGERS)

@@ -1,4 +1,8 @@
-"""The training loop on CPU: exact resume, DDP equivalence, schedules, config errors."""
+"""The training loop on CPU: exact resume, DDP equivalence, schedules, config errors.
+
+The session's trained run (tests/fixtures/training.py: 6 steps, checkpoints at 2, 4 and 6) and its 2-rank
+torchrun reference run (8 steps) are what most tests here compare against or resume from, on copies.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from gpt2train.config import load_config
 from gpt2train.errors import ConfigError
 from gpt2train.training.loop import train
 from gpt2train.training.schedule import learning_rate
-from tests.conftest import REPO, TIKTOKEN_DIR
-from tests.faults import weights, without_timings
+from tests.commands import DDP_COMMON, metrics, torchrun, train_command
+from tests.faults import TWO_RANK_SETS, TorchrunJob, loss_log, weights, without_timings
+from tests.fixtures.training import REFERENCE_STEPS, RUN_SETS, run_cfg
+from tests.paths import REPO
 
 
 @pytest.fixture(scope="module")
@@ -26,84 +32,50 @@ def shard_dir(tiny_shards):
     return tiny_shards  # read only: every run here writes into its own train.out_dir
 
 
-def run_cfg(shard_dir, out, *extra):
-    return load_config("tiny", [f"data_dir={shard_dir}", f"train.out_dir={out}", "train.max_steps=6",
-                                "train.checkpoint_every=3", "train.val_every=3", "train.val_batches=2",
-                                "train.warmup_steps=2", "train.hellaswag_every=0", *extra])
-
-
-def train_command(shard_dir, out, *sets) -> subprocess.CompletedProcess:
-    """`python -m gpt2train.train --config tiny` on the shards into `out`, as its own process."""
-    return subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", f"--set=data_dir={shard_dir}",
-                           f"--set=train.out_dir={out}", *(f"--set={s}" for s in sets)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
-
-
-def metrics(out, timings=True):
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return records if timings else without_timings(records)
-
-
-def test_resume_is_bitwise_exact(shard_dir, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(run_cfg(shard_dir, straight))
-    train(run_cfg(shard_dir, resumed))
-    # As if the run had been killed after its step-3 checkpoint: remove what came later, rerun.
+def test_resume_is_bitwise_exact(trained_run, tmp_path):
+    # As if the session's run had been killed after its step-4 checkpoint: a copy without what came
+    # later, run again, resumes from step 4 and ends as the uninterrupted run did.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(trained_run.out, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_00000006")
-    summary = train(run_cfg(shard_dir, resumed))
+    summary = train(run_cfg(trained_run.shards, resumed, *RUN_SETS))
     assert summary["steps"] == 6
-    assert metrics(straight, timings=False) == metrics(resumed, timings=False)  # losses, norms, lrs
-    a, b = weights(straight, 6), weights(resumed, 6)
+    assert "(resumed from " in (resumed / "main.log").read_text()
+    assert without_timings(metrics(trained_run.out)) == without_timings(metrics(resumed))  # losses, norms, lrs
+    a, b = weights(trained_run.out, 6), weights(resumed, 6)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    lineage = json.loads((straight / "checkpoints" / "step_00000006" / "state.json").read_text())["lineage"]
+    lineage = json.loads((trained_run.checkpoint(6) / "state.json").read_text())["lineage"]
     assert len(lineage["code_version"]) == 16 and "git_commit" in lineage
     assert lineage["train_shards"] and all(s["sha256"] and s["sources"] for s in lineage["train_shards"])
 
 
-def test_loss_decreases_and_logs_are_written(shard_dir, tmp_path):
-    out = tmp_path / "run"
-    train(run_cfg(shard_dir, out, "train.max_steps=12", "train.learning_rate=0.003"))
-    losses = [m["loss"] for m in metrics(out) if "loss" in m]
-    assert len(losses) == 12 and losses[-1] < losses[0] - 0.5
-    log_text = (out / "main.log").read_text()
-    assert "step   12/12" in log_text and "sample at step 12" in log_text
+def test_loss_decreases_and_logs_are_written(trained_run):
+    losses = [m["loss"] for m in metrics(trained_run.out) if "loss" in m]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5
+    log_text = (trained_run.out / "main.log").read_text()
+    assert "step    6/6" in log_text and "sample at step 6" in log_text
 
 
-DDP_COMMON = ["train.max_steps=3", "train.val_every=0", "train.checkpoint_every=0", "train.total_batch_tokens=512",
-              "train.warmup_steps=2"]
-
-
-def torchrun(shard_dir, out, *sets):
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "OMP_NUM_THREADS": "1"}
-    args = [f"--set=data_dir={shard_dir}", f"--set=train.out_dir={out}", "--set=train.batch_size=2",
-            *(f"--set={c}" for c in (*DDP_COMMON, *sets))]  # later --set wins: `sets` override DDP_COMMON
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "-m", "gpt2train.train", "--config", "tiny", *args],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=280)
-    assert r.returncode == 0, r.stderr[-3000:]
-
-
+@pytest.mark.e2e
 def test_an_error_every_rank_raises_is_printed_once(tmp_path):
     """Under torchrun a data error is raised by both ranks: one line says it, not one per rank."""
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         f"--log-dir={tmp_path / 'torchrun'}", "-m", "gpt2train.train", "--config", "tiny",
-                        f"--set=data_dir={tmp_path / 'empty'}"], capture_output=True, text=True, env=env, cwd=REPO,
-                       timeout=280)
+                        f"--set=data_dir={tmp_path / 'empty'}"], capture_output=True, text=True, cwd=REPO,
+                       timeout=280, env={**os.environ, "OMP_NUM_THREADS": "1"})
     said = [line for line in r.stderr.splitlines() if line.startswith("gpt2train train: error:")]
     assert r.returncode != 0 and len(said) == 1 and "no token shards match" in said[0], r.stderr[-3000:]
 
 
-def assert_same_run(a_out, b_out, tol, weight_tol=None):
+def assert_same_run(a_out, b_out, tol, weight_tol=None, step=3):
     la = [m["loss"] for m in metrics(a_out) if "loss" in m]
     lb = [m["loss"] for m in metrics(b_out) if "loss" in m]
     assert la == pytest.approx(lb, abs=tol)
-    a, b = weights(a_out, 3), weights(b_out, 3)
+    a, b = weights(a_out, step), weights(b_out, step)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= (weight_tol or tol)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_ddp_two_ranks_equal_one_process_and_zero1_equals_ddp(shard_dir, tmp_path):
     one, ddp, zero = tmp_path / "one", tmp_path / "ddp", tmp_path / "zero"
@@ -128,17 +100,23 @@ def test_ddp_two_ranks_equal_one_process_and_zero1_equals_ddp(shard_dir, tmp_pat
 
 
 def test_recompute_gives_the_same_training(shard_dir, tmp_path):
-    base = ["train.max_steps=3", "train.val_every=0", "train.checkpoint_every=0"]
+    # Two steps: the second's forward already runs on weights the first recomputed backward updated.
+    base = ["train.max_steps=2", "train.total_batch_tokens=256", "train.val_every=0", "train.checkpoint_every=0",
+            "train.sample_every=0"]
     train(run_cfg(shard_dir, tmp_path / "r0", *base))
     for level in (1, 2):
         train(run_cfg(shard_dir, tmp_path / f"r{level}", *base, f"train.recompute={level}"))
-        assert_same_run(tmp_path / "r0", tmp_path / f"r{level}", 1e-6)
+        assert_same_run(tmp_path / "r0", tmp_path / f"r{level}", 1e-6, step=2)
 
 
+@pytest.mark.e2e  # ~6 s of training: too long for the unit tier
 def test_overfit_one_batch(shard_dir, tmp_path):
+    # One batch of 4 x 64 tokens: 20 steps at a constant 3e-3 bring its loss from 10.5 to ~2.5 here, under the
+    # 3.2 asked (a larger rate is faster at first but stalls near 3.5-4).
     out = tmp_path / "overfit"
-    train(run_cfg(shard_dir, out, "train.overfit_batch=true", "train.max_steps=30", "train.learning_rate=0.003",
-                  "train.val_every=0", "train.checkpoint_every=0", "train.lr_schedule=constant"))
+    train(run_cfg(shard_dir, out, "train.overfit_batch=true", "train.max_steps=20", "train.learning_rate=0.003",
+                  "train.total_batch_tokens=256", "train.val_every=0", "train.checkpoint_every=0",
+                  "train.lr_schedule=constant", "train.sample_every=0"))
     losses = [m["loss"] for m in metrics(out) if "loss" in m]
     assert losses[-1] < 0.3 * losses[0]
 
@@ -208,7 +186,8 @@ def test_in_loop_hellaswag_and_plot(shard_dir, tmp_path, edu_mini):
     hellaswag = edu_mini.parent / "hellaswag-format" / "invented_val.jsonl"
     out = tmp_path / "hs"
     train(run_cfg(shard_dir, out, "train.max_steps=3", "train.hellaswag_every=2", f"train.hellaswag_file={hellaswag}",
-                  "train.hellaswag_items=12", "train.checkpoint_every=0"))
+                  "train.hellaswag_items=12", "train.checkpoint_every=0", "train.total_batch_tokens=256",
+                  "train.sample_every=0"))
     hs = [m for m in metrics(out) if "hellaswag_acc_norm" in m]
     # As llm.c: every N steps and the last one, not the untrained model at step 0.
     assert [m["step"] for m in hs] == [2, 3] and all(m["hellaswag_n"] == 12 for m in hs)
@@ -252,25 +231,23 @@ def test_malformed_hellaswag_line_is_named(tmp_path):
         load_hellaswag(path)
 
 
-def test_init_from_a_checkpoint_and_shape_mismatch(shard_dir, tmp_path):
-    first = tmp_path / "first"
-    train(run_cfg(shard_dir, first, "train.max_steps=2", "train.val_every=0"))
-    ckpt = first / "checkpoints" / "step_00000002"
+def test_init_from_a_checkpoint_and_shape_mismatch(trained_run, tmp_path):
+    ckpt = trained_run.checkpoint(6)
     second = tmp_path / "second"
-    train(run_cfg(shard_dir, second, "train.max_steps=1", "train.val_every=0", "train.learning_rate=0",
+    train(run_cfg(trained_run.shards, second, "train.max_steps=1", "train.val_every=0", "train.learning_rate=0",
                   f"train.init_from={ckpt}"))
-    a, b = weights(first, 2), weights(second, 1)
+    a, b = weights(trained_run.out, 6), weights(second, 1)
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights are exactly the ones loaded
     with pytest.raises(ConfigError, match="another model shape"):
-        train(run_cfg(shard_dir, tmp_path / "third", "model.descriptor=small", f"train.init_from={ckpt}"))
+        train(run_cfg(trained_run.shards, tmp_path / "third", "model.descriptor=small", f"train.init_from={ckpt}"))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_memory_does_not_grow(shard_dir, tmp_path):
     # A fresh process, so what earlier tests left in this one's heap does not count.
     out = tmp_path / "mem"
     r = train_command(shard_dir, out, "train.max_steps=50", "train.val_every=10", "train.checkpoint_every=25",
-                      "train.hellaswag_every=0")
+                      "train.hellaswag_every=0", "train.total_batch_tokens=256")
     assert r.returncode == 0, r.stderr[-2000:]
     mem = {m["step"]: m["mem_mb"] for m in metrics(out) if "mem_mb" in m}
     # Resident MB moves in ~50 MB steps as malloc keeps or returns the freed 100 MB logits buffers,
@@ -280,34 +257,36 @@ def test_memory_does_not_grow(shard_dir, tmp_path):
     assert late - early < 100, mem
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_two_rank_resume_is_bitwise_exact(shard_dir, tmp_path):
-    straight, resumed = tmp_path / "straight2", tmp_path / "resumed2"
-    sets = ("train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.val_batches=1")
-    torchrun(shard_dir, straight, *sets)
-    torchrun(shard_dir, resumed, *sets)
-    shutil.rmtree(resumed / "checkpoints" / "step_00000004")
-    torchrun(shard_dir, resumed, *sets)
-    assert without_timings(metrics(straight)) == without_timings(metrics(resumed))
-    a, b = weights(straight, 4), weights(resumed, 4)
+@pytest.mark.e2e
+def test_two_rank_resume_is_bitwise_exact(tiny_shards, two_rank_reference, tmp_path):
+    """The session's 2-rank reference run, as if killed after its step-6 checkpoint: torchrun again resumes it
+    and ends bit for bit as the uninterrupted run did."""
+    out = tmp_path / "resumed"
+    shutil.copytree(two_rank_reference, out)
+    shutil.rmtree(out / "checkpoints" / f"step_{REFERENCE_STEPS:08d}")
+    job = TorchrunJob(tiny_shards, out, tmp_path / "torchrun.log", (*TWO_RANK_SETS, f"train.max_steps={REFERENCE_STEPS}"))
+    try:
+        assert job.proc.wait(timeout=300) == 0, job.output()[-3000:]
+    finally:
+        job.cleanup()
+    assert "(resumed from " in (out / "main.log").read_text()
+    assert loss_log(out) == loss_log(two_rank_reference)
+    a, b = weights(two_rank_reference, REFERENCE_STEPS), weights(out, REFERENCE_STEPS)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_resume_on_another_world_size(shard_dir, tmp_path):
-    """2 ranks x B=4 (one micro-batch a step), then one process x B=4 (two micro-batches a step): the same
-    512 tokens a step, so the single process resumes the 2-rank run where it stopped."""
+@pytest.mark.e2e
+def test_resume_on_another_world_size(tiny_shards, two_rank_reference, tmp_path):
+    """2 ranks x B=2 (one micro-batch a step each), then one process x B=2 (two micro-batches a step): the same
+    256 tokens a step, so the single process resumes the 2-rank run where it stopped."""
     out = tmp_path / "shrink"
-    sets = ["train.batch_size=4", "train.max_steps=4", "train.total_batch_tokens=512", "train.val_every=0",
-            "train.checkpoint_every=2", "train.warmup_steps=2"]
-    torchrun(shard_dir, out, *sets)
-    two_ranks = [m["loss"] for m in metrics(out) if "loss" in m]
-    shutil.rmtree(out / "checkpoints" / "step_00000004")  # as if the job had stopped after step 2
-    summary = train(run_cfg(shard_dir, out, *sets))
+    shutil.copytree(two_rank_reference, out)
+    shutil.rmtree(out / "checkpoints" / f"step_{REFERENCE_STEPS:08d}")  # as if the job had stopped after step 6
+    sets = [f"data_dir={tiny_shards}", f"train.out_dir={out}", *TWO_RANK_SETS, f"train.max_steps={REFERENCE_STEPS}"]
+    summary = train(load_config("tiny", sets))
+    two_ranks = [m["loss"] for m in metrics(two_rank_reference) if "loss" in m]
     one_process = [m["loss"] for m in metrics(out) if "loss" in m]
-    assert summary["steps"] == 4 and (out / "checkpoints" / "step_00000004" / "DONE").exists()
+    assert summary["steps"] == REFERENCE_STEPS and (out / "checkpoints" / f"step_{REFERENCE_STEPS:08d}" / "DONE").exists()
     assert "resumed from" in (out / "main.log").read_text()
     # The same tokens each step; only the order of the gradient sums differs (2 ranks vs 2 micro-batches).
     assert one_process == pytest.approx(two_ranks, abs=1e-5)
@@ -321,6 +300,7 @@ def own_data_dir(shard_dir, tmp_path):
     return data
 
 
+@pytest.mark.e2e
 def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
     from gpt2train.layout import RUN_RECORD
     from gpt2train.training.run_identity import run_dir, run_tag
@@ -333,7 +313,7 @@ def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
     assert json.loads((run_dir(cfg) / RUN_RECORD).read_text()) == {"run_tag": run_tag(cfg)}
     # The llm.c entry point, with the same config: the same directory, where nothing is left to train.
     r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", *(f"--set={s}" for s in sets)],
-                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR)})
+                       capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["out_dir"] == summary["out_dir"]
     assert "nothing to train" in (run_dir(cfg) / "main.log").read_text()
@@ -372,7 +352,7 @@ def test_an_out_dir_holding_another_runs_checkpoints_is_refused(own_data_dir, tm
         train(other)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_compiled_training_matches_eager(shard_dir, tmp_path):
     base = ["train.max_steps=2", "train.val_every=0", "train.checkpoint_every=0"]
@@ -385,10 +365,10 @@ def test_compiled_training_matches_eager(shard_dir, tmp_path):
     assert a.keys() == b.keys()  # compiling does not change checkpoint names
 
 
-def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_path):
-    """Checkpoints every 2 steps, validation every 3: the trainer still evaluates each checkpoint's
-    weights before saving it, and the last step's. Their recorded val loss equals a fresh evaluation
-    of the saved weights on the same val tokens, by our model and by transformers on the export."""
+def test_each_checkpoint_records_the_val_loss_of_its_own_weights(trained_run, tmp_path):
+    """Checkpoints every 2 steps, validation every 3 (the session's run): the trainer still evaluates each
+    checkpoint's weights before saving it, and the last step's. Their recorded val loss equals a fresh
+    evaluation of the saved weights on the same val tokens, by our model and by transformers on the export."""
     from transformers import GPT2LMHeadModel
 
     from gpt2train.training.checkpoint import load_checkpoint
@@ -397,11 +377,10 @@ def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_
     from gpt2train.model import GPT, GPTConfig
     from gpt2train.training.run_identity import shard_globs
 
-    out = tmp_path / "run"
-    cfg = run_cfg(shard_dir, out, "train.max_steps=5", "train.checkpoint_every=2", "train.val_every=3")
-    train(cfg)
+    out = trained_run.out
+    cfg = run_cfg(trained_run.shards, out, *RUN_SETS)
     val_steps = [m["step"] for m in metrics(out) if "val_loss" in m]
-    assert val_steps == [0, 2, 3, 4, 5]  # 0 and every 3, each checkpoint (2, 4) and the last (5)
+    assert val_steps == [0, 2, 3, 4, 6]  # 0 and every 3, each checkpoint (2, 4) and the last (6)
     _, val_glob = shard_globs(cfg)
     t = cfg.train
 
@@ -409,24 +388,24 @@ def test_each_checkpoint_records_the_val_loss_of_its_own_weights(shard_dir, tmp_
         loader = ShardLoader(val_glob, t.batch_size, t.seq_len, 0, 1, shuffle=False)
         return [loader.next_batch() for _ in range(t.val_batches)]
 
-    for step in (2, 4, 5):
-        ckpt = out / "checkpoints" / f"step_{step:08d}"
-        recorded = json.loads((ckpt / "state.json").read_text())["val_loss"]
+    for step in (2, 4, 6):
+        recorded = json.loads((trained_run.checkpoint(step) / "state.json").read_text())["val_loss"]
         model = GPT(GPTConfig.from_descriptor("tiny", cfg.model.block_size)).eval()
-        model.load_state_dict(load_checkpoint(out / "checkpoints" / f"step_{step:08d}", weights_only=True)["model"])
+        model.load_state_dict(load_checkpoint(trained_run.checkpoint(step), weights_only=True)["model"])
         with torch.no_grad():
             ours = sum(model(x, y)[1].item() for x, y in val_batches()) / t.val_batches
         assert recorded == pytest.approx(ours, abs=1e-6), step
-    export = export_checkpoint(out / "checkpoints" / "step_00000002", tmp_path / "export")
+    export = export_checkpoint(trained_run.checkpoint(2), tmp_path / "export")
     hf = GPT2LMHeadModel.from_pretrained(export.out_dir).eval()
     with torch.no_grad():
         theirs = sum(torch.nn.functional.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten()).item()
                      for x, y in val_batches()) / t.val_batches
-    recorded = json.loads((out / "checkpoints" / "step_00000002" / "state.json").read_text())["val_loss"]
+    recorded = json.loads((trained_run.checkpoint(2) / "state.json").read_text())["val_loss"]
     assert recorded == pytest.approx(theirs, abs=1e-4)
     assert f"{recorded:.4f}" in (export.out_dir / "README.md").read_text()  # the model card's val loss
 
 
+@pytest.mark.e2e
 def test_the_command_logs_an_eta_an_end_line_and_one_summary(shard_dir, tmp_path):
     """`python -m gpt2train.train`: every step line with an ETA, one closing line (steps, tokens, time,
     loss, where the checkpoints are), and the JSON summary once on stdout (rank 0 only under torchrun)."""

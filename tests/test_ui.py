@@ -1,12 +1,12 @@
 """The real Dagster UI over a materialized chain: GraphQL says every asset is there and fresh,
 and headless Chromium shows all seven on the global lineage page.
 
-    pytest -m slow tests/test_ui.py -q        # needs /usr/bin/chromium and `pip install playwright`
+    pytest -m e2e tests/test_ui.py -q        # needs /usr/bin/chromium and `pip install playwright`
 
-The chain is materialized once into a temp DAGSTER_HOME (a persistent SQLite instance) with the
-config the UI also gets, through GPT2TRAIN_SET: the same code versions, so nothing may show as
-stale. Then `dagster dev -w workspace.yaml` serves that home (tests/webserver.py). The last
-screenshot is also copied to bench/out/asset_graph.png to look at.
+The chain is the session's (tests/fixtures/chain.py: `gpt2train pipeline`, a persistent SQLite
+DAGSTER_HOME); `chain_ui` serves a copy of it with `dagster dev -w workspace.yaml` (tests/webserver.py)
+and the chain's config through GPT2TRAIN_SET: the same code versions, so nothing may show as stale. The
+last screenshot is also copied to bench/out/asset_graph.png to look at.
 """
 
 from __future__ import annotations
@@ -16,15 +16,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from pipelines.runner import run_pipeline
-from pipelines.settings import config_from_env
-from tests.conftest import REPO, SHARED, TIKTOKEN_DIR
-from tests.webserver import dagster_dev
+from tests.paths import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 ASSETS = ("corpus", "token_shards", "shard_manifest", "training_run", "checkpoint", "hf_export", "eval_report",
           "report_manifest", "eval_summary")
@@ -35,44 +31,6 @@ SCREENSHOT_COPY = REPO / "bench" / "out" / "asset_graph.png"
 # No network here; a few of Chromium's own background fetches would otherwise wait on it.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-def ui_overrides(root: Path) -> list[str]:
-    """tests/test_pipeline_chain.py's `chain_cfg`: the smallest chain that has every asset."""
-    return [f"data_dir={root / 'data'}", f"corpus.source={SHARED / 'data' / 'edu-mini'}", "corpus.files=2",
-            "corpus.max_documents_per_file=30", "shards.shard_size=40000",
-            "train.max_steps=4", "train.checkpoint_every=2", "train.val_every=2", "train.hellaswag_items=8",
-            "evals.limit=8"]
-
-
-@pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """(webserver, summary of the materialization, tmp root): the chain materialized, then served."""
-    root = tmp_path_factory.mktemp("ui")
-    home = root / "dagster_home"
-    home.mkdir()
-    env = {
-        "DAGSTER_HOME": str(home),
-        "GPT2TRAIN_CONFIG": "tiny",
-        "GPT2TRAIN_SET": ";".join(ui_overrides(root)),
-        "TIKTOKEN_CACHE_DIR": str(TIKTOKEN_DIR),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-    }
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    try:
-        # The config the code location will load, read from the same variables.
-        cfg = config_from_env()
-        with dg.DagsterInstance.local_temp(str(home)) as instance:
-            summary = run_pipeline(cfg, instance)
-        with dagster_dev(REPO, {**os.environ, **env}, root / "dagster_dev.log") as server:
-            yield server, summary, root
-    finally:
-        mp.undo()
 
 
 ASSET_NODES = "{ assetNodes { assetKey { path } groupName isPartitioned isMaterializable isObservable } }"
@@ -98,14 +56,16 @@ PARTITIONED_DETAIL = """query Parts($key: AssetKeyInput!) { assetNodeOrError(ass
 RUNS = "{ runsOrError { __typename ... on Runs { results { runId status jobName } } } }"
 
 
-def test_every_asset_is_materialized_and_fresh_in_the_ui(ui):
-    server, summary, _ = ui
+def test_every_asset_is_materialized_and_fresh_in_the_ui(chain_ui):
+    server, chain = chain_ui
     nodes = {"/".join(n["assetKey"]["path"]): n for n in server.graphql(ASSET_NODES)["assetNodes"]}
     assert set(ASSETS) <= set(nodes), f"the UI lists {sorted(nodes)}"
     # The UI reads the very runs the chain wrote (same DAGSTER_HOME), all successful.
+    with chain.open_instance() as instance:
+        written = [r.run_id for r in instance.get_runs()]
     runs = {r["runId"]: r for r in server.graphql(RUNS)["runsOrError"]["results"]}
-    assert set(summary.run_ids) <= set(runs)
-    assert {runs[r]["status"] for r in summary.run_ids} == {"SUCCESS"}
+    assert len(written) == 6 and set(written) <= set(runs)
+    assert {runs[r]["status"] for r in written} == {"SUCCESS"}
 
     for name in ASSETS:
         node = nodes[name]
@@ -138,7 +98,7 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
-def test_lineage_page_shows_every_asset(ui, tmp_path):
+def test_lineage_page_shows_every_asset(chain_ui, tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("drives Debian's /usr/bin/chromium: Linux only")
     try:
@@ -147,7 +107,7 @@ def test_lineage_page_shows_every_asset(ui, tmp_path):
     except ImportError:
         pytest.fail("Python Playwright is missing: `pip install -e '.[dev]'` (it drives /usr/bin/chromium; "
                     "never `playwright install`)")
-    server, _, _ = ui
+    server, _ = chain_ui
     shot = tmp_path / "asset_graph.png"
     with sync_playwright() as p:
         browser = launch_chromium(p)

@@ -17,7 +17,7 @@ from gpt2train.config import load_config
 from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.model import GPT, GPTConfig
 from gpt2train.weights import load_model
-from tests.conftest import REPO
+from tests.paths import REPO
 from tests.faults import train_env
 
 TINY = GPTConfig.from_descriptor("tiny", 64)  # the tiny preset's shape
@@ -88,6 +88,7 @@ def _train_from(tmp_path, data_dir, init: list[str]) -> dict:
     return load_file(out / "checkpoints" / "step_00000001" / "model.safetensors")
 
 
+@pytest.mark.e2e
 def test_llmc_e_flag_trains_from_an_llmc_model_file(tmp_path, tiny_shards):
     src = source_model()
     write_llmc_model(tmp_path / "gpt2_tiny.bin", src)
@@ -97,6 +98,7 @@ def test_llmc_e_flag_trains_from_an_llmc_model_file(tmp_path, tiny_shards):
                                                                        if not torch.equal(weights[k], expected[k])]
 
 
+@pytest.mark.e2e
 def test_init_from_a_save_pretrained_gpt2(tmp_path, tiny_shards):
     import transformers
 
@@ -134,6 +136,7 @@ def _cached_hub_model(cache: Path, repo: str, hf_model) -> Path:
     return folder / "snapshots" / commit
 
 
+@pytest.mark.e2e
 def test_a_hub_model_id_is_read_from_the_cache_offline(tmp_path):
     """`hf:<owner>/<name>` through huggingface_hub's own cache and offline rules: sample and init_from
     read the cached snapshot; an id with no cached copy while offline says what to do, in one line."""

@@ -1,4 +1,4 @@
-"""A real `dagster dev` in a subprocess, for tests that look at the UI (tests/test_ui.py).
+"""A real `dagster dev` in a subprocess, for tests that look at the UI (tests/test_ui.py, tests/test_security.py).
 
     with dagster_dev(repo_root, env, log_path) as server:
         server.graphql("{ assetNodes { assetKey { path } } }")   # -> the response's "data"
@@ -121,12 +121,13 @@ def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
 @contextmanager
 def dagster_dev(repo_root: Path, env: dict[str, str], log_path: Path, location: str = "gpt2train",
                 ready_timeout: float = 120) -> Iterator[Webserver]:
-    """`dagster dev -w workspace.yaml` on a free port of 127.0.0.1, ready when yielded; always stopped."""
+    """`dagster dev -w workspace.yaml` as the README starts it (the host left to its default: loopback,
+    which tests/test_security.py checks) on a free port, ready when yielded; always stopped."""
     exe = shutil.which("dagster", path=str(Path(sys.executable).parent)) or shutil.which("dagster")
     if exe is None:
         raise WebserverError("no `dagster` executable beside the interpreter: pip install -e '.[dev]'")
     port = free_port()
-    cmd = [exe, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    cmd = [exe, "dev", "-w", "workspace.yaml", "-p", str(port)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_signals)

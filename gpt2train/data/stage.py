@@ -22,6 +22,7 @@ from gpt2train.data.corpus import (
     READER_VERSIONS, CorpusRecord, check_source_key, fetch_source_file, list_source_files,
 )
 from gpt2train.errors import DataError
+from gpt2train.failpoints import failpoint
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path,
@@ -157,6 +158,7 @@ def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> di
     # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
     with writer_lock(shard_partition_manifest(out, key), f"token_shards partition {key}: manifest"):
         record = load_corpus_record(cfg, key)
+        failpoint("token_shards.started")  # the fault tests hold or kill a data run here
         return write_partition_shards(record, out, cfg, is_val_file=(key == val_file_key(cfg)), progress=progress)
 
 

@@ -39,6 +39,7 @@ from gpt2train.data.tokenizer import EOT_TOKEN
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.export.model_card import model_card
 from gpt2train.export.tokenizer import write_gpt2_tokenizer
+from gpt2train.failpoints import failpoint
 from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
 from gpt2train.layout import LINEAGE_FILE, checkpoint_key
 from gpt2train.lineage.records import (
@@ -91,6 +92,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             write_gpt2_tokenizer(tmp, model_max_length=ckpt.model.config.block_size)
             with _quiet_transformers():
                 hf_params = write_hf_model(ckpt.model, tmp)
+                failpoint("export.model_written")
                 verification = verify_export(tmp, ckpt.model)
             data = sidecar_data_dir(ckpt.state, ckpt.path)  # the checkpoint's data dir, where it records one
             checkpoint_ref = _checkpoint_ref(ckpt, key, data)

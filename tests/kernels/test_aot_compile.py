@@ -111,7 +111,7 @@ def test_a_kernel_that_does_not_build_stops_the_trainers_preflight_with_one_line
     assert "(in broken)" in line and "--kernels torch" in line
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_every_kernel_builds_for_sm80_and_sm90_without_spills(tmp_path):
     out = tmp_path / "aot.json"
     proc = subprocess.run([sys.executable, "bench/aot_compile.py", "--json", str(out)], cwd=REPO,
