@@ -99,6 +99,8 @@ def plot_loss_curve(metrics_path: str | Path, out_png: str | Path, step: int) ->
 
 
 def _save(fig, out_png: Path) -> Path:
+    import gc
+
     import matplotlib.pyplot as plt
 
     # The temp name ends in .png so matplotlib picks the format; renamed only when complete.
@@ -108,5 +110,8 @@ def _save(fig, out_png: Path) -> Path:
         tmp.replace(out_png)
     finally:
         plt.close(fig)
+        # A figure is a web of reference cycles that only the cyclic collector frees: left to its schedule,
+        # the trainer's redraws held ~7 MB more after each one (measured over 10 redraws, until a full pass).
+        gc.collect()
         tmp.unlink(missing_ok=True)
     return out_png
