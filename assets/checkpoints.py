@@ -1,9 +1,10 @@
 """The `checkpoint` asset: every complete training checkpoint, one `checkpoints` partition each.
 
 Checkpoints are written by the trainer, not computed by Dagster, so `checkpoint` is an external
-asset (an `AssetSpec` downstream of `training_run`): gpt2train *records* each one as soon as its
-`DONE` marker lands — from the `training_run` asset while it trains (`CheckpointWatcher`), from
-the `checkpoints_sensor`, and from `gpt2train pipeline` — registering its partition and reporting,
+asset (an `AssetSpec` downstream of `training_run`): gpt2train *records* each one with
+`register_checkpoints` — from the `training_run` asset when the trainer reports it over Pipes, from the
+`checkpoints_sensor` (checkpoints written outside a Dagster run, e.g. by `gpt2train train`; the sensor
+returns the same events in its result), and from `gpt2train pipeline` — registering its partition and reporting,
 with the checkpoint's content hash (sha256 of model.safetensors) as data version, an observation
 and then a runless materialization. Both, in that order: Dagster's stale check of a downstream
 partition (`hf_export`) reads an external upstream's *observations*, newer than the pointer the
@@ -18,15 +19,10 @@ changes — never because `training_run` ran again.
 
 from __future__ import annotations
 
-import logging
-import threading
-from pathlib import Path
-
 import dagster as dg
 
 from assets.partitions import checkpoints
-from gpt2train.training.checkpoint import complete_checkpoints
-from gpt2train.training.runs import CheckpointInfo, checkpoint_info
+from gpt2train.training.runs import CheckpointInfo
 
 CHECKPOINT = dg.AssetKey("checkpoint")
 DATA_VERSION_TAG = "dagster/data_version"
@@ -85,43 +81,3 @@ def register_checkpoints(instance: dg.DagsterInstance, infos: list[CheckpointInf
     for event in events:
         instance.report_runless_asset_event(event)
     return new_keys
-
-
-class CheckpointWatcher:
-    """While training runs, registers each checkpoint of `ckpt_root` within `interval` seconds of
-    its DONE marker, so the sensor (or a person) can export and evaluate it during training."""
-
-    def __init__(self, instance: dg.DagsterInstance, ckpt_root: Path, log: logging.Logger | None = None,
-                 interval: float = 2.0):
-        self.instance, self.ckpt_root, self.interval = instance, Path(ckpt_root), interval
-        self.log = log or logging.getLogger(__name__)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="checkpoint-watcher", daemon=True)
-        self.registered: list[str] = []
-
-    def scan(self) -> None:
-        infos = [checkpoint_info(p) for p in complete_checkpoints(self.ckpt_root)]
-        for key in register_checkpoints(self.instance, infos):
-            self.registered.append(key)
-            self.log.info(f"checkpoint {key} registered as a `checkpoints` partition")
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.scan()
-            except Exception as e:  # a checkpoint pruned mid-scan, a busy database: try again next tick
-                self.log.warning(f"checkpoint watcher: {e}")
-
-    def __enter__(self) -> "CheckpointWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        try:
-            self.scan()  # the final checkpoint, written just before the trainer exited
-        except Exception as e:
-            if exc[0] is None:
-                raise
-            self.log.warning(f"checkpoint watcher: {e}")  # keep the training failure as the error

@@ -20,10 +20,10 @@ import dagster as dg
 from assets.partitions import checkpoints
 from gpt2train.config import Config
 from gpt2train.export.hf_export import export_checkpoint, export_code_version
-from gpt2train.layout import LINEAGE_FILE, checkpoint_path, export_dir
+from gpt2train.layout import LINEAGE_FILE, MODEL_CARD, checkpoint_path, export_dir
 
 # Files whose bytes are the model; README.md and lineage.json carry the commit and the time.
-_NOT_CONTENT = {"README.md", LINEAGE_FILE}
+_NOT_CONTENT = {MODEL_CARD, LINEAGE_FILE}
 
 
 def export_data_version(files: dict[str, str]) -> str:
@@ -56,7 +56,7 @@ def build_hf_export_asset(cfg: Config) -> dg.AssetsDefinition:
                 "logits_max_abs_diff": dg.MetadataValue.float(float(v["logits_max_abs_diff"])),
                 "tokenizer_matches_tiktoken": bool(v["tokenizer_match"]),
                 "files": dg.MetadataValue.md("\n".join(f"- `{n}` sha256 `{h[:16]}…`" for n, h in sorted(result.files.items()))),
-                "model_card": dg.MetadataValue.path(str(result.out_dir / "README.md")),
+                "model_card": dg.MetadataValue.path(str(result.out_dir / MODEL_CARD)),
                 "lineage": dg.MetadataValue.path(str(result.out_dir / LINEAGE_FILE)),
                 "code_version": result.lineage.get("code_version", ""),
                 "git_commit": result.lineage.get("git_commit") or "",

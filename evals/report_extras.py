@@ -31,8 +31,9 @@ from typing import Any
 from evals.trend import plot_trend, read_reports, report_row
 from gpt2train.export.hf_export import exported_checkpoint
 from gpt2train.fileio import read_json, sha256_file
-from gpt2train.layout import LINEAGE_FILE
+from gpt2train.layout import CHECKPOINT_STATE, LINEAGE_FILE
 from gpt2train.lineage.records import recorded_path
+from gpt2train.training.checkpoint import CheckpointState, RecordedTrain
 
 # The report's sample: nanoGPT / build-nanogpt's prompt; gpt2train.sample's defaults otherwise
 # (top-k 40, temperature 1, seed 1337 = train.seed's default).
@@ -102,14 +103,15 @@ def training_facts(ckpt: Path | None, metrics_path: Path | None, data: Path | No
     """Tokens seen and wall time at the checkpoint's step (`step` where its state.json is gone), with
     what they were read from; `missing` says why there is no state.json (pruned by train.keep_last,
     a reference model)."""
-    state_path = ckpt / "state.json" if ckpt is not None else None
+    state_path = ckpt / CHECKPOINT_STATE if ckpt is not None else None
     out: dict[str, Any] = {"step": step}
     if state_path is not None and state_path.is_file():
-        state = read_json(state_path, "checkpoint state")
-        train = (state.get("config") or {}).get("train") or {}
-        out["step"], total_batch = int(state["step"]), train.get("total_batch_tokens")
+        # state.json alone: CheckpointState.from_dir would also require (and may hash) the weights, unused here.
+        state = CheckpointState.from_record(read_json(state_path, "checkpoint state"))
+        train = state.config.train or RecordedTrain()
+        out["step"], total_batch = int(state.step), train.total_batch_tokens
         out.update(state={"path": recorded_path(state_path, data), "sha256": sha256_file(state_path)},
-                   total_batch_tokens=total_batch, seq_len=train.get("seq_len"), init_from=train.get("init_from"),
+                   total_batch_tokens=total_batch, seq_len=train.seq_len, init_from=train.init_from,
                    tokens=out["step"] * total_batch if total_batch else None)
     else:
         out["missing"] = ("no checkpoint: not a gpt2train export" if ckpt is None else

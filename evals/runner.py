@@ -47,7 +47,7 @@ from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
 )
-from gpt2train.layout import LINEAGE_FILE, METRICS
+from gpt2train.layout import HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE, METRICS, MODEL_CARD
 from gpt2train.lineage.records import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
 from gpt2train.training.trackers import check_report_trackers, log_report_scores
@@ -55,7 +55,7 @@ from gpt2train.training.trackers import check_report_trackers, log_report_scores
 log = logging.getLogger(__name__)
 
 # Files of an HF export the harness needs (the tokenizer as tokenizer.json, or vocab.json + merges.txt).
-EXPORT_REQUIRED = ("config.json", "model.safetensors", LINEAGE_FILE)
+EXPORT_REQUIRED = (HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE)
 
 
 @dataclass
@@ -122,16 +122,16 @@ def check_export(export_dir: str | Path, reference: bool = False) -> ExportInfo:
     if missing:
         raise Gpt2TrainError(f"{what}: {', '.join(missing)} missing; export the checkpoint again")
     try:
-        hf_config = json.loads((export_dir / "config.json").read_text())
+        hf_config = json.loads((export_dir / HF_CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise Gpt2TrainError(f"{what}: config.json is not valid JSON ({e}); export the checkpoint again") from e
+        raise Gpt2TrainError(f"{what}: {HF_CONFIG} is not valid JSON ({e}); export the checkpoint again") from e
     if hf_config.get("model_type") != "gpt2":
-        raise Gpt2TrainError(f"{what}: config.json has model_type={hf_config.get('model_type')!r}, expected "
+        raise Gpt2TrainError(f"{what}: {HF_CONFIG} has model_type={hf_config.get('model_type')!r}, expected "
                              f"'gpt2'; point evals at a gpt2train export")
     has_tokenizer = ((export_dir / "tokenizer.json").is_file()
                      or ((export_dir / "vocab.json").is_file() and (export_dir / "merges.txt").is_file()))
     if reference:
-        return ExportInfo(lineage={}, hf_config=hf_config, model_sha256=sha256_file(export_dir / "model.safetensors"),
+        return ExportInfo(lineage={}, hf_config=hf_config, model_sha256=sha256_file(export_dir / HF_WEIGHTS),
                           has_tokenizer=has_tokenizer)
     if not has_tokenizer:
         raise Gpt2TrainError(f"{what}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); export the "
@@ -141,9 +141,9 @@ def check_export(export_dir: str | Path, reference: bool = False) -> ExportInfo:
         raise Gpt2TrainError(f"{what}: lineage.json is not an hf_export sidecar (artifact="
                              f"{lineage.get('artifact') if isinstance(lineage, dict) else None!r}); export again")
     recorded = lineage.get("model_sha256")
-    actual = sha256_file(export_dir / "model.safetensors")
+    actual = sha256_file(export_dir / HF_WEIGHTS)
     if recorded and recorded != actual:
-        raise Gpt2TrainError(f"{export_dir}/model.safetensors (sha256 {actual[:16]}…) is not the file its "
+        raise Gpt2TrainError(f"{export_dir / HF_WEIGHTS} (sha256 {actual[:16]}…) is not the file its "
                              f"lineage.json records ({recorded[:16]}…): it changed after the export; export the "
                              f"checkpoint again")
     return ExportInfo(lineage=lineage, hf_config=hf_config, model_sha256=actual)
@@ -266,7 +266,7 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
     metrics = {display.get(k, k): harness_metrics(v) for k, v in raw.get("results", {}).items()}
     task_dicts = _task_dicts(src.tasks, raw, src.ecfg)
     hf = src.export.hf_config
-    n_params = count_parameters(src.export_dir / "model.safetensors")
+    n_params = count_parameters(src.export_dir / HF_WEIGHTS)
     size = model_size(hf.get("n_layer", 0), hf.get("n_embd", 0), n_params)
     in_loop = in_loop_metrics(src.metrics_path, src.step)
     code_ver = evals_code_version(src.ecfg)
@@ -366,7 +366,7 @@ def _write_model_card(tmp: Path, src: EvalInputs, metrics: dict[str, dict[str, f
     never rewritten (this report records the hash of the lineage.json that records its hash). None for a
     reference model (its card is not ours) or an export whose README.md is gone or unreadable: the
     scores stand without it, so that is a warning, not a failed report."""
-    card = src.export_dir / "README.md"
+    card = src.export_dir / MODEL_CARD
     if not src.export.lineage:
         return
     name = src.model_label or src.checkpoint.get("key") or src.export_dir.name

@@ -1,15 +1,16 @@
-"""The `gpt2train` command line: every stage without Dagster, plus the Dagster pipeline.
+"""The `gpt2train` command line: the library's commands; the console script adds `eval` (evals/cli.py)
+and `pipeline` (pipelines/cli.py).
 
     gpt2train prepare --source ../shared/data/edu-mini --out data/prepared --shard-size 1000000
     gpt2train prepare --source hub --name sample-10BT --files 2 --out data/edu_fineweb10B
     gpt2train verify data/prepared                      # check every shard against its sidecar
     gpt2train train --config tiny [-b 8 -x 100]         # = python -m gpt2train.train (llm.c's flags too)
-    gpt2train pipeline --config tiny [--stale-only]   # Dagster; added by pipelines/cli.py
+    gpt2train pipeline --config tiny [--stale-only]   # the whole chain; added by pipelines/cli.py
     gpt2train config --config gpt2_124m --set shards.shard_size=1000   # print the resolved config
     gpt2train export data/runs/tiny-<hash>/checkpoints/step_00000040 exports/tiny-40   # Hugging Face dir
     gpt2train lineage data/reports/<checkpoint>/      # walk any artifact back to the corpus files
     gpt2train sample data/exports/<checkpoint> --prompt "Hello" -n 3   # text from a checkpoint or HF dir
-    gpt2train eval ./gpt2 --out reports/gpt2 --set evals.limit=100   # any HF GPT-2, scored as the reports are
+    gpt2train eval ./gpt2 --out reports/gpt2 --set evals.limit=100   # any HF GPT-2 scored; added by evals/cli.py
 
 Errors a user can fix (bad config, missing file, unreachable Hub, full disk) print one
 clear line and exit 2; anything else is a bug and keeps its traceback.
@@ -84,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
         status = "ok" if not failed else "FAILED " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
         print(f"{path}: {status}")
     if bad:
-        raise Gpt2TrainError(f"{bad} of {len(paths)} shard(s) failed validation; rematerialize them "
+        raise Gpt2TrainError(f"{bad} of {len(paths)} shard(s) failed validation; regenerate them "
                              f"(`gpt2train pipeline` or `gpt2train prepare`)")
     print(f"all {len(paths)} shard(s) valid")
 
@@ -97,21 +98,6 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {args.checkpoint} (step {result.step}) to {result.out_dir}")
     print(f"  verified: transformers loads it; logits max |diff| {v['logits_max_abs_diff']:.2e} "
           f"(<= {v['logits_tolerance']:g}); tokenizer == tiktoken on {v['tokenizer_texts']} texts")
-
-
-def cmd_eval(args: argparse.Namespace) -> None:
-    from evals.runner import evaluate_export
-    from gpt2train.hub_models import HUB_PREFIX, is_hub_model
-    from gpt2train.weights import local_source
-
-    cfg = load_from_args(args)
-    source = local_source(args.source)  # a Hub id hf:<owner>/<name>: its cached snapshot
-    label = args.label or (args.source.removeprefix(HUB_PREFIX) if is_hub_model(args.source) else source.name)
-    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=True)
-    print(f"eval report: {report.report_dir / 'report.md'}")
-    for task, metrics in report.metrics.items():
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
-        print(f"  {task}: {shown}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -138,7 +124,7 @@ def cmd_lineage(args: argparse.Namespace) -> None:
     bad = [n for n in nodes if not n.ok]
     if bad:
         raise Gpt2TrainError(f"{len(bad)} artifact(s) in the chain no longer match their recorded hashes "
-                             f"(marked MISMATCH/MISSING above); rematerialize them")
+                             f"(marked MISMATCH/MISSING above); regenerate them")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -150,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
-    ap.subcommands = sub  # for pipelines/cli.py
+    ap.subcommands = sub  # for evals/cli.py and pipelines/cli.py
 
     p = sub.add_parser("prepare", help="corpus -> llm.c token shards (llm.c's exact layout)")
     add_config_args(p)
@@ -182,15 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory (replaced atomically if it exists)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("eval", help="score any Hugging Face GPT-2 directory with the eval_report asset's harness "
-                                    "and tasks (evals.*), e.g. OpenAI's GPT-2 as a reference")
-    add_config_args(p)
-    p.add_argument("source", help="a Hugging Face GPT-2 directory (save_pretrained, or an export) or a Hub id "
-                                  "hf:<owner>/<name>[@revision], e.g. hf:openai-community/gpt2")
-    p.add_argument("--out", required=True, help="the report directory (replaced atomically)")
-    p.add_argument("--label", help="the model's name in the report (default: the directory's name, or the Hub id)")
-    p.set_defaults(func=cmd_eval)
-
     p = sub.add_parser("sample", help="text from a checkpoint, an export, a Hugging Face GPT-2 dir or an llm.c .bin")
     p.add_argument("source", help="a checkpoint dir (…/checkpoints/step_XXXXXXXX), an export or save_pretrained dir, "
                                   "a Hub id hf:<owner>/<name>, or an llm.c model file (gpt2_124M.bin)")
@@ -215,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run a subcommand. `parser` lets pipelines/cli.py add the Dagster `pipeline` command on top
-    (the library itself never imports Dagster)."""
+    """Run a subcommand. `parser` lets the console script (pipelines/cli.py) add `eval` and the Dagster
+    `pipeline` command on top (the library itself imports neither evals/ nor Dagster)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not sys.stderr.isatty():
         # Progress bars only on a terminal: in a log file or a captured stream every refresh is one more

@@ -134,4 +134,4 @@ def read_json(path: str | Path, what: str) -> Any:
     except FileNotFoundError:
         raise DataError(f"{what} {path} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{what} {path} is not valid JSON ({e}); delete it and rematerialize") from e
+        raise DataError(f"{what} {path} is not valid JSON ({e}); delete it and regenerate it") from e

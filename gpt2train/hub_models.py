@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt2train.errors import Gpt2TrainError
+from gpt2train.layout import HF_CONFIG, HF_WEIGHTS
 
 HUB_PREFIX = "hf:"
-MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+MODEL_FILES = [HF_CONFIG, "generation_config.json", HF_WEIGHTS, "tokenizer.json",
                "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"]
 
 
@@ -55,7 +56,7 @@ def hub_model_dir(source: str) -> Path:
             f"HF_HUB_OFFLINE=1 or no network). Run once where the Hub is reachable (or "
             f"`hf download {repo}` there and copy the cache via HF_HUB_CACHE), or give a local "
             f"save_pretrained directory instead") from None
-    if not (local / "model.safetensors").is_file():
-        raise Gpt2TrainError(f"{source}: the repo has no model.safetensors (only other weight formats); "
+    if not (local / HF_WEIGHTS).is_file():
+        raise Gpt2TrainError(f"{source}: the repo has no {HF_WEIGHTS} (only other weight formats); "
                              f"convert it with save_pretrained(safe_serialization=True) and give that directory")
     return local

@@ -47,6 +47,19 @@ TRACKING_RECORD = "tracking.json"
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
 
+# The files of a checkpoint directory (what each holds: training/checkpoint.py).
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_DONE = "DONE"  # written last: only a directory with it is a checkpoint
+# Left in a run's checkpoints folder by a save or a prune that crashed (step_temp_dir, step_deleting_dir).
+STALE_STEP_DIRS = (".step_*.tmp", ".step_*.deleting")
+
+# Hugging Face's names (transformers' save_pretrained, the Hub), in an export of ours and in any GPT-2
+# directory read as weights.
+HF_WEIGHTS = "model.safetensors"
+HF_CONFIG = "config.json"
+MODEL_CARD = "README.md"
+
 
 def partition_tag(key: str) -> str:
     """`sample/10BT/000_00000.parquet` -> `000_00000-<8 hex>`: file-name safe, readable, and unique
@@ -105,6 +118,32 @@ def checkpoints_dir(run: str | Path) -> Path:
 
 def step_dir(checkpoints: str | Path, step: int) -> Path:
     return Path(checkpoints) / f"step_{step:08d}"
+
+
+def step_temp_dir(step: str | Path) -> Path:
+    """Where the checkpoint `step` (a step_dir) is written before it is renamed into place: a name
+    outside the `step_*` namespace, so that it never looks complete."""
+    step = Path(step)
+    return step.with_name(f".{step.name}.tmp")
+
+
+def step_deleting_dir(step: str | Path) -> Path:
+    """Where a pruned checkpoint is renamed before it is deleted, outside the `step_*` namespace."""
+    step = Path(step)
+    return step.with_name(f".{step.name}.deleting")
+
+
+def optimizer_shard_name(rank: int | str) -> str:
+    """The file of rank `rank`'s optimizer state in a checkpoint; `"*"` gives the glob of every rank's."""
+    return f"optimizer_rank{rank}.pt"
+
+
+def rng_state_name(rank: int) -> str:
+    return f"rng_rank{rank}.pt"
+
+
+def loader_state_name(rank: int) -> str:
+    return f"loader_rank{rank}.json"
 
 
 def checkpoint_key(path: str | Path) -> str:

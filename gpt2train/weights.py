@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.hub_models import hub_model_dir, is_hub_model
+from gpt2train.layout import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, HF_CONFIG, HF_WEIGHTS
 from gpt2train.model_config import GPTConfig
-from gpt2train.training.checkpoint import checkpoint_state, load_checkpoint
+from gpt2train.training.checkpoint import CheckpointState, load_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -71,32 +72,33 @@ HF_GELU = ("gelu_new", "gelu_pytorch_tanh")
 class LoadedCheckpoint:
     path: Path
     model: GPT                  # fp32, eval mode, on the CPU
-    state: dict[str, Any]       # state.json
-    model_sha256: str           # sha256 of the checkpoint's model.safetensors
+    state: CheckpointState      # its state.json
+    model_sha256: str           # sha256 of the checkpoint's weights file
 
 
 def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
     """Our GPT from a complete checkpoint, with errors that say what is wrong with the directory."""
     path = Path(checkpoint_dir).absolute()
-    state = checkpoint_state(path, verify_hash=True)
+    state = CheckpointState.from_dir(path, verify_hash=True)
+    state_file, step = path / CHECKPOINT_STATE, state.step
+    descriptor, block_size = state.config.model.descriptor, state.config.model.block_size
+    lacking = [name for name, value in (("step", step), ("config.model.descriptor", descriptor),
+                                        ("config.model.block_size", block_size)) if value is None]
+    if lacking:
+        raise Gpt2TrainError(f"{state_file} lacks {' and '.join(lacking)}: not a gpt2train checkpoint's state")
     try:
-        descriptor, block_size = state["config"]["model"]["descriptor"], state["config"]["model"]["block_size"]
-        step = state["step"]
         cfg = GPTConfig.from_descriptor(descriptor, int(block_size))
-    except (KeyError, TypeError) as e:
-        raise Gpt2TrainError(f"{path / 'state.json'} lacks step or config.model.descriptor/block_size ({e!r}): "
-                             f"not a gpt2train checkpoint's state") from e
-    except ValueError as e:
-        raise Gpt2TrainError(f"{path / 'state.json'}: config.model: {e}") from e
+    except (TypeError, ValueError) as e:  # TypeError: a block_size that is no number
+        raise Gpt2TrainError(f"{state_file}: config.model: {e}") from e
     if not isinstance(step, int):
-        raise Gpt2TrainError(f"{path / 'state.json'}: step is {step!r}, not an integer")
-    model_sha256 = state["model_sha256"]
+        raise Gpt2TrainError(f"{state_file}: step is {step!r}, not an integer")
+    model_sha256 = state.model_sha256
     try:
         weights = load_checkpoint(path, weights_only=True)["model"]
     except KeyError as e:  # load_checkpoint ties lm_head to transformer.wte.weight
-        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has no {e} weight: not a GPT-2") from e
+        raise Gpt2TrainError(f"checkpoint {path}: {CHECKPOINT_WEIGHTS} has no {e} weight: not a GPT-2") from e
     except Exception as e:  # safetensors raises its own error type on a truncated or corrupt file
-        raise Gpt2TrainError(f"checkpoint {path}: model.safetensors cannot be read ({type(e).__name__}: {e}); "
+        raise Gpt2TrainError(f"checkpoint {path}: {CHECKPOINT_WEIGHTS} cannot be read ({type(e).__name__}: {e}); "
                              f"export another checkpoint") from e
 
     import torch
@@ -117,9 +119,10 @@ def read_checkpoint(checkpoint_dir: str | Path) -> LoadedCheckpoint:
             f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
             f"wrong shapes {', '.join(wrong[:5])}" if wrong else "") if part)
         raise Gpt2TrainError(
-            f"checkpoint {path}: model.safetensors is not the GPT-2 state.json describes (config.model "
+            f"checkpoint {path}: {CHECKPOINT_WEIGHTS} is not the GPT-2 {CHECKPOINT_STATE} describes (config.model "
             f"descriptor={descriptor!r}, block_size={block_size}: n_layer={cfg.n_layer}, n_head={cfg.n_head}, "
-            f"n_embd={cfg.n_embd}): {problems}. The checkpoint is damaged or its state.json does not belong to it")
+            f"n_embd={cfg.n_embd}): {problems}. The checkpoint is damaged or its {CHECKPOINT_STATE} does not "
+            f"belong to it")
     model.load_state_dict({k: v.float() for k, v in weights.items()}, assign=True)
     model.lm_head.weight = model.transformer.wte.weight  # assign=True gave them separate Parameters
     return LoadedCheckpoint(path=path, model=model.eval(), state=state, model_sha256=model_sha256)
@@ -136,14 +139,14 @@ def kind_of(source: str | Path) -> str:
     if not path.exists():
         raise Gpt2TrainError(f"{source} does not exist; give a complete checkpoint (…/checkpoints/step_XXXXXXXX), "
                              f"a Hugging Face GPT-2 directory, a Hub id hf:<owner>/<name> or an llm.c model file")
-    if (path / "state.json").is_file():
+    if (path / CHECKPOINT_STATE).is_file():
         return "checkpoint"
-    if (path / "config.json").is_file():
+    if (path / HF_CONFIG).is_file():
         return "hf"
     if path.is_file() and _llmc_header(path, check=False) is not None:
         return "llmc"
-    raise Gpt2TrainError(f"{source}: neither a checkpoint directory (state.json), a Hugging Face GPT-2 directory "
-                         f"(config.json) nor an llm.c model file (header magic {LLMC_MAGIC}); give a "
+    raise Gpt2TrainError(f"{source}: neither a checkpoint directory ({CHECKPOINT_STATE}), a Hugging Face GPT-2 "
+                         f"directory ({HF_CONFIG}) nor an llm.c model file (header magic {LLMC_MAGIC}); give a "
                          f"…/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, hf:<owner>/<name>, or a gpt2_124M.bin")
 
 
@@ -152,15 +155,18 @@ def source_shape(source: str | Path) -> GPTConfig:
     path = local_source(source)
     kind = kind_of(path)
     if kind == "checkpoint":
+        saved = CheckpointState.from_dir(path).config.model
+        problem = "no descriptor" if saved.descriptor is None else "no block_size" if saved.block_size is None else ""
         try:
-            saved = checkpoint_state(path)["config"]["model"]
-            return GPTConfig.from_descriptor(saved["descriptor"], int(saved["block_size"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise Gpt2TrainError(f"{path}: its state.json has no usable config.model ({type(e).__name__}: {e}); "
-                                 f"use a checkpoint gpt2train wrote") from None
+            if not problem:
+                return GPTConfig.from_descriptor(saved.descriptor, int(saved.block_size))
+        except (TypeError, ValueError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        raise Gpt2TrainError(f"{path}: its {CHECKPOINT_STATE} has no usable config.model ({problem}); "
+                             f"use a checkpoint gpt2train wrote") from None
     if kind == "hf":
-        if not (path / "model.safetensors").is_file():
-            raise Gpt2TrainError(f"{path}: no model.safetensors (save it with safe_serialization=True, the default)")
+        if not (path / HF_WEIGHTS).is_file():
+            raise Gpt2TrainError(f"{path}: no {HF_WEIGHTS} (save it with safe_serialization=True, the default)")
         return _hf_shape(path)
     return _llmc_shape(_llmc_header(path))
 
@@ -171,8 +177,8 @@ def weights_sha256(source: str | Path) -> str:
     path = local_source(source)
     kind = kind_of(path)
     if kind == "checkpoint":
-        return checkpoint_state(path)["model_sha256"]
-    return sha256_file(path / "model.safetensors" if kind == "hf" else path)
+        return CheckpointState.from_dir(path).model_sha256
+    return sha256_file(path / HF_WEIGHTS if kind == "hf" else path)
 
 
 def load_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
@@ -191,7 +197,7 @@ def load_model(source: str | Path) -> tuple[GPT, str]:
     kind = kind_of(path)
     if kind == "checkpoint":
         ck = read_checkpoint(path)
-        return ck.model, f"checkpoint {path} (step {ck.state['step']}, {ck.state['config']['model']['descriptor']})"
+        return ck.model, f"checkpoint {path} (step {ck.state.step}, {ck.state.config.model.descriptor})"
     model = _load_hf(path) if kind == "hf" else _load_llmc(path)
     c = model.config
     what = "Hugging Face GPT-2" if kind == "hf" else "llm.c model file"
@@ -200,12 +206,12 @@ def load_model(source: str | Path) -> tuple[GPT, str]:
 
 def _hf_shape(path: Path) -> GPTConfig:
     try:
-        hf = json.loads((path / "config.json").read_text())
+        hf = json.loads((path / HF_CONFIG).read_text())
     except (OSError, ValueError) as e:
-        raise Gpt2TrainError(f"{path / 'config.json'}: not readable JSON ({e}); save the model again") from e
+        raise Gpt2TrainError(f"{path / HF_CONFIG}: not readable JSON ({e}); save the model again") from e
     if hf.get("model_type") != "gpt2" or hf.get("activation_function", "gelu_new") not in HF_GELU \
             or hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
-        raise Gpt2TrainError(f"{path / 'config.json'}: model_type={hf.get('model_type')!r}, activation_function="
+        raise Gpt2TrainError(f"{path / HF_CONFIG}: model_type={hf.get('model_type')!r}, activation_function="
                              f"{hf.get('activation_function')!r}, n_inner={hf.get('n_inner')!r}: only GPT-2 "
                              f"(gpt2, tanh-GELU, n_inner 4*n_embd) can be loaded into gpt2train's model")
     vocab = hf.get("vocab_size", 50257)
@@ -219,13 +225,13 @@ def _load_hf(path: Path) -> GPT:
     from gpt2train.export.state_dict import from_hf_state_dict
 
     cfg = _hf_shape(path)
-    weights = path / "model.safetensors"
+    weights = path / HF_WEIGHTS
     if not weights.is_file():
-        raise Gpt2TrainError(f"{path}: no model.safetensors (save it with safe_serialization=True, the default)")
+        raise Gpt2TrainError(f"{path}: no {HF_WEIGHTS} (save it with safe_serialization=True, the default)")
     try:
         return from_hf_state_dict(load_file(weights), cfg)
     except (KeyError, RuntimeError) as e:
-        raise Gpt2TrainError(f"{weights}: not the GPT-2 config.json describes ({e})") from e
+        raise Gpt2TrainError(f"{weights}: not the GPT-2 {HF_CONFIG} describes ({e})") from e
 
 
 def _llmc_header(path: Path, check: bool = True) -> np.ndarray | None:

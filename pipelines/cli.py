@@ -1,5 +1,6 @@
-"""The `gpt2train` console script: the library's CLI (gpt2train/cli.py) plus `pipeline`, the
-one subcommand that needs Dagster, so the library stays free of Dagster imports.
+"""The `gpt2train` console script: the library's CLI (gpt2train/cli.py), `eval` (evals/cli.py) and
+`pipeline`, the one subcommand that needs Dagster: each layer's commands are added here, above them all,
+so the library imports neither evals/ nor Dagster.
 
     gpt2train pipeline --config tiny                 # the whole chain, in the instance at DAGSTER_HOME
     gpt2train pipeline --config tiny --stale-only    # only stale or missing (asset, partition) pairs
@@ -15,6 +16,7 @@ import os
 import signal
 from pathlib import Path
 
+from evals.cli import add_eval_command
 from gpt2train import cli as library_cli
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.layout import shards_dir, summary_dir
@@ -104,6 +106,7 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = library_cli.build_parser()
+    add_eval_command(ap)
     p = ap.subcommands.add_parser("pipeline", help="run the Dagster pipeline in the instance at DAGSTER_HOME")
     library_cli.add_config_args(p)
     p.add_argument("--stale-only", action="store_true", help="only stale or missing (asset, partition) pairs")

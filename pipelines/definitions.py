@@ -14,8 +14,8 @@ Assets, by group:
 Jobs: `data` (one corpus partition), `shard_checks`, `training`, `checkpoint_evals` (export +
 report of one checkpoint partition), `refresh_eval_summary`. Sensors (on by default): `corpus_files_sensor`
 (new source files) and `checkpoints_sensor` (new checkpoints are exported and evaluated, also
-while training runs). Resource: `pipes_subprocess_client` — the one thing to swap for Kubernetes
-(docs/deploy.md).
+while training runs). Resource: `training_client`, the Pipes client of `launch.backend` (TRAINING_CLIENTS);
+a new backend is one more client there (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from assets.training import build_training_asset
 from gpt2train.config import Config
 from pipelines.sensors import build_checkpoints_sensor, build_corpus_files_sensor
 from pipelines.settings import config_from_env
+from pipelines.slurm_pipes import SlurmPipesClient
+from pipelines.torchrun_client import TorchrunPipesClient
+from pipelines.training_client import TrainingPipesClient
 
 DATA_JOB = "data"
 SHARD_CHECKS_JOB = "shard_checks"
@@ -39,6 +42,9 @@ TRAINING_JOB = "training"
 CHECKPOINT_EVALS_JOB = "checkpoint_evals"
 EVAL_SUMMARY_JOB = "refresh_eval_summary"
 
+
+# launch.backend -> the Pipes client that trains on it (the `training_run` asset's `training_client`).
+TRAINING_CLIENTS: dict[str, type[TrainingPipesClient]] = {"local": TorchrunPipesClient, "slurm": SlurmPipesClient}
 
 STAGE_TAG = "gpt2train/stage"  # on every run of a job: a deployment's queue can limit each stage (docs/deploy.md)
 
@@ -70,7 +76,7 @@ def build_definitions(cfg: Config) -> dg.Definitions:
         asset_checks=shard_checks,
         jobs=[data_job, checks_job, training_job, evals_job, summary_job],
         sensors=[build_corpus_files_sensor(cfg, data_job), build_checkpoints_sensor(cfg, evals_job, summary_job)],
-        resources={"pipes_subprocess_client": dg.PipesSubprocessClient()},
+        resources={"training_client": TRAINING_CLIENTS[cfg.launch.backend]()},
         # Each launched run already has its own worker process, and a run's steps depend on each other;
         # Dagster's default (a process per step) would add a Python + torch start to every step.
         executor=dg.in_process_executor,

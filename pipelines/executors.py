@@ -33,6 +33,10 @@ from pathlib import Path
 import dagster as dg
 
 from gpt2train.errors import Gpt2TrainError
+from pipelines.dagster_internals import (
+    CodeLocationLoadError, RunDequeuer, load_code_location, queue_daemon_is_running, remote_code_version,
+    start_code_server, submit_asset_run,
+)
 from pipelines.dead_runs import RUN_PROCESS_TAG, SUBMITTED_BY_TAG, process_tag
 
 log = logging.getLogger(__name__)
@@ -160,18 +164,11 @@ class LaunchedRuns:
 
     @property
     def workspace(self):
-        from dagster import __version__
-        from dagster._core.workspace.context import WorkspaceProcessContext
-        from dagster._core.workspace.load_target import ModuleTarget
-
         if self._workspace is None:
             # The code server (and, through it, every run worker) inherits this process's environment.
             os.environ.update(self.env)
-            target = ModuleTarget(module_name="pipelines.definitions", attribute="defs", location_name=LOCATION_NAME,
-                                  working_directory=str(Path(__file__).resolve().parent.parent))
-            # Its start and stop lines would interleave with the runs' (each printed once, from the events).
-            self._workspace = WorkspaceProcessContext(self.instance, target, version=__version__,
-                                                      code_server_log_level="WARNING")
+            self._workspace = start_code_server(self.instance, "pipelines.definitions", "defs", LOCATION_NAME,
+                                                str(Path(__file__).resolve().parent.parent))
             if self._expected is not None:
                 self._check_matches(self._expected)
         return self._workspace
@@ -180,51 +177,32 @@ class LaunchedRuns:
         """Refuse when the code location's code versions differ from the ones this process computed
         (its staleness answers would be about other assets than the runs it launches)."""
         _, repo = self._location_and_repo()
-        remote = repo.asset_graph
         for node in defs.resolve_asset_graph().asset_nodes:
             if not node.is_materializable:
                 continue
-            theirs = remote.get(node.key).code_version if remote.has(node.key) else None
+            theirs = remote_code_version(repo, node.key)
             if theirs != node.code_version:
                 raise Gpt2TrainError(
                     f"the code location `{LOCATION_NAME}` loads {node.key.to_user_string()} with code version {theirs}, "
                     f"this command {node.code_version}: give its code server the same GPT2TRAIN_CONFIG/GPT2TRAIN_SET")
 
     def _location_and_repo(self):
-        ctx = self.workspace.create_request_context()
-        errors = ctx.get_code_location_error(LOCATION_NAME)
-        if errors is not None:
-            raise Gpt2TrainError(f"the code location `{LOCATION_NAME}` failed to load: {errors.message.strip()}")
-        location = ctx.get_code_location(LOCATION_NAME)
-        (repo,) = location.get_repositories().values()
-        return location, repo
+        try:
+            return load_code_location(self.workspace, LOCATION_NAME)
+        except CodeLocationLoadError as e:
+            raise Gpt2TrainError(f"the code location `{LOCATION_NAME}` failed to load: {e}") from None
 
     def submit(self, job_name: str, assets: list[str], partition: str | None = None) -> str:
-        from dagster._core.definitions.selector import JobSubsetSelector
-
         location, repo = self._location_and_repo()
-        keys = [dg.AssetKey(a) for a in assets]
-        remote_job = location.get_job(JobSubsetSelector(location_name=LOCATION_NAME, repository_name=repo.name,
-                                                        job_name=job_name, op_selection=None, asset_selection=keys))
-        plan = location.get_execution_plan(remote_job, LAUNCHED_RUN_CONFIG, step_keys_to_execute=None, known_state=None,
-                                           instance=self.instance)
-        tags = {**remote_job.run_tags, DATA_DIR_TAG: self.data_dir, SUBMITTED_BY_TAG: process_tag()}
+        tags = {DATA_DIR_TAG: self.data_dir, SUBMITTED_BY_TAG: process_tag()}
         if partition is not None:
             tags["dagster/partition"] = partition
-        run = self.instance.create_run(
-            job_name=job_name, run_id=None, run_config=LAUNCHED_RUN_CONFIG,
-            resolved_op_selection=remote_job.resolved_op_selection,
-            step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
-            status=dg.DagsterRunStatus.NOT_STARTED, op_selection=None, root_run_id=None, parent_run_id=None,
-            tags=tags, job_snapshot=remote_job.job_snapshot, execution_plan_snapshot=plan.execution_plan_snapshot,
-            parent_job_snapshot=remote_job.parent_job_snapshot, remote_job_origin=remote_job.get_remote_origin(),
-            job_code_origin=remote_job.get_python_origin(), asset_selection=frozenset(keys),
-            asset_check_selection=None, asset_graph=repo.asset_graph)
-        self.instance.submit_run(run.run_id, self.workspace.create_request_context())
-        self._submitted.append(run.run_id)
-        self._labels[run.run_id] = f"{job_name}{f' [{partition}]' if partition else ''}"
-        log.info("submitted run %s: %s%s", run.run_id, " + ".join(assets), f" for {partition}" if partition else "")
-        return run.run_id
+        run_id = submit_asset_run(self.instance, self.workspace, location, repo, job_name,
+                                  [dg.AssetKey(a) for a in assets], LAUNCHED_RUN_CONFIG, tags)
+        self._submitted.append(run_id)
+        self._labels[run_id] = f"{job_name}{f' [{partition}]' if partition else ''}"
+        log.info("submitted run %s: %s%s", run_id, " + ".join(assets), f" for {partition}" if partition else "")
+        return run_id
 
     def wait(self, run_ids: list[str]) -> dict[str, RunOutcome]:
         """Block until every run has finished; dequeue them here when no daemon does."""
@@ -265,24 +243,16 @@ class LaunchedRuns:
                 return
 
     def _dequeue_if_no_daemon(self) -> None:
-        from dagster._core.run_coordinator import QueuedRunCoordinator
-        from dagster._daemon.controller import get_daemon_statuses
-        from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
-
-        if not isinstance(self.instance.run_coordinator, QueuedRunCoordinator):
+        if not isinstance(self.instance.run_coordinator, dg.QueuedRunCoordinator):
             return  # the DefaultRunCoordinator launched each run when it was submitted
-        kind = QueuedRunCoordinatorDaemon.daemon_type()
-        # A daemon beats every 30 s by default; two missed beats and this process takes over.
-        status = get_daemon_statuses(self.instance, [kind], ignore_errors=True, heartbeat_tolerance_seconds=70)[kind]
-        if status.healthy:
+        if queue_daemon_is_running(self.instance):
             return
         if self._dequeuer is None:
             # Its own INFO line on every pass (each POLL_SECONDS) would bury the pipeline's log.
             logging.getLogger("dagster.daemon").setLevel(logging.WARNING)
             log.info("no dagster-daemon dequeues runs for this instance: dequeuing them here, within its limits")
-            self._dequeuer = QueuedRunCoordinatorDaemon(interval_seconds=1)
-        for _ in self._dequeuer.run_iteration(self.workspace):
-            pass
+            self._dequeuer = RunDequeuer()
+        self._dequeuer.run_once(self.workspace)
 
     def cancel_unfinished(self) -> list[str]:
         """Cancel (queued) or terminate (started) every run this object submitted that has not finished,

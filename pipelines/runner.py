@@ -56,10 +56,10 @@ from gpt2train.config import Config
 from gpt2train.data.stage import source_changed
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.locks import writer_lock
-from gpt2train.lineage.on_disk import artifact_problem
 from gpt2train.layout import LINEAGE_FILE, pipeline_lock_path, report_dir, runs_root
 from gpt2train.training.run_identity import run_dir
 from gpt2train.training.runs import find_checkpoints
+from pipelines.artifacts import artifact_problem
 from pipelines.dead_runs import fail_runs_of_dead_processes
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,

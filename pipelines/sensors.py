@@ -5,8 +5,8 @@
   `corpus` + `token_shards` for that key only; records `shard_manifest` when the shards on disk
   differ from it (assets/manifests.py).
 - `checkpoints_sensor`: registers each complete checkpoint under `<data_dir>/runs/` as a
-  `checkpoints` partition (recording its content hash; the `training_run` asset does the same
-  while it trains, this catches runs trained outside Dagster), requests `hf_export` +
+  `checkpoints` partition (recording its content hash; the `training_run` asset records each
+  checkpoint its trainer reports, so this catches those written outside a Dagster run), requests `hf_export` +
   `eval_report` for every partition that has no eval report yet — also while training runs —
   and `eval_summary` whenever a new report has landed since the last summary; records
   `report_manifest` when the reports on disk differ from it.

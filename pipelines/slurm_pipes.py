@@ -1,16 +1,15 @@
-"""The `training_run` asset's Slurm backend (`launch.backend: slurm`): the trainer as an sbatch job that
-talks Dagster Pipes through files on the shared filesystem.
+"""The Slurm backend (`launch.backend: slurm`): the trainer as an sbatch job that talks Dagster Pipes through
+files on the shared filesystem.
 
-    result = train_on_slurm(context, cfg, run, config_path, notes)    # assets/training.py calls it
+    SlurmPipesClient().run(context=context, cfg=cfg, on_checkpoint=record)
 
-Dagster's own `open_pipes_session` with a file context injector and a file message reader, both in
-the attempt's notes folder `<run>/.launch-<Dagster run id>/`: the job script
-(gpt2train/training/slurm_job.py) exports the two Pipes variables that point there, rank 0 of the
-trainer (pipelines/train_pipes.py, wherever it runs) writes its log lines, checkpoints and final
-metadata to the messages file, and the reader thread here tails it into the Dagster run, as the
-subprocess client does for the local backend. The job's own output (every task's stdout and
-stderr: torchrun, the other ranks) lands in `<run>/slurm-<job id>.out` and is copied to this step's
-stderr as it grows.
+The Pipes context and messages files lie in the attempt's notes folder `<run>/.launch-<Dagster run id>/`
+(pipelines/training_client.py): the job script (gpt2train/training/slurm_job.py) exports the two Pipes
+variables that point there, rank 0 of the trainer (pipelines/train_pipes.py, on whichever node it runs)
+writes its log lines, checkpoints and final metadata to the messages file, and the session's reader
+thread tails it into the Dagster run, as for the local backend. The job's own output (every task's
+stdout and stderr: torchrun, the other ranks) lands in `<run>/slurm-<job id>.out` and is copied to this
+step's stderr as it grows.
 
 While the job is queued or runs, its state is read every few seconds. A job that ends other than
 COMPLETED fails the asset with one line naming the job, its state and the checkpoint the next
@@ -27,6 +26,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -34,11 +34,20 @@ import dagster as dg
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.training.failure import describe_training_failure
-from gpt2train.training.slurm_job import (JOB_OUTPUT, JobState, SlurmError, cancel, describe_job_end, submit,
-                                          touch_heartbeat, wait_for_job, write_job_script)
+from gpt2train.training.slurm_job import (
+    JOB_OUTPUT,
+    JobState,
+    SlurmError,
+    cancel,
+    check_slurm,
+    describe_job_end,
+    submit,
+    touch_heartbeat,
+    wait_for_job,
+    write_job_script,
+)
+from pipelines.training_client import TrainingLaunch, TrainingPipesClient
 
-PIPES_CONTEXT = "pipes_context.json"  # in the attempt's notes folder
-PIPES_MESSAGES = "pipes_messages.jsonl"
 INTERRUPTS = (signal.SIGTERM, signal.SIGINT)  # what Dagster's run termination and Ctrl-C send a run worker
 
 
@@ -83,14 +92,18 @@ class OutputTail:
             sys.stderr.flush()
 
 
-def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, config_path: Path,
-                   notes: Path) -> dg.MaterializeResult:
-    """Submit the training job, stream it into the run until it ends, and return the trainer's
-    materialization; raise a one-line Gpt2TrainError for any other end."""
-    with dg.open_pipes_session(context=context,
-                               context_injector=dg.PipesFileContextInjector(str(notes / PIPES_CONTEXT)),
-                               message_reader=dg.PipesFileMessageReader(str(notes / PIPES_MESSAGES))) as session:
-        script = write_job_script(cfg, run, config_path, notes, session.get_bootstrap_env_vars())
+class SlurmPipesClient(TrainingPipesClient):
+    """Trains as one sbatch job: `launch.slurm.nodes` nodes, one torchrun agent each."""
+
+    def check(self, cfg: Config) -> None:
+        check_slurm(cfg)  # sbatch missing, an unknown partition: one line, before anything is written
+
+    def train(self, context: dg.AssetExecutionContext, launch: TrainingLaunch, pipes_env: dict[str, str],
+              poll: Callable[[], None]) -> None:
+        """Submit the training job, stream it into the run until it ends; a one-line Gpt2TrainError for any
+        end but COMPLETED."""
+        cfg, run, notes = launch.cfg, launch.run, launch.notes
+        script = write_job_script(cfg, run, launch.config_path, notes, pipes_env)
         touch_heartbeat(notes)  # before sbatch: the job's watchdog finds a heartbeat from its first look
         # Interrupts wait while sbatch runs: slurmctld queues the job before this process has read its id,
         # and an interrupt in between would leave a job nobody cancels. A held one arrives in the `try` below.
@@ -106,6 +119,7 @@ def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, co
         def on_poll(state: JobState) -> None:
             touch_heartbeat(notes)  # still watching: the job's watchdog leaves it running
             output.copy_new()
+            poll()
             if not last_seen or state.state != last_seen[-1].state:
                 context.log.info(f"Slurm job {job}: {state.state}" + (f" ({state.reason})" if state.reason
                                                                       not in ("", "None") else ""))
@@ -123,9 +137,9 @@ def train_on_slurm(context: dg.AssetExecutionContext, cfg: Config, run: Path, co
             raise
         finally:
             output.copy_new()
-    if ended.state == "COMPLETED":
-        return dg.PipesClientCompletedInvocation(session).get_materialize_result()
-    if ended.state == "FAILED":  # the trainer or torchrun exited non-zero: its notes say why
-        message = describe_training_failure(run, notes, f"Slurm job {job} FAILED with exit code {ended.exit_code}")
-        raise Gpt2TrainError(f"{message} (Slurm job {job}; its output: {output.path})")
-    raise SlurmError(describe_job_end(run, job, ended))
+        if ended.state == "FAILED":  # the trainer or torchrun exited non-zero: its notes say why
+            message = describe_training_failure(run, notes,
+                                                f"Slurm job {job} FAILED with exit code {ended.exit_code}")
+            raise Gpt2TrainError(f"{message} (Slurm job {job}; its output: {output.path})")
+        if ended.state != "COMPLETED":
+            raise SlurmError(describe_job_end(run, job, ended))

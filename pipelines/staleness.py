@@ -9,7 +9,9 @@ partitioned the same way (identity mapping: corpus -> token_shards, checkpoint -
 eval_report) this applies the resolver's own rules to records fetched in bulk, a few queries per
 asset (`_bulk_statuses`); anything else (an unpartitioned asset such as training_run, a partition
 whose record carries no provenance) is asked of the resolver itself. tests/test_pipeline_chain.py
-checks, in every state it walks the chain through, that both give the same answer.
+checks, in every state it walks the chain through, that both give the same answer. The resolver and
+the rules' private parts (a record's data version, the INITIAL/NULL exception) come from
+pipelines/dagster_internals.py, Dagster's private API in one place.
 
 The rules (dagster/_core/definitions/data_version.py, `_get_stale_causes_materialized`), for a
 partition with a materialization that records its provenance:
@@ -30,12 +32,8 @@ import bisect
 from collections import defaultdict
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
-    DEFAULT_DATA_VERSION, NULL_DATA_VERSION, CachingStaleStatusResolver, DataProvenance, DataVersion, StaleStatus,
-    extract_data_version_from_entry,
-)
-from dagster._time import get_current_datetime
+
+from pipelines.dagster_internals import StaleStatus, data_version_of, data_versions_differ, stale_status_resolver
 
 __all__ = ["StaleStatus", "stale_statuses"]
 
@@ -49,9 +47,7 @@ def stale_statuses(defs: dg.Definitions, instance: dg.DagsterInstance, assets: l
     all), over each asset's current dynamic partitions (or `partition_keys`, if given). `bulk=False`
     asks Dagster's resolver for every partition (what the UI does)."""
     asset_graph = defs.resolve_asset_graph()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=instance, asset_graph=asset_graph)
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph, loading_context=view)
+    resolver = stale_status_resolver(instance, asset_graph)
     records = _Records(instance)
     out = {}
     for key in asset_graph.get_all_asset_keys():
@@ -119,7 +115,7 @@ def _bulk_statuses(asset_graph, records: _Records, key: dg.AssetKey,
         if not mine:
             out[p] = StaleStatus.MISSING
             continue
-        provenance = DataProvenance.from_tags(mine[-1].event_log_entry.tags or {})
+        provenance = dg.DataProvenance.from_tags(mine[-1].event_log_entry.tags or {})
         if provenance is None:
             out[p] = None  # recorded without provenance: the resolver compares timestamps instead
             continue
@@ -145,13 +141,5 @@ def _dep_updated(dep_records: list, pointer: int | None) -> bool:
         return False
     i = len(dep_records) if pointer is None else bisect.bisect_right(ids, pointer)
     before = dep_records[i - 1] if i > 0 else None
-    return _differ(extract_data_version_from_entry(before.event_log_entry) if before else None,
-                   extract_data_version_from_entry(after.event_log_entry))
-
-
-def _differ(previous: DataVersion | None, current: DataVersion | None) -> bool:
-    # The resolver's `_data_versions_differ`: an external asset's assumed INITIAL against a managed
-    # asset's NULL is not a change.
-    if previous == DEFAULT_DATA_VERSION and current == NULL_DATA_VERSION:
-        return False
-    return previous != current
+    return data_versions_differ(data_version_of(before.event_log_entry) if before else None,
+                                data_version_of(after.event_log_entry))

@@ -23,11 +23,10 @@ from pathlib import Path
 from gpt2train.config import load_config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
-from gpt2train.train import print_error_once
-from gpt2train.training.runs import checkpoint_info, summarize_run
-from gpt2train.training.loop import TRAINING_LOG, train
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
+# The key of the custom Pipes message that reports a complete checkpoint (pipelines/training_client.py reads it).
+CHECKPOINT_MESSAGE = "checkpoint"
 
 
 class PipesLogHandler(logging.Handler):
@@ -79,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--error-file", type=Path, default=None,
                     help="where rank 0 writes a gpt2train error for the asset (the training_run asset passes it)")
     args = ap.parse_args(argv)
+    # Here, not at the top: the Dagster side imports this module for CHECKPOINT_MESSAGE and has no use for torch.
+    from gpt2train.train import print_error_once
+    from gpt2train.training.loop import TRAINING_LOG, train
+    from gpt2train.training.runs import checkpoint_info, summarize_run
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.overrides)
     if os.environ.get("RANK", "0") != "0" or PIPES_CONTEXT_ENV not in os.environ:
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_checkpoint(path: Path) -> None:
             info = checkpoint_info(path)
-            pipes.report_custom_message({"checkpoint": info.key, "path": str(info.path), "step": info.step,
+            pipes.report_custom_message({CHECKPOINT_MESSAGE: info.key, "path": str(info.path), "step": info.step,
                                          "model_sha256": info.model_sha256})
 
         try:

@@ -1,14 +1,18 @@
-"""Checkpoints: round trip, DONE marker, safe loading, pruning with major checkpoints."""
+"""Checkpoints: round trip, DONE marker, safe loading, pruning with major checkpoints, the typed state record."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 
 import pytest
 import torch
 
-from gpt2train.layout import step_dir
+from gpt2train.config import Config, config_to_dict
+from gpt2train.layout import CHECKPOINT_DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, step_dir
 from gpt2train.training.checkpoint import (
-    complete_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+    CheckpointState, RecordedModel, RecordedTrain, TrainingLineage, complete_checkpoints, latest_checkpoint,
+    load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
 )
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
@@ -92,3 +96,56 @@ def test_prune_keeps_last_k_and_majors(tmp_path):
     deleted = prune_checkpoints(tmp_path, keep_last=2, major_every=300)
     assert sorted(p.name for p in deleted) == ["step_00000100", "step_00000200", "step_00000400"]
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000300", "step_00000500", "step_00000600"]
+
+
+def write_state(root, record: dict):
+    """A complete checkpoint directory written by hand: CheckpointState reads the weights only to hash them."""
+    path = step_dir(root, 40)
+    path.mkdir(parents=True)
+    (path / CHECKPOINT_WEIGHTS).write_bytes(b"weights")
+    (path / CHECKPOINT_STATE).write_text(json.dumps(record))
+    (path / CHECKPOINT_DONE).write_text("complete\n")
+    return path
+
+
+def test_checkpoint_state_reads_a_complete_record_into_typed_fields(tmp_path):
+    """A record as training/loop.py's `save` writes it."""
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from="hf:openai-community/gpt2",
+                                                             train_glob="/shards/edu_fineweb_train_*.bin"))
+    shard = {"file": "edu_fineweb_train_000001.bin", "tokens": 100, "sha256": "ab" * 32, "sources": ["a.jsonl"]}
+    lineage = {"run_tag": "tiny-0123456789", "shards_dir": "shards", "train_shards": [shard], "val_shards": [],
+               "code_version": "c0de", "git_commit": "f00d", "gpt2train_version": "0.1.0"}
+    record = {"artifact": "checkpoint", "step": 40, "world": 1, "kernels": "torch", "loss": 5.25, "val_loss": 5.5,
+              "data_dir": "../../../..", "config": config_to_dict(cfg), "skipped_updates": 0, "lineage": lineage,
+              "model_sha256": "cd" * 32}
+    state = CheckpointState.from_dir(write_state(tmp_path, record))
+    assert state.record == record  # kept whole, for what is passed on as recorded
+    assert (state.step, state.model_sha256, state.loss, state.val_loss, state.created_at) == (40, "cd" * 32, 5.25,
+                                                                                                5.5, None)
+    assert state.config.data_dir == "data" and state.config.corpus_dataset == "HuggingFaceFW/fineweb-edu"
+    assert state.config.model == RecordedModel(descriptor="d12", block_size=1024)
+    assert state.config.train == RecordedTrain(max_steps=-1, batch_size=64, seq_len=1024, total_batch_tokens=524288,
+                                               init_from="hf:openai-community/gpt2",
+                                               train_glob="/shards/edu_fineweb_train_*.bin", val_glob=None)
+    assert state.lineage == TrainingLineage(run_tag="tiny-0123456789", shards_dir="shards", train_shards=(shard,),
+                                            code_version="c0de", git_commit="f00d", gpt2train_version="0.1.0")
+    assert state.run_tag == "tiny-0123456789"
+
+
+def test_checkpoint_state_of_an_older_record_leaves_what_it_lacks_none(tmp_path):
+    """No model_sha256 (hashed now), no config.train, no lineage, no losses: what the readers treat as absent."""
+    record = {"step": 7, "config": {"model": {"descriptor": "tiny"}, "train": {}}, "lineage": {}}
+    path = write_state(tmp_path, record)
+    state = CheckpointState.from_dir(path)
+    assert state.model_sha256 == sha256_file(path / CHECKPOINT_WEIGHTS)
+    assert state.record == {**record, "model_sha256": state.model_sha256}
+    assert (state.step, state.loss, state.val_loss, state.lineage, state.run_tag) == (7, None, None, None, None)
+    assert state.config.model == RecordedModel(descriptor="tiny", block_size=None)
+    assert state.config.train is None and state.config.data_dir is None and state.config.corpus_dataset is None
+    # A section that is not a mapping (a damaged or foreign state.json, as the lineage walk may meet) is absent.
+    odd = CheckpointState.from_record({"step": 1, "config": None, "lineage": ["x"]})
+    assert odd.config.model == RecordedModel() and odd.config.train is None and odd.lineage is None
+    (path / CHECKPOINT_STATE).write_text(json.dumps({**record, "model_sha256": "00" * 32}))
+    with pytest.raises(Gpt2TrainError, match="the weights changed after the save"):
+        CheckpointState.from_dir(path, verify_hash=True)

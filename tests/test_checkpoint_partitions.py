@@ -1,23 +1,32 @@
-"""Checkpoints as `checkpoints` partitions: keys, recording, the watcher and the sensor (fast:
-checkpoints are written directly with `save_checkpoint`, no training)."""
+"""Checkpoints as `checkpoints` partitions: keys, recording, the trainer's Pipes reports and the sensor
+(fast: checkpoints are written directly with `save_checkpoint`, no training)."""
 
 from __future__ import annotations
 
-import threading
+import os
+import subprocess
+import sys
 import time
 
 import dagster as dg
 import pytest
 
-from assets.checkpoints import CheckpointWatcher, register_checkpoints
-from gpt2train.layout import checkpoint_key, checkpoint_path, runs_root
-from gpt2train.training.checkpoint import checkpoint_state, save_checkpoint
+from assets.checkpoints import register_checkpoints
+from assets.training import build_training_asset
 from gpt2train.config import config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
+from gpt2train.layout import checkpoint_key, checkpoint_path, runs_root
 from gpt2train.model import GPT, GPTConfig
+from gpt2train.training.checkpoint import checkpoint_state, save_checkpoint
 from gpt2train.training.runs import find_checkpoints
-from pipelines.definitions import CHECKPOINT_EVALS_JOB, EVAL_SUMMARY_JOB, build_definitions
+from pipelines.definitions import (
+    CHECKPOINT_EVALS_JOB,
+    EVAL_SUMMARY_JOB,
+    build_definitions,
+)
+from pipelines.train_pipes import CHECKPOINT_MESSAGE
+from pipelines.training_client import TrainingPipesClient
 
 
 def write_checkpoint(cfg, run: str, step: int, seed: int = 0):
@@ -60,27 +69,73 @@ def test_register_records_the_content_hash_once(tiny_cfg, instance):
     assert len(instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records) == 3
 
 
-def test_watcher_registers_checkpoints_while_training_runs(tiny_cfg, instance):
-    root = runs_root(tiny_cfg.data_dir) / "tiny-bbbbbbbbbb" / "checkpoints"
-    seen_during: list[list[str]] = []
+# A trainer's part in the Pipes protocol, as pipelines/train_pipes.py plays it: report checkpoint 1, wait for
+# the go file, report checkpoint 2, then the run's materialization, and exit with the given code.
+REPORTING_TRAINER = f"""
+import sys, time
+from pathlib import Path
+from dagster_pipes import open_dagster_pipes
+first, second, go, code = sys.argv[1:]
+with open_dagster_pipes() as pipes:
+    pipes.report_custom_message({{"{CHECKPOINT_MESSAGE}": "1", "path": first}})
+    deadline = time.monotonic() + 60
+    while not Path(go).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipes.report_custom_message({{"{CHECKPOINT_MESSAGE}": "2", "path": second}})
+    pipes.report_asset_materialization(metadata={{"steps": 2}})
+sys.exit(int(code))
+"""
 
-    def trainer():  # checkpoints landing over time, as a training process writes them
-        for step in (1, 2):
-            write_checkpoint(tiny_cfg, "tiny-bbbbbbbbbb", step)
-            # The next checkpoint only once this one is registered (or 60 s passed): however slow this
-            # machine, step 2 is written after the watcher had the chance to see step 1 alone.
-            deadline = time.monotonic() + 60
-            while len(instance.get_dynamic_partitions("checkpoints")) < step and time.monotonic() < deadline:
-                time.sleep(0.05)
-            seen_during.append(list(instance.get_dynamic_partitions("checkpoints")))
 
-    with CheckpointWatcher(instance, root, interval=0.1):
-        t = threading.Thread(target=trainer)
-        t.start()
-        t.join()
-    assert seen_during[0] == ["tiny-bbbbbbbbbb@step_00000001"]  # registered before training ended
-    assert instance.get_dynamic_partitions("checkpoints") == ["tiny-bbbbbbbbbb@step_00000001",
-                                                              "tiny-bbbbbbbbbb@step_00000002"]
+class ReportingTrainerClient(TrainingPipesClient):
+    """A backend whose trainer is REPORTING_TRAINER: it records which checkpoints were partitions while the
+    trainer still ran, and lets the trainer go on once the first one is."""
+
+    poll_interval_s = 0.05
+
+    def __init__(self, first, second, exit_code: int):
+        self.first, self.second, self.exit_code = first, second, exit_code
+        self.seen_while_training: list[str] = []
+
+    def train(self, context, launch, pipes_env, poll):
+        go = launch.notes / "go"
+        trainer = subprocess.Popen([sys.executable, "-c", REPORTING_TRAINER, str(self.first), str(self.second),
+                                    str(go), str(self.exit_code)], env={**os.environ, **pipes_env})
+        while trainer.poll() is None:
+            poll()
+            self.seen_while_training = context.instance.get_dynamic_partitions("checkpoints")
+            if self.seen_while_training:
+                go.touch()
+            time.sleep(self.poll_interval_s)
+        if trainer.returncode:
+            raise Gpt2TrainError(f"the trainer exited with code {trainer.returncode}")
+
+
+def test_the_trainers_checkpoint_reports_register_partitions_while_it_runs(tiny_cfg, instance):
+    """The one path by which a checkpoint becomes a partition during a Dagster run: the trainer's Pipes report,
+    passed on within a poll, and what arrived after the last poll once the trainer has ended, also when it failed."""
+    first, second = write_checkpoint(tiny_cfg, "tiny-bbbbbbbbbb", 1), write_checkpoint(tiny_cfg, "tiny-bbbbbbbbbb", 2)
+    key1, key2 = checkpoint_key(first), checkpoint_key(second)
+    asset = build_training_asset(tiny_cfg)
+    client = ReportingTrainerClient(first, second, exit_code=0)
+    result = dg.materialize([asset], instance=instance, resources={"training_client": client})
+    assert result.success
+    assert client.seen_while_training == [key1]  # registered before the trainer reported step 2, or ended
+    assert instance.get_dynamic_partitions("checkpoints") == [key1, key2]
+    run = runs_root(tiny_cfg.data_dir) / "tiny-bbbbbbbbbb"
+    (mat,) = result.asset_materializations_for_node("training_run")
+    assert mat.metadata["steps"].value == 2
+
+    # A trainer that fails after its reports: they are recorded all the same, the failure is the error.
+    third = write_checkpoint(tiny_cfg, "tiny-cccccccccc", 3)
+    failing = ReportingTrainerClient(first, third, exit_code=1)
+    result = dg.materialize([asset], instance=instance, resources={"training_client": failing},
+                            raise_on_error=False)
+    assert not result.success
+    assert instance.get_dynamic_partitions("checkpoints") == [key1, key2, checkpoint_key(third)]
+    recorded = instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records
+    assert sorted(r.partition_key for r in recorded) == sorted([key1, key2, checkpoint_key(third)])  # each once
+    assert not list(run.parent.glob("*/.launch-*"))  # every attempt's notes folder was removed
 
 
 def test_incomplete_checkpoints_are_never_registered(tiny_cfg, instance):

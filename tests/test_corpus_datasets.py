@@ -225,11 +225,11 @@ def test_local_file_changed_since_its_record_is_refused(edu_repo, tmp_path):
     assert materialize_token_shards(cfg, KEYS[2], progress=False)["documents"] == 40
     with open(folder / KEYS[2], "ab") as f:
         f.write(b"\0")
-    with pytest.raises(DataError, match=r"changed since its corpus record was made.*rematerialize the `corpus` "
-                                        r"partition 'sample/10BT/002_00000.parquet'"):
+    with pytest.raises(DataError, match=r"changed since its corpus record was made.*fetch source file "
+                                        r"'sample/10BT/002_00000.parquet' again to rewrite its record"):
         materialize_token_shards(cfg, KEYS[2], progress=False)
     (folder / KEYS[1]).unlink()
-    with pytest.raises(DataError, match=r"corpus partition 'sample/10BT/001_00000.parquet' is not a file of .*ds; "
+    with pytest.raises(DataError, match=r"source file 'sample/10BT/001_00000.parquet' is not a file of .*ds; "
                                         r"it was deleted or renamed"):
         materialize_corpus_file(cfg, KEYS[1])
 
@@ -274,7 +274,7 @@ def test_unknown_config_repo_and_unreachable_hub_say_what_to_do(hub, tmp_path):
     with pytest.raises(DataError, match=r"someone/else@main is not a dataset revision on http://127\.0\.0\.1:\d+ "
                                         r"\(HTTP 404\)"):
         list_source_files(cfg_for(tmp_path, "d", "hf-dataset:someone/else").corpus)
-    with pytest.raises(DataError, match=r"corpus partition 'sample/10BT/009_00000.parquet' is not a data file of "
+    with pytest.raises(DataError, match=r"source file 'sample/10BT/009_00000.parquet' is not a data file of "
                                         rf"{REPO_ID} at commit {COMMIT_SHA}; it was deleted or renamed"):
         materialize_corpus_file(cfg_for(tmp_path, "d", f"hf-dataset:{REPO_ID}:sample-10BT"),
                                 "sample/10BT/009_00000.parquet")

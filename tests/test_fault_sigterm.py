@@ -65,8 +65,8 @@ def test_sigterm_names_the_checkpoint_the_run_resumes_from(tiny_shards, tmp_path
     assert step >= 4
     message = _error_line(log)
     assert re.fullmatch(rf"gpt2train train: error: training in {re.escape(str(out))} stopped by SIGTERM after step "
-                        rf"\d+; the last complete checkpoint is {re.escape(str(last))} \(step {step}\): run the same "
-                        rf"command again \(or materialize training_run\) to resume from it", message), message
+                        rf"\d+; the last complete checkpoint is {re.escape(str(last))} \(step {step}\): running it "
+                        rf"again resumes from it", message), message
     assert "Traceback" not in log.read_text()
     assert_visible_checkpoints_complete(out)
     # The same command resumes from there (then it is stopped again).
@@ -103,15 +103,15 @@ def test_describe_interrupted_training(tmp_path):
     (run / "checkpoints" / "step_00000004").mkdir(parents=True)  # incomplete: no DONE
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 10.0}) + "\n" for s in (1, 2, 3)))
     assert describe_interrupted_training(run) == (
-        f"training run tiny-abc was stopped: its Dagster run was interrupted (SIGTERM or SIGINT to the run's process, "
-        f"or Terminate in the UI) after step 3. Log: {run / 'main.log'}. No checkpoint was complete, so "
-        f"materializing training_run again starts from scratch (step 0).")
+        f"training run tiny-abc was stopped: it was interrupted (SIGTERM or SIGINT to the process that launched "
+        f"it) after step 3. Log: {run / 'main.log'}. No checkpoint was complete, so launching this run again "
+        f"starts from scratch (step 0).")
     (run / "checkpoints" / "step_00000002").mkdir()
     (run / "checkpoints" / "step_00000002" / "DONE").write_text("complete\n")
     assert describe_interrupted_training(run).endswith(
         f"after step 3. Log: {run / 'main.log'}. The last complete checkpoint is "
         f"{run / 'checkpoints' / 'step_00000002'} "
-        f"(step 2); materializing training_run again (e.g. `gpt2train pipeline --stale-only`) resumes from it.")
+        f"(step 2); launching this run again resumes from it.")
 
 
 @pytest.mark.e2e
@@ -150,6 +150,6 @@ def test_sigterm_to_the_pipeline_says_where_training_resumes(tmp_path):
                     if e.dagster_event is not None and e.dagster_event.is_step_failure]
     assert len(failures) == 1, failures
     assert training.status == dg.DagsterRunStatus.CANCELED  # still an interrupt to Dagster, not a crash
-    assert f"training run {run.name} was stopped: its Dagster run was interrupted" in failures[0], failures[0]
-    assert f"The last complete checkpoint is {last} (step {step}); materializing training_run again" in failures[0]
+    assert f"training run {run.name} was stopped: it was interrupted" in failures[0], failures[0]
+    assert f"The last complete checkpoint is {last} (step {step}); launching this run again" in failures[0]
     assert not [p for p in run.glob(".launch-*")]  # the attempt's notes are removed

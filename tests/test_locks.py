@@ -24,8 +24,8 @@ from tests.paths import REPO
 CORPUS_KEY = "sample/10BT/000_00000.parquet"
 CHECKPOINT_KEY = "tiny-0123456789@step_00000002"
 # How each asset names its artifact when refused.
-WHAT = {"corpus": f"corpus partition {CORPUS_KEY}: record",
-        "token_shards": f"token_shards partition {CORPUS_KEY}: manifest",
+WHAT = {"corpus": f"corpus record of source file {CORPUS_KEY}",
+        "token_shards": f"token shards of source file {CORPUS_KEY}",
         "hf_export": "Hugging Face export", "eval_report": "eval report", "eval_summary": "eval summary"}
 
 HOLDER = """

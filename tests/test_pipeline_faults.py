@@ -43,8 +43,7 @@ from tests.fixtures.chain import CHAIN_SETS, chain_cfg, run_messages, step_failu
     ({"launch_failure.json": {"rank": 1, "pid": 77, "exitcode": -9, "signal": "SIGKILL"}},
      "training run tiny-abc failed: trainer rank 1 (pid 77) was killed by SIGKILL (signal 9: e.g. the OOM killer, "
      "`kill -9`, a preempted node) after step 3. Log: {run}/main.log. The last complete checkpoint is "
-     "{run}/checkpoints/step_00000002; materializing training_run again (e.g. `gpt2train pipeline --stale-only`) "
-     "resumes from it."),
+     "{run}/checkpoints/step_00000002; launching this run again resumes from it."),
     ({"launch_failure.json": {"rank": 0, "pid": 78, "exitcode": 1, "signal": None}},
      "training run tiny-abc failed: trainer rank 0 (pid 78) exited with code 1 without a gpt2train error (a crash: "
      "its traceback is in the run's output above) after step 3."),
@@ -115,7 +114,7 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
         data_before = {a: materializations(instance, a) for a in DATA_ASSETS}
         assert all(len(data_before[a]) == 2 and all(len(v) == 1 for v in data_before[a].values())
                    for a in DATA_ASSETS)
-        # The watcher registered checkpoint 2 while the trainer ran; Dagster recorded it once.
+        # The trainer reported checkpoint 2 over Pipes and the asset registered it; Dagster recorded it once.
         key2, key4 = f"{run.name}@step_00000002", f"{run.name}@step_00000004"
         assert instance.get_dynamic_partitions("checkpoints") == [key2]
         recorded = instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=100).records

@@ -185,7 +185,7 @@ def test_scancel_mid_run_fails_clearly_and_the_next_materialization_resumes(slur
         assert not result.success
         message = " ".join(step_failure_errors(instance, result.run_id))
         assert f"Slurm job {job} ended CANCELLED: it was cancelled" in message, message
-        assert "materializing training_run again resumes from it" in message, message
+        assert "launching this run again resumes from it" in message, message
         assert not (run / "checkpoints" / f"step_{STEPS:08d}").exists()  # it did stop mid-run
         assert squeue(slurm) == [] and trainer_processes(run) == []  # nothing trains on unwatched
         again = materialize(cfg, instance)
@@ -245,7 +245,7 @@ def test_an_interrupted_run_worker_cancels_its_job(slurm, tiny_shards, tmp_path)
 
 def test_an_interrupt_while_sbatch_runs_is_handled_once_the_job_id_is_known():
     """The test above sends SIGTERM once squeue shows the job, which can be before sbatch has returned its id:
-    train_on_slurm holds interrupts over the submission (HeldInterrupts) and handles them in the `try` that
+    SlurmPipesClient.train holds interrupts over the submission (HeldInterrupts) and handles them in the `try` that
     cancels the job."""
     from pipelines.slurm_pipes import HeldInterrupts
 
@@ -297,8 +297,8 @@ def test_a_killed_run_worker_leaves_no_job_training(slurm, tiny_shards, tmp_path
     assert HEARTBEAT_TIMEOUT_S - 1 <= since_beat <= HEARTBEAT_TIMEOUT_S + watchdog_check_s(HEARTBEAT_TIMEOUT_S) + 20, \
         since_beat
     output = (run / JOB_OUTPUT.replace("%j", job)).read_text()
-    assert (f"gpt2train watchdog: no heartbeat from the Dagster run worker in {run}/.launch-" in output
-            and f"for {HEARTBEAT_TIMEOUT_S} s (launch.slurm.heartbeat_timeout_s): the worker is gone; cancelling "
+    assert (f"gpt2train watchdog: no heartbeat from the launcher in {run}/.launch-" in output
+            and f"for {HEARTBEAT_TIMEOUT_S} s (launch.slurm.heartbeat_timeout_s): the launcher is gone; cancelling "
                 f"Slurm job {job}" in output), output[-3000:]
     wait_until(lambda: trainer_processes(run) == [] and squeue(slurm) == [], 30, "the job's processes gone")
     gone = time.monotonic() - killed
@@ -343,7 +343,7 @@ def test_a_dead_node_fails_clearly(slurm, tiny_shards, tmp_path, monkeypatch):
     wait_until(lambda: slurm._node_idle(), 60, "the node back")
     assert not result.success
     assert "ended NODE_FAIL: one of its nodes failed after step" in message, message
-    assert "materializing training_run again" in message, message
+    assert "launching this run again" in message, message
     assert squeue(slurm) == []
     wait_until(lambda: trainer_processes(run) == [], 30, "the dead node's trainer processes gone")
 

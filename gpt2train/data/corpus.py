@@ -197,11 +197,11 @@ def check_source_key(cfg: CorpusConfig, key: str) -> None:
     """Refuse a partition key that names no source file (a key added by hand, a file since deleted),
     before anything is written for it."""
     if hf_dataset.is_dataset_source(cfg.source):
-        hub.check_repo_path(key, "corpus partition")
+        hub.check_repo_path(key, "source file")
         src = hf_dataset.parse_source(cfg.source)
         if src.local and not Path(src.repo, key).is_file():
-            raise DataError(f"corpus partition {key!r} is not a file of {src.repo}; it was deleted or renamed: "
-                            f"remove the partition or restore the file")
+            raise DataError(f"source file {key!r} is not a file of {src.repo}; it was deleted or renamed: "
+                            f"remove its partition or restore the file")
     elif cfg.source == "hub":
         hub.check_repo_path(key)
     else:
@@ -211,8 +211,8 @@ def check_source_key(cfg: CorpusConfig, key: str) -> None:
 def _local_file(cfg: CorpusConfig, key: str) -> SourceFile:
     matches = [f for f in _list_local(cfg) if f.key == key]
     if not matches:
-        raise DataError(f"corpus partition {key!r} is not a file under corpus.source {cfg.source}; "
-                        f"it was deleted or renamed: remove the partition or restore the file")
+        raise DataError(f"source file {key!r} is not a file under corpus.source {cfg.source}; "
+                        f"it was deleted or renamed: remove its partition or restore the file")
     return matches[0]
 
 

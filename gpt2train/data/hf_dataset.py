@@ -141,8 +141,8 @@ def _builder(src: DatasetSource, commit: str | None, data_file: str | None = Non
         except FileNotFoundError as e:  # also datasets' DatasetNotFoundError, DataFilesNotFoundError
             if data_file:
                 at = f" at commit {commit}" if commit else ""
-                raise DataError(f"corpus partition {data_file!r} is not a data file of {src.repo}{at}; it was deleted "
-                                f"or renamed: remove the partition (or restore the file)") from e
+                raise DataError(f"source file {data_file!r} is not a data file of {src.repo}{at}; it was deleted "
+                                f"or renamed: remove its partition (or restore the file)") from e
             why = hub.redact(str(e))  # datasets' own message can list hundreds of file extensions
             raise DataError(f"corpus.source {PREFIX}{src.shown}: no such dataset or data files ({type(e).__name__}: "
                             f"{why[:300]}{'…' if len(why) > 300 else ''}); check the repo id or folder") from e
@@ -207,7 +207,7 @@ class DatasetFileStream:
     @classmethod
     def open(cls, cfg: CorpusConfig, key: str) -> "DatasetFileStream":
         src = parse_source(cfg.source)
-        hub.check_repo_path(key, "corpus partition")
+        hub.check_repo_path(key, "source file")
         return cls(src, _commit(src, cfg.revision), key, cfg.text_field)
 
     @property
@@ -325,8 +325,8 @@ def iter_descriptor_batches(path: Path, text_field: str, batch_size: int, limit:
     checking that the documents were those recorded; they are refused (a DataError) otherwise."""
     d = read_json(path, "hf-dataset stream descriptor")
     if d.get("artifact") != DESCRIPTOR_ARTIFACT:
-        raise DataError(f"{path} is not an hf-dataset stream descriptor; rematerialize its `corpus` partition")
-    redo = f"; rematerialize the `corpus` partition {d['data_file']['path']!r}"
+        raise DataError(f"{path} is not an hf-dataset stream descriptor; fetch its source file again to rewrite it")
+    redo = f"; fetch source file {d['data_file']['path']!r} again to rewrite its record"
     if (d["text_field"], d["max_documents_per_file"]) != (text_field, limit or None):
         raise DataError(f"{path} was recorded for corpus.text_field={d['text_field']!r}, max_documents_per_file="
                         f"{d['max_documents_per_file']}, not {text_field!r}, {limit or None}{redo}")

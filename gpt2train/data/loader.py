@@ -41,8 +41,8 @@ class ShardLoader:
                  seed: int = 1337, accum: int = 1):
         self.files = sorted(Path(p) for p in globlib.glob(pattern))
         if not self.files:
-            raise DataError(f"no token shards match {pattern!r}; run `gpt2train prepare` (or materialize "
-                            f"`token_shards`) and check the pattern")
+            raise DataError(f"no token shards match {pattern!r}; run `gpt2train prepare` (or `gpt2train pipeline "
+                            f"--through data`) and check the pattern")
         self.B, self.T, self.rank, self.world, self.shuffle, self.seed = B, T, rank, world, shuffle, seed
         self.accum = accum
         self.global_tokens = world * B * T * accum

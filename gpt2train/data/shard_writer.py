@@ -306,7 +306,7 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
         if owner != [record.key]:
             raise DataError(f"{val_shard} holds the validation tokens of {owner[0] if owner else '?'}, not "
                             f"{record.key}; set shards.val_file to the file you want, delete {val_shard} and its "
-                            f"sidecar, and rematerialize both partitions")
+                            f"sidecar, and regenerate the shards of both source files")
     result = write_shards([record], out_dir, cfg, layout="partition", is_val_file=is_val_file, progress=progress)
     manifest = {
         "artifact": "token_shards_partition",
@@ -351,5 +351,5 @@ def partition_data_version(shards: list[dict]) -> str:
 def load_sidecar(shard: str | Path) -> dict:
     path = sidecar_path(shard)
     if not path.exists():
-        raise DataError(f"token shard {shard} has no lineage sidecar {path.name}; rematerialize its partition")
+        raise DataError(f"token shard {shard} has no lineage sidecar {path.name}; regenerate the shards")
     return read_json(path, "shard sidecar")

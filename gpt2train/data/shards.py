@@ -51,7 +51,7 @@ def read_header(path: str | Path) -> np.ndarray:
         raise DataError(f"token shard {path} not found") from None
     if len(raw) < HEADER_BYTES:
         raise DataError(f"token shard {path} is {size} bytes, shorter than the {HEADER_BYTES}-byte llm.c header; "
-                        f"it is truncated or not a shard: delete it and rematerialize its partition")
+                        f"it is truncated or not a shard: delete it and regenerate the shards")
     header = np.frombuffer(raw, dtype="<i4")
     if header[0] != SHARD_MAGIC:
         raise DataError(f"token shard {path}: magic {header[0]} is not llm.c's GPT-2 magic {SHARD_MAGIC} "
@@ -63,7 +63,7 @@ def read_header(path: str | Path) -> np.ndarray:
     expected = HEADER_BYTES + int(header[2]) * TOKEN_DTYPE.itemsize
     if size != expected:
         raise DataError(f"token shard {path}: header says {header[2]} tokens ({expected} bytes) but the file has "
-                        f"{size} bytes; it is truncated or corrupt: delete it and rematerialize its partition")
+                        f"{size} bytes; it is truncated or corrupt: delete it and regenerate the shards")
     return header
 
 
@@ -139,8 +139,8 @@ def verify_shard_hashes(pattern: str, progress: bool = False) -> None:
                     raise DataError(
                         f"token shard {path}: sha256 {actual[:16]}… differs from {expected[:16]}… recorded in "
                         f"{sidecar.name} when it was written: the file changed since (a flipped bit, a truncation, "
-                        f"an edit). Training has not read it. Delete it and its sidecar and rematerialize its "
-                        f"`token_shards` partition (or rerun `gpt2train prepare`).")
+                        f"an edit). Training has not read it. Delete it and its sidecar and regenerate the "
+                        f"shards (`gpt2train prepare` or `gpt2train pipeline`).")
             bar.update(path.stat().st_size)
     if unchecked and progress:
         log.warning("%d shard(s) have no sidecar with a sha256 and were not verified: %s", len(unchecked),

@@ -69,7 +69,7 @@ def materialize_corpus_file(cfg: Config, key: str) -> CorpusRecord:
     """Fetch source file `key` (download or locate), hash it, and write its record."""
     check_source_key(cfg.corpus, key)  # before its lock creates anything under the data dir
     # The record is written last and marks the partition done; its lock covers the download too.
-    with writer_lock(corpus_record_path(cfg.data_dir, key), f"corpus partition {key}: record"):
+    with writer_lock(corpus_record_path(cfg.data_dir, key), f"corpus record of source file {key}"):
         return write_corpus_record(cfg, fetch_source_file(cfg.corpus, key, Path(cfg.data_dir)))
 
 
@@ -95,24 +95,27 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
     """The record the corpus asset wrote for `key`; with `verify`, re-hash the file against it."""
     path = corpus_record_path(cfg.data_dir, key)
     if not path.exists():
-        raise DataError(f"no corpus record for {key!r} ({path}); materialize the `corpus` asset's partition "
-                        f"{key!r} first (or run `gpt2train prepare`)")
+        raise DataError(f"no corpus record for {key!r} ({path}); fetch that source file first (`gpt2train "
+                        f"pipeline --through data`, or `gpt2train prepare`)")
     raw = read_json(path, "corpus record")
     try:
         record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
         record.local_path = str(resolve_recorded(record.local_path, Path(cfg.data_dir)))
     except KeyError as e:
-        raise DataError(f"corpus record {path} lacks field {e}; rematerialize the `corpus` partition {key!r}") from e
+        raise DataError(f"corpus record {path} lacks field {e}; {_refetch(key)}") from e
     if record.key != key:
-        raise DataError(f"corpus record {path} is for {record.key!r}, not {key!r}; rematerialize the `corpus` "
-                        f"partition {key!r}")
+        raise DataError(f"corpus record {path} is for {record.key!r}, not {key!r}; {_refetch(key)}")
     if verify:
         local = Path(record.local_path)
         actual = sha256_file(local) if local.exists() else "(missing)"
         if actual != record.sha256:
             raise DataError(f"corpus file {local} changed since it was recorded (sha256 {actual[:16]}…, record "
-                            f"{record.sha256[:16]}…); rematerialize the `corpus` partition {key!r}")
+                            f"{record.sha256[:16]}…); {_refetch(key)}")
     return record
+
+
+def _refetch(key: str) -> str:
+    return f"fetch source file {key!r} again to rewrite its record"
 
 
 def source_changed(cfg: Config, key: str) -> bool:
@@ -156,7 +159,7 @@ def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> di
     out = shards_dir(cfg.data_dir)
     # The manifest is written last and marks the partition complete; one lock per partition, as
     # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
-    with writer_lock(shard_partition_manifest(out, key), f"token_shards partition {key}: manifest"):
+    with writer_lock(shard_partition_manifest(out, key), f"token shards of source file {key}"):
         record = load_corpus_record(cfg, key)
         failpoint("token_shards.started")  # the fault tests hold or kill a data run here
         return write_partition_shards(record, out, cfg, is_val_file=(key == val_file_key(cfg)), progress=progress)
@@ -167,7 +170,7 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
     out_dir = Path(out_dir) if out_dir else prepared_dir(cfg.data_dir)
     if (out_dir / "partitions").is_dir():
         # Mixing the two layouts would put every token in two shards under the same glob.
-        raise DataError(f"{out_dir} holds the token_shards asset's per-file shards (it has partitions/); "
+        raise DataError(f"{out_dir} holds shards written one source file at a time (it has partitions/); "
                         f"give `prepare` another --out, e.g. {out_dir.parent / 'prepared'}")
     files = list_source_files(cfg.corpus)
     log.info("corpus: %d file(s) from %s", len(files), cfg.corpus.source)
@@ -178,7 +181,7 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
         # Each record under the lock the corpus asset takes for it, the output folder under its own:
         # `prepare` next to a pipeline run (or another `prepare`) is refused, never interleaved.
         for r in fetched:
-            record_lock = writer_lock(corpus_record_path(cfg.data_dir, r.key), f"corpus partition {r.key}: record")
+            record_lock = writer_lock(corpus_record_path(cfg.data_dir, r.key), f"corpus record of source file {r.key}")
             held.enter_context(record_lock)
         held.enter_context(writer_lock(out_dir, "prepared shards"))
         return _write_prepared(cfg, [write_corpus_record(cfg, r) for r in fetched], out_dir, progress)

@@ -41,7 +41,7 @@ from gpt2train.export.model_card import model_card
 from gpt2train.export.tokenizer import write_gpt2_tokenizer
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
-from gpt2train.layout import LINEAGE_FILE, checkpoint_key
+from gpt2train.layout import HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE, MODEL_CARD, checkpoint_key
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
 )
@@ -94,14 +94,14 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
                 hf_params = write_hf_model(ckpt.model, tmp)
                 failpoint("export.model_written")
                 verification = verify_export(tmp, ckpt.model)
-            data = sidecar_data_dir(ckpt.state, ckpt.path)  # the checkpoint's data dir, where it records one
+            data = sidecar_data_dir(ckpt.state.record, ckpt.path)  # the checkpoint's data dir, where it records one
             checkpoint_ref = _checkpoint_ref(ckpt, key, data)
             export_ver = export_code_version()
-            model_sha256 = sha256_file(tmp / "model.safetensors")
-            (tmp / "README.md").write_text(
+            model_sha256 = sha256_file(tmp / HF_WEIGHTS)
+            (tmp / MODEL_CARD).write_text(
                 model_card(ckpt, checkpoint_ref, verification, model_sha256, hf_params, export_ver, out_dir),
                 encoding="utf-8")
-            files = {f.name: model_sha256 if f.name == "model.safetensors" else sha256_file(f)
+            files = {f.name: model_sha256 if f.name == HF_WEIGHTS else sha256_file(f)
                      for f in sorted(tmp.iterdir())}
             c = ckpt.model.config
             lineage = {
@@ -123,7 +123,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
             if is_disk_full(e):
                 raise disk_full_error(out_dir) from e
             raise
-    return ExportResult(out_dir=out_dir, step=ckpt.state["step"], model_sha256=model_sha256, files=files,
+    return ExportResult(out_dir=out_dir, step=ckpt.state.step, model_sha256=model_sha256, files=files,
                         verification=verification, lineage=lineage)
 
 
@@ -132,14 +132,13 @@ def _checkpoint_ref(ckpt: LoadedCheckpoint, key: str | None, data: Path | None) 
     dir `data` when inside it)."""
     return {
         "path": recorded_path(ckpt.path, data), "key": key or _checkpoint_key(ckpt.path),
-        "step": ckpt.state["step"], "model_sha256": ckpt.model_sha256,
-        "run_tag": (ckpt.state.get("lineage") or {}).get("run_tag"),
+        "step": ckpt.state.step, "model_sha256": ckpt.model_sha256, "run_tag": ckpt.state.run_tag,
     }
 
 
 def _chmod_and_fsync(tmp: Path) -> None:
     # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
-    mode = (tmp / "config.json").stat().st_mode & 0o777
+    mode = (tmp / HF_CONFIG).stat().st_mode & 0o777
     for f in tmp.iterdir():  # data on disk before the directory appears under its final name
         f.chmod(mode)
         with open(f, "rb") as fh:
@@ -188,8 +187,8 @@ def write_hf_model(model: GPT, out_dir: Path) -> int:
     if "safe_serialization" in inspect.signature(hf.save_pretrained).parameters:
         kwargs["safe_serialization"] = True  # transformers 4; 5 writes safetensors only
     hf.save_pretrained(out_dir, **kwargs)
-    if not (out_dir / "model.safetensors").is_file():
-        raise Gpt2TrainError(f"transformers wrote no model.safetensors into {out_dir} "
+    if not (out_dir / HF_WEIGHTS).is_file():
+        raise Gpt2TrainError(f"transformers wrote no {HF_WEIGHTS} into {out_dir} "
                              f"(wrote {sorted(p.name for p in out_dir.iterdir())})")
     return sum(p.numel() for p in hf.parameters())  # tied weights once
 
@@ -207,8 +206,8 @@ def check_replaceable(out_dir: Path) -> None:
     except (OSError, ValueError, AttributeError):
         artifact = None
     if artifact != "hf_export":
-        raise Gpt2TrainError(f"export destination {out_dir} exists and is not a gpt2train export (no {LINEAGE_FILE} "
-                             f"with artifact hf_export); it would be replaced, so choose another path or delete it")
+        raise Gpt2TrainError(f"export destination {out_dir} exists and is not a gpt2train export (its {LINEAGE_FILE} "
+                             f"does not record one); it would be replaced, so choose another path or delete it")
 
 
 @contextlib.contextmanager

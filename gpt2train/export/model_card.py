@@ -34,6 +34,7 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.hub_models import is_hub_model, parse_hub_model
 from gpt2train.lineage.records import provenance
 from gpt2train.model_config import GPTConfig
+from gpt2train.training.checkpoint import CheckpointState, RecordedConfig, TrainingLineage
 
 if TYPE_CHECKING:  # hf_export imports this module
     from huggingface_hub import EvalResult, ModelCardData
@@ -61,24 +62,26 @@ def model_card(ckpt: LoadedCheckpoint, checkpoint_ref: dict, verification: dict,
     from huggingface_hub import ModelCard
 
     c, state = ckpt.model.config, ckpt.state
-    config = state.get("config") or {}
-    init_from = (config.get("train") or {}).get("init_from")
-    body = (_overview(c, state, checkpoint_ref, n_params, init_from)
+    body = (_overview(c, state, checkpoint_ref, n_params, _init_from(state.config))
             + _verification(c, verification)
-            + _lineage(state.get("lineage") or {}, checkpoint_ref, model_sha256, export_ver, out_dir)
+            + _lineage(state.lineage or TrainingLineage(), checkpoint_ref, model_sha256, export_ver, out_dir)
             + _how_to_load(out_dir))
     # Parsed back before it is written: what the Hub (and ModelCard.load) will read is what was meant.
-    return str(ModelCard(_card_text(card_data(config), body)))
+    return str(ModelCard(_card_text(card_data(state.config), body)))
 
 
-def card_data(config: dict) -> ModelCardData:
+def card_data(config: RecordedConfig) -> ModelCardData:
     """The YAML header the Hub reads: library, license, task, tags, the training dataset, the base model."""
     from huggingface_hub import ModelCardData
 
-    dataset = (config.get("corpus") or {}).get("dataset")
+    dataset = config.corpus_dataset
     return ModelCardData(library_name="transformers", license=LICENSE, pipeline_tag="text-generation",
                          tags=list(TAGS), datasets=[dataset] if dataset else None,
-                         base_model=base_model((config.get("train") or {}).get("init_from")))
+                         base_model=base_model(_init_from(config)))
+
+
+def _init_from(config: RecordedConfig) -> str | None:
+    return config.train.init_from if config.train else None
 
 
 def base_model(init_from: str | None) -> str | None:
@@ -107,8 +110,8 @@ def _card_text(data: ModelCardData, body: list[str]) -> str:
     return "\n".join(["---", data.to_yaml(), "---", "", *body])
 
 
-def _overview(c: GPTConfig, state: dict, checkpoint_ref: dict, n_params: int, init_from: str | None) -> list[str]:
-    config = state.get("config") or {}
+def _overview(c: GPTConfig, state: CheckpointState, checkpoint_ref: dict, n_params: int,
+              init_from: str | None) -> list[str]:
     title = checkpoint_ref["run_tag"] or checkpoint_ref["key"]
     base = base_model(init_from)
     start = ([f"| initialised from | `{init_from}`" + (f" (base model `{base}`)" if base else "") + " |"]
@@ -119,15 +122,15 @@ def _overview(c: GPTConfig, state: dict, checkpoint_ref: dict, n_params: int, in
         f"A GPT-2 trained with gpt2train (llm.c's recipe) and exported from checkpoint `{checkpoint_ref['key']}`.",
         "",
         "| | |", "|---|---|",
-        f"| model | `{config.get('model', {}).get('descriptor')}`: {c.n_layer} layers, {c.n_head} heads, "
+        f"| model | `{state.config.model.descriptor}`: {c.n_layer} layers, {c.n_head} heads, "
         f"{c.n_embd} channels |",
         f"| context | {c.block_size} tokens |",
         f"| vocabulary | {c.vocab_size} (GPT-2 BPE; end of text = {EOT_TOKEN}) |",  # no `|` inside a table
         f"| parameters | {n_params:,} (tied embeddings counted once) |",
         *start,
         f"| step | {checkpoint_ref['step']} |",
-        f"| train loss (last step) | {_fmt_loss(state.get('loss'))} |",
-        f"| val loss | {_fmt_loss(state.get('val_loss'))} |",
+        f"| train loss (last step) | {_fmt_loss(state.loss)} |",
+        f"| val loss | {_fmt_loss(state.val_loss)} |",
         "",
     ]
 
@@ -146,7 +149,7 @@ def _verification(c: GPTConfig, verification: dict) -> list[str]:
     ]
 
 
-def _lineage(train_lineage: dict, checkpoint_ref: dict, model_sha256: str, export_ver: str,
+def _lineage(train_lineage: TrainingLineage, checkpoint_ref: dict, model_sha256: str, export_ver: str,
              out_dir: Path) -> list[str]:
     """The checkpoint, both weights' sha256, the code versions and every shard the model trained on."""
     prov = provenance("hf_export", export_ver)
@@ -157,15 +160,15 @@ def _lineage(train_lineage: dict, checkpoint_ref: dict, model_sha256: str, expor
         f"- checkpoint model.safetensors sha256: `{checkpoint_ref['model_sha256']}`",
         f"- this export's model.safetensors sha256: `{model_sha256}`",
         f"- run tag: `{checkpoint_ref['run_tag']}`",
-        f"- training code version: `{train_lineage.get('code_version')}`, git commit "
-        f"`{train_lineage.get('git_commit')}`, gpt2train {train_lineage.get('gpt2train_version')}",
+        f"- training code version: `{train_lineage.code_version}`, git commit "
+        f"`{train_lineage.git_commit}`, gpt2train {train_lineage.gpt2train_version}",
         f"- export code version: `{export_ver}`, git commit `{prov['git_commit']}`, "
         f"gpt2train {prov['gpt2train_version']}",
-        f"- shards read from: `{train_lineage.get('shards_dir')}`",
+        f"- shards read from: `{train_lineage.shards_dir}`",
         "",
         "| shard | tokens | sha256 |", "|---|---|---|",
-        *_shard_rows(train_lineage.get("train_shards")),
-        *_shard_rows(train_lineage.get("val_shards")),
+        *_shard_rows(train_lineage.train_shards),
+        *_shard_rows(train_lineage.val_shards),
         "",
         f"`lineage.json` holds the same facts and every file's sha256; `gpt2train lineage {out_dir}` walks "
         f"them back to the corpus files.",

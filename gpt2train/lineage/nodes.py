@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt2train.layout import LINEAGE_FILE
+from gpt2train.layout import CHECKPOINT_DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, HF_WEIGHTS, LINEAGE_FILE
 from gpt2train.lineage.records import sidecar_path
-from gpt2train.training.checkpoint import DONE
+from gpt2train.training.checkpoint import CheckpointState, TrainingLineage
 
 OK, MISMATCH, MISSING, UNVERIFIED = "ok", "MISMATCH", "MISSING", "unverified"
 SHORT = 12  # hex chars of a hash shown
@@ -114,12 +114,12 @@ def export_node(root: Path, depth: int, report: dict | None) -> tuple[LineageNod
         lineage_check.content = True
     export = _sidecar(root / LINEAGE_FILE, lineage_check)
     files = dict((export or {}).get("files") or {})
-    files.setdefault("model.safetensors", None)  # checked even if the export's own record is gone
-    names = sorted(files, key=lambda n: (n != "model.safetensors", n))
+    files.setdefault(HF_WEIGHTS, None)  # checked even if the export's own record is gone
+    names = sorted(files, key=lambda n: (n != HF_WEIGHTS, n))
     checks = []
     for name in names:
         check = FileCheck(root / name, {"export lineage.json": files[name]} if files[name] else {})
-        if name == "model.safetensors":
+        if name == HF_WEIGHTS:
             add_recorded(check, "export lineage.json (model_sha256)", (export or {}).get("model_sha256"))
             add_recorded(check, "report lineage.json", from_report.get("model_sha256"))
         checks.append(check)
@@ -146,40 +146,39 @@ def _export_summary(export: dict | None) -> dict[str, str]:
     return summary
 
 
-def checkpoint_node(root: Path, depth: int, expect: dict[str, str | None]) -> tuple[LineageNode, dict | None]:
-    state_check = FileCheck(root / "state.json", {}, content=False)
-    state = _sidecar(root / "state.json", state_check)
-    weights = FileCheck(root / "model.safetensors", {})
-    add_recorded(weights, "checkpoint state.json", (state or {}).get("model_sha256"))
+def checkpoint_node(root: Path, depth: int,
+                    expect: dict[str, str | None]) -> tuple[LineageNode, CheckpointState | None]:
+    state_check = FileCheck(root / CHECKPOINT_STATE, {}, content=False)
+    record = _sidecar(root / CHECKPOINT_STATE, state_check)
+    state = CheckpointState.from_record(record) if record is not None else None
+    weights = FileCheck(root / CHECKPOINT_WEIGHTS, {})
+    add_recorded(weights, "checkpoint state.json", state.model_sha256 if state else None)
     for who, h in expect.items():
         add_recorded(weights, who, h)
-    checks = [weights, state_check, FileCheck(root / DONE, {}, content=False)]
-    lineage = (state or {}).get("lineage") or {}
+    checks = [weights, state_check, FileCheck(root / CHECKPOINT_DONE, {}, content=False)]
+    lineage = (state.lineage if state else None) or TrainingLineage()
     node = LineageNode("checkpoint", root, depth, checks=checks,
-                       details={"code_version": lineage.get("code_version"), "git_commit": lineage.get("git_commit"),
-                                "created_at": (state or {}).get("created_at"),
+                       details={"code_version": lineage.code_version, "git_commit": lineage.git_commit,
+                                "created_at": state.created_at if state else None,
                                 "summary": _checkpoint_summary(state)})
     return node, state
 
 
-def _checkpoint_summary(state: dict | None) -> dict[str, str]:
-    lineage = (state or {}).get("lineage") or {}
+def _checkpoint_summary(state: CheckpointState | None) -> dict[str, str]:
     summary: dict[str, str] = {}
-    if state:
-        cfg = state.get("config") or {}
-        model, t = cfg.get("model") or {}, cfg.get("train") or {}
-        summary["step"] = str(state.get("step"))
-        summary["descriptor"] = str(model.get("descriptor"))
-        if t:
-            summary["steps"] = str(t.get("max_steps"))
-            summary["batch"] = f"{t.get('batch_size')}x{t.get('seq_len')} ({t.get('total_batch_tokens')} tokens/step)"
-        if isinstance(state.get("loss"), (int, float)):
-            summary["loss"] = f"{state['loss']:.4f}"
-        if lineage.get("run_tag"):
-            summary["run_tag"] = lineage["run_tag"]
-        if lineage:
-            n_train, n_val = len(lineage.get("train_shards") or []), len(lineage.get("val_shards") or [])
-            summary["shards"] = f"{n_train} train + {n_val} val"
+    if state is None or not state.record:  # an empty state.json says nothing
+        return summary
+    summary["step"] = str(state.step)
+    summary["descriptor"] = str(state.config.model.descriptor)
+    if t := state.config.train:
+        summary["steps"] = str(t.max_steps)
+        summary["batch"] = f"{t.batch_size}x{t.seq_len} ({t.total_batch_tokens} tokens/step)"
+    if isinstance(state.loss, (int, float)):
+        summary["loss"] = f"{state.loss:.4f}"
+    if state.run_tag:
+        summary["run_tag"] = state.run_tag
+    if state.lineage:
+        summary["shards"] = f"{len(state.lineage.train_shards)} train + {len(state.lineage.val_shards)} val"
     return summary
 
 

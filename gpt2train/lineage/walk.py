@@ -38,13 +38,13 @@ from tqdm.auto import tqdm
 
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
-from gpt2train.layout import LINEAGE_FILE, corpus_record_path, shards_dir
+from gpt2train.layout import CHECKPOINT_DONE, CHECKPOINT_STATE, LINEAGE_FILE, corpus_record_path, shards_dir
 from gpt2train.lineage.nodes import (
     MISMATCH, MISSING, OK, SHORT, UNVERIFIED, FileCheck, LineageNode, add_recorded, checkpoint_node,
     corpus_file_node, export_node, record_node, report_node, shard_node,
 )
 from gpt2train.lineage.records import resolve_recorded, sidecar_data_dir, sidecar_path
-from gpt2train.training.checkpoint import DONE
+from gpt2train.training.checkpoint import CheckpointState, RecordedTrain, TrainingLineage
 
 # A node shows its worst file's status.
 _SEVERITY = {OK: 0, UNVERIFIED: 1, MISMATCH: 2, MISSING: 3}
@@ -71,7 +71,7 @@ def detect_artifact(path: str | Path) -> tuple[str, Path]:
             kind = _read_json(path / LINEAGE_FILE).get("artifact")
             if kind in ("eval_report", "hf_export"):
                 return kind, path
-        if (path / "state.json").is_file():
+        if (path / CHECKPOINT_STATE).is_file():
             return _checkpoint_dir(path)
         raise _not_an_artifact(path)
     if path.name.endswith(".bin"):
@@ -81,7 +81,7 @@ def detect_artifact(path: str | Path) -> tuple[str, Path]:
         return "token_shard", path
     if path.name.endswith(".bin.json"):
         return "token_shard", path.with_name(path.name[: -len(".json")])
-    if path.name == "state.json":
+    if path.name == CHECKPOINT_STATE:
         return _checkpoint_dir(path.parent)
     if path.suffix == ".json":
         kind = _read_json(path).get("artifact")
@@ -93,12 +93,12 @@ def detect_artifact(path: str | Path) -> tuple[str, Path]:
 
 
 def _checkpoint_dir(path: Path) -> tuple[str, Path]:
-    state = _read_json(path / "state.json")
+    state = _read_json(path / CHECKPOINT_STATE)
     if "step" not in state or state.get("artifact", "checkpoint") != "checkpoint":
         raise _not_an_artifact(path)
-    if not (path / DONE).is_file():
-        raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the save, "
-                             f"or still being written); walk a complete checkpoint")
+    if not (path / CHECKPOINT_DONE).is_file():
+        raise Gpt2TrainError(f"checkpoint {path} has no {CHECKPOINT_DONE} marker: it is incomplete (a crash during "
+                             f"the save, or still being written); walk a complete checkpoint")
     return "checkpoint", path
 
 
@@ -272,24 +272,24 @@ def _walk_records(record_refs: dict[Path, dict], depth: int, nodes: list[Lineage
     nodes.extend(files)
 
 
-def _checkpoint_shards(state: dict, root: Path) -> list[tuple[Path, dict]]:
-    lineage = state.get("lineage") or {}
-    cfg = state.get("config") or {}
-    t = cfg.get("train") or {}
+def _checkpoint_shards(state: CheckpointState, root: Path) -> list[tuple[Path, dict]]:
+    lineage = state.lineage or TrainingLineage()
+    t = state.config.train or RecordedTrain()
     # `shards_dir` is recorded since checkpoints carry full lineage; older ones: the configured globs.
-    if lineage.get("shards_dir"):
-        train_dir = val_dir = _resolve(lineage["shards_dir"], state, root)
+    if lineage.shards_dir:
+        train_dir = val_dir = _resolve(lineage.shards_dir, state.record, root)
     else:
-        default = shards_dir(cfg.get("data_dir") or ".")
-        train_dir = Path(t["train_glob"]).parent if t.get("train_glob") else default
-        val_dir = Path(t["val_glob"]).parent if t.get("val_glob") else default
+        default = shards_dir(state.config.data_dir or ".")
+        train_dir = Path(t.train_glob).parent if t.train_glob else default
+        val_dir = Path(t.val_glob).parent if t.val_glob else default
     refs = []
-    for split, glob_key, folder in (("train_shards", "train_glob", train_dir), ("val_shards", "val_glob", val_dir)):
-        for entry in lineage.get(split) or []:
+    for entries, glob, folder in ((lineage.train_shards, t.train_glob, train_dir),
+                                  (lineage.val_shards, t.val_glob, val_dir)):
+        for entry in entries:
             path = folder / entry["file"]
-            if t.get(glob_key) and not (path.exists() or sidecar_path(path).exists()):
+            if glob and not (path.exists() or sidecar_path(path).exists()):
                 # shards_dir is the train glob's folder: a val glob elsewhere keeps its shards there
-                alt = Path(t[glob_key]).parent / entry["file"]
+                alt = Path(glob).parent / entry["file"]
                 path = alt if alt.exists() or sidecar_path(alt).exists() else path
             refs.append((path, entry))
     return refs
@@ -327,8 +327,8 @@ def _verify(nodes: list[LineageNode], rehash: bool, progress: bool) -> None:
 def _settle(c: FileCheck, hashes: dict[Path, str]) -> None:
     if not c.path.exists():
         c.status = MISSING
-        c.why = (f"no {DONE} marker in {c.path.parent}: the checkpoint is incomplete" if c.path.name == DONE
-                 else f"{c.path} is gone")
+        c.why = (f"no {CHECKPOINT_DONE} marker in {c.path.parent}: the checkpoint is incomplete"
+                 if c.path.name == CHECKPOINT_DONE else f"{c.path} is gone")
         return
     if c.broken:
         c.status, c.why = MISMATCH, c.broken

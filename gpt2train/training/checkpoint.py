@@ -11,6 +11,8 @@
 A checkpoint's identity outside the run is its key, `<run directory name>@step_XXXXXXXX`
 (`checkpoint_key` in gpt2train/layout.py), and its content hash, the sha256 of `model.safetensors`
 (`model_sha256` in state.json): the Dagster `checkpoints` partition key and data version.
+`CheckpointState.from_dir(path)` reads a complete checkpoint's state.json into typed fields; the file
+names are gpt2train/layout.py's.
 
 Every rank writes its own files into `.step_<n>.tmp/`; after a barrier rank 0 writes
 `state.json` and `DONE`, then renames the directory into place. A crash at any point
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, fields
 from pathlib import Path
 from pickle import UnpicklingError
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,7 +37,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from gpt2train.errors import DataError, Gpt2TrainError
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic
-from gpt2train.layout import STEP_DIR, step_dir
+from gpt2train.layout import (
+    CHECKPOINT_DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, STALE_STEP_DIRS, STEP_DIR, loader_state_name,
+    optimizer_shard_name, rng_state_name, step_deleting_dir, step_dir, step_temp_dir,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +49,7 @@ if TYPE_CHECKING:
 # (and every run worker it starts) imports this module for its paths and state.json alone, and
 # torch's import costs a data or summary run ~3.5 s of its start.
 
-DONE = "DONE"
+DONE = CHECKPOINT_DONE  # the short name this module's messages use; tests import it from here too
 
 
 def complete_checkpoints(root: str | Path) -> list[Path]:
@@ -68,10 +74,10 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
 
     root = Path(root)
     final = step_dir(root, step)
-    tmp = root / f".{final.name}.tmp"
+    tmp = step_temp_dir(final)
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in [*root.glob(".step_*.tmp"), *root.glob(".step_*.deleting")]:  # left by crashed saves/prunes
+        for stale in [p for pattern in STALE_STEP_DIRS for p in root.glob(pattern)]:  # left by crashed saves/prunes
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
         failpoint("checkpoint.tmp_created")
@@ -82,12 +88,12 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
         if rank == 0:
             # safetensors refuses tensors that share memory: the tied lm_head is rebuilt on load.
             save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items() if k != "lm_head.weight"},
-                      tmp / "model.safetensors")
+                      tmp / CHECKPOINT_WEIGHTS)
             failpoint("checkpoint.model_written")
         barrier()
         if rank == 0:
-            write_json_atomic(tmp / "state.json", {"artifact": "checkpoint", "step": step, **(state or {}),
-                                                   "model_sha256": sha256_file(tmp / "model.safetensors")})
+            write_json_atomic(tmp / CHECKPOINT_STATE, {"artifact": "checkpoint", "step": step, **(state or {}),
+                                                       "model_sha256": sha256_file(tmp / CHECKPOINT_WEIGHTS)})
             failpoint("checkpoint.state_written")
             for f in tmp.iterdir():  # data on disk before the directory claims to be complete
                 with open(f, "rb") as fh:
@@ -112,10 +118,10 @@ def _write_rank_files(tmp: Path, rank: int, optimizer_state: dict, loader_state:
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
-    for name, obj in ((f"optimizer_rank{rank}.pt", optimizer_state), (f"rng_rank{rank}.pt", rng)):
+    for name, obj in ((optimizer_shard_name(rank), optimizer_state), (rng_state_name(rank), rng)):
         with open(tmp / name, "wb") as f:
             torch.save(obj, f)
-    with open(tmp / f"loader_rank{rank}.json", "w") as f:
+    with open(tmp / loader_state_name(rank), "w") as f:
         f.write(json.dumps(loader_state))
 
 
@@ -130,37 +136,143 @@ class CheckpointDiskFull(DataError):
             f"training resumes from the latest complete checkpoint.")
 
 
-def checkpoint_state(path: str | Path, verify_hash: bool = False) -> dict[str, Any]:
-    """state.json of a complete checkpoint, with `model_sha256` (hashed now if the checkpoint predates
-    it; with `verify_hash`, re-hashed and checked against the recorded one). Every way a directory
-    can fail to be a complete checkpoint is an error saying which."""
-    path = Path(path)
+@dataclass(frozen=True)
+class RecordedModel:
+    """config.model as a checkpoint recorded it; a field it lacks is None."""
+
+    descriptor: str | None = None
+    block_size: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordedTrain:
+    """The fields of config.train that are read back from a checkpoint; a field it lacks is None."""
+
+    max_steps: int | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    total_batch_tokens: int | None = None
+    init_from: str | None = None
+    train_glob: str | None = None
+    val_glob: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedConfig:
+    """The run config a checkpoint recorded (state.json's `config`), reduced to the fields read back. Not
+    a gpt2train.config.Config: a record from an older gpt2train may lack keys that Config now has, or hold
+    keys it no longer has."""
+
+    data_dir: str | None = None
+    corpus_dataset: str | None = None
+    model: RecordedModel = RecordedModel()
+    train: RecordedTrain | None = None  # None: the record has no (or an empty) config.train
+
+
+@dataclass(frozen=True)
+class TrainingLineage:
+    """state.json's `lineage`: what the run was made from (training/loop.py: run_lineage)."""
+
+    run_tag: str | None = None
+    shards_dir: str | None = None  # recorded_path of the train shards' folder; older records lack it
+    train_shards: tuple[dict[str, Any], ...] = ()  # one entry per shard: file, tokens, sha256, sources
+    val_shards: tuple[dict[str, Any], ...] = ()
+    code_version: str | None = None
+    git_commit: str | None = None
+    gpt2train_version: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointState:
+    """A checkpoint's state.json, read into typed fields (what training/loop.py's `save` writes).
+
+    A field the record lacks is None (or empty): checkpoints of older versions lack some, and the lineage
+    walk and the eval report read whatever state.json they find. Values are kept as recorded."""
+
+    # The whole JSON (from_dir fills in model_sha256), for what is passed on whole: a run's lineage as
+    # metadata (training/runs.py), the data dir its paths are relative to (lineage/records.py: sidecar_data_dir).
+    record: dict[str, Any]
+    step: int | None
+    model_sha256: str | None  # sha256 of the checkpoint's weights; from_dir always sets it
+    loss: float | None
+    val_loss: float | None
+    created_at: str | None
+    config: RecordedConfig
+    lineage: TrainingLineage | None  # None: the record has no (or an empty) lineage
+
+    @property
+    def run_tag(self) -> str | None:
+        return self.lineage.run_tag if self.lineage else None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> CheckpointState:
+        """The typed view of a state.json already read. A section that is missing, empty or not a
+        mapping counts as absent: older records, and the state.json files the lineage walk meets, may
+        lack any of them."""
+        config = _mapping(record.get("config"))
+        model, train = _mapping(config.get("model")), _mapping(config.get("train"))
+        lineage = _mapping(record.get("lineage"))
+        return cls(
+            record=record, step=record.get("step"), model_sha256=record.get("model_sha256"),
+            loss=record.get("loss"), val_loss=record.get("val_loss"), created_at=record.get("created_at"),
+            config=RecordedConfig(
+                data_dir=config.get("data_dir"), corpus_dataset=_mapping(config.get("corpus")).get("dataset"),
+                model=RecordedModel(descriptor=model.get("descriptor"), block_size=model.get("block_size")),
+                train=RecordedTrain(**{f.name: train.get(f.name) for f in fields(RecordedTrain)}) if train else None),
+            lineage=TrainingLineage(
+                run_tag=lineage.get("run_tag"), shards_dir=lineage.get("shards_dir"),
+                train_shards=tuple(lineage.get("train_shards") or ()),
+                val_shards=tuple(lineage.get("val_shards") or ()),
+                code_version=lineage.get("code_version"), git_commit=lineage.get("git_commit"),
+                gpt2train_version=lineage.get("gpt2train_version")) if lineage else None,
+        )
+
+    @classmethod
+    def from_dir(cls, path: str | Path, verify_hash: bool = False) -> CheckpointState:
+        """The state of a complete checkpoint, with `model_sha256` (hashed now if the checkpoint predates
+        it; with `verify_hash`, re-hashed and checked against the recorded one). Every way a directory
+        can fail to be a complete checkpoint is an error saying which."""
+        path = Path(path)
+        _check_complete(path)
+        state = read_json(path / CHECKPOINT_STATE, "checkpoint state")
+        recorded = state.get("model_sha256")
+        if recorded is None or verify_hash:
+            actual = sha256_file(path / CHECKPOINT_WEIGHTS)
+            if recorded is not None and recorded != actual:
+                raise Gpt2TrainError(f"checkpoint {path}: {CHECKPOINT_WEIGHTS} has sha256 {actual} but "
+                                     f"{CHECKPOINT_STATE} records {recorded}: the weights changed after the save; "
+                                     f"use another checkpoint")
+            state["model_sha256"] = actual
+        return cls.from_record(state)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_complete(path: Path) -> None:
     if not path.exists():
         raise Gpt2TrainError(f"checkpoint {path} does not exist: it was deleted (pruned by train.keep_last, "
                              f"or the run was removed) or the path is wrong; use a complete checkpoint from "
                              f"<run>/checkpoints/step_XXXXXXXX, or rerun training")
     if not path.is_dir():
         raise Gpt2TrainError(f"checkpoint {path} is not a directory; pass a <run>/checkpoints/step_XXXXXXXX folder")
-    has = {name: (path / name).is_file() for name in (DONE, "state.json", "model.safetensors")}
+    has = {name: (path / name).is_file() for name in (DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS)}
     if not any(has.values()):
-        raise Gpt2TrainError(f"{path} is not a checkpoint (no {DONE}, state.json or model.safetensors); "
+        raise Gpt2TrainError(f"{path} is not a checkpoint (no {DONE}, {CHECKPOINT_STATE} or {CHECKPOINT_WEIGHTS}); "
                              f"pass a <run>/checkpoints/step_XXXXXXXX folder")
     if not has[DONE]:
         raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
                              f"save, or still being written); use a complete checkpoint of the run instead")
-    for name in ("state.json", "model.safetensors"):
+    for name in (CHECKPOINT_STATE, CHECKPOINT_WEIGHTS):
         if not has[name]:
             raise Gpt2TrainError(f"checkpoint {path} has {DONE} but no {name}: it was damaged after the save; "
                                  f"use another checkpoint of the run")
-    state = read_json(path / "state.json", "checkpoint state")
-    recorded = state.get("model_sha256")
-    if recorded is None or verify_hash:
-        actual = sha256_file(path / "model.safetensors")
-        if recorded is not None and recorded != actual:
-            raise Gpt2TrainError(f"checkpoint {path}: model.safetensors has sha256 {actual} but state.json "
-                                 f"records {recorded}: the weights changed after the save; use another checkpoint")
-        state["model_sha256"] = actual
-    return state
+
+
+def checkpoint_state(path: str | Path, verify_hash: bool = False) -> dict[str, Any]:
+    """state.json of a complete checkpoint as a dict: `CheckpointState.from_dir(path, verify_hash).record`."""
+    return CheckpointState.from_dir(path, verify_hash).record
 
 
 def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False) -> dict[str, Any]:
@@ -173,22 +285,22 @@ def load_checkpoint(path: str | Path, rank: int = 0, weights_only: bool = False)
         raise Gpt2TrainError(f"checkpoint {path} has no {DONE} marker: it is incomplete (a crash during the "
                              f"save) or not a checkpoint; use a complete one (`latest_checkpoint` skips these)")
     if weights_only:
-        model = load_file(path / "model.safetensors")
+        model = load_file(path / CHECKPOINT_WEIGHTS)
         model["lm_head.weight"] = model["transformer.wte.weight"]
-        return {"model": model, "state": json.loads((path / "state.json").read_text())}
-    optimizer_file = path / f"optimizer_rank{rank}.pt"
+        return {"model": model, "state": json.loads((path / CHECKPOINT_STATE).read_text())}
+    optimizer_file = path / optimizer_shard_name(rank)
     if not optimizer_file.exists():
         raise Gpt2TrainError(f"checkpoint {path} has no state for rank {rank}: it was saved with fewer ranks "
-                             f"({len(list(path.glob('optimizer_rank*.pt')))}); resume with that world size")
-    model = load_file(path / "model.safetensors")
+                             f"({len(list(path.glob(optimizer_shard_name('*'))))}); resume with that world size")
+    model = load_file(path / CHECKPOINT_WEIGHTS)
     if "transformer.wte.weight" in model:
         model["lm_head.weight"] = model["transformer.wte.weight"]
     return {
         "model": model,
         "optimizer": _load_tensors(optimizer_file),
-        "rng": _load_tensors(path / f"rng_rank{rank}.pt"),
-        "loader": json.loads((path / f"loader_rank{rank}.json").read_text()),
-        "state": json.loads((path / "state.json").read_text()),
+        "rng": _load_tensors(path / rng_state_name(rank)),
+        "loader": json.loads((path / loader_state_name(rank)).read_text()),
+        "state": json.loads((path / CHECKPOINT_STATE).read_text()),
     }
 
 
@@ -227,7 +339,7 @@ def prune_checkpoints(root: str | Path, keep_last: int, major_every: int = 0) ->
             continue
         # Out of the step_* namespace first (one atomic rename), then deleted: a crash mid-delete
         # leaves a `.step_*.deleting` folder that the next save removes, never a partial step_*.
-        doomed = p.with_name(f".{p.name}.deleting")
+        doomed = step_deleting_dir(p)
         os.replace(p, doomed)
         failpoint("checkpoint.prune_renamed")
         shutil.rmtree(doomed)

@@ -1,7 +1,7 @@
 """Why a trainer failed or was stopped, in one message that says where the run resumes from: what
-`training_run` raises and a launcher prints.
+a launcher raises or prints (the Dagster training asset, pipelines/slurm_pipes.py, the CLI).
 
-A launch leaves notes in a folder of its own (the `training_run` asset's `<run>/.launch-<Dagster run
+A launch leaves notes in a folder of its own (the launcher's, e.g. `<run>/.launch-<Dagster run
 id>/`): the trainer's own error (TRAINER_ERROR, written by rank 0: pipelines/train_pipes.py) or how the
 first failed rank ended (LAUNCH_FAILURE, written by pipelines/torchrun_launcher.py). A rank killed by
 a signal reports nothing itself, so the message also says how far the run got and which checkpoint a
@@ -9,7 +9,7 @@ rerun resumes from.
 
 A single-process trainer stopped by SIGTERM (`kill`, a scheduler's preemption) or SIGINT (Ctrl-C, the
 Pipes client's way to stop it) raises TrainingStopped (`stop_on_signals`), naming the checkpoint it
-resumes from; a Dagster run that was interrupted says the same (`describe_interrupted_training`).
+resumes from; a launcher that was interrupted says the same (`describe_interrupted_training`).
 """
 
 from __future__ import annotations
@@ -56,30 +56,32 @@ def describe_training_failure(run: Path, notes: Path, launcher_error: str) -> st
         code = re.search(r"code (-?\d+)", launcher_error)
         how = (f"torchrun was killed by {_signal_name(-int(code[1]))}" if code and int(code[1]) < 0
                else f"torchrun failed ({launcher_error})")
-    return f"training run {run.name} failed: {how}{_progress(run)}. Log: {run / MAIN_LOG}. {_asset_resume(run)}."
+    return f"training run {run.name} failed: {how}{run_progress(run)}. Log: {run / MAIN_LOG}. {resume_note(run)}."
 
 
 def describe_interrupted_training(run: Path) -> str:
-    """The training_run asset's message when its Dagster run was interrupted (SIGTERM or SIGINT to the run's
-    process, the UI's Terminate: Dagster raises DagsterExecutionInterruptedError and the local Pipes client
-    stops the trainer with SIGINT): what stopped it, how far it got, and where it resumes from."""
-    return (f"training run {run.name} was stopped: its Dagster run was interrupted (SIGTERM or SIGINT to the run's "
-            f"process, or Terminate in the UI){_progress(run)}. Log: {run / MAIN_LOG}. "
-            f"{_asset_resume(run, show_step=True)}.")
+    """A launcher's message when it was interrupted while the trainer ran (SIGTERM or SIGINT to its
+    process; the Dagster training asset gets DagsterExecutionInterruptedError, from the UI's Terminate
+    too, and the local Pipes client stops the trainer with SIGINT): what stopped it, how far it got,
+    and where it resumes from."""
+    return (f"training run {run.name} was stopped: it was interrupted (SIGTERM or SIGINT to the process that "
+            f"launched it){run_progress(run)}. Log: {run / MAIN_LOG}. {resume_note(run, show_step=True)}.")
 
 
-def _progress(run: Path) -> str:
+def run_progress(run: Path) -> str:
+    """How far the run in `run` got, as words to append: ` after step 7` or ` before its first step`."""
     steps = [m["step"] for m in read_metrics(run) if "loss" in m]
     return f" after step {max(steps)}" if steps else " before its first step"
 
 
-def _asset_resume(run: Path, show_step: bool = False) -> str:
+def resume_note(run: Path, show_step: bool = False) -> str:
+    """Where launching the run in `run` again resumes from, in words true for every launcher (the CLI,
+    Dagster, Slurm): its last complete checkpoint, else step 0."""
     last = latest_checkpoint(checkpoints_dir(run))
     if last is not None:
         step = f" (step {_step_of(last)})" if show_step else ""
-        return (f"The last complete checkpoint is {last}{step}; materializing training_run again (e.g. "
-                f"`gpt2train pipeline --stale-only`) resumes from it")
-    return "No checkpoint was complete, so materializing training_run again starts from scratch (step 0)"
+        return f"The last complete checkpoint is {last}{step}; launching this run again resumes from it"
+    return "No checkpoint was complete, so launching this run again starts from scratch (step 0)"
 
 
 def _step_of(checkpoint: Path) -> int:
@@ -93,17 +95,17 @@ class TrainingStopped(Gpt2TrainError):
 def stopped_message(signal_name: str, out_dir: Path) -> str:
     """`training stopped by SIGTERM after step 7; ... resumes from <checkpoint> (step 6)`, for the run in `out_dir`."""
     last = latest_checkpoint(checkpoints_dir(out_dir))
-    resume = (f"the last complete checkpoint is {last} (step {_step_of(last)}): run the same command again (or "
-              f"materialize training_run) to resume from it" if last is not None else
+    resume = (f"the last complete checkpoint is {last} (step {_step_of(last)}): running it again resumes from it"
+              if last is not None else
               "no checkpoint was complete yet, so running it again starts from scratch (step 0)")
-    return f"training in {out_dir} stopped by {signal_name}{_progress(out_dir)}; {resume}"
+    return f"training in {out_dir} stopped by {signal_name}{run_progress(out_dir)}; {resume}"
 
 
 @contextlib.contextmanager
 def stop_on_signals(message: Callable[[str], str]) -> Iterator[None]:
     """While the block runs, SIGTERM and SIGINT raise TrainingStopped(message(signal name)) instead of
     ending the process without a word (SIGTERM) or with a KeyboardInterrupt traceback (SIGINT), so
-    the CLI and the training_run asset say where the run resumes from. Everything the loop writes is
+    the CLI and every launcher say where the run resumes from. Everything the loop writes is
     crash-safe (temp name + rename, checkpoints complete only with DONE), so raising at any point
     between two bytecodes leaves nothing half-written under a final name.
 

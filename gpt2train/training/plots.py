@@ -6,7 +6,7 @@
 `plot_training` (the trainer redraws it at every eval): train / val loss, in-loop HellaSwag, the
 learning rate and the gradient norm against step, one panel each; with the model's `shape`
 (n_layer, n_embd), the loss and HellaSwag panels also get vislog's horizontal lines for OpenAI's
-GPT-2 and GPT-3 at that size (evals/published.py `baseline_lines`: only for GPT-2's published
+GPT-2 and GPT-3 at that size (gpt2train/published.py `baseline_lines`: only for GPT-2's published
 shapes, each labelled with its size and source). `plot_loss_curve` is the eval report's loss curve
 (evals/report_extras.py): train and val loss up to the report's step, with a marker at that step.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evals.published import baseline_lines
+from gpt2train.published import baseline_lines
 from gpt2train.training.runs import read_metrics_file
 
 # PNG metadata: matplotlib otherwise writes its own version into every file.

@@ -25,7 +25,7 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import read_json, write_json_atomic
 from gpt2train.lineage.records import code_version, sidecar_path
-from gpt2train.training.checkpoint import checkpoint_state, latest_checkpoint
+from gpt2train.training.checkpoint import CheckpointState, latest_checkpoint
 from gpt2train.weights import weights_sha256
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def check_run_dir(run: Path, tag: str, home: Path) -> None:
         recorded, how = read_json(record, "run record").get("run_tag"), f"its {layout.RUN_RECORD}"
     else:
         newest = latest_checkpoint(layout.checkpoints_dir(run))
-        recorded = (checkpoint_state(newest).get("lineage") or {}).get("run_tag") if newest else None
+        recorded = CheckpointState.from_dir(newest).run_tag if newest else None
         how = f"its checkpoint {newest.name}" if newest else ""
     if recorded is not None and recorded != tag:
         where = "train there" if run == home else f"train in {home} (leave train.out_dir unset)"

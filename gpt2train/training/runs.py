@@ -24,7 +24,7 @@ from gpt2train.config import Config, config_to_dict
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output, disk_full_error, is_disk_full
 from gpt2train.layout import MAIN_LOG, METRICS, RUN_CONFIG, TRAINING_PLOT, checkpoint_key, checkpoints_dir
-from gpt2train.training.checkpoint import checkpoint_state, complete_checkpoints
+from gpt2train.training.checkpoint import CheckpointState, complete_checkpoints
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,10 @@ class CheckpointInfo:
 
 def checkpoint_info(path: str | Path) -> CheckpointInfo:
     path = Path(path)
-    state = checkpoint_state(path)
-    return CheckpointInfo(key=checkpoint_key(path), path=path.resolve(), step=int(state["step"]),
-                          model_sha256=state["model_sha256"],
-                          run_tag=state.get("lineage", {}).get("run_tag") or path.parent.parent.name,
-                          loss=state.get("loss"))
+    state = CheckpointState.from_dir(path)
+    return CheckpointInfo(key=checkpoint_key(path), path=path.resolve(), step=int(state.step),
+                          model_sha256=state.model_sha256, run_tag=state.run_tag or path.parent.parent.name,
+                          loss=state.loss)
 
 
 def find_checkpoints(root: str | Path) -> list[CheckpointInfo]:
@@ -115,7 +114,7 @@ def summarize_run(run: str | Path) -> dict:
     if not checkpoints:
         raise Gpt2TrainError(f"training run {run} has no complete checkpoint; see {run / MAIN_LOG}")
     final = checkpoints[-1]
-    state = checkpoint_state(final.path)
+    state = CheckpointState.from_dir(final.path)
     records = read_metrics(run)
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r]
@@ -123,7 +122,7 @@ def summarize_run(run: str | Path) -> dict:
     # Steady-state speed: the first steps include warm-up (allocation, compilation).
     steady = train[min(len(train) // 4, 10):] or train
     mfu = [r["mfu"] for r in steady if r.get("mfu") is not None]
-    total_batch = state.get("config", {}).get("train", {}).get("total_batch_tokens")
+    total_batch = state.config.train.total_batch_tokens if state.config.train else None
     return {
         "run_tag": final.run_tag,
         "run_dir": str(run.resolve()),
@@ -140,7 +139,7 @@ def summarize_run(run: str | Path) -> dict:
         "log": str(run / MAIN_LOG),
         # The run's data version: what it names (config + shards) and the weights it ended with.
         "data_version": hashlib.sha256(f"{final.run_tag}|{final.model_sha256}".encode()).hexdigest()[:24],
-        "lineage": state.get("lineage", {}),
+        "lineage": state.record.get("lineage", {}),
     }
 
 

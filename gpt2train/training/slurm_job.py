@@ -43,10 +43,8 @@ from pathlib import Path
 from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import atomic_output
-from gpt2train.layout import MAIN_LOG, checkpoints_dir
-from gpt2train.training.checkpoint import latest_checkpoint
-from gpt2train.training.failure import LAUNCH_FAILURE, TRAINER_ERROR
-from gpt2train.training.runs import read_metrics
+from gpt2train.layout import MAIN_LOG
+from gpt2train.training.failure import LAUNCH_FAILURE, TRAINER_ERROR, resume_note, run_progress
 
 JOB_SCRIPT = "slurm_job.sh"  # in the run directory: the last submitted job's script
 JOB_OUTPUT = "slurm-%j.out"  # in the run directory: every task's stdout and stderr, per job (%j: its id)
@@ -120,7 +118,7 @@ def sbatch_options(cfg: Config, run: Path) -> list[str]:
     """The #SBATCH lines' options: one task (one torchrun agent) per node."""
     s = cfg.launch.slurm
     # --no-requeue: after a node failure Slurm would start the job again on its own, with the same Pipes
-    # files, behind the asset's back; instead the run fails, and the next materialization resumes.
+    # files, behind its launcher's back; instead the run fails, and launching it again resumes.
     options = [f"--job-name=gpt2train-{run.name}", f"--nodes={s.nodes}", "--ntasks-per-node=1",
                f"--output={run / JOB_OUTPUT}", "--no-requeue"]
     if s.partition:
@@ -168,7 +166,7 @@ def watchdog_lines(heartbeat: Path, heartbeat_timeout_s: float) -> list[str]:
     file before sbatch, so a job that waited in the queue gets the full timeout to be seen."""
     timeout = f"{heartbeat_timeout_s:g}"
     return [
-        "# Watchdog: the Dagster run worker touches the heartbeat every few seconds while it waits for this",
+        "# Watchdog: the launcher touches the heartbeat every few seconds while it waits for this",
         "# job; if it died (SIGKILL, the OOM killer) nothing else would stop the job, so it cancels itself.",
         f"heartbeat={shlex.quote(str(heartbeat))}",
         "(",
@@ -179,8 +177,8 @@ def watchdog_lines(heartbeat: Path, heartbeat_timeout_s: float) -> list[str]:
         '    beat=$(stat -c %y "$heartbeat" 2>/dev/null || true)  # its mtime, to the nanosecond',
         '    if [ -n "$beat" ] && [ "$beat" != "$seen" ]; then seen=$beat last_beat=$(date +%s); continue; fi',
         f'    if [ $(( $(date +%s) - last_beat )) -ge {math.ceil(heartbeat_timeout_s)} ]; then',
-        f'      echo "gpt2train watchdog: no heartbeat from the Dagster run worker in $heartbeat for {timeout} s '
-        f'(launch.slurm.heartbeat_timeout_s): the worker is gone; cancelling Slurm job $SLURM_JOB_ID at '
+        f'      echo "gpt2train watchdog: no heartbeat from the launcher in $heartbeat for {timeout} s '
+        f'(launch.slurm.heartbeat_timeout_s): the launcher is gone; cancelling Slurm job $SLURM_JOB_ID at '
         f'$(date -u "+%F %T") UTC" >&2',
         '      scancel "$SLURM_JOB_ID" && break  # else slurmctld did not answer: try again at the next look',
         "    fi",
@@ -197,12 +195,12 @@ def job_script(cfg: Config, run: Path, config_path: Path, notes: Path, pipes_env
     """The sbatch script: #SBATCH options, the Pipes variables (paths of the run's Pipes files), the
     heartbeat watchdog and `srun` of one torchrun agent per node."""
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in sbatch_options(cfg, run)),
-             f"# Written by gpt2train's training_run asset for the run {run.name}; launch.slurm.sbatch_args",
+             f"# Written by gpt2train for the run {run.name}; launch.slurm.sbatch_args",
              "# are given to sbatch on its command line, where they override the lines above.",
              "set -euo pipefail",
              '# The first node of the job: c10d\'s rendezvous endpoint, read by every node\'s agent below.',
              'export RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-             "# Dagster Pipes: where rank 0 reads its context and writes its messages (files in the run's folder).",
+             "# Pipes: where rank 0 reads its context and writes its messages (files in the run's folder).",
              *(f"export {k}={shlex.quote(v)}" for k, v in sorted(pipes_env.items())),
              "export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1  # for --max-restarts (pipelines/torchrun_launcher.py)",
              # The same interpreter and working directory as the asset's (a shared filesystem), so the
@@ -275,13 +273,7 @@ def wait_for_job(job: str, pending_timeout_s: float, env: dict[str, str] | None 
 
 def describe_job_end(run: Path, job: str, state: JobState) -> str:
     """Why a job that Slurm ended (not the trainer: a FAILED job is described by its notes) stopped the
-    training run, how far it got and which checkpoint the next materialization resumes from."""
+    training run, how far it got and which checkpoint launching it again resumes from."""
     why = END_REASONS.get(state.state, f"Slurm reported {state.state}" + (f" ({state.reason})" if state.reason else ""))
-    steps = [m["step"] for m in read_metrics(run) if "loss" in m]
-    progress = f" after step {max(steps)}" if steps else " before its first step"
-    last = latest_checkpoint(checkpoints_dir(run))
-    resume = (f"The last complete checkpoint is {last}; materializing training_run again resumes from it"
-              if last is not None else "No checkpoint was complete, so materializing training_run again starts "
-                                       "from step 0")
-    return (f"training run {run.name} failed: Slurm job {job} ended {state.state}: {why}{progress}. "
-            f"Log: {run / MAIN_LOG}; the job's output: {run / JOB_OUTPUT.replace('%j', job)}. {resume}.")
+    return (f"training run {run.name} failed: Slurm job {job} ended {state.state}: {why}{run_progress(run)}. "
+            f"Log: {run / MAIN_LOG}; the job's output: {run / JOB_OUTPUT.replace('%j', job)}. {resume_note(run)}.")
