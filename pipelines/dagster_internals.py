@@ -18,7 +18,8 @@ module only. Searched for public replacements, in Dagster 1.13.27:
 - `dagster.DagsterGraphQLClient` (`submit_job_execution` takes an asset selection and tags) and the
   webserver's GraphQL (`launchRun`, `assetNodes { staleStatusByPartition }`): both need a running
   dagster-webserver, which `gpt2train pipeline` does not start, and `staleStatusByPartition` asks the
-  same per-partition resolver as below (~20 s at 1,000 partitions, against ~1 s in bulk);
+  same per-partition resolver as below (~20 s at 1,000 partitions; staleness.py's bulk rules decide
+  all of `--stale-only` in ~1 s, bench/scale.py);
 - the `dagster` CLI: `dagster job launch` submits to the queue but takes an op selection, not an asset
   selection, and loads the code location anew in each process; `dagster asset materialize` executes
   in its own process instead of submitting; `dagster-daemon liveness-check` is a process per check

@@ -63,8 +63,9 @@ def build_checkpoints_sensor(cfg: Config, evals_job, summary_job) -> dg.SensorDe
         new_keys, recorded = pending_registrations(context.instance, infos)
         known = set(context.instance.get_dynamic_partitions(checkpoints.name)) | set(new_keys)
         evaluated = context.instance.get_materialized_partitions(dg.AssetKey("eval_report"))
-        # One request per checkpoint content: run_key dedupes across ticks, and a checkpoint
-        # rewritten in place (new hash) is evaluated again.
+        # One request per checkpoint content: run_key dedupes across ticks, and a checkpoint rewritten in
+        # place (new hash) before its report lands is requested again. One rewritten after its report is
+        # not: its eval_report goes stale, which the UI shows and `gpt2train pipeline --stale-only` redoes.
         requests = [dg.RunRequest(run_key=f"evals:{i.key}:{i.model_sha256[:16]}", job_name=evals_job.name,
                                   partition_key=i.key)
                     for i in infos if i.key in known and i.key not in evaluated]
