@@ -114,7 +114,7 @@ def test_each_layer_imports_only_its_own_and_those_below(tmp_path):
 # What the library must not say (its messages, log lines, scripts): Dagster's words. An asset's own
 # name is matched as a whole word where it has an underscore (`training_run`); one that is also a
 # plain word (`corpus`, `checkpoints`) only in backticks or followed by "asset" or "partition(s)".
-DAGSTER_WORDS = re.compile(r"materiali[sz]|dagster", re.I)
+DAGSTER_WORDS = re.compile(r"materiali[sz]|dagster", re.IGNORECASE)
 
 
 def _definition_names() -> set[str]:
@@ -169,7 +169,7 @@ def test_the_library_speaks_of_models_and_data_not_of_dagster():
                        'y = f"rerun `corpus` for {x}"\ny = "the token_shards of a file"\ny = "a corpus record"\n')
     assert [line for line, _ in _dagster_talk(sample, names)] == [3, 4, 5]  # the check finds them, and only them
     found = []
-    for name, path in _modules("gpt2train").items():
+    for path in _modules("gpt2train").values():
         found += [f"{path.relative_to(REPO)}:{line}: {text!r}" for line, text in _dagster_talk(
             ast.parse(path.read_text()), names)]
     assert not found, "the library names Dagster or its assets:\n" + "\n".join(found)
