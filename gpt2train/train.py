@@ -11,6 +11,7 @@ gpt2train/training/loop.py; this module only reads the command line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
 
     summary = train(load_config(args.config, args.overrides))
     if os.environ.get("RANK", "0") == "0":  # once per job, not once per rank
-        print(json.dumps(summary))
+        print(json.dumps(dataclasses.asdict(summary)))
 
 
 def print_error_once(error: Exception) -> None:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             pipes.log.error(f"training failed: {e}")
             print_error_once(e)
             return 2
-        summary = summarize_run(trained["out_dir"])
+        summary = summarize_run(trained.out_dir)
         pipes.report_asset_materialization(metadata=run_metadata(summary), data_version=summary["data_version"])
     return 0
 

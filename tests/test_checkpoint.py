@@ -109,7 +109,7 @@ def write_state(root, record: dict):
 
 
 def test_checkpoint_state_reads_a_complete_record_into_typed_fields(tmp_path):
-    """A record as training/loop.py's `save` writes it."""
+    """A record as training/checkpointer.py's `save` writes it."""
     cfg = Config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from="hf:openai-community/gpt2",
                                                              train_glob="/shards/edu_fineweb_train_*.bin"))

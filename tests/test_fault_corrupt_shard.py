@@ -78,4 +78,4 @@ def test_verify_shards_off_skips_the_hash(data, tmp_path):
     cfg = load_config("tiny", [f"data_dir={data}", f"train.out_dir={tmp_path / 'run'}", "train.max_steps=1",
                                "train.val_every=0", "train.hellaswag_every=0", "train.verify_shards=false",
                                "train.sample_tokens=2"])
-    assert train(cfg)["steps"] == 1
+    assert train(cfg).steps == 1

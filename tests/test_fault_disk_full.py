@@ -124,7 +124,7 @@ def test_checkpoint(chain):
     assert file_hashes(out / "checkpoints") == before and temp_leftovers(out) == []
     checkpoint_state(ckpt, verify_hash=True)
     # With the space back, the same command resumes from step 2 and completes.
-    assert train(cfg)["steps"] == 4 and latest_checkpoint(out / "checkpoints").name == "step_00000004"
+    assert train(cfg).steps == 4 and latest_checkpoint(out / "checkpoints").name == "step_00000004"
     assert f"(resumed from {ckpt})" in (out / "main.log").read_text()
 
 

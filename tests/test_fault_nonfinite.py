@@ -80,7 +80,7 @@ def test_nan_loss_and_inf_gradients_skip_the_update_and_are_counted(tiny_shards,
     poison({3: "nan", 5: "inf"}, micro_batches_per_step=1)
     out = tmp_path / "run"
     summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=2"))
-    assert summary["steps"] == 6 and summary["skipped_updates"] == 2
+    assert summary.steps == 6 and summary.skipped_updates == 2
     records = {r["step"]: r for r in loss_log(out) if "loss" in r}
     assert math.isnan(records[3]["loss"]) and records[3]["skipped"] and records[3]["nonfinite"]
     assert math.isfinite(records[5]["loss"]) and not math.isfinite(records[5]["norm"])  # finite loss, Inf grads
@@ -124,7 +124,7 @@ def test_zero_limit_keeps_skipping_to_the_end(tiny_shards, tmp_path, poison):
     poison({"from": 2, "rest": "nan"}, micro_batches_per_step=1)
     out = tmp_path / "run"
     summary = train(cfg_for(tiny_shards, out, "train.max_nonfinite_steps=0", "train.max_steps=5"))
-    assert summary["steps"] == 5 and summary["skipped_updates"] == 4
+    assert summary.steps == 5 and summary.skipped_updates == 4
     assert same(weights(out, 1), weights(out, 5))
 
 
@@ -145,7 +145,7 @@ def test_a_nonfinite_clip_coefficient_or_learning_rate_never_reaches_the_weights
     else:
         setattr(cfg.train, field, value)
     summary = train(cfg)
-    assert summary["steps"] == 3 and summary["skipped_updates"] == 3
+    assert summary.steps == 3 and summary.skipped_updates == 3
     records = [r for r in loss_log(out) if "loss" in r]
     # The loss and the norm were finite: only the coefficient or the rate was not.
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["norm"]) for r in records)

@@ -220,7 +220,7 @@ def test_a_copied_data_dir_verifies_the_copy_and_records_no_temporary_path(tmp_p
                                "train.hellaswag_every=0", "train.sample_every=0"])
     materialize_corpus_file(cfg, KEY)
     materialize_token_shards(cfg, KEY, progress=False)
-    ckpt = Path(train(cfg)["out_dir"]) / "checkpoints" / "step_00000002"
+    ckpt = Path(train(cfg).out_dir) / "checkpoints" / "step_00000002"
     export = export_checkpoint(ckpt, data / "exports" / checkpoint_key(ckpt)).out_dir
     report = evaluate_export(export, data / "reports" / checkpoint_key(ckpt),
                              EvalsConfig(limit=2, local_data=[f"hellaswag={HELLASWAG}"], batch_size=2, device="cpu"),

@@ -39,7 +39,7 @@ def test_resume_is_bitwise_exact(trained_run, tmp_path):
     shutil.copytree(trained_run.out, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_00000006")
     summary = train(run_cfg(trained_run.shards, resumed, *RUN_SETS))
-    assert summary["steps"] == 6
+    assert summary.steps == 6
     assert "(resumed from " in (resumed / "main.log").read_text()
     assert without_timings(metrics(trained_run.out)) == without_timings(metrics(resumed))  # losses, norms, lrs
     a, b = weights(trained_run.out, 6), weights(resumed, 6)
@@ -290,7 +290,7 @@ def test_resume_on_another_world_size(tiny_shards, two_rank_reference, tmp_path)
     summary = train(load_config("tiny", sets))
     two_ranks = [m["loss"] for m in metrics(two_rank_reference) if "loss" in m]
     one_process = [m["loss"] for m in metrics(out) if "loss" in m]
-    assert summary["steps"] == REFERENCE_STEPS and (out / "checkpoints" / f"step_{REFERENCE_STEPS:08d}" / "DONE").exists()
+    assert summary.steps == REFERENCE_STEPS and (out / "checkpoints" / f"step_{REFERENCE_STEPS:08d}" / "DONE").exists()
     assert "resumed from" in (out / "main.log").read_text()
     # The same tokens each step; only the order of the gradient sums differs (2 ranks vs 2 micro-batches).
     assert one_process == pytest.approx(two_ranks, abs=1e-5)
@@ -313,13 +313,13 @@ def test_every_launcher_trains_a_config_in_its_run_tags_directory(own_data_dir):
             "train.hellaswag_every=0", "train.sample_every=0"]
     cfg = load_config("tiny", sets)
     summary = train(cfg)
-    assert summary["out_dir"] == str(run_dir(cfg)) == str(own_data_dir / "runs" / run_tag(cfg))
+    assert summary.out_dir == str(run_dir(cfg)) == str(own_data_dir / "runs" / run_tag(cfg))
     assert json.loads((run_dir(cfg) / RUN_RECORD).read_text()) == {"run_tag": run_tag(cfg)}
     # The llm.c entry point, with the same config: the same directory, where nothing is left to train.
     r = subprocess.run([sys.executable, "-m", "gpt2train.train", "--config", "tiny", *(f"--set={s}" for s in sets)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1])["out_dir"] == summary["out_dir"]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["out_dir"] == summary.out_dir
     assert "nothing to train" in (run_dir(cfg) / "main.log").read_text()
     assert [p.name for p in (own_data_dir / "runs").iterdir() if not p.name.startswith(".")] == [run_tag(cfg)]
 

@@ -184,7 +184,7 @@ class TrainingLineage:
 
 @dataclass(frozen=True)
 class CheckpointState:
-    """A checkpoint's state.json, read into typed fields (what training/loop.py's `save` writes).
+    """A checkpoint's state.json, read into typed fields (what training/checkpointer.py's `save` writes).
 
     A field the record lacks is None (or empty): checkpoints of older versions lack some, and the lineage
     walk and the eval report read whatever state.json they find. Values are kept as recorded."""
@@ -197,6 +197,8 @@ class CheckpointState:
     loss: float | None
     val_loss: float | None
     created_at: str | None
+    world: int | None         # how many ranks saved it (each wrote its optimizer, RNG and loader files)
+    kernels: str | None       # the hot-path ops it was trained with: triton or torch
     config: RecordedConfig
     lineage: TrainingLineage | None  # None: the record has no (or an empty) lineage
 
@@ -215,6 +217,7 @@ class CheckpointState:
         return cls(
             record=record, step=record.get("step"), model_sha256=record.get("model_sha256"),
             loss=record.get("loss"), val_loss=record.get("val_loss"), created_at=record.get("created_at"),
+            world=record.get("world"), kernels=record.get("kernels"),
             config=RecordedConfig(
                 data_dir=config.get("data_dir"), corpus_dataset=_mapping(config.get("corpus")).get("dataset"),
                 model=RecordedModel(descriptor=model.get("descriptor"), block_size=model.get("block_size")),

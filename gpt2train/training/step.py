@@ -1,27 +1,23 @@
-"""One optimizer step, apart from the loop that repeats it (after torchtitan's train_step).
+"""What one optimizer step decides and reports (the step itself: loop.py's `Trainer.train_step`).
 
-    result = train_step(model, ddp_model, optimizer, next_batch, lr, guard, ...)
+    skip, nonfinite = guard.skips(step, loss, norm, clip_coef, lr)   # UpdateGuard
+    StepResult(loss, norm, lr, skipped, nonfinite, ms)                # what the loop logs of a step
 
-`grad_accum` micro-batches (the gradient all-reduce only on the last one), the loss averaged over
-them and the ranks, the gradient norm clipped, then AdamW at the given learning rate, unless
-`UpdateGuard` skips the update: a NaN/Inf loss, gradient norm, clip coefficient or learning rate
-never reaches the weights, and llm.c's -sl / -sg skip outliers against the last 128 steps.
+`UpdateGuard` decides which updates are skipped: a NaN/Inf loss, gradient norm, clip coefficient or
+learning rate never reaches the weights, and llm.c's -sl / -sg skip outliers against the last 128
+steps. `memory_mb` and `peak_memory_mb` read the memory a step's metrics line and the run's summary report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import resource
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from gpt2train.training.distributed import Dist
 from gpt2train.training.outliers import OutlierDetector
 
 log = logging.getLogger(__name__)
@@ -79,43 +75,10 @@ class UpdateGuard:
 class StepResult:
     loss: float       # mean over the micro-batches and ranks
     norm: float       # the gradient norm before clipping
+    lr: float         # the schedule's learning rate for this update (applied unless skipped)
     skipped: bool
     nonfinite: bool
     ms: float         # wall time of the whole step, the optimizer's included
-
-
-def train_step(model: torch.nn.Module, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], grad_accum: int,
-               autocast: Callable[[], contextlib.AbstractContextManager], lr: float, grad_clip: float,
-               guard: UpdateGuard, step: int, device: str, d: Dist) -> StepResult:
-    """Update number `step` (1-based): forward and backward over `grad_accum` micro-batches, then
-    the AdamW update at `lr` unless `guard` skips it."""
-    t0 = time.perf_counter()
-    loss_sum = torch.zeros((), device=device)
-    for micro in range(grad_accum):
-        x, y = next_batch()
-        # Gradients are all-reduced once per step, on the last micro-batch.
-        sync = contextlib.nullcontext() if (d.world == 1 or micro == grad_accum - 1) else ddp_model.no_sync()
-        with sync:
-            with autocast():
-                _, loss = ddp_model(x.to(device), y.to(device))
-            (loss / grad_accum).backward()
-        loss_sum += loss.detach()
-    loss_value = (d.all_reduce(loss_sum) / (grad_accum * d.world)).item()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item()
-    # What clip_grad_norm_ scaled the gradients by: its own formula, clamped to 1 as its torch.clamp does.
-    # A NaN stays NaN (Python's min(1.0, nan) would say 1.0): it has just made every gradient NaN.
-    clip_coef = grad_clip / (norm + 1e-6)
-    clip_coef = 1.0 if clip_coef >= 1.0 else clip_coef
-    skip, nonfinite = guard.skips(step, loss_value, norm, clip_coef, lr)
-    if not skip:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()  # the optimizer step is queued, not done: time it too
-    return StepResult(loss_value, norm, skip, nonfinite, (time.perf_counter() - t0) * 1000)
 
 
 def memory_mb(device_type: str) -> float | None:

@@ -109,7 +109,7 @@ def test_trainer_switch_matches_torch(tiny_shards, tmp_path):
             "train.batch_size=2", "train.seq_len=32", "train.total_batch_tokens=64", "train.sample_tokens=2"]
     s_torch = train(run_cfg(tiny_shards, tmp_path / "torch", *base, "train.kernels=torch"))
     s_triton = train(run_cfg(tiny_shards, tmp_path / "triton", *base, "train.kernels=triton"))
-    assert (s_torch["kernels"], s_triton["kernels"]) == ("torch", "triton")
+    assert (s_torch.kernels, s_triton.kernels) == ("torch", "triton")
     la = [m.get("loss", m.get("val_loss")) for m in metrics(tmp_path / "torch")]
     lb = [m.get("loss", m.get("val_loss")) for m in metrics(tmp_path / "triton")]
     assert lb == pytest.approx(la, abs=TOL)
@@ -124,7 +124,7 @@ def test_auto_is_torch_without_cuda_and_bad_choice_is_named(tiny_shards, tmp_pat
 
     if not torch.cuda.is_available():
         cfg = run_cfg(tiny_shards, tmp_path / "auto", "train.max_steps=1", "train.val_every=0", "train.sample_every=0")
-        assert train(cfg)["kernels"] == "torch"
+        assert train(cfg).kernels == "torch"
     with pytest.raises(ConfigError, match="train.kernels='cuda'; use auto, triton or torch"):
         load_config("tiny", ["train.kernels=cuda"])
 
