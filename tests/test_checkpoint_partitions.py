@@ -88,8 +88,8 @@ sys.exit(int(code))
 
 
 class ReportingTrainerClient(TrainingPipesClient):
-    """A backend whose trainer is REPORTING_TRAINER: it records which checkpoints were partitions while the
-    trainer still ran, and lets the trainer go on once the first one is."""
+    """A backend whose trainer is REPORTING_TRAINER: it records which checkpoints were partitions when the
+    first one was, the trainer still running, and then lets the trainer go on."""
 
     poll_interval_s = 0.05
 
@@ -103,8 +103,8 @@ class ReportingTrainerClient(TrainingPipesClient):
                                     str(go), str(self.exit_code)], env={**os.environ, **pipes_env})
         while trainer.poll() is None:
             poll()
-            self.seen_while_training = context.instance.get_dynamic_partitions("checkpoints")
-            if self.seen_while_training:
+            if not go.exists() and (registered := context.instance.get_dynamic_partitions("checkpoints")):
+                self.seen_while_training = registered  # before the trainer may report its second checkpoint
                 go.touch()
             time.sleep(self.poll_interval_s)
         if trainer.returncode:
@@ -120,7 +120,7 @@ def test_the_trainers_checkpoint_reports_register_partitions_while_it_runs(tiny_
     client = ReportingTrainerClient(first, second, exit_code=0)
     result = dg.materialize([asset], instance=instance, resources={"training_client": client})
     assert result.success
-    assert client.seen_while_training == [key1]  # registered before the trainer reported step 2, or ended
+    assert client.seen_while_training == [key1]  # registered while the trainer ran, before it reported step 2
     assert instance.get_dynamic_partitions("checkpoints") == [key1, key2]
     run = runs_root(tiny_cfg.data_dir) / "tiny-bbbbbbbbbb"
     (mat,) = result.asset_materializations_for_node("training_run")
