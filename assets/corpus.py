@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.partitions import corpus_files
 from gpt2train.config import Config
+from gpt2train.data.identity import corpus_identity
 from gpt2train.data.stage import corpus_code_version, corpus_data_version, materialize_corpus_file
 from gpt2train.layout import corpus_record_path
 
@@ -30,9 +31,11 @@ def build_corpus_asset(cfg: Config) -> dg.AssetsDefinition:
     )
     def corpus(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         record = materialize_corpus_file(cfg, context.partition_key)
+        identity = corpus_identity(cfg.corpus, [record.key])
         return dg.MaterializeResult(
             data_version=dg.DataVersion(corpus_data_version(record, cfg)),
             metadata={
+                "dataset": identity.label,  # a Hub dataset (or its mirror) only where it is one
                 "source": record.source,
                 "repo": record.repo or "",
                 "revision": record.revision or "",

@@ -5,6 +5,8 @@ gpt2train/data/shard_writer.py), and the four shard checks of `gpt2train.data.sh
 as Dagster asset checks, run after every materialization and runnable on their own to
 catch a shard corrupted later. A partition's shards are written under the writer lock of its
 manifest (gpt2train/locks.py): a second run of the same partition is refused, naming the first.
+Its metadata says how much of the corpus validation takes (`val_share`, `validation`): the library logs
+a notice when that is a whole source file or more than 10% of the tokens.
 """
 
 import warnings
@@ -16,7 +18,7 @@ from assets.partitions import corpus_files
 from gpt2train.config import Config
 from gpt2train.data.stage import materialize_token_shards
 from gpt2train.fileio import read_json
-from gpt2train.data.shard_writer import shards_code_version
+from gpt2train.data.shard_writer import ValidationSplit, shards_code_version, validation_notice
 from gpt2train.layout import shard_partition_manifest, shards_dir
 from gpt2train.data.shards import validate_shard
 
@@ -32,6 +34,20 @@ SHARD_CHECKS = {
 }
 
 
+def validation_text(val: dict, cfg: Config) -> str:
+    """The validation split in words, for the partition's metadata: the notice the library logs
+    (gpt2train/data/shard_writer.py validation_notice) when there is one; while files of the corpus are
+    still to be sharded, the share of what is sharded so far."""
+    split = ValidationSplit(val["val_tokens"], val["total_tokens"], val["whole_files"], val["files"], "partition")
+    if val["files_sharded"] < val["files_in_corpus"]:
+        return (f"validation takes {split.share:.1%} of the tokens sharded so far ({split.val_tokens:,} of "
+                f"{split.total_tokens:,}, {val['files_sharded']} of the corpus's {val['files_in_corpus']} source "
+                f"files); the corpus's share is known once every file is sharded")
+    return validation_notice(split, cfg) or (f"validation takes {split.share:.1%} of the corpus's tokens: "
+                                             f"{split.val_tokens:,} of {split.total_tokens:,} in {split.files} "
+                                             f"source file(s)")
+
+
 def build_token_shards_asset(cfg: Config) -> list:
     @dg.asset(
         name="token_shards",
@@ -45,8 +61,11 @@ def build_token_shards_asset(cfg: Config) -> list:
     )
     def token_shards(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         out = shards_dir(cfg.data_dir)
-        manifest = materialize_token_shards(cfg, context.partition_key)
+        # The corpus is every corpus_files partition: the validation share is the corpus's once all are sharded.
+        manifest = materialize_token_shards(cfg, context.partition_key,
+                                            corpus_keys=context.instance.get_dynamic_partitions(corpus_files.name))
         record_manifests(cfg, context.instance, (SHARD_MANIFEST,))  # training_run reads every shard through it
+        val = manifest["validation"]
         return dg.MaterializeResult(
             data_version=dg.DataVersion(manifest["data_version"]),
             metadata={
@@ -54,6 +73,10 @@ def build_token_shards_asset(cfg: Config) -> list:
                 "tokens": dg.MetadataValue.int(manifest["tokens"]),
                 "documents": dg.MetadataValue.int(manifest["documents"]),
                 "holds_val_shard": manifest["is_val_file"],
+                # The share of the corpus's tokens that validation takes (never trained on), over the files
+                # sharded when this partition finished: the corpus's own once every file is.
+                "val_share": dg.MetadataValue.float(round(val["share"], 6)),
+                "validation": validation_text(val, cfg),
                 "source_sha256": manifest["source"]["sha256"],
                 "tokens_per_second": dg.MetadataValue.float(manifest["tokens"] / max(manifest["seconds"], 1e-9)),
                 "files": dg.MetadataValue.md("\n".join(

@@ -129,7 +129,7 @@ def dry_run(work: Path) -> list[str]:
     """Without a GPU: what would run must exist, and the d12 run's config must load."""
     from gpt2train.config import load_config
 
-    missing = [p for p in [*KERNEL_TESTS, "bench/kernels.py", "gpt2train/train.py", "configs/gpt2_124m.yaml"]
+    missing = [p for p in [*KERNEL_TESTS, "bench/kernels.py", "gpt2train/train.py", "gpt2train/configs/gpt2_124m.yaml"]
                if not (REPO / p).is_file()]
     command, _ = train_command(work, "triton", 1)
     sets = [arg.split("=", 1)[1] for arg in command if arg.startswith("--set=")]

@@ -3,6 +3,11 @@ of the eval reports, e.g. OpenAI's GPT-2 as a reference row (evals/reference.py)
 
     gpt2train eval ./gpt2 --out reports/gpt2 --set evals.limit=100
     gpt2train eval hf:openai-community/gpt2 --out reports/gpt2 --set evals.limit=100
+    gpt2train eval data/exports/<run>@step_00000040 --out reports/mine
+
+One of gpt2train's own exports (its lineage.json says `hf_export`) is scored as the `eval_report` asset
+scores it: its lineage is checked and read, so the report names its step, run and checkpoint and shows
+the val loss and HellaSwag training logged for it. Any other directory is a reference model.
 
 Here and not in gpt2train/cli.py because the library imports nothing above it; the console script
 (pipelines/cli.py) adds this command to the library's, as it adds `pipeline`.
@@ -11,8 +16,11 @@ Here and not in gpt2train/cli.py because the library imports nothing above it; t
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from gpt2train.cli import add_config_args, load_from_args
+from gpt2train.layout import LINEAGE_FILE
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -23,11 +31,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
     cfg = load_from_args(args)
     source = local_source(args.source)  # a Hub id hf:<owner>/<name>: its cached snapshot
     label = args.label or (args.source.removeprefix(HUB_PREFIX) if is_hub_model(args.source) else source.name)
-    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=True)
+    ours = not is_hub_model(args.source) and is_gpt2train_export(source)
+    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=not ours)
     print(f"eval report: {report.report_dir / 'report.md'}")
     for task, metrics in report.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
         print(f"  {task}: {shown}")
+
+
+def is_gpt2train_export(folder: Path) -> bool:
+    """Whether `folder` is one of gpt2train's exports: its lineage.json is an hf_export sidecar. Whether
+    that lineage is true (the weights it records, the checkpoint it names) evaluate_export checks."""
+    try:
+        lineage = json.loads((folder / LINEAGE_FILE).read_text())
+    except (OSError, ValueError):  # none, unreadable or not JSON: not ours, scored as a reference model
+        return False
+    return isinstance(lineage, dict) and lineage.get("artifact") == "hf_export"
 
 
 def add_eval_command(ap: argparse.ArgumentParser) -> None:

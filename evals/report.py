@@ -12,6 +12,8 @@ One report = one checkpoint's export. It shows
 - the in-loop HellaSwag (llm.c's scorer) and val loss that training logged for the checkpoint's
   own step (`metrics.jsonl`; the trainer evaluates every checkpoint), next to the published
   figures of *that* scorer; a figure from an earlier step is labelled as such, never as the same;
+  a published val loss only where the checkpoint's val tokens are from the dataset it was measured
+  on (FineWeb-Edu, FineWeb: the Hub's files or a mirror of them), else one line says why not;
 - the training behind the checkpoint (evals/report_extras.py): tokens seen, wall time, training
   FLOPs, the loss curve and this run's score trend (inline PNGs in report.html, files beside
   report.md) and a sample of the exported weights for a fixed prompt and seed;
@@ -36,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.published import NOMINAL_PARAMS, published_baselines, published_size
+from evals.published import (NOMINAL_PARAMS, published_baselines, published_size, same_val_data,
+                             val_loss_left_out)
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json
 
@@ -97,6 +100,9 @@ class ReportInputs:
     """(file name in the report folder, caption, PNG bytes): linked from report.md, embedded in report.html."""
     references: list[Any] = field(default_factory=list)
     """evals/reference.py ReferenceComparison per evals.reference_reports entry: a score column each."""
+    corpus: dict[str, Any] | None = None
+    """What the checkpoint's val tokens are (gpt2train/data/identity.py CorpusIdentity as a dict; None:
+    unknown): which published val loss may stand beside the checkpoint's own (evals/published.py)."""
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -271,9 +277,15 @@ def _in_loop_blocks(r: ReportInputs, figures: dict[str, Any]) -> list[tuple]:
               f"step {rec['step']}: an earlier model than this step-{r.step} checkpoint")
         if "n" in rec:
             label += f", {rec['n']} items"
-        refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in IN_LOOP_BASELINES[key] if k in figures)
+        shown = [k for k in IN_LOOP_BASELINES[key] if k in figures]
+        if key == "val_loss":
+            shown = [k for k in shown if same_val_data(k, r.corpus)]
+        refs = "; ".join(f"{_baseline_name(k)} {figures[k]:.4f}" for k in shown)
         rows.append([label, f"{rec['value']:.4f}", at, refs or "–"])
     b.append(("table", ["metric", "value", "logged at", f"GPT-2 {r.size.published} (published, same scorer)"], rows))
+    if "val_loss" in il and (why := val_loss_left_out([k for k in IN_LOOP_BASELINES["val_loss"] if k in figures],
+                                                       r.corpus)):
+        b.append(("note", why))
     b.append(("p", f"From {il['path']}."))
     return b
 
@@ -299,6 +311,8 @@ def size_note(size: ModelSize) -> str | None:
 def _training_blocks(r: ReportInputs) -> list[tuple]:
     # What the checkpoint's weights cost and saw, their loss curve and trend, and a sample of them.
     t, b = r.training, [("h2", "Training behind this checkpoint")]
+    if t.get("before_instability"):  # the checkpoint's mark in its state.json (evals/report_extras.py)
+        b.append(("note", f"This is the {t['before_instability']['says']}: kept by training, never pruned."))
     if t.get("tokens") is not None:
         seen = f"{t['tokens']:,} (step {t['step']} × {t['total_batch_tokens']:,} tokens per step)"
         if t.get("init_from"):
@@ -314,7 +328,7 @@ def _training_blocks(r: ReportInputs) -> list[tuple]:
                                            f"parameters (vocabulary padded, as the trainer counts), "
                                            f"L = {t['n_layer']}, C = {t['n_embd']}, T = {t['seq_len']}, D = tokens "
                                            f"seen: llm.c's count (causal attention), the one the trainer's MFU uses"])
-        b.append(("table", ["", ""], rows))
+        b.append(("table", ["figure", "value"], rows))
     else:
         b.append(("p", f"Tokens seen, wall time and FLOPs unknown: {t.get('missing', 'no training state given')}."))
     b += [("img", caption, name, png) for name, caption, png in r.images]
@@ -368,7 +382,7 @@ def _lineage_blocks(r: ReportInputs) -> list[tuple]:
     lin = r.lineage
     ck = lin.get("checkpoint", {})
     ex = lin.get("export", {})
-    return [("h2", "Lineage"), ("table", ["", ""], [
+    return [("h2", "Lineage"), ("table", ["record", "value"], [
         ["export", str(ex.get("path"))],
         ["export model.safetensors sha256", str(ex.get("model_sha256"))],
         ["checkpoint", f"{ck.get('key')} ({ck.get('path')})"],

@@ -4,7 +4,9 @@
     extras.lineage    # {"training": ..., "sample": ..., "trend": ...}: merged into the report's lineage.json
     extras.images     # [(file name, caption, PNG bytes)]: report.md links them, report.html embeds them
 
-- training: tokens seen (step × train.total_batch_tokens, from the checkpoint's state.json), wall time
+- training: whether the checkpoint is the last before an instability (its state.json's mark:
+  gpt2train/training/checkpoint.py `before_instability`), tokens seen (step × train.total_batch_tokens, from
+  the checkpoint's state.json), wall time
   (the sum of the step times `ms` that metrics.jsonl logged up to that step: evals, samples and
   checkpoint saves not counted) and training FLOPs, `GPT.flops_per_token(seq_len)` × tokens: llm.c's
   count, 6·N + 6·L·C·T per token (N all parameters with the padded vocabulary, the causal attention
@@ -113,6 +115,9 @@ def training_facts(ckpt: Path | None, metrics_path: Path | None, data: Path | No
         out.update(state={"path": recorded_path(state_path, data), "sha256": sha256_file(state_path)},
                    total_batch_tokens=total_batch, seq_len=train.seq_len, init_from=train.init_from,
                    tokens=out["step"] * total_batch if total_batch else None)
+        if state.before_instability is not None:  # kept out of pruning: the run right before it went wrong
+            mark = state.before_instability
+            out["before_instability"] = {"step": mark.step, "reason": mark.reason, "says": mark.describe()}
     else:
         out["missing"] = ("no checkpoint: not a gpt2train export" if ckpt is None else
                           f"the checkpoint's {state_path} is gone (pruned by train.keep_last?)")

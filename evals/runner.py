@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from evals.report import (ReportInputs, count_parameters, harness_metrics, in_loop_metrics,
                           load_baselines, model_size, render_report)
 from evals.reference import Reference, compare_reference, load_references
@@ -47,7 +49,8 @@ from gpt2train.fileio import (
     atomic_output, disk_full_error, is_disk_full, read_json, replace_dir, sha256_file, temp_path_for,
     write_json_atomic,
 )
-from gpt2train.layout import HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE, METRICS, MODEL_CARD
+from gpt2train.data.identity import checkpoint_corpus_identity
+from gpt2train.layout import CHECKPOINT_STATE, HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE, METRICS, MODEL_CARD
 from gpt2train.lineage.records import data_dir_field, provenance, recorded_path, sidecar_data_dir
 from gpt2train.locks import writer_lock
 from gpt2train.training.trackers import check_report_trackers, log_report_scores
@@ -217,6 +220,63 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
 
 # ------------------------------------------------------------------------------- the harness
 
+# lm-eval's modules that draw progress bars, each through its own `from tqdm import tqdm`.
+HARNESS_BAR_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
+
+
+def _terminal_only_bars() -> None:
+    """Make the harness quiet where its output is not a terminal, without touching the installed package:
+
+    - its progress bars are drawn only on a terminal (tqdm's own `disable=None`). lm-eval passes
+      `disable=False`, so in a file or a pipe (the pipeline's log, a run worker's output) every redraw
+      was another carriage-return-joined copy of the bar. The `tqdm` name in its modules is bound to a
+      subclass that says `None` instead; a bar lm-eval disables itself stays disabled. The `datasets`
+      bars of its task loading are switched off through `datasets`' own setting, off a terminal only.
+    - the commit it records in results.json (`git describe --always` in the working directory) is asked
+      with git's stderr captured: outside a git checkout git printed "fatal: not a git repository".
+
+    Idempotent: the names are rebound once per process, to the same objects."""
+    import importlib
+    import sys
+
+    import lm_eval.evaluator
+
+    for name in HARNESS_BAR_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "tqdm", None) is not None and module.tqdm is not TerminalOnlyTqdm:
+            module.tqdm = TerminalOnlyTqdm
+    lm_eval.evaluator.get_git_commit_hash = quiet_git_commit_hash
+    if not sys.stderr.isatty():
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+class TerminalOnlyTqdm(tqdm):
+    """tqdm that draws only on a terminal unless told to stay off: `disable=False` (lm-eval's) becomes
+    None, tqdm's "only when the output is a TTY"."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = True if kwargs.get("disable") else None
+        super().__init__(*args, **kwargs)
+
+
+def quiet_git_commit_hash() -> str | None:
+    """lm-eval's `get_git_commit_hash` (the working directory's checkout, for results.json's `git_hash`)
+    with git's stderr captured: None, silently, outside a checkout or without git."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        out = None
+    if out is not None and out.returncode == 0:
+        return out.stdout.strip()
+    return get_commit_from_path(Path.cwd())  # lm-eval's own fallback: reads .git files, prints nothing
+
+
 def _gpt2_tokenizer(out: Path, hf_config: dict) -> None:
     """GPT-2's tokenizer files (built offline from tiktoken's BPE files) for a model saved without them."""
     from gpt2train.export.tokenizer import write_gpt2_tokenizer
@@ -231,6 +291,7 @@ def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, dev
     import lm_eval
     from lm_eval.api.registry import get_model
 
+    _terminal_only_bars()
     # A dict, not the "pretrained=...,dtype=..." string: a path may hold commas.
     # use_safetensors: transformers refuses a pickled pytorch_model.bin instead of loading it.
     model_args = {"pretrained": str(export_dir), "dtype": "float32", "use_safetensors": True,
@@ -278,6 +339,7 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
             d["spec"] = recorded_path(report_dir / Path(d["spec"]).relative_to(tmp), data)
     if in_loop:
         in_loop["path"] = recorded_path(in_loop["path"], data)
+    corpus = trained_corpus(src.export.lineage, src.export_dir)
     lineage: dict[str, Any] = {
         "artifact": "eval_report",
         "export": {"path": recorded_path(src.export_dir, data), "model_sha256": src.export.model_sha256,
@@ -290,6 +352,7 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
         "config": {"evals": config_to_dict(src.ecfg)},
         "metrics": metrics,
         "in_loop": in_loop,
+        "corpus": corpus,
         "model": {"n_params": n_params, "compared_with": size.published, "n_layer": hf.get("n_layer"),
                   "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
         "device": resolve_device(src.ecfg.device),
@@ -309,13 +372,24 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
                           size=size, baselines=src.baselines, baselines_file=src.ecfg.baselines_file,
                           in_loop=in_loop, limit=src.ecfg.limit, lineage=lineage, versions=versions,
                           training=extras.training, sample=extras.sample, images=extras.images,
-                          references=refs)
+                          references=refs, corpus=corpus)
     markdown = _write_rendered(tmp, inputs)
     _write_model_card(tmp, src, metrics, task_dicts, raw.get("configs") or {})
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     lineage["files"] = files
     write_json_atomic(tmp / LINEAGE_FILE, lineage)
     return EvalReport(report_dir=report_dir, metrics=metrics, markdown=markdown, files=files, lineage=lineage)
+
+
+def trained_corpus(export_lineage: dict[str, Any], export_dir: Path) -> dict[str, Any] | None:
+    """What the exported checkpoint's val tokens are (gpt2train/data/identity.py CorpusIdentity as a dict),
+    from its state.json: the run's corpus settings and the source files of its val shards (of its train
+    shards when it had none). None for a reference model, or a checkpoint that records no corpus."""
+    ckpt = exported_checkpoint(export_lineage, export_dir) if export_lineage else None
+    if ckpt is None or not (ckpt / CHECKPOINT_STATE).is_file():
+        return None
+    identity = checkpoint_corpus_identity(read_json(ckpt / CHECKPOINT_STATE, "checkpoint state"))
+    return identity.to_dict() if identity else None
 
 
 def _write_harness_output(tmp: Path, report_dir: Path, raw: dict[str, Any], display: dict[str, str]) -> None:

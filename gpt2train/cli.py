@@ -32,7 +32,7 @@ from gpt2train.train import main as train_main
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="tiny", help="preset name (configs/*.yaml) or YAML path; default: tiny")
+    p.add_argument("--config", default="tiny", help="a shipped preset (gpt2train/configs/*.yaml) or a YAML path; default: tiny")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value; repeatable (e.g. --set shards.shard_size=5000000)")
 

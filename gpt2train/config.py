@@ -1,6 +1,6 @@
 """The config tree: one typed dataclass per pipeline stage, read from a YAML preset.
 
-    cfg = load_config("configs/tiny.yaml", overrides=["shards.shard_size=200000"])
+    cfg = load_config("tiny", overrides=["shards.shard_size=200000"])
     cfg.shards.shard_size  # -> 200000
 
 Every stage reads its own section (`cfg.corpus`, `cfg.shards`, ...), and that section's
@@ -13,8 +13,10 @@ Rules, enforced by `load_config`:
 - what a type cannot express (every number's range, finite floats, a total batch the world divides,
   a known model.descriptor, a sane data_dir and written paths inside it) is checked by
   gpt2train/config_checks.py;
-- paths in the YAML are resolved relative to the YAML file's folder, so a preset works
-  from any working directory.
+- relative paths in a YAML file of your own are resolved against that file's folder, so it works
+  from any working directory; in a preset shipped with the package (gpt2train/configs/) they are
+  resolved against the working directory (`data_dir: data` is `./data`), as nothing of yours lives
+  next to the installed package; in `--set` they are resolved against the working directory too.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from typing import Any
 
 import yaml
 
-from gpt2train.config_checks import validate_config
+from gpt2train.config_checks import FLOAT_TEXT, int_hint, validate_config
+from gpt2train.config_paths import (CONFIG_DIR, is_shipped_preset, preset_path, resolve_field, resolve_paths,
+                                    shipped_presets)
 from gpt2train.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
 
 
 @dataclass
@@ -101,8 +103,9 @@ class ModelConfig:
     """The GPT-2 shape (gpt2train/model.py)."""
 
     descriptor: str = "d12"
-    """llm.c's `-e`: d6, d12 (124M), d24 (350M), d36 (774M), d48 (1558M), `gpt2:dN`, or a CPU
-    preset from gpt2train/model_config.py's MODEL_PRESETS (e.g. `tiny`)."""
+    """llm.c's `-e`: d6, d12 (124M), d24 (350M), d36 (774M), d48 (1558M), `gpt2:dN`, a CPU preset from
+    gpt2train/model_config.py's MODEL_PRESETS (e.g. `tiny`), any shape as `custom:L3-NH2-C64`, or `custom`:
+    train.init_from's shape (llm.c's `-e FILE`), replaced at load by its name, and block_size by its context."""
     block_size: int = 1024
     """Maximum sequence length (positions in `wpe`)."""
 
@@ -135,8 +138,12 @@ class TrainConfig:
     """[-q] Final learning rate as a fraction of the peak."""
     weight_decay: float = 0.1
     """[-c] AdamW weight decay, applied to 2-D weights only."""
+    adam_beta1: float = 0.9
+    """AdamW's beta1 (llm.c's CUDA trainer and its CPU trainer train_gpt2.c: 0.9)."""
+    adam_beta2: float = 0.95
+    """AdamW's beta2 (llm.c's CUDA trainer: 0.95; train_gpt2.c: 0.999)."""
     grad_clip: float = 1.0
-    """Gradient-norm clipping threshold."""
+    """Gradient-norm clipping threshold; 0 = no clipping (the norm is still computed, logged and used by -sg)."""
     val_every: int = 250
     """[-v] Validation loss at step 0, every N steps, at every checkpoint and at the last step (0 = never).
     Step s is the model after s updates, as in llm.c."""
@@ -297,7 +304,7 @@ class Config:
     """The whole pipeline's configuration: one section per stage."""
 
     data_dir: str = "data"
-    """Where every artifact is written: `corpus/`, `shards/`, ... (relative to the YAML file)."""
+    """Where every artifact is written: `corpus/`, `shards/`, ... (a relative path: see load_config)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -306,30 +313,21 @@ class Config:
     evals: EvalsConfig = field(default_factory=EvalsConfig)
 
 
-# Fields holding filesystem paths: resolved relative to the YAML file that set them.
-_PATH_FIELDS = {("data_dir",), ("corpus", "source"), ("train", "out_dir"), ("train", "train_glob"),
-                ("train", "val_glob"), ("train", "hellaswag_file"), ("train", "init_from"),
-                ("evals", "baselines_file")}
-# `task=PATH` lists: the PATH part is resolved the same way.
-_TASK_PATH_LIST_FIELDS = {("evals", "local_data")}
-# Lists of paths: each item resolved the same way.
-_PATH_LIST_FIELDS = {("evals", "reference_reports")}
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base_dir: str | Path | None = None) -> Config:
+    """Read a YAML file or a shipped preset (default: `tiny`) and apply `section.key=value` overrides.
 
-
-def preset_path(name_or_path: str | Path) -> Path:
-    """`tiny` -> configs/tiny.yaml; anything with a suffix or a slash is taken as a path."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
-        return p
-    return CONFIG_DIR / f"{p}.yaml"
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML preset (default: `configs/tiny.yaml`) and apply `section.key=value` overrides."""
-    path = preset_path(path or "tiny")
+    `base_dir` is what a shipped preset's relative paths (and `--set`'s) are resolved against:
+    the working directory unless given (the Dagster code location is given the CLI's, so a run
+    worker started elsewhere writes where the command that launched it would)."""
+    name = path or "tiny"
+    path = preset_path(name)
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"config file {path} not found; give a YAML path or a preset name ({known})")
+        shipped = ", ".join(shipped_presets())
+        if path.parent == CONFIG_DIR:
+            raise ConfigError(f"--config {name}: no such preset and no such file; shipped presets: {shipped} "
+                              f"(or give a YAML file's path)")
+        raise ConfigError(f"config file {path} not found; give a YAML path or a shipped preset ({shipped})")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -337,16 +335,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     cfg = _build(Config, raw, where=str(path))
-    _resolve_paths(cfg, base=path.resolve().parent)
+    cwd = Path(base_dir).resolve() if base_dir else Path.cwd()
+    resolve_paths(cfg, base=cwd if is_shipped_preset(path) else path.resolve().parent)
     for item in overrides or []:
-        apply_override(cfg, item)
+        apply_override(cfg, item, cwd=cwd)
     validate_config(cfg, where=str(path), explicit={item.split("=", 1)[0].strip() for item in overrides or []})
     return cfg
 
 
-
-def apply_override(cfg: Config, item: str) -> None:
-    """Apply one `section.key=value` override (value parsed as YAML: `1000`, `null`, `[a, b]`)."""
+def apply_override(cfg: Config, item: str, cwd: Path | None = None) -> None:
+    """Apply one `section.key=value` override (value parsed as YAML: `1000`, `null`, `[a, b]`);
+    a relative path is resolved against `cwd` (default: the working directory)."""
+    cwd = cwd or Path.cwd()
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. shards.shard_size=1000000")
     dotted, text = item.split("=", 1)
@@ -364,13 +364,7 @@ def apply_override(cfg: Config, item: str) -> None:
             ftype = _field_type(type(obj), part)
             value = _parse_override(ftype, text, where=f"--set {dotted}")
             value = _check(ftype, value, where=f"--set {dotted}")
-            if tuple(parts) in _PATH_FIELDS and _is_local_path(value):
-                value = str(Path(value).expanduser().resolve())
-            if tuple(parts) in _TASK_PATH_LIST_FIELDS and value:
-                value = [_resolve_task_path(v, Path.cwd(), where=f"--set {dotted}") for v in value]
-            if tuple(parts) in _PATH_LIST_FIELDS and value:
-                value = [str(Path(v).expanduser().resolve()) for v in value]
-            setattr(obj, f.name, value)
+            setattr(obj, f.name, resolve_field(tuple(parts), value, cwd, where=f"--set {dotted}"))
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
@@ -379,7 +373,7 @@ def apply_override(cfg: Config, item: str) -> None:
 
 def _parse_override(ftype: Any, text: str, where: str) -> Any:
     """A string field takes the text as it is (a glob `*.jsonl`, a revision `0123456`, a file
-    `2024` stay strings); anything else is parsed as YAML (`1000`, `true`, `null`, `[a, b]`)."""
+    `2024` stay strings); anything else is parsed as YAML (`1000`, `true`, `null`, `[a, b]`; `1e-4`: _check)."""
     optional = type(None) in typing.get_args(ftype)
     if text.strip() in ("", "null", "~", "None"):
         return None if optional else text
@@ -439,45 +433,13 @@ def _check(ftype: Any, value: Any, where: str) -> Any:
         return [_check(item, v, where) for v in value]
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # PyYAML (YAML 1.1) reads `6e-4` as a string; llm.c's atof and YAML 1.2 read a number, as a float field does.
+    if ftype is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
     if ftype is int and isinstance(value, bool) or not isinstance(value, ftype):
-        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(ftype)}")
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(ftype)}{int_hint(ftype, value)}")
     return value
 
 
 def _type_name(ftype: Any) -> str:
     return getattr(ftype, "__name__", str(ftype).replace("typing.", ""))
-
-
-def _resolve_paths(cfg: Config, base: Path) -> None:
-    for path in _PATH_FIELDS:
-        obj = cfg
-        for part in path[:-1]:
-            obj = getattr(obj, part)
-        value = getattr(obj, path[-1])
-        if _is_local_path(value):
-            setattr(obj, path[-1], str((base / Path(value).expanduser()).resolve()))
-    for path in _TASK_PATH_LIST_FIELDS:
-        section = getattr(cfg, path[0])
-        setattr(section, path[1], [_resolve_task_path(v, base, where=".".join(path))
-                                   for v in getattr(section, path[1])])
-    for path in _PATH_LIST_FIELDS:
-        section = getattr(cfg, path[0])
-        setattr(section, path[1], [str((base / Path(v).expanduser()).resolve()) for v in getattr(section, path[1])])
-
-
-def _is_local_path(value: str | None) -> bool:
-    """A path field's value names a local path (resolved against the YAML's folder), not `hub` or a URL.
-    Nor `hf-dataset:...`: `datasets` takes a folder there as it is (relative: to the working directory);
-    nor a Hub model id `hf:<owner>/<name>` (train.init_from: gpt2train/hub_models.py)."""
-    return value is not None and value != "hub" and not is_url(value) and not value.startswith(("hf-dataset:", "hf:"))
-
-
-def is_url(value: str) -> bool:
-    return value.startswith(("https://", "http://"))
-
-
-def _resolve_task_path(item: str, base: Path, where: str) -> str:
-    task, sep, value = item.partition("=")
-    if not sep or not task.strip() or not value.strip():
-        raise ConfigError(f"{where}: {item!r} is not `task=PATH` (e.g. hellaswag=data/hellaswag_val.jsonl)")
-    return f"{task.strip()}={(base / Path(value.strip()).expanduser()).resolve()}"

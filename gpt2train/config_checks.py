@@ -68,6 +68,8 @@ class Range:
 # More than any count a run reaches (steps, tokens per step, items, batches): ~1.1e12, exact in an
 # int64 and a float64 (a 29-digit seed or step count overflows torch's int64 instead).
 COUNT = 2**40
+# The largest AdamW beta: below 1 (torch's AdamW refuses 1), with six nines to spare (0.999 and 0.9999 are used).
+ADAM_BETA_MAX = 0.999999
 # The range of every number field (`section.field`), checked by _check_ranges; a float must also be
 # finite (YAML's .nan and .inf parse as floats). tests/test_config.py fails for a number field missing
 # here. Tighter rules that depend on other fields (seq_len <= block_size, a total batch that B x T
@@ -83,8 +85,10 @@ NUMBER_RANGES: dict[str, Range] = {
     "train.max_steps": Range(-1, COUNT, meaning=">= 1, or -1 for one epoch"),  # 0: _check_train_schedule
     "train.learning_rate": Range(0, 1), "train.warmup_steps": Range(0, COUNT), "train.final_lr_frac": Range(0, 1),
     "train.weight_decay": Range(0, 1),
-    # 0 would scale every gradient to 0 (clip_grad_norm_'s coefficient is grad_clip / norm): no learning at all.
-    "train.grad_clip": Range(0, 1e6, low_open=True),
+    # torch's AdamW takes [0, 1); 1 itself never forgets and its bias correction divides by 1 - 1^t = 0.
+    "train.adam_beta1": Range(0, ADAM_BETA_MAX), "train.adam_beta2": Range(0, ADAM_BETA_MAX),
+    # 0 is no clipping (training/step.py clip_gradients), not a clip to 0, which would stop all learning.
+    "train.grad_clip": Range(0, 1e6, meaning="0 = no clipping"),
     "train.val_every": Range(0, COUNT), "train.val_batches": Range(0, COUNT), "train.checkpoint_every": Range(0, COUNT),
     "train.keep_last": Range(0, COUNT), "train.major_every": Range(0, COUNT), "train.zero_stage": Range(0, 1),
     "train.recompute": Range(0, 2), "train.sample_every": Range(0, COUNT), "train.sample_tokens": Range(0, 2**20),
@@ -111,6 +115,21 @@ NUMBER_RANGES: dict[str, Range] = {
 WRITTEN_PATH_FIELDS = (("train", "out_dir"),)
 
 
+# A decimal number with an optional exponent (`6e-4`, `1E6`, `-.5`, `3.`): what float() takes, less nan and inf.
+# gpt2train/config.py reads such a string (PyYAML's `6e-4`) into a float field.
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def int_hint(ftype: Any, value: Any) -> str:
+    """What to write instead of a `1e5` or `1000.0` given to an int field (else ""). It is refused, not
+    converted: llm.c's atoi reads `1e5` as 1, so its users must not meet a guess either way."""
+    if ftype is not int or not isinstance(value, (str, float)) or not FLOAT_TEXT.fullmatch(str(value).strip()):
+        return ""
+    number = float(value)
+    return (f" (an int field takes digits: write {int(number)})" if number.is_integer()
+            else " (an int field takes a whole number, in digits)")
+
+
 def validate_config(cfg: Config, where: str = "config", explicit: typing.Collection[str] = ()) -> None:
     """Range checks a type cannot express; each error names the field and a valid value. Everything a
     stage would only find out after starting (an unknown model.descriptor, a total batch the launched
@@ -118,7 +137,10 @@ def validate_config(cfg: Config, where: str = "config", explicit: typing.Collect
 
     `explicit`: dotted keys set on the command line (`--set`, llm.c's `-o`); a written path given
     there may lie outside data_dir (see `_check_written_paths`)."""
-    _check_ranges(cfg, where)  # first: the checks below do arithmetic on these numbers
+    # The one thing settled here rather than checked: model.descriptor `custom` becomes init_from's shape
+    # (and model.block_size its context), which every check below then sees as if written in the config.
+    resolve_custom_shape(cfg, where)
+    _check_ranges(cfg, where)  # first of the checks: those below do arithmetic on these numbers
     _check_corpus(cfg.corpus, where)
     _check_train_batch(cfg, where)
     _check_train_schedule(cfg, where)
@@ -339,26 +361,55 @@ def _check_written_paths(cfg: Config, where: str, explicit: typing.Collection[st
                               f"unset), or pass --set {dotted}=PATH on the command line to choose another place")
 
 
-def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
-    """train.init_from must hold the configured model shape (`ours`): read from its metadata now (no
-    weights loaded: a checkpoint's state.json, a config.json, an llm.c header), not found only after
-    the trainer has built the model."""
+CUSTOM_FROM_INIT = "custom"  # model.descriptor: the shape of train.init_from, as llm.c's `-e FILE` builds it
+
+
+def _init_from_shape(cfg: Config, where: str) -> GPTConfig:
+    """The shape train.init_from holds, from its metadata only (a checkpoint's state.json, a config.json,
+    an llm.c header): no weights read."""
     from gpt2train.weights import source_shape
 
-    t = cfg.train
     try:
-        theirs = source_shape(t.init_from)
+        return source_shape(cfg.train.init_from)
     except Gpt2TrainError as e:
         raise ConfigError(f"{where}: train.init_from: {e}") from None
 
-    def shape(c: GPTConfig) -> str:
-        return f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"
 
-    if (theirs.n_layer, theirs.n_head, theirs.n_embd, theirs.block_size, theirs.vocab_size) != \
-            (ours.n_layer, ours.n_head, ours.n_embd, ours.block_size, ours.vocab_size):
+def resolve_custom_shape(cfg: Config, where: str) -> None:
+    """model.descriptor `custom`: the weights' file decides the shape, as llm.c's `-e gpt2_124M.bin` does.
+    It is replaced by that shape's own name (`d12` or a preset's where it is one, so a run it names keeps
+    its tag; else `custom:L3-NH2-C64`) and model.block_size by the file's context: what the run tag,
+    the checkpoints' state.json and an export record, so each can rebuild the model without the file."""
+    if cfg.model.descriptor != CUSTOM_FROM_INIT:
+        return
+    if not cfg.train.init_from:
+        raise ConfigError(f"{where}: model.descriptor=custom takes its shape from train.init_from, which is not "
+                          f"set; set train.init_from (llm.c's -e FILE), or name a shape, e.g. custom:L3-NH2-C64")
+    theirs = _init_from_shape(cfg, where)
+    cfg.model.descriptor, cfg.model.block_size = theirs.descriptor(), theirs.block_size
+
+
+def _check_init_from(cfg: Config, where: str, ours: GPTConfig) -> None:
+    """train.init_from must hold the configured model shape (`ours`): read from its metadata now (no
+    weights loaded), not found only after the trainer has built the model. An explicit descriptor that
+    disagrees with the file is refused (`custom` would have taken the file's: resolve_custom_shape)."""
+    t = cfg.train
+    theirs = _init_from_shape(cfg, where)
+
+    vocab_differs = (theirs.vocab_size, theirs.padded_vocab_size) != (ours.vocab_size, ours.padded_vocab_size)
+
+    def shape(c: GPTConfig) -> str:  # the vocabulary only where it is what differs (llm.c headers hold V, Vp)
+        return (f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size}"
+                + (f" vocab_size={c.vocab_size} padded_vocab_size={c.padded_vocab_size}" if vocab_differs else ""))
+
+    if (theirs.n_layer, theirs.n_head, theirs.n_embd, theirs.block_size, theirs.vocab_size,
+            theirs.padded_vocab_size) != (ours.n_layer, ours.n_head, ours.n_embd, ours.block_size,
+                                          ours.vocab_size, ours.padded_vocab_size):
         raise ConfigError(f"{where}: train.init_from={t.init_from} holds another model shape than model.descriptor="
                           f"{cfg.model.descriptor!r} (it has {shape(theirs)}; the config asks for {shape(ours)}); "
-                          f"set model.descriptor / model.block_size to its shape or pick weights of this shape")
+                          f"set model.descriptor / model.block_size to its shape ({theirs.descriptor()}, "
+                          f"{theirs.block_size}; model.descriptor=custom takes both from the file), or pick weights "
+                          f"of this shape")
 
 
 def parse_task_spec(spec: str) -> tuple[str, int | None]:

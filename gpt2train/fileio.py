@@ -81,6 +81,18 @@ def remove_dead_writers_files(artifact: Path) -> list[Path]:
     return found
 
 
+def fsync_files_alike(folder: Path, like: str) -> None:
+    """fsync every file in `folder` and give it the mode of `folder / like`, before the folder is renamed
+    into place. safetensors writes its file 0600 where Python's open() follows the umask (0644 under the
+    usual 022): without this, the export and eval pods of docs/deploy.md, each its own user of one
+    group, could read a checkpoint's or an export's state but not its weights."""
+    mode = (folder / like).stat().st_mode & 0o777
+    for f in folder.iterdir():
+        f.chmod(mode)
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
     """Rename the complete directory `tmp` to `final`. A rename cannot replace a non-empty directory,
     so an existing `final` is moved aside first and deleted after; if the second rename fails the

@@ -11,6 +11,7 @@ gpt2train/export/state_dict.py transposes them.
 
     model = GPT(GPTConfig.from_descriptor("d12"))     # llm.c's -e d12: GPT-2 124M
     logits, loss = model(idx, targets)                 # idx, targets: (B, T) int64
+    model.generate(idx, 100, temperature=0.8, top_k=40)  # with a KV cache: each new token one position
 
 The hot path runs through four ops (`HotPathOps`, gpt2train/hot_path.py): the residual add + LayerNorm, bias + GELU,
 causal attention and the classifier. `GPT(cfg, kernels="torch")` uses PyTorch's (below);
@@ -51,6 +52,32 @@ def hot_path_ops(kernels: str) -> HotPathOps:
     return triton_ops() if kernels == "triton" else TORCH_OPS
 
 
+class KVCache:
+    """The keys and values of every position fed so far, per layer, for generation: each new token is
+    one position through the model instead of the whole context again (nanoGPT recomputes; litgpt
+    and transformers cache the same way). Holds up to `capacity` positions, at most the context."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, capacity: int, device, dtype: torch.dtype):
+        shape = (batch, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.capacity = capacity
+        self.length = 0  # positions cached; GPT.forward advances it after its last layer
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention of the new positions' q (B, nh, T, hs) over every cached position and themselves."""
+        start, T = self.length, q.size(2)
+        self.keys[layer][:, :, start:start + T] = k
+        self.values[layer][:, :, start:start + T] = v
+        k, v = self.keys[layer][:, :, :start + T], self.values[layer][:, :, :start + T]
+        if start == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # query i sits at position start + i and sees the keys up to it (one new token: all of them)
+        positions = torch.arange(start + T, device=q.device)
+        mask = None if T == 1 else positions <= positions[start:, None]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 class ResidualLayerNorm(nn.LayerNorm):
     """nn.LayerNorm (same parameters) that first adds the pending residual: llm.c fuses the two."""
 
@@ -71,12 +98,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.c_proj.RESIDUAL_PROJECTION = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = self.ops.causal_attention(q, k, v)  # (B, nh, T, hs)
+        # (B, nh, T, hs); generation's cached attention is PyTorch's whatever the kernels (no backward there)
+        y = self.ops.causal_attention(q, k, v) if cache is None else cache.attend(layer, q, k, v)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -104,12 +132,13 @@ class Block(nn.Module):
         self.ln_2 = ResidualLayerNorm(cfg.n_embd, ops)
         self.mlp = MLP(cfg, ops)
 
-    def forward(self, x: torch.Tensor, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, delta: torch.Tensor | None, cache: KVCache | None = None,
+                layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-LayerNorm block. x: the residual stream (B, T, C); delta: the previous block's MLP
         output, not yet added (None for the first block). Returns (x + delta + attention, this
         block's MLP output): each residual add happens inside the LayerNorm that follows it."""
         x, h = self.ln_1(x, delta)
-        x, h = self.ln_2(x, self.attn(h))
+        x, h = self.ln_2(x, self.attn(h, cache, layer))
         return x, self.mlp(h)
 
 
@@ -146,21 +175,26 @@ class GPT(nn.Module):
         self.transformer.wte.weight[self.config.vocab_size:].zero_()
         return self
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """idx (B, T) -> logits (B, T, vocab_size); loss = mean cross-entropy if targets given.
 
         Targets equal to -1 are ignored. The padded columns are sliced off here, once, so no
         caller can sample or score them. With the Triton kernels and targets, logits are None:
         the fused classifier never materialises them (llm.c's training forward does the same).
+        With a `cache`, idx continues the positions it holds, and their keys and values join it.
         """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds the model's context {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        start = 0 if cache is None else cache.length
+        limit, what = (self.config.block_size, "the model's context") if cache is None else (cache.capacity, "the KV cache")
+        if start + T > limit:
+            raise ValueError(f"sequence length {start + T} exceeds {what} ({limit})")
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
         delta = None
-        for block in self.transformer.h:
-            x, delta = block(x, delta)
+        for layer, block in enumerate(self.transformer.h):
+            x, delta = block(x, delta, cache, layer)
+        if cache is not None:
+            cache.length += T
         _, x = self.transformer.ln_f(x, delta)
         if targets is not None and self.ops.classifier is not None:
             return None, self.ops.classifier(x, self.lm_head.weight, targets, self.config.vocab_size)
@@ -183,10 +217,20 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample `max_new_tokens` after `idx` (B, T); temperature 0 means greedy."""
+        """Sample `max_new_tokens` after `idx` (B, T); temperature 0 means greedy.
+
+        The context is the last block_size tokens. Until it is full, a KV cache feeds each new token
+        alone; once it is full the window slides, every position moves, and each step runs the whole
+        window again (learned positions: a cached key belongs to its position)."""
+        block = self.config.block_size
+        cache = KVCache(self.config, idx.size(0), min(block, idx.size(1) + max_new_tokens), idx.device,
+                        self.transformer.wte.weight.dtype)
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size:]
-            logits, _ = self(context)
+            if cache.length == 0 or cache.length == cache.capacity:  # the first step, or a full window
+                cache.length = 0
+                logits, _ = self(idx[:, -block:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
             logits = logits[:, -1, :]  # (B, V)
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)

@@ -66,6 +66,12 @@ FIGURES = [
     Figure("gpt2_val_loss_fineweb_edu", {"124M": 3.2924}, BUILD_NANOGPT),
 ]
 
+# The Hub dataset each published val loss was measured on: a checkpoint's own val loss stands beside one
+# only when its val tokens come from that dataset (gpt2train/data/identity.py corpus_identity); on other
+# text a loss says nothing about GPT-2's on this.
+VAL_LOSS_DATASETS = {"gpt2_val_loss_fineweb": "HuggingFaceFW/fineweb",
+                     "gpt2_val_loss_fineweb_edu": "HuggingFaceFW/fineweb-edu"}
+
 # What training.png draws (llm.c's vislog): (figure, panel, label with {size} / {gpt3} and the source).
 VISLOG_LINES = [
     ("gpt2_val_loss_fineweb", "loss", "OpenAI GPT-2 {size} val loss, FineWeb (llm.c vislog)"),

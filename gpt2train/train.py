@@ -27,7 +27,7 @@ from gpt2train.training.llmc import llmc_args_to_overrides
 def add_train_args(ap: argparse.ArgumentParser) -> None:
     """The training command's own flags (llm.c's are taken out of the command line first)."""
     ap.add_argument("--help", action="help", help="show this help (-h is llm.c's HellaSwag flag)")
-    ap.add_argument("--config", default="tiny", help="preset name (configs/*.yaml) or YAML path; default: tiny")
+    ap.add_argument("--config", default="tiny", help="a shipped preset (gpt2train/configs/*.yaml) or a YAML path; default: tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one config value; repeatable (e.g. --set train.max_steps=100)")
     ap.add_argument("--kernels", help="hot-path ops (train.kernels): auto = Triton on CUDA, PyTorch elsewhere")

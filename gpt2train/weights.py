@@ -14,6 +14,9 @@ A source is one of:
   checkpoints write): a 256-int32 header (magic 20240326, version 3 = fp32 or 5 = bf16, maxT, V, L,
   NH, C, Vp), then every parameter in llm.c's order (LLMC_PARAMETERS), Linear weights (out, in) as ours.
 
+Any GPT-2 shape loads, as llm.c builds its model from the header: `source_shape` gives it, and its
+`descriptor()` (`d12`, a preset's name, or `custom:L3-NH2-C64`) is what a config records for it.
+
 `train.init_from` (llm.c's `-e FILE`), `gpt2train sample` and `gpt2train eval` read them all.
 """
 
@@ -30,7 +33,7 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.hub_models import hub_model_dir, is_hub_model
 from gpt2train.layout import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, HF_CONFIG, HF_WEIGHTS
-from gpt2train.model_config import GPTConfig
+from gpt2train.model_config import GPTConfig, padded_vocab
 from gpt2train.training.checkpoint import CheckpointState, load_checkpoint
 
 if TYPE_CHECKING:
@@ -44,6 +47,18 @@ if TYPE_CHECKING:
 LLMC_MAGIC = 20240326
 LLMC_DTYPES = {3: np.float32, 5: np.uint16}  # header version -> stored dtype (5: bf16 bits)
 LLMC_HEADER_INTS = 256
+# llm.c's other files open with a 256-int header too: what each magic is (llm.c's writers), so `-e` given
+# one of them says which file it was handed instead of only that it is not a model.
+LLMC_OTHER_FILES = {
+    20240327: "llm.c's debug state file (train_gpt2.py's gpt2_124M_debug_state.bin: a batch and its expected outputs)",
+    20240328: "llm.c's tokenizer file (gpt2_tokenizer.bin)",
+    20240520: "a GPT-2 token shard (llm.c's data .bin)",
+    20240522: "an llm.c eval file (dev/data's hellaswag_val.bin, mmlu_val.bin)",
+    20240527: "an llm.c training-state file (train_gpt2cu's state_*.bin: optimizer state; its weights are the "
+              "model_*.bin beside it)",
+    20240801: "a Llama 3 token shard",
+    20240803: "a Llama 3 file (llm.c's train_llama3.py)",
+}
 # llm.c's parameter order (train_gpt2.c: fill_in_parameter_sizes): (our name with {} for the layer,
 # shape as a function of (Vp, maxT, L, C)); per-layer tensors are stored for all layers in a row.
 LLMC_PARAMETERS = [
@@ -143,11 +158,15 @@ def kind_of(source: str | Path) -> str:
         return "checkpoint"
     if (path / HF_CONFIG).is_file():
         return "hf"
-    if path.is_file() and _llmc_header(path, check=False) is not None:
-        return "llmc"
+    found = ""
+    if path.is_file():
+        if _llmc_header(path, check=False) is not None:
+            return "llmc"
+        found = f"; {_llmc_header_found(path)}"
     raise Gpt2TrainError(f"{source}: neither a checkpoint directory ({CHECKPOINT_STATE}), a Hugging Face GPT-2 "
-                         f"directory ({HF_CONFIG}) nor an llm.c model file (header magic {LLMC_MAGIC}); give a "
-                         f"…/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, hf:<owner>/<name>, or a gpt2_124M.bin")
+                         f"directory ({HF_CONFIG}) nor an llm.c model file (header magic {LLMC_MAGIC}, version 3 or 5"
+                         f"{found}); give a …/checkpoints/step_XXXXXXXX, an export or save_pretrained folder, "
+                         f"hf:<owner>/<name>, or a gpt2_124M.bin")
 
 
 def source_shape(source: str | Path) -> GPTConfig:
@@ -168,7 +187,7 @@ def source_shape(source: str | Path) -> GPTConfig:
         if not (path / HF_WEIGHTS).is_file():
             raise Gpt2TrainError(f"{path}: no {HF_WEIGHTS} (save it with safe_serialization=True, the default)")
         return _hf_shape(path)
-    return _llmc_shape(_llmc_header(path))
+    return _llmc_layout(path, _llmc_header(path))[0]
 
 
 def weights_sha256(source: str | Path) -> str:
@@ -215,8 +234,12 @@ def _hf_shape(path: Path) -> GPTConfig:
                              f"{hf.get('activation_function')!r}, n_inner={hf.get('n_inner')!r}: only GPT-2 "
                              f"(gpt2, tanh-GELU, n_inner 4*n_embd) can be loaded into gpt2train's model")
     vocab = hf.get("vocab_size", 50257)
-    return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], block_size=hf["n_positions"],
-                     vocab_size=vocab, padded_vocab_size=max(vocab, -(-vocab // 128) * 128))
+    try:
+        return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                         block_size=hf["n_positions"], vocab_size=vocab, padded_vocab_size=padded_vocab(vocab))
+    except (KeyError, TypeError, ValueError) as e:
+        raise Gpt2TrainError(f"{path / HF_CONFIG}: not a GPT-2 shape ({type(e).__name__}: {e}); n_layer, n_head, "
+                             f"n_embd and n_positions must be numbers, n_embd a multiple of n_head") from None
 
 
 def _load_hf(path: Path) -> GPT:
@@ -234,29 +257,73 @@ def _load_hf(path: Path) -> GPT:
         raise Gpt2TrainError(f"{weights}: not the GPT-2 {HF_CONFIG} describes ({e})") from e
 
 
-def _llmc_header(path: Path, check: bool = True) -> np.ndarray | None:
-    """The header of an llm.c model file; None (or, with `check`, an error) if it is not one."""
+def _read_header(path: Path) -> np.ndarray | None:
+    """The 256-int32 header llm.c's files open with; None for a file shorter than that."""
     with open(path, "rb") as f:
         raw = f.read(LLMC_HEADER_INTS * 4)
-    header = np.frombuffer(raw, dtype=np.int32) if len(raw) == LLMC_HEADER_INTS * 4 else None
+    return np.frombuffer(raw, dtype=np.int32) if len(raw) == LLMC_HEADER_INTS * 4 else None
+
+
+def _llmc_header(path: Path, check: bool = True) -> np.ndarray | None:
+    """The header of an llm.c model file; None if it is not one, or with `check` an error in one line
+    that names the file, the magic and version it holds and what a GPT-2 model file holds. Another llm.c
+    file (a shard, a tokenizer, a training state) and a model file of another version are errors with
+    `check` or without: they are llm.c files, and what they are is the useful answer."""
+    header = _read_header(path)
     if header is not None and header[0] == LLMC_MAGIC and int(header[1]) in LLMC_DTYPES:
         return header
-    if check:
-        raise Gpt2TrainError(f"{path}: not an llm.c model file (magic {LLMC_MAGIC}, version 3 or 5)")
+    if header is not None and (header[0] == LLMC_MAGIC or int(header[0]) in LLMC_OTHER_FILES) or check:
+        raise Gpt2TrainError(f"{path}: not a GPT-2 llm.c model file: {_llmc_header_found(path)}; expected magic "
+                             f"{LLMC_MAGIC} with version 3 (fp32) or 5 (bf16), as llm.c's train_gpt2.py "
+                             f"write_model and train_gpt2cu's checkpoints (model_*.bin) write")
     return None
 
 
-def _llmc_shape(header: np.ndarray) -> GPTConfig:
+def _llmc_header_found(path: Path) -> str:
+    """What the start of `path` holds, against an llm.c model file's header (for one-line errors)."""
+    header = _read_header(path)
+    if header is None:
+        return f"it is {path.stat().st_size} bytes, shorter than llm.c's {LLMC_HEADER_INTS * 4}-byte header"
+    magic, version = int(header[0]), int(header[1])
+    what = (f", that of {LLMC_OTHER_FILES[magic]}" if magic in LLMC_OTHER_FILES
+            else ", that of a GPT-2 model file of a version gpt2train does not read" if magic == LLMC_MAGIC else "")
+    return f"its header holds magic {magic}, version {version}{what}"
+
+
+def _llmc_shape(header: np.ndarray, path: Path | None = None) -> GPTConfig:
+    """The model an llm.c header describes: maxT, V, L, NH, C, Vp (train_gpt2.cu's gpt2_build_from_checkpoint)."""
     maxT, V, L, NH, C, Vp = (int(x) for x in header[2:8])
+    if min(maxT, V, L, NH, C, Vp) < 1 or C % NH or Vp < V:
+        raise Gpt2TrainError(f"{path or 'llm.c model file'}: its header's shape is not a GPT-2 (maxT={maxT}, V={V}, "
+                             f"L={L}, NH={NH}, C={C}, Vp={Vp}: each must be >= 1, C a multiple of NH, Vp >= V); "
+                             f"a damaged or foreign file")
     return GPTConfig(n_layer=L, n_head=NH, n_embd=C, block_size=maxT, vocab_size=V, padded_vocab_size=Vp)
 
 
 def _load_llmc(path: Path) -> GPT:
     from gpt2train.model import GPT
 
-    model = GPT(_llmc_shape(_llmc_header(path)))
+    model = GPT(_llmc_shape(_llmc_header(path), path))
     model.load_state_dict(_llmc_state_dict(path))
     return model
+
+
+def _llmc_layout(path: Path, header: np.ndarray) -> tuple[GPTConfig, type, list[tuple[str, tuple[int, ...]]]]:
+    """(the shape, the stored dtype, each parameter's name and shape in file order) of an llm.c model file,
+    after checking that the file holds exactly the parameters its header announces: a truncated file, or a
+    damaged header that would build a model of another size, is found from the file's size alone."""
+    cfg = _llmc_shape(header, path)
+    dtype = LLMC_DTYPES[int(header[1])]
+    shapes = [(name.format(layer), shape(cfg.padded_vocab_size, cfg.block_size, cfg.n_embd))
+              for name, shape in LLMC_PARAMETERS
+              for layer in (range(cfg.n_layer) if "{}" in name else [None])]
+    count = sum(int(np.prod(s)) for _, s in shapes)
+    stored = (path.stat().st_size - LLMC_HEADER_INTS * 4) / np.dtype(dtype).itemsize
+    if stored != count:
+        raise Gpt2TrainError(f"{path}: {stored:,.0f} parameters after the header, but its header (L={cfg.n_layer}, "
+                             f"C={cfg.n_embd}, maxT={cfg.block_size}, Vp={cfg.padded_vocab_size}) needs {count:,}: "
+                             f"a truncated or foreign file")
+    return cfg, dtype, shapes
 
 
 def _llmc_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -264,17 +331,8 @@ def _llmc_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     header = _llmc_header(path)
-    cfg = _llmc_shape(header)
-    dtype = LLMC_DTYPES[int(header[1])]
-    shapes = [(name.format(layer), shape(cfg.padded_vocab_size, cfg.block_size, cfg.n_embd))
-              for name, shape in LLMC_PARAMETERS
-              for layer in (range(cfg.n_layer) if "{}" in name else [None])]
-    count = sum(int(np.prod(s)) for _, s in shapes)
+    cfg, dtype, shapes = _llmc_layout(path, header)
     data = np.fromfile(path, dtype=dtype, offset=LLMC_HEADER_INTS * 4)
-    if data.size != count:
-        raise Gpt2TrainError(f"{path}: {data.size:,} parameters after the header, but its header (L={cfg.n_layer}, "
-                             f"C={cfg.n_embd}, maxT={cfg.block_size}, Vp={cfg.padded_vocab_size}) needs {count:,}: "
-                             f"a truncated or foreign file")
     flat = torch.from_numpy(data.astype(np.int32) << 16).view(torch.float32) if dtype is np.uint16 \
         else torch.from_numpy(data)
     state, offset = {}, 0

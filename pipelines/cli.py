@@ -5,6 +5,7 @@ so the library imports neither evals/ nor Dagster.
     gpt2train pipeline --config tiny                 # the whole chain, in the instance at DAGSTER_HOME
     gpt2train pipeline --config tiny --stale-only    # only stale or missing (asset, partition) pairs
     gpt2train pipeline --config tiny --stale-only --verify   # ... re-hashing what it would skip
+    gpt2train pipeline --config tiny --stale-only --dry-run  # what that would run, and why; runs nothing
     gpt2train pipeline --config tiny --through data  # stop after the token shards
     gpt2train pipeline --config tiny --in-process    # every run inside this process (a debugger, a profiler)
 """
@@ -31,12 +32,13 @@ def _print_summary(summary) -> None:
         print(f"FAILED   {asset}{f' [{key}]' if key else ''}")
 
 
-# The dagster.yaml of an instance this command creates: Dagster's defaults (SQLite under DAGSTER_HOME),
-# said explicitly, and its telemetry off, so that no banner interrupts the pipeline's output. An
-# existing DAGSTER_HOME is used as it is.
+# The dagster.yaml `gpt2train pipeline` writes into a DAGSTER_HOME that has none (new, or made by
+# `mkdir -p` as the README's UI section does): Dagster's defaults (SQLite under DAGSTER_HOME), said
+# explicitly, and its telemetry off, so that no banner interrupts the pipeline's output. A
+# dagster.yaml that is there is the user's and is used as it is.
 NEW_INSTANCE_YAML = """\
-# Written by `gpt2train pipeline` when it created this Dagster instance. Storage: SQLite files in
-# this folder (Dagster's default); docs/deploy.md shows the Postgres storage of a deployment.
+# Written by `gpt2train pipeline` into this Dagster instance, which had no dagster.yaml. Storage:
+# SQLite files in this folder (Dagster's default); docs/deploy.md shows the Postgres storage of a deployment.
 telemetry:
   enabled: false
 # Runs wait in the instance's queue and at most this many run at once (Dagster's default, said
@@ -56,9 +58,63 @@ run_coordinator:
 """
 
 
-def create_instance_dir(home: Path) -> None:
-    home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(NEW_INSTANCE_YAML)
+def prepare_dagster_home(home: Path) -> bool:
+    """Create DAGSTER_HOME if needed and write NEW_INSTANCE_YAML into it if it has no dagster.yaml;
+    True if written. Never replaces a dagster.yaml: the file appears whole (written under a temporary
+    name, then hard-linked into place, which fails rather than overwrites if one appeared meanwhile;
+    on a filesystem without hard links, created exclusively)."""
+    target = home / "dagster.yaml"
+    if target.exists() or target.is_symlink():
+        return False
+    tmp = home / f".dagster.yaml.{os.getpid()}.tmp"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(NEW_INSTANCE_YAML)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (EPERM, ENOTSUP: some network and FUSE filesystems)
+            with open(target, "x") as f:
+                f.write(NEW_INSTANCE_YAML)
+    except FileExistsError:
+        return False  # written meanwhile (by the user, or another `gpt2train pipeline`): theirs stands
+    except OSError:
+        return False  # not writable, or not a directory: open_instance's check says so in one line
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return True
+
+
+def _label(asset: str, key: str | None) -> str:
+    return f"{asset}{f' [{key}]' if key else ''}"
+
+
+def _print_plan(plan) -> None:
+    for asset, key, why in plan.would_run:
+        print(f"would run   {_label(asset, key)}: {why}")
+    for asset, key in plan.fresh:
+        print(f"would skip  {_label(asset, key)} (fresh)")
+    for asset, key, why in plan.after:
+        print(f"then asks   {_label(asset, key)}: {why}")
+    print(f"dry run: {len(plan.would_run)} (asset, partition) pair(s) would run now"
+          f"{', and what they change after them' if plan.after else ''}; nothing ran, no Dagster run was created")
+
+
+def cmd_pipeline_dry_run(args: argparse.Namespace, cfg) -> None:
+    """`--stale-only --dry-run`: the plan, from the instance and the disk; writes nothing, DAGSTER_HOME included."""
+    from pipelines.instance import open_instance
+    from pipelines.runner import plan_stale_only
+
+    home = Path(os.environ.get("DAGSTER_HOME") or "dagster_home").resolve()
+    if not home.is_dir():
+        raise Gpt2TrainError(f"DAGSTER_HOME={home} does not exist: nothing was materialized there, so "
+                             f"`gpt2train pipeline` would run every stage")
+    os.environ["DAGSTER_HOME"] = str(home)
+    print(f"Dagster instance: DAGSTER_HOME={home}")
+    with open_instance(check=False) as instance:  # check_instance writes a row; this reads only
+        _print_plan(plan_stale_only(cfg, instance, through=args.through, verify=args.verify))
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -67,12 +123,18 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from pipelines.runner import PipelineFailed, run_pipeline
 
     cfg = library_cli.load_from_args(args)
+    if args.dry_run:
+        if not args.stale_only:
+            raise Gpt2TrainError("--dry-run tells what --stale-only would run: add --stale-only (without it, "
+                                 "every stage runs)")
+        return cmd_pipeline_dry_run(args, cfg)
     env = None if args.in_process else code_location_env(args.config, list(args.overrides))
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(Path("dagster_home").resolve())
     home = Path(os.environ["DAGSTER_HOME"])
-    if not home.exists():
-        create_instance_dir(home)
+    if prepare_dagster_home(home):
+        print(f"wrote {home / 'dagster.yaml'}: SQLite storage, run queue limits, telemetry off "
+              f"(it had none; edit it freely, it is never overwritten)")
     print(f"Dagster instance: DAGSTER_HOME={home}")
     # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C: the runs this pipeline has in flight are canceled.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -113,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="with --stale-only: re-hash every artifact it would skip (default: check that its files are "
                         "there, at their recorded sizes)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --stale-only: print what it would run now and why, and run nothing (no Dagster run; "
+                        "nothing written to the instance)")
     p.add_argument("--through", choices=("data", "training", "evals"), default="evals",
                    help="last stage to run (default: evals, the whole chain)")
     p.add_argument("--in-process", action="store_true",

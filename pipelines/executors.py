@@ -141,7 +141,7 @@ def code_location_env(config: str | None, overrides: list[str]) -> dict[str, str
     config = config or "tiny"
     path = Path(config)
     return {"GPT2TRAIN_CONFIG": str(path.resolve()) if path.is_file() else config,
-            "GPT2TRAIN_SET": ";".join(overrides)}
+            "GPT2TRAIN_SET": ";".join(overrides), "GPT2TRAIN_BASE_DIR": str(Path.cwd())}
 
 
 class LaunchedRuns:

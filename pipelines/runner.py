@@ -8,10 +8,15 @@ deployment), so they show in the UI exactly like runs launched there. Stages, in
     evals       one `checkpoint_evals` run per checkpoint partition (hf_export + eval_report),
                 then `eval_summary`
 
-With `stale_only`, an (asset, partition) runs only if it is stale or missing as the UI's markers
-say (pipelines/staleness.py). Dagster marks an asset stale only once an upstream's data version
-has changed, so the statuses are asked again before each stage: after a shard-config change the
-shards rerun, which makes training stale, whose new run adds checkpoints to export and evaluate.
+With `stale_only`, an (asset, partition) runs only if it is stale or missing by the rules of
+Dagster's stale resolver (pipelines/staleness.py): what a partition's page in the UI marks
+"Unsynced", and the `stale_partitions` checks show on the asset graph (pipelines/stale_checks.py;
+the graph's own marker shows a partitioned asset fresh whatever its partitions say). Dagster marks
+an asset stale only once an upstream's data version has changed, so the statuses are asked again
+before each stage: after a shard-config change the shards rerun, which makes training stale, whose
+new run adds checkpoints to export and evaluate. `plan_stale_only` (`--stale-only --dry-run`) says
+what the first pass would run and why, reading only: what depends on a rerun's new data versions it
+names as decided after that rerun.
 What the records call fresh is skipped only if it is still on disk as recorded (its files there,
 at their recorded sizes; with `verify`, at their recorded sha256s: gpt2train/lineage/on_disk.py);
 a deleted or truncated artifact is rebuilt, and its downstream with it if the bytes come out
@@ -38,7 +43,8 @@ One pipeline per data dir at a time: `run_pipeline` holds the data dir's writer 
 (`<data_dir>/.pipeline.lock`, gpt2train/locks.py) for the whole run, so a second `gpt2train
 pipeline` on the same data dir is refused at once, naming the first, whatever its DAGSTER_HOME.
 Runs launched from the UI do not come through here; each asset takes its own artifact's lock
-(assets/*).
+(assets/*). After its stages (also failed ones) the pipeline records the `stale_partitions` checks
+that changed.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.checkpoints import register_checkpoints
-from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, record_manifests
+from assets.checkpoints import pending_registrations, register_checkpoints
+from assets.manifests import REPORT_MANIFEST, SHARD_MANIFEST, pending_manifests, record_manifests
 from assets.partitions import corpus_files, unregistered_source_files
 from gpt2train.config import Config
 from gpt2train.data.stage import source_changed
@@ -65,14 +71,16 @@ from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB, DATA_JOB, EVAL_SUMMARY_JOB, SHARD_CHECKS_JOB, TRAINING_JOB, build_definitions,
 )
 from pipelines.executors import DATA_DIR_TAG, IN_FLIGHT, QUIET_RUN_CONFIG, InProcessRuns, LaunchedRuns, failure_cause
-from pipelines.staleness import StaleStatus, stale_statuses
+from pipelines.stale_checks import record_stale_checks
+from pipelines.staleness import StaleStatus, Staleness, stale_report, stale_statuses
 
 log = logging.getLogger(__name__)
 
 DATA_ASSETS = ("corpus", "token_shards")  # in dependency order
 EVAL_ASSETS = ("hf_export", "eval_report")
 STAGES = ("data", "training", "evals")
-__all__ = ["PipelineFailed", "PipelineSummary", "failure_cause", "run_pipeline", "run_shard_checks"]
+__all__ = ["PipelineFailed", "PipelinePlan", "PipelineSummary", "failure_cause", "plan_stale_only", "run_pipeline",
+           "run_shard_checks"]
 
 
 @dataclass
@@ -106,17 +114,31 @@ def run_pipeline(cfg: Config, instance: dg.DagsterInstance, stale_only: bool = F
     with writer_lock(Path(cfg.data_dir), "pipeline data dir", lock=pipeline_lock_path(cfg.data_dir)):
         fail_runs_of_dead_processes(instance)  # runs left STARTED by a killed pipeline or run worker
         defs = build_definitions(cfg)
-        if runs is None:
-            return _run_stages(cfg, defs, instance, InProcessRuns(defs, instance), stale_only, through, verify)
-        runs.expect(defs)
-        _wait_for_earlier_runs(cfg, instance, runs)
         try:
-            return _run_stages(cfg, defs, instance, runs, stale_only, through, verify)
-        except BaseException:  # Ctrl-C, SIGTERM, a failed stage: stop what this pipeline still has in flight
-            canceled = runs.cancel_unfinished()
-            if canceled:
-                log.warning("canceled %d run(s) still in flight: %s", len(canceled), ", ".join(canceled))
-            raise
+            if runs is None:
+                return _run_stages(cfg, defs, instance, InProcessRuns(defs, instance), stale_only, through, verify)
+            runs.expect(defs)
+            _wait_for_earlier_runs(cfg, instance, runs)
+            try:
+                return _run_stages(cfg, defs, instance, runs, stale_only, through, verify)
+            except BaseException:  # Ctrl-C, SIGTERM, a failed stage: stop what this pipeline still has in flight
+                canceled = runs.cancel_unfinished()
+                if canceled:
+                    log.warning("canceled %d run(s) still in flight: %s", len(canceled), ", ".join(canceled))
+                raise
+        finally:
+            _record_stale_checks(defs, instance)
+
+
+def _record_stale_checks(defs, instance) -> None:
+    """The asset graph's `stale_partitions` checks, as this pipeline leaves the partitions; a fault
+    here (a storage error after Ctrl-C) never hides the pipeline's own outcome."""
+    try:
+        for e in record_stale_checks(defs, instance):  # a warning in the UI: said here too
+            (log.debug if e.passed else log.info)("stale_partitions of %s: %s", e.asset_key.to_user_string(),
+                                                  e.description)
+    except Exception as e:  # noqa: BLE001 - the sensor records them at its next tick anyway
+        log.warning("could not record the stale_partitions checks (%s): stale_partitions_sensor will", e)
 
 
 def _wait_for_earlier_runs(cfg: Config, instance: dg.DagsterInstance, runs: LaunchedRuns) -> None:
@@ -276,3 +298,133 @@ def run_shard_checks(cfg: Config, instance: dg.DagsterInstance, key: str) -> dic
     result = job.execute_in_process(tags={"dagster/partition": key}, instance=instance, raise_on_error=False,
                                     run_config=QUIET_RUN_CONFIG)
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+# --------------------------------------------------------------------------------------------- dry run
+
+
+@dataclass
+class PipelinePlan:
+    """What `run_pipeline(stale_only=True)` would do now, and why, in stage order."""
+    would_run: list[tuple[str, str | None, str]] = field(default_factory=list)  # (asset, partition, why)
+    fresh: list[tuple[str, str | None]] = field(default_factory=list)  # would be skipped
+    # (asset, partition, what decides): asked only once what it depends on has rerun, as the pipeline does
+    after: list[tuple[str, str | None, str]] = field(default_factory=list)
+
+
+def plan_stale_only(cfg: Config, instance: dg.DagsterInstance, through: str = "evals",
+                    verify: bool = False) -> PipelinePlan:
+    """`gpt2train pipeline --stale-only --dry-run`: the decisions of `run_pipeline(stale_only=True)`'s
+    first pass over each stage, with their reasons, from the instance's records and the disk. Reads
+    only: no run, no partition registered, no manifest or check recorded, no lock taken. Where the
+    pipeline would ask again after a rerun (a corpus rerun's shards, training after new shards, a
+    re-export's report, the summary after new reports), the plan says what that depends on."""
+    if through not in STAGES:
+        raise ValueError(f"through={through!r}: one of {STAGES}")
+    defs = build_definitions(cfg)
+    plan = PipelinePlan()
+    data_runs = _plan_data_stage(cfg, defs, instance, plan, verify)
+    if through == "data":
+        return plan
+    training_runs = _plan_training_stage(cfg, defs, instance, plan, verify, after_data=data_runs)
+    if through == "training":
+        plan.after = [a for a in plan.after if not a[0].startswith("hf_export")]  # no eval stage
+        return plan
+    _plan_eval_stage(cfg, defs, instance, plan, verify, after_training=training_runs)
+    return plan
+
+
+def _why_not_fresh(cfg, staleness: Staleness, asset: str, key: str | None, verify: bool) -> str | None:
+    """Why the pipeline would rerun (asset, key) now, or None: it is fresh and on disk as recorded."""
+    if staleness.status == StaleStatus.MISSING:
+        return "never materialized"
+    if staleness.status == StaleStatus.STALE:
+        return f"stale: {'; '.join(staleness.causes)}"
+    problem = artifact_problem(cfg, asset, key, rehash=verify)
+    return f"fresh in Dagster's records, but {problem}" if problem else None
+
+
+def _plan_data_stage(cfg, defs, instance, plan: PipelinePlan, verify: bool) -> bool:
+    keys, new = unregistered_source_files(cfg, instance)
+    registered = [k for k in keys if k not in new]
+    report = stale_report(defs, instance, assets=list(DATA_ASSETS), partition_keys=registered) if registered else {}
+    for k in keys:
+        if k in new:
+            plan.would_run += [(a, k, "a new source file (not yet a corpus_files partition)") for a in DATA_ASSETS]
+            continue
+        why = _why_not_fresh(cfg, report[("corpus", k)], "corpus", k, verify)
+        if why is None and source_changed(cfg, k):
+            why = "its source file's bytes differ from its corpus record"
+        if why is None:
+            plan.fresh.append(("corpus", k))
+        elif report[("corpus", k)].status == StaleStatus.MISSING:
+            plan.would_run += [(a, k, why) for a in DATA_ASSETS]
+            continue
+        else:
+            plan.would_run.append(("corpus", k, why))
+            plan.after.append(("token_shards", k, "stale once its corpus reruns, if the corpus's data version changes"))
+            continue
+        why = _why_not_fresh(cfg, report[("token_shards", k)], "token_shards", k, verify)
+        if why is None:
+            plan.fresh.append(("token_shards", k))
+        else:
+            plan.would_run.append(("token_shards", k, why))
+    return any(a in DATA_ASSETS for a, _, _ in plan.would_run)
+
+
+def _plan_training_stage(cfg, defs, instance, plan: PipelinePlan, verify: bool, after_data: bool) -> bool:
+    if after_data:
+        plan.after.append(("training_run", None, "stale once the data stage has rerun, if the shards change"))
+        plan.after.append(("hf_export + eval_report", None, "of every checkpoint a new training run writes"))
+        return True
+    why = None
+    if pending_manifests(cfg, instance, (SHARD_MANIFEST,)):
+        why = "the shards on disk differ from the recorded shard_manifest (recorded first)"
+    if why is None:
+        why = _why_not_fresh(cfg, stale_report(defs, instance, assets=["training_run"])[("training_run", None)],
+                             "training_run", None, verify)
+    if why is None:
+        plan.fresh.append(("training_run", None))
+        return False
+    plan.would_run.append(("training_run", None, why))
+    plan.after.append(("hf_export + eval_report", None, "of every checkpoint the training run writes"))
+    return True
+
+
+def _plan_eval_stage(cfg, defs, instance, plan: PipelinePlan, verify: bool, after_training: bool) -> None:
+    new_keys, events = ([], []) if after_training else \
+        pending_registrations(instance, find_checkpoints(runs_root(cfg.data_dir)))
+    rewritten = {e.partition for e in events} - set(new_keys)
+    keys = list(instance.get_dynamic_partitions("checkpoints"))
+    report = stale_report(defs, instance, assets=list(EVAL_ASSETS), partition_keys=keys) if keys else {}
+    for k in new_keys:
+        plan.would_run += [(a, k, "a new checkpoint (not yet a checkpoints partition)") for a in EVAL_ASSETS]
+    for k in keys:
+        if k in rewritten:
+            why = "stale once recorded: its checkpoint's content hash differs from the recorded one"
+        else:
+            why = _why_not_fresh(cfg, report[("hf_export", k)], "hf_export", k, verify)
+        if why is None:
+            plan.fresh.append(("hf_export", k))
+        else:
+            plan.would_run.append(("hf_export", k, why))
+        reason = _why_not_fresh(cfg, report[("eval_report", k)], "eval_report", k, verify)
+        if reason is not None:
+            plan.would_run.append(("eval_report", k, reason))
+        elif why is not None:
+            plan.after.append(("eval_report", k, "stale once its export reruns, if the export's bytes change"))
+        else:
+            plan.fresh.append(("eval_report", k))
+    pending_reports = after_training or any(a in EVAL_ASSETS for a, _, _ in plan.would_run + plan.after)
+    if pending_reports:
+        plan.after.append(("eval_summary", None, "stale once the reports rerun, if their figures change"))
+    elif pending_manifests(cfg, instance, (REPORT_MANIFEST,)):
+        plan.would_run.append(("eval_summary", None, "the finished reports differ from the recorded report_manifest "
+                                                      "(recorded first)"))
+    elif keys:
+        why = _why_not_fresh(cfg, stale_report(defs, instance, assets=["eval_summary"])[("eval_summary", None)],
+                             "eval_summary", None, verify)
+        if why is None:
+            plan.fresh.append(("eval_summary", None))
+        else:
+            plan.would_run.append(("eval_summary", None, why))

@@ -1,6 +1,7 @@
 """Per-partition stale status, computed the way the Dagster UI computes its "stale" markers.
 
     stale_statuses(defs, instance, assets=["token_shards"])   # {(asset, partition): FRESH | STALE | MISSING}
+    stale_report(defs, instance)        # {(asset, partition): Staleness(status, causes)}: also why, in Dagster's words
 
 Dagster has no public API for staleness, and its asset-level status ignores partitions. The UI asks
 its resolver (`CachingStaleStatusResolver`) one partition at a time, a few database queries each:
@@ -23,21 +24,31 @@ partition with a materialization that records its provenance:
 Staleness does not propagate ahead of data: an asset goes stale when an upstream's *data
 version* changes (or its own code version does), so after changing the shard config only the
 shards are stale until they rerun; callers walk the graph in order and ask again after each stage.
-Used by `gpt2train pipeline --stale-only` and by the tests.
+Used by `gpt2train pipeline --stale-only` (and `--dry-run`, which prints the causes), by the
+`stale_partitions` asset checks (pipelines/stale_checks.py) and by the tests.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from dataclasses import dataclass
 
 import dagster as dg
 
 from pipelines.dagster_internals import StaleStatus, data_version_of, data_versions_differ, stale_status_resolver
 
-__all__ = ["StaleStatus", "stale_statuses"]
+__all__ = ["StaleStatus", "Staleness", "stale_report", "stale_statuses"]
 
 PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Staleness:
+    status: StaleStatus
+    # Why it is STALE, in the words of the UI's "Unsynced" popover ("has a new code version", "has a
+    # new dependency data version: hf_export [key]"), sorted; empty unless STALE.
+    causes: tuple[str, ...] = ()
 
 
 def stale_statuses(defs: dg.Definitions, instance: dg.DagsterInstance, assets: list[str] | None = None,
@@ -46,7 +57,15 @@ def stale_statuses(defs: dg.Definitions, instance: dg.DagsterInstance, assets: l
     """{(asset name, partition key): FRESH | STALE | MISSING} for the materializable `assets` (default:
     all), over each asset's current dynamic partitions (or `partition_keys`, if given). `bulk=False`
     asks Dagster's resolver for every partition (what the UI does)."""
-    asset_graph = defs.resolve_asset_graph()
+    return {k: v.status for k, v in stale_report(defs, instance, assets, partition_keys, bulk).items()}
+
+
+def stale_report(defs: dg.Definitions | dg.RepositoryDefinition, instance: dg.DagsterInstance,
+                 assets: list[str] | None = None, partition_keys: list[str] | None = None,
+                 bulk: bool = True) -> dict[tuple[str, str | None], Staleness]:
+    """`stale_statuses`, each with its causes. `defs` may also be the repository a sensor or a check
+    runs in (`context.repository_def`)."""
+    asset_graph = defs.asset_graph if isinstance(defs, dg.RepositoryDefinition) else defs.resolve_asset_graph()
     resolver = stale_status_resolver(instance, asset_graph)
     records = _Records(instance)
     out = {}
@@ -62,9 +81,25 @@ def stale_statuses(defs: dg.Definitions, instance: dg.DagsterInstance, assets: l
             parts = list(node.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
         fast = _bulk_statuses(asset_graph, records, key, parts) if bulk and _bulk_applies(asset_graph, key) else {}
         for p in parts:
-            status = fast.get(p)
-            out[(key.to_user_string(), p)] = status if status is not None else resolver.get_status(key, p)
+            found = fast.get(p)
+            if found is None:
+                status = resolver.get_status(key, p)
+                causes = resolver.get_stale_causes(key, p) if status == StaleStatus.STALE else []
+                found = Staleness(status, tuple(sorted(_describe(c) for c in causes)))
+            out[(key.to_user_string(), p)] = found
     return out
+
+
+def _describe(cause) -> str:
+    """A resolver's StaleCause as the UI words it: the reason, and the dependency it names."""
+    dep = cause.dependency
+    if dep is None or dep.asset_key.to_user_string() in cause.reason:
+        return cause.reason
+    return f"{cause.reason}: {_label(dep.asset_key.to_user_string(), dep.partition_key)}"
+
+
+def _label(asset: str, partition: str | None) -> str:
+    return f"{asset} [{partition}]" if partition else asset
 
 
 def _bulk_applies(asset_graph, key: dg.AssetKey) -> bool:
@@ -103,32 +138,40 @@ class _Records:
 
 
 def _bulk_statuses(asset_graph, records: _Records, key: dg.AssetKey,
-                   partitions: list[str | None]) -> dict[str | None, StaleStatus | None]:
-    """The resolver's rules over bulk-fetched records; None where only the resolver can tell."""
+                   partitions: list[str | None]) -> dict[str | None, Staleness | None]:
+    """The resolver's rules over bulk-fetched records, with its causes (sorted, as stale_report's
+    are); None where only the resolver can tell."""
     node = asset_graph.get(key)
     deps = sorted(node.parent_keys)
     own = records.by_partition(key)
     dep_records = {dep: records.by_partition(dep, observations=asset_graph.get(dep).is_external) for dep in deps}
-    out: dict[str | None, StaleStatus | None] = {}
+    out: dict[str | None, Staleness | None] = {}
     for p in partitions:
         mine = own.get(p)
         if not mine:
-            out[p] = StaleStatus.MISSING
+            out[p] = Staleness(StaleStatus.MISSING)
             continue
         provenance = dg.DataProvenance.from_tags(mine[-1].event_log_entry.tags or {})
         if provenance is None:
             out[p] = None  # recorded without provenance: the resolver compares timestamps instead
             continue
-        stale = bool(node.code_version) and node.code_version != provenance.code_version
-        stale = stale or bool(set(provenance.input_data_versions) - set(deps))
+        causes = []
+        if node.code_version and node.code_version != provenance.code_version:
+            causes.append("has a new code version")
+        causes += [f"removed dependency on {d.to_user_string()}"
+                   for d in sorted(set(provenance.input_data_versions) - set(deps))]
         for dep in deps:
-            if stale:
-                break
+            name = dep.to_user_string()
             if not provenance.has_input_asset(dep):
-                stale = True
-            else:
-                stale = _dep_updated(dep_records[dep].get(p, []), provenance.input_storage_ids[dep])
-        out[p] = StaleStatus.STALE if stale else StaleStatus.FRESH
+                causes.append(f"has a new dependency on {name}")
+            elif _dep_updated(dep_records[dep].get(p, []), provenance.input_storage_ids[dep]):
+                # The resolver says "data version" where the dependency's versions are meaningful: it
+                # has a code version, or it is external (its data versions are recorded, never computed).
+                dep_node = asset_graph.get(dep)
+                noun = "data version" if dep_node.code_version is not None or dep_node.is_external else \
+                    "materialization"
+                causes.append(f"has a new dependency {noun}: {_label(name, p)}")
+        out[p] = Staleness(StaleStatus.STALE if causes else StaleStatus.FRESH, tuple(sorted(causes)))
     return out
 
 

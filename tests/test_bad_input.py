@@ -162,7 +162,8 @@ CASES = [
     Case("seq-over-context", lambda c: cli(*c.train_args("train.seq_len=128")),
          [r"train\.seq_len=128", r"model\.block_size=64", r"lower train\.seq_len or raise model\.block_size"]),
     Case("preset-unknown", lambda c: cli("train", "--config", "no_such_preset"),
-         [r"no_such_preset\.yaml not found", r"preset name \(.*gpt2_124m.*tiny"]),
+         [r"--config no_such_preset: no such preset and no such file", r"shipped presets: .*gpt2_124m.*tiny",
+          r"or give a YAML file's path"]),
     Case("descriptor-unknown", lambda c: cli(*c.train_args("model.descriptor=d13")),
          [r"model\.descriptor", r"'d13'", r"use one of d6, d12"]),
     Case("descriptor-unknown-llmc", lambda c: train_main("--config", "tiny", "--set", f"data_dir={c.data}",
@@ -178,7 +179,7 @@ CASES = [
          [r"train\.max_steps=-5 is out of range", r">= 1, or -1 for one epoch"]),
     # --- numbers: NaN / Inf and out of range (config_checks.py NUMBER_RANGES) --------------------------
     Case("grad-clip-nan", lambda c: cli(*c.train_args("train.grad_clip=.nan")),
-         [r"train\.grad_clip=nan is not a finite number", r"use a value in \(0, 1e\+06\]"]),
+         [r"train\.grad_clip=nan is not a finite number", r"use a value in \[0, 1e\+06\] \(0 = no clipping\)"]),
     Case("learning-rate-nan", lambda c: cli(*c.train_args("train.learning_rate=.nan")),
          [r"train\.learning_rate=nan is not a finite number", r"use a value in \[0, 1\]"]),
     Case("learning-rate-inf-yaml", lambda c: cli("train", "--config", _yaml(c, "train:\n  learning_rate: .inf\n")),

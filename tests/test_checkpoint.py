@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, DONE marker, safe loading, pruning with major checkpoints, the typed state record."""
+"""Checkpoints: round trip, DONE marker, safe loading, pruning with major checkpoints and the checkpoints kept
+before an instability, the typed state record."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from gpt2train.config import Config, config_to_dict
 from gpt2train.layout import CHECKPOINT_DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, step_dir
 from gpt2train.training.checkpoint import (
-    CheckpointState, RecordedModel, RecordedTrain, TrainingLineage, complete_checkpoints, latest_checkpoint,
-    load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+    CheckpointState, InstabilityMark, RecordedModel, RecordedTrain, TrainingLineage, complete_checkpoints,
+    latest_checkpoint, load_checkpoint, mark_before_instability, prune_checkpoints, restore_rng, save_checkpoint,
 )
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
@@ -52,6 +53,21 @@ def test_round_trip_restores_weights_optimizer_rng_and_loader(tmp_path):
     assert ck["loader"]["batch_pos"] == 7
     assert ck["state"] == {"artifact": "checkpoint", "step": 7, "loss": 1.5,
                            "model_sha256": sha256_file(path / "model.safetensors")}  # the content hash
+
+
+def test_every_file_of_a_checkpoint_has_one_mode(tmp_path):
+    """safetensors writes its file 0600: the weights must be as readable as the rest (another user of the
+    group exports and evaluates them), so every file takes the mode a new file gets under the umask."""
+    import os
+
+    umask = os.umask(0o027)  # a group-readable deployment's umask, not whatever this shell has
+    try:
+        model = tiny_model()
+        path = save(tmp_path, 3, model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+    finally:
+        os.umask(umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.iterdir()}
+    assert CHECKPOINT_WEIGHTS in modes and set(modes.values()) == {oct(0o640)}, modes
 
 
 def test_incomplete_checkpoints_are_ignored(tmp_path):
@@ -98,6 +114,32 @@ def test_prune_keeps_last_k_and_majors(tmp_path):
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000300", "step_00000500", "step_00000600"]
 
 
+def test_pruning_keeps_the_last_checkpoint_before_each_instability(tmp_path):
+    """The mark is on disk (state.json), so whoever prunes next, a resumed run included, spares it; marks
+    accumulate, one per checkpoint, each naming the first instability after it."""
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    assert mark_before_instability(tmp_path, 1, "loss nan: not finite") == (None, False)  # nothing to keep yet
+    for step in (2, 4):
+        save(tmp_path, step, model, opt)
+    weights = sha256_file(step_dir(tmp_path, 2) / CHECKPOINT_WEIGHTS)
+    # Step 4's checkpoint was saved after update 4: the last one before an instability at step 4 is step 2's.
+    assert mark_before_instability(tmp_path, 4, "loss z 9.0 > train.skip_loss_z=5") == (step_dir(tmp_path, 2), True)
+    assert mark_before_instability(tmp_path, 5, "loss nan: not finite") == (step_dir(tmp_path, 4), True)
+    assert mark_before_instability(tmp_path, 6, "again") == (step_dir(tmp_path, 4), False)  # the first one stays
+    for step in (6, 8, 10):
+        save(tmp_path, step, model, opt)
+        prune_checkpoints(tmp_path, keep_last=1)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000002", "step_00000004", "step_00000010"]
+    assert CheckpointState.from_dir(step_dir(tmp_path, 4)).before_instability == InstabilityMark(5, "loss nan: not "
+                                                                                                    "finite")
+    state = CheckpointState.from_dir(step_dir(tmp_path, 2), verify_hash=True)  # the weights are as saved
+    assert state.before_instability.describe() == ("last checkpoint before the instability at step 4 "
+                                                   "(loss z 9.0 > train.skip_loss_z=5)")
+    assert state.model_sha256 == weights and state.loss == 1.5
+    assert not list(tmp_path.glob("step_*/.*"))  # no temp file of the rewritten state.json left
+
+
 def write_state(root, record: dict):
     """A complete checkpoint directory written by hand: CheckpointState reads the weights only to hash them."""
     path = step_dir(root, 40)
@@ -123,7 +165,7 @@ def test_checkpoint_state_reads_a_complete_record_into_typed_fields(tmp_path):
     assert state.record == record  # kept whole, for what is passed on as recorded
     assert (state.step, state.model_sha256, state.loss, state.val_loss, state.created_at) == (40, "cd" * 32, 5.25,
                                                                                                 5.5, None)
-    assert state.config.data_dir == "data" and state.config.corpus_dataset == "HuggingFaceFW/fineweb-edu"
+    assert state.config.data_dir == "data"
     assert state.config.model == RecordedModel(descriptor="d12", block_size=1024)
     assert state.config.train == RecordedTrain(max_steps=-1, batch_size=64, seq_len=1024, total_batch_tokens=524288,
                                                init_from="hf:openai-community/gpt2",
@@ -142,7 +184,7 @@ def test_checkpoint_state_of_an_older_record_leaves_what_it_lacks_none(tmp_path)
     assert state.record == {**record, "model_sha256": state.model_sha256}
     assert (state.step, state.loss, state.val_loss, state.lineage, state.run_tag) == (7, None, None, None, None)
     assert state.config.model == RecordedModel(descriptor="tiny", block_size=None)
-    assert state.config.train is None and state.config.data_dir is None and state.config.corpus_dataset is None
+    assert state.config.train is None and state.config.data_dir is None
     # A section that is not a mapping (a damaged or foreign state.json, as the lineage walk may meet) is absent.
     odd = CheckpointState.from_record({"step": 1, "config": None, "lineage": ["x"]})
     assert odd.config.model == RecordedModel() and odd.config.train is None and odd.lineage is None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.fileio import sha256_file
 from gpt2train.layout import checkpoint_key, checkpoint_path, runs_root
 from gpt2train.model import GPT, GPTConfig
-from gpt2train.training.checkpoint import checkpoint_state, save_checkpoint
+from gpt2train.training.checkpoint import checkpoint_state, mark_before_instability, save_checkpoint
 from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import (
     CHECKPOINT_EVALS_JOB,
@@ -29,11 +30,11 @@ from pipelines.train_pipes import CHECKPOINT_MESSAGE
 from pipelines.training_client import TrainingPipesClient
 
 
-def write_checkpoint(cfg, run: str, step: int, seed: int = 0):
+def write_checkpoint(cfg, run: str, step: int, seed: int = 0, **record):
     model = GPT(GPTConfig.from_descriptor("tiny", 64)).init_weights(seed)
     return save_checkpoint(runs_root(cfg.data_dir) / run / "checkpoints", step, model_state=model.state_dict(),
                            optimizer_state={}, loader_state={},
-                           state={"config": config_to_dict(cfg), "loss": 5.0, "lineage": {"run_tag": run}})
+                           state={"config": config_to_dict(cfg), "loss": 5.0, "lineage": {"run_tag": run}, **record})
 
 
 def test_keys_round_trip_and_state_records_the_content_hash(tiny_cfg):
@@ -67,6 +68,50 @@ def test_register_records_the_content_hash_once(tiny_cfg, instance):
     write_checkpoint(tiny_cfg, "tiny-aaaaaaaaaa", 4, seed=2)
     assert register_checkpoints(instance, find_checkpoints(runs_root(tiny_cfg.data_dir))) == []
     assert len(instance.fetch_materializations(dg.AssetKey("checkpoint"), limit=10).records) == 3
+
+
+def checkpoint_records(instance, key: str) -> list:
+    """The materializations recorded for checkpoint partition `key`, newest first."""
+    return instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("checkpoint"),
+                                                                 asset_partitions=[key]), limit=10).records
+
+
+def test_a_checkpoints_record_carries_its_val_loss_hellaswag_and_instability_mark(tiny_cfg, instance):
+    """What the UI shows of a checkpoint: its val loss and in-loop HellaSwag, each with the step it was measured
+    at (its own, or the latest before it); and once an instability marks it, that it is the last checkpoint
+    before it, recorded again with the same data version (its weights did not change)."""
+    run = "tiny-cccccccccc"
+    two, four = write_checkpoint(tiny_cfg, run, 2, val_loss=4.5), write_checkpoint(tiny_cfg, run, 4, 1, val_loss=4.25)
+    # As the trainer logs them: validation every 2 steps, HellaSwag every 3 (and at 0), both at each checkpoint but 4.
+    (two.parent.parent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 0, "val_loss": 5.0, "hellaswag_acc_norm": 0.25, "hellaswag_n": 4}, {"step": 1, "loss": 5.2},
+        {"step": 2, "val_loss": 4.5, "hellaswag_acc_norm": 0.5, "hellaswag_n": 4},
+        {"step": 3, "hellaswag_acc_norm": 0.75, "hellaswag_n": 4}, {"step": 4, "val_loss": 4.25}]))
+    runs = runs_root(tiny_cfg.data_dir)
+    register_checkpoints(instance, find_checkpoints(runs))
+    figures = {}
+    for key in (checkpoint_key(two), checkpoint_key(four)):
+        metadata = checkpoint_records(instance, key)[0].asset_materialization.metadata
+        figures[key] = {k: metadata[k].value for k in ("val_loss", "val_loss_at_step", "hellaswag_acc_norm",
+                                                        "hellaswag_acc_norm_at_step")}
+        assert "before_instability" not in metadata
+    assert figures == {checkpoint_key(two): {"val_loss": 4.5, "val_loss_at_step": 2, "hellaswag_acc_norm": 0.5,
+                                             "hellaswag_acc_norm_at_step": 2},
+                       checkpoint_key(four): {"val_loss": 4.25, "val_loss_at_step": 4, "hellaswag_acc_norm": 0.75,
+                                              "hellaswag_acc_norm_at_step": 3}}
+
+    assert mark_before_instability(four.parent, 5, "loss z 9.0 > train.skip_loss_z=5") == (four, True)
+    assert register_checkpoints(instance, find_checkpoints(runs)) == []  # no new partition: a new record of it
+    records = checkpoint_records(instance, checkpoint_key(four))
+    assert len(records) == 2 and len(checkpoint_records(instance, checkpoint_key(two))) == 1
+    latest = records[0].asset_materialization
+    assert latest.metadata["before_instability"].value == ("last checkpoint before the instability at step 5 "
+                                                           "(loss z 9.0 > train.skip_loss_z=5)")
+    assert latest.metadata["instability_step"].value == 5 and latest.metadata["val_loss"].value == 4.25
+    assert {r.asset_materialization.tags["dagster/data_version"] for r in records} == {sha256_file(
+        four / "model.safetensors")}
+    register_checkpoints(instance, find_checkpoints(runs))
+    assert len(checkpoint_records(instance, checkpoint_key(four))) == 2  # recorded once
 
 
 # A trainer's part in the Pipes protocol, as pipelines/train_pipes.py plays it: report checkpoint 1, wait for
@@ -175,3 +220,30 @@ def test_sensor_registers_and_requests_exports_and_evals(tiny_cfg, instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("eval_report", partition="tiny-dddddddddd@step_00000002"))
     after = sensor(dg.build_sensor_context(instance=instance))
     assert [r.job_name for r in after.run_requests] == [EVAL_SUMMARY_JOB]
+
+
+@pytest.mark.e2e
+def test_the_chains_checkpoints_carry_their_own_figures_and_a_mark_leaves_them_fresh(chain_copy):
+    """On the chain's real checkpoints (validation and in-loop HellaSwag at each): each partition carries the
+    val loss and HellaSwag of its own step. An instability marking one (after its export and report) records
+    it again with the same data version, so nothing downstream goes stale."""
+    from pipelines.staleness import StaleStatus, stale_statuses
+
+    instance, cfg = chain_copy.instance, chain_copy.cfg()
+    keys = sorted(instance.get_dynamic_partitions("checkpoints"))
+    for key in keys:
+        metadata = checkpoint_records(instance, key)[0].asset_materialization.metadata
+        step = checkpoint_state(checkpoint_path(cfg.data_dir, key))["step"]
+        assert metadata["val_loss"].value == checkpoint_state(checkpoint_path(cfg.data_dir, key))["val_loss"]
+        assert metadata["val_loss_at_step"].value == step and metadata["hellaswag_acc_norm_at_step"].value == step
+        assert 0 <= metadata["hellaswag_acc_norm"].value <= 1
+    first = checkpoint_path(cfg.data_dir, keys[0])
+    assert mark_before_instability(first.parent, 3, "loss z 9.0 > train.skip_loss_z=5") == (first, True)
+    register_checkpoints(instance, find_checkpoints(runs_root(cfg.data_dir)))
+    assert [len(checkpoint_records(instance, k)) for k in keys] == [2, 1]
+    assert checkpoint_records(instance, keys[0])[0].asset_materialization.metadata["before_instability"].value == (
+        "last checkpoint before the instability at step 3 (loss z 9.0 > train.skip_loss_z=5)")
+    defs = build_definitions(cfg)
+    statuses = stale_statuses(defs, instance)
+    assert statuses == stale_statuses(defs, instance, bulk=False)  # the bulk rules and Dagster's resolver agree
+    assert set(statuses.values()) == {StaleStatus.FRESH}

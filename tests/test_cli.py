@@ -72,6 +72,7 @@ def test_pipeline_runs_the_whole_chain_in_dagster_home_then_skips_fresh(material
     # The instance it created says so, with telemetry off: no banner; no Dagster preview warning;
     # every trainer line once (through Pipes), not also forwarded from the trainer's stderr.
     assert "telemetry:\n  enabled: false" in (home / "dagster.yaml").read_text()
+    assert f"wrote {home / 'dagster.yaml'}: " in r.stdout  # one line says so (pipelines/cli.py)
     output = r.stdout + r.stderr
     assert "Telemetry" not in output and "PreviewWarning" not in output, output[-3000:]
     for step in range(1, 5):

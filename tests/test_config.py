@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt2train.config import CONFIG_DIR, REPO_ROOT, Config, config_to_dict, load_config, preset_path
+import gpt2train
+from gpt2train.config import Config, config_to_dict, load_config
+from gpt2train.config_paths import CONFIG_DIR, REPO_ROOT, preset_path
 from gpt2train.errors import ConfigError
 
 PRESETS = ["tiny", "gpt2_124m", "gpt2_350m", "gpt2_774m", "gpt2_1558m"]
@@ -23,26 +25,29 @@ def write_yaml(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_load(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # paths must not depend on the working directory
+    monkeypatch.chdir(tmp_path)  # a shipped preset's relative paths are the working directory's
     cfg = load_config(name)
     assert isinstance(cfg, Config)
     assert preset_path(name) == CONFIG_DIR / f"{name}.yaml"
+    assert CONFIG_DIR.parent == Path(gpt2train.__file__).resolve().parent  # package data, not the checkout's
     assert cfg.shards.tokenizer == "gpt2"
     assert cfg.shards.prefix == "edu_fineweb"
     assert cfg.corpus.dataset == "HuggingFaceFW/fineweb-edu"
-    assert Path(cfg.data_dir).is_absolute()
-    assert Path(cfg.data_dir).is_relative_to(REPO_ROOT)
     if name == "tiny":
         assert cfg.shards.shard_size == 1_000_000
-        # configs/../../shared/data/edu-mini, resolved against the YAML's folder, not the cwd
-        assert Path(cfg.corpus.source) == (REPO_ROOT.parent / "shared" / "data" / "edu-mini").resolve()
-        assert cfg.data_dir == str(REPO_ROOT / "data")
+        assert cfg.corpus.source == str(tmp_path.parent.resolve() / "shared" / "data" / "edu-mini")
+        assert cfg.data_dir == str(tmp_path.resolve() / "data")
     else:
         assert cfg.shards.shard_size == 100_000_000
         assert cfg.corpus.source == "hub"  # "hub" is not a path
-        assert cfg.data_dir == str(REPO_ROOT / "data" / name)
+        assert cfg.data_dir == str(tmp_path.resolve() / "data" / name)
     expected_name = "sample-10BT" if name in ("tiny", "gpt2_124m") else "sample-100BT"
     assert cfg.corpus.name == expected_name
+    # a code location given the CLI's folder resolves them as the CLI did, wherever it runs
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_config(name, base_dir=tmp_path) == cfg
 
 
 def test_default_is_tiny_and_path_equals_name():
@@ -60,7 +65,7 @@ def test_missing_preset_lists_known(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config("no_such_preset")
     msg = str(e.value)
-    assert "no_such_preset" in msg and "not found" in msg
+    assert "\n" not in msg and "--config no_such_preset: no such preset and no such file; shipped presets:" in msg
     for name in PRESETS:
         assert name in msg
     with pytest.raises(ConfigError, match="not found"):

@@ -253,3 +253,44 @@ def test_txt_is_one_document(tmp_path):
     assert count_documents(path, "text", None) == 1
     rec = fetch_source_file(local_cfg(path), "book.txt", tmp_path)
     assert rec.documents == 1 and rec.key == "book.txt"
+
+
+# ---------------------------------------------------------------- what a corpus is labeled as
+
+
+def test_records_name_the_dataset_only_for_the_hub_or_a_mirror_of_it(edu_mini, tmp_path):
+    """A corpus record names FineWeb-Edu sample-10BT for edu-mini (the Hub's layout: a mirror) and labels
+    a folder of other files by its path, with no dataset in it anywhere (its config section included)."""
+    from gpt2train.config import load_config
+    from gpt2train.data.identity import corpus_identity
+    from gpt2train.data.stage import materialize_corpus_file
+    from gpt2train.layout import corpus_record_path
+
+    mirror = load_config("tiny", [f"data_dir={tmp_path / 'm'}", f"corpus.source={edu_mini}"])
+    materialize_corpus_file(mirror, FIRST)
+    rec = json.loads(corpus_record_path(mirror.data_dir, FIRST).read_text())
+    assert rec["dataset"]["dataset"] == "HuggingFaceFW/fineweb-edu" and rec["dataset"]["config"] == "sample-10BT"
+    assert rec["dataset"]["label"] == f"HuggingFaceFW/fineweb-edu sample-10BT (local mirror {edu_mini})"
+    assert rec["config"]["corpus"]["dataset"] == "HuggingFaceFW/fineweb-edu"
+
+    own = tmp_path / "book"
+    own.mkdir()
+    write_jsonl(own / "chapter1.jsonl", ["Call me Ishmael.", "Some years ago"])
+    cfg = load_config("tiny", [f"data_dir={tmp_path / 'o'}", f"corpus.source={own}"])
+    materialize_corpus_file(cfg, "chapter1.jsonl")
+    rec = json.loads(corpus_record_path(cfg.data_dir, "chapter1.jsonl").read_text())
+    assert rec["dataset"]["dataset"] is None and rec["dataset"]["label"] == f"local files {own}"
+    assert "not laid out as a mirror of HuggingFaceFW/fineweb-edu sample-10BT (sample/10BT/*.parquet)" in \
+        rec["dataset"]["why"]
+    assert rec["config"]["corpus"]["source"] == str(own)
+    assert not {"dataset", "name", "revision"} & set(rec["config"]["corpus"])  # settings that named nothing
+
+    # The same rule for any key: parquet files where the Hub keeps the config's files; the Hub itself.
+    hub = CorpusConfig(source="hub")
+    assert corpus_identity(hub, [FIRST]).dataset == "HuggingFaceFW/fineweb-edu"
+    assert corpus_identity(local_cfg(edu_mini), [FIRST, "sample/10BT/001_00000.parquet"]).config == "sample-10BT"
+    assert corpus_identity(local_cfg(edu_mini), ["000_00000.parquet"]).dataset is None  # one file given alone
+    assert corpus_identity(local_cfg(edu_mini), ["sample/10BT/notes.jsonl"]).dataset is None
+    assert corpus_identity(local_cfg(edu_mini, name="not-a-config"), [FIRST]).dataset is None
+    assert corpus_identity(CorpusConfig(source="hf-dataset:Salesforce/wikitext:wikitext-2-raw-v1"),
+                           ["a.parquet"]).dataset == "Salesforce/wikitext"

@@ -123,6 +123,41 @@ def test_an_earlier_steps_in_loop_numbers_are_not_called_this_checkpoints(run_di
     assert "step 20 (this checkpoint)" in md and "earlier model" not in md
 
 
+def test_a_published_val_loss_stands_beside_a_checkpoint_only_on_its_own_dataset(run_dir, tiny_checkpoint, tmp_path):
+    """GPT-2's FineWeb-Edu val loss beside a checkpoint validated on FineWeb-Edu (the Hub's files, or a
+    mirror with its layout: edu-mini); for a folder of other text, no published val loss and one line why."""
+    from evals.published import published_baselines
+    from evals.report import ModelSize, ReportInputs, in_loop_metrics, render_report
+    from evals.runner import trained_corpus
+    from gpt2train.config import CorpusConfig
+    from gpt2train.data.identity import corpus_identity
+
+    inputs = dict(title="t", tasks=[], results={}, size=ModelSize("124M", "124M", None),
+                  baselines=published_baselines(), baselines_file=None, limit=None, lineage={}, step=20,
+                  in_loop=in_loop_metrics(run_dir / "metrics.jsonl", 20))
+    figures = published_baselines()["models"]["124M"]
+    edu, web = f"{figures['gpt2_val_loss_fineweb_edu']:.4f}", f"{figures['gpt2_val_loss_fineweb']:.4f}"
+
+    hub = corpus_identity(CorpusConfig(source="hub"), ["sample/10BT/000_00000.parquet"]).to_dict()
+    md, _ = render_report(ReportInputs(corpus=hub, **inputs))
+    row = next(line for line in md.splitlines() if line.startswith("| val loss |"))
+    assert f"GPT-2 val loss, FineWeb-Edu {edu}" in row and web not in row and "No published val loss" not in md
+
+    book = corpus_identity(CorpusConfig(source=str(tmp_path / "book")), ["chapter1.jsonl"]).to_dict()
+    md, _ = render_report(ReportInputs(corpus=book, **inputs))
+    row = next(line for line in md.splitlines() if line.startswith("| val loss |"))
+    assert edu not in row and web not in row
+    assert (f"No published val loss beside this one: GPT-2's were measured on HuggingFaceFW/fineweb and "
+            f"HuggingFaceFW/fineweb-edu, and this checkpoint's val tokens are local files {tmp_path / 'book'} (") in md
+    md, _ = render_report(ReportInputs(corpus=None, **inputs))
+    assert "what its val tokens are is unknown (the checkpoint's state.json is gone or names no corpus)" in md
+
+    # The session's checkpoint: the tiny preset's corpus, edu-mini, a mirror of FineWeb-Edu's sample-10BT.
+    ckpt_lineage = {"artifact": "hf_export", "checkpoint": {"path": str(tiny_checkpoint)}}
+    corpus = trained_corpus(ckpt_lineage, tmp_path)
+    assert corpus["dataset"] == "HuggingFaceFW/fineweb-edu" and corpus["config"] == "sample-10BT"
+
+
 def test_in_loop_takes_nearest_earlier_step(run_dir):
     from evals.report import in_loop_metrics
 
@@ -318,6 +353,40 @@ def test_gpt2train_eval_scores_any_hf_gpt2_as_the_reports_do(export, report, tmp
     assert not any(name.startswith("tokenizer") or name == "vocab.json" for name in lineage["files"])
     r = gpt2train("eval", tmp_path / "nothing", "--out", tmp_path / "r2")
     assert r.returncode == 2 and "is not a GPT-2 Hugging Face directory: no such folder" in r.stderr, r.stderr
+
+
+@pytest.mark.e2e
+def test_gpt2train_eval_on_an_export_reads_its_lineage_and_writes_no_bars_into_a_file(export, tmp_path):
+    """`gpt2train eval` on one of gpt2train's exports, from a folder outside any git checkout, its output
+    into a file (not a terminal): the report names the export's step, run and in-loop figures as the
+    eval_report asset's does, and the output holds no progress-bar redraw (`\r`) and no git message."""
+    import os
+    import shutil as sh
+    import subprocess
+
+    from tests.fixtures.evals import METRICS, STEP
+
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    log = tmp_path / "eval.log"
+    with open(log, "w") as out:
+        r = subprocess.run([sh.which("gpt2train"), "eval", str(export), "--out", str(tmp_path / "report"),
+                            "--config", "tiny", "--set", "evals.limit=8", "--set", "evals.device=cpu",
+                            "--set", f"evals.local_data=[hellaswag={HELLASWAG}]"],
+                           stdout=out, stderr=subprocess.STDOUT, cwd=cwd, timeout=300,
+                           env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    raw = log.read_bytes()  # bytes: reading text would turn each "\r" into "\n"
+    text = raw.decode()
+    assert r.returncode == 0, text[-3000:]
+    assert b"\r" not in raw, f"progress-bar bytes in the output: {raw[-2000:]!r}"
+    assert "not a git repository" not in text and "fatal:" not in text, text[-2000:]
+    lineage = json.loads((tmp_path / "report" / "lineage.json").read_text())
+    assert "reference" not in lineage["export"] and lineage["step"] == STEP
+    assert lineage["checkpoint"]["run_tag"] == RUN_TAG and lineage["checkpoint"]["step"] == STEP
+    val = next(m["val_loss"] for m in METRICS if m["step"] == STEP and "val_loss" in m)
+    assert lineage["in_loop"]["val_loss"] == {"value": val, "step": STEP}
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"Step {STEP} ·" in md and "Step ?" not in md
 
 
 # ------------------------------------------------------------------------------- what the report says about training

@@ -122,7 +122,8 @@ def test_lineage_json_is_the_documented_sidecar(tiny_checkpoint, tiny_export):
     assert lineage["model_sha256"] == on_disk["model.safetensors"]
     assert set(lineage["verification"]) == {"logits_max_abs_diff", "logits_tolerance", "tokenizer_texts",
                                             "tokenizer_match"}
-    assert lineage["model"] == {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64, "vocab_size": 50257}
+    assert lineage["model"] == {"descriptor": "tiny", "n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 64,
+                                "vocab_size": 50257}
     assert lineage["code_version"] == export_code_version()
     assert {"gpt2train_version", "git_commit", "created_at"} <= set(lineage)
 

@@ -1,9 +1,11 @@
 """NaN or Inf in the loss or the gradients: the update is skipped and counted, and after
 train.max_nonfinite_steps such steps in a row the run stops, naming the step and the last good
-checkpoint.
+checkpoint. Every skipped update (these, and loss spikes under llm.c's -sl) keeps the checkpoint
+saved before it out of train.keep_last's pruning.
 
 The faults are injected into the real model: its forward returns a NaN loss on chosen steps,
-or an autograd identity whose backward turns every gradient to Inf (the loss stays finite).
+an autograd identity whose backward turns every gradient to Inf (the loss stays finite), or the
+loss times 1000 (a spike: finite, far above the steps before it).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import math
 import pytest
 import torch
 
+from gpt2train import failpoints
 from gpt2train import model as model_module
 from gpt2train.config import load_config
 from gpt2train.errors import TrainingDiverged
 from gpt2train.train import main
+from gpt2train.training import outliers
+from gpt2train.training.checkpoint import CheckpointState
 from gpt2train.training.loop import train
-from tests.faults import loss_log, weights
+from tests.faults import loss_log, step_dirs, weights
 
 
 class _InfGradient(torch.autograd.Function):
@@ -35,15 +40,16 @@ class _InfGradient(torch.autograd.Function):
 
 @pytest.fixture
 def poison(monkeypatch):
-    """poison({step: "nan" | "inf"}): from then on, training micro-batches of those (1-based) optimizer
-    steps get a NaN loss or Inf gradients. Evaluation passes (model.eval()) are left alone."""
+    """poison({step: "nan" | "inf" | "spike"}): from then on, training micro-batches of those (1-based)
+    optimizer steps get a NaN loss, Inf gradients or a loss 1000 times its value (and so its gradients).
+    Evaluation passes (model.eval()) are left alone."""
 
     def install(plan: dict[int, str], micro_batches_per_step: int):
         real_forward = model_module.GPT.forward
         calls = {"n": 0}
 
-        def forward(self, idx, targets=None):
-            logits, loss = real_forward(self, idx, targets)
+        def forward(self, idx, targets=None, **kwargs):  # kwargs: the sampler's KV cache
+            logits, loss = real_forward(self, idx, targets, **kwargs)
             if not self.training or loss is None:
                 return logits, loss
             step = calls["n"] // micro_batches_per_step + 1
@@ -53,6 +59,8 @@ def poison(monkeypatch):
                 loss = loss * math.nan
             elif kind == "inf":
                 loss = _InfGradient.apply(loss)
+            elif kind == "spike":
+                loss = loss * 1000
             return logits, loss
 
         monkeypatch.setattr(model_module.GPT, "forward", forward)
@@ -164,3 +172,40 @@ def test_a_nan_grad_clip_stops_the_run_after_the_limit_naming_it(tiny_shards, tm
     with pytest.raises(TrainingDiverged, match=r"stopped at step 2: the loss, gradient norm, clip coefficient or "
                                                r"learning rate was NaN/Inf .*no checkpoint was written yet"):
         train(cfg)
+
+
+@pytest.mark.e2e  # 8 steps and a resume (~6 s): too long for the unit tier
+def test_the_checkpoint_before_each_instability_is_kept_through_a_crash_and_resume(tiny_shards, tmp_path, poison,
+                                                                                   monkeypatch):
+    """llm.c's users asked for the run "right before" it exploded: with train.keep_last=1, the checkpoint
+    before a NaN step and the one before a loss spike (-sl) stay on disk, marked in their state.json, and a
+    run that crashes and resumes keeps them; a NaN before any checkpoint says there is none to keep."""
+    # The spike is judged against the last 2 finite losses (llm.c's window is 128 steps, this run 6).
+    monkeypatch.setattr(outliers, "WINDOW", 2)
+    poison({1: "nan", 3: "nan", 5: "spike"}, micro_batches_per_step=1)
+    # The first launch dies after step 6's update, before its checkpoint: the run resumes from step 4.
+    monkeypatch.setattr(failpoints, "_points", failpoints._parse("train.step_done@6=raise"))
+    monkeypatch.setattr(failpoints, "_hits", {})
+    out = tmp_path / "run"
+    cfg = cfg_for(tiny_shards, out, "train.checkpoint_every=2", "train.keep_last=1", "train.skip_loss_z=100",
+                  "train.max_nonfinite_steps=0")
+    reported = []
+    with pytest.raises(failpoints.InjectedFault):
+        train(cfg, on_checkpoint=lambda path: reported.append(path.name))
+    # Each mark reports its checkpoint again (its record changed): after step 2's save, and after step 4's.
+    assert reported == ["step_00000002", "step_00000002", "step_00000004", "step_00000004"]
+    train(cfg)  # resumed: step 5 again, without the spike (the poison counts calls), and step 6
+    assert [p.name for p in step_dirs(out)] == ["step_00000002", "step_00000004", "step_00000006"]
+    marks = {p.name: CheckpointState.from_dir(p).before_instability for p in step_dirs(out)}
+    assert marks["step_00000002"].step == 3 and marks["step_00000004"].step == 5 and marks["step_00000006"] is None
+    assert marks["step_00000002"].reason == "loss nan, grad norm nan: not finite"
+    assert marks["step_00000004"].reason.startswith("loss z ") and "> train.skip_loss_z=100" in marks[
+        "step_00000004"].reason
+    log = (out / "main.log").read_text()
+    assert "instability at step 1 (loss nan, grad norm nan: not finite): no checkpoint was saved before it, " \
+           "so there is none to keep\n" in log
+    for step, kept in ((3, 2), (5, 4)):
+        line = next(x for x in log.splitlines() if f"instability at step {step} (" in x)
+        assert line.endswith(f"keeping {out / 'checkpoints' / f'step_{kept:08d}'}, the last checkpoint before it; "
+                             f"train.keep_last never deletes it"), line
+    assert "instability at step 5" not in log.split("resumed from")[-1]  # the resumed run's step 5 was fine

@@ -100,3 +100,26 @@ def test_logits_equal_huggingface_gpt2():
 def test_sequence_longer_than_context_is_an_error():
     with pytest.raises(ValueError, match="exceeds the model's context"):
         small_model()(torch.zeros(1, SMALL.block_size + 1, dtype=torch.long))
+
+
+def test_kv_cache_equals_running_the_whole_context():
+    from gpt2train.model import KVCache
+
+    model = small_model(5).eval()
+    block = model.config.block_size
+    idx = torch.randint(0, 50257, (2, 7))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = KVCache(model.config, 2, block, "cpu", torch.float32)
+        parts = [model(idx[:, a:b], cache=cache)[0] for a, b in ((0, 3), (3, 4), (4, 7))]  # a prefix, one, several
+        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+
+        def recompute(idx, n):  # generation as it was: the whole (cropped) context every step
+            for _ in range(n):
+                logits, _ = model(idx[:, -block:])
+                idx = torch.cat((idx, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+            return idx
+
+        # within the context, up to it exactly, and past it (the window slides)
+        for n in (5, block - idx.size(1), block + 9):
+            assert torch.equal(model.generate(idx, n, temperature=0), recompute(idx, n)), n

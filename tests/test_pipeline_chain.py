@@ -21,19 +21,33 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage.walk import walk_lineage
 from gpt2train.training.runs import find_checkpoints
 from pipelines.definitions import build_definitions
-from pipelines.runner import PipelineFailed, failure_cause, run_pipeline
-from pipelines.staleness import StaleStatus, stale_statuses
-from tests.fixtures.chain import CHAIN_ASSETS, ran
+from pipelines.runner import PipelineFailed, failure_cause, plan_stale_only, run_pipeline
+from pipelines.staleness import StaleStatus, stale_report
+from tests.commands import gpt2train
+from tests.fixtures.chain import CHAIN_ASSETS, pipeline_args, ran
 
 pytestmark = pytest.mark.e2e
 
 
 def statuses(cfg, instance) -> dict:
-    """Every (asset, partition)'s stale status; the bulk rules and Dagster's own resolver must agree."""
+    """Every (asset, partition)'s stale status; the bulk rules and Dagster's own resolver must agree,
+    on the causes too."""
     defs = build_definitions(cfg)
-    fast = stale_statuses(defs, instance)
-    assert fast == stale_statuses(defs, instance, bulk=False), "bulk statuses differ from Dagster's resolver"
-    return fast
+    fast = stale_report(defs, instance)
+    assert fast == stale_report(defs, instance, bulk=False), "bulk statuses differ from Dagster's resolver"
+    return {k: v.status for k, v in fast.items()}
+
+
+def assert_plan_was_followed(plan, summary) -> None:
+    """What `--stale-only --dry-run` said (plan_stale_only, asked before the run) is what the run did: every
+    pair it would run ran, and whatever else ran is one it said would be asked again after a rerun."""
+    ran_pairs = set(summary.ran)
+    would = {(a, k) for a, k, _ in plan.would_run}
+    assert would <= ran_pairs, (plan.would_run, summary.ran)
+    after = {(a, k) for a, k, _ in plan.after}
+    for asset, key in ran_pairs - would:
+        assert (asset, key) in after or any(asset in a.split(" + ") and k is None for a, k in after), \
+            (asset, key, plan)
 
 
 def test_chain_materializes_every_asset_with_lineage(materialized_chain, chain_instance):
@@ -75,6 +89,48 @@ def test_changing_nothing_makes_nothing_stale(chain_copy):
     assert ("training_run", None) in summary.skipped and ("eval_summary", None) in summary.skipped
 
 
+def test_stale_only_dry_run_says_what_would_run_and_why_and_runs_nothing(chain_copy):
+    """`gpt2train pipeline --stale-only --dry-run` after an `evals.limit` change (a new eval_report code
+    version) and a deleted export file: each pair it would run, with Dagster's cause or what the disk
+    lacks; what it would only decide after a rerun; and nothing written to the instance, no run."""
+    instance, data = chain_copy.instance, chain_copy.data
+    keys = sorted(instance.get_dynamic_partitions("checkpoints"))
+    files = sorted(instance.get_dynamic_partitions("corpus_files"))
+    plan = plan_stale_only(chain_copy.cfg(), instance)
+    assert plan.would_run == [] and plan.after == []
+    assert sorted(plan.fresh, key=str) == sorted(
+        [(a, f) for a in ("corpus", "token_shards") for f in files] + [("training_run", None)]
+        + [(a, k) for a in ("hf_export", "eval_report") for k in keys] + [("eval_summary", None)], key=str)
+
+    (data / "exports" / keys[0] / "model.safetensors").unlink()
+    runs_before, events_before = len(instance.get_runs()), _last_storage_id(instance)
+    r = gpt2train(*pipeline_args(chain_copy.root, "--stale-only", "--dry-run", "--set", "evals.limit=5"),
+                  env_extra=chain_copy.env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    would = sorted(line for line in lines if line.startswith("would run "))
+    assert len(would) == 3, r.stdout
+    assert would[0].startswith(f"would run   eval_report [{keys[0]}]: stale: has a new code version"), would
+    assert would[1].startswith(f"would run   eval_report [{keys[1]}]: stale: has a new code version"), would
+    assert would[2].startswith(f"would run   hf_export [{keys[0]}]: fresh in Dagster's records, but "), would
+    assert "model.safetensors" in would[2], would
+    assert [line.split(":")[0] for line in lines if line.startswith("then asks")] == ["then asks   eval_summary"]
+    assert f"would skip  hf_export [{keys[1]}] (fresh)" in lines and "would skip  training_run (fresh)" in lines
+    assert lines[-1].startswith("dry run: 3 (asset, partition) pair(s) would run now") and "no Dagster run" in lines[-1]
+    # Read only: no run, no event (no partition, manifest or check recorded), the export still missing.
+    assert len(instance.get_runs()) == runs_before and _last_storage_id(instance) == events_before
+    assert not (data / "exports" / keys[0] / "model.safetensors").exists()
+
+    r = gpt2train(*pipeline_args(chain_copy.root, "--dry-run"), env_extra=chain_copy.env(), timeout=600)
+    assert r.returncode == 2 and "add --stale-only" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _last_storage_id(instance) -> int | None:
+    """The newest event's id in the instance's event log: any write (a run's events, a partition, a
+    manifest, a check result) moves it."""
+    return instance.event_log_storage.get_maximum_record_id()
+
+
 def test_stale_only_rebuilds_what_is_gone_from_disk(chain_copy):
     """Dagster's records say fresh, the disk disagrees: a deleted export file, a deleted report and a
     truncated shard are rebuilt, and nothing else; a report changed in place at its own size is
@@ -88,7 +144,9 @@ def test_stale_only_rebuilds_what_is_gone_from_disk(chain_copy):
     size = shard.stat().st_size
     with open(shard, "r+b") as f:
         f.truncate(size - 2)
+    plan = plan_stale_only(cfg, instance)
     summary = run_pipeline(cfg, instance, stale_only=True)
+    assert_plan_was_followed(plan, summary)
     assert sorted(summary.ran) == sorted([("token_shards", manifest["key"]), ("hf_export", keys[0]),
                                           ("eval_report", keys[1])])
     assert shard.stat().st_size == size and (data / "reports" / keys[1] / "report.md").is_file()
@@ -127,7 +185,9 @@ def test_changing_the_eval_tasks_makes_only_evals_stale(chain_copy):
     stale = {k for k, s in statuses(changed, instance).items() if s != StaleStatus.FRESH}
     keys = instance.get_dynamic_partitions("checkpoints")
     assert stale == {("eval_report", k) for k in keys}
+    plan = plan_stale_only(changed, instance)
     summary = run_pipeline(changed, instance, stale_only=True)
+    assert_plan_was_followed(plan, summary)
     # 0-shot is what the harness ran before too: the same scores, so the summary it would redraw is
     # the same one (report_manifest's data version did not move) and stays fresh.
     assert sorted(summary.ran) == sorted([("eval_report", k) for k in keys])
@@ -142,7 +202,9 @@ def test_changing_the_shard_config_retrains_into_new_partitions(chain_copy):
     before = statuses(changed, instance)
     assert {k for k, s in before.items() if s != StaleStatus.FRESH} == {
         ("token_shards", k) for k in instance.get_dynamic_partitions("corpus_files")}
+    plan = plan_stale_only(changed, instance)
     summary = run_pipeline(changed, instance, stale_only=True)
+    assert_plan_was_followed(plan, summary)
     ran = {a for a, _ in summary.ran}
     assert ran == {"token_shards", "training_run", "hf_export", "eval_report", "eval_summary"}  # not corpus
     new_keys = set(instance.get_dynamic_partitions("checkpoints")) - old_keys

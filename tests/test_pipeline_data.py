@@ -57,10 +57,13 @@ def test_definitions_load(tiny_cfg):
                        "report_manifest": {"eval_report"}, "eval_summary": {"report_manifest"}}
     for external in ("shard_manifest", "checkpoint", "report_manifest"):  # recorded, never recomputed
         assert not graph.get(dg.AssetKey(external)).is_materializable
-    checks = {c.name for c in graph.asset_check_keys}
-    assert checks == {"header", "size_matches_header", "tokens_in_vocab", "sha256_matches_sidecar"}
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert checks == {("token_shards", n) for n in ("header", "size_matches_header", "tokens_in_vocab",
+                                                    "sha256_matches_sidecar")} | \
+        {(a, "stale_partitions") for a in ("corpus", "token_shards", "hf_export", "eval_report")}
     assert defs.resolve_job_def(DATA_JOB) and defs.resolve_job_def(SHARD_CHECKS_JOB)
     assert defs.resolve_sensor_def("corpus_files_sensor") and defs.resolve_sensor_def("checkpoints_sensor")
+    assert defs.resolve_sensor_def("stale_partitions_sensor")
     # The module the workspace loads builds too (default config: tiny).
     from pipelines.definitions import defs as lazy_defs
 

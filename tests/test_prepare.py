@@ -479,3 +479,54 @@ def test_failed_rerun_with_new_settings_leaves_every_earlier_shard_intact(tmp_pa
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before
     assert list(out.glob(".staging-*")) == []
+
+
+# ---------------------------------------------------------------- how much of the corpus validation takes
+
+
+def test_a_large_validation_share_is_told_once_with_its_numbers_and_setting(small_corpus, tmp_path, caplog):
+    """A first file smaller than a shard becomes validation whole, in both layouts: `prepare` says so in one
+    line with the numbers and the setting that changes it; the partition layout says it once, when the
+    last file of the corpus is sharded, and every partition's result carries the share so far."""
+    import logging
+
+    from gpt2train.data.stage import materialize_corpus_file, materialize_token_shards, prepare
+
+    sets = ("corpus.max_documents_per_file=6", "shards.shard_size=40000")  # 6 documents: ~30k tokens a file
+    cfg = make_cfg(tmp_path / "stream", small_corpus, *sets)
+    with caplog.at_level(logging.WARNING, logger="gpt2train"):
+        result = prepare(cfg, progress=False)
+    told = [r.getMessage() for r in caplog.records if "validation takes" in r.getMessage()]
+    val = result.shards[0]["tokens"]
+    assert result.shards[0]["split"] == "val" and [s["sources"][0]["key"] for s in result.shards][:1] == [FIRST]
+    assert len(told) == 1, told
+    assert told[0].startswith(f"validation takes {val / result.tokens:.1%} of the corpus's tokens: {val:,} of "
+                              f"{result.tokens:,} in 2 source file(s), all of {FIRST} (fewer tokens than a shard)")
+    assert "lower shards.shard_size (now 40,000" in told[0]
+
+    caplog.clear()
+    cfg = make_cfg(tmp_path / "parts", small_corpus, *sets)
+    keys = [FIRST, SECOND]
+    results = []
+    with caplog.at_level(logging.WARNING, logger="gpt2train"):
+        for key in keys:
+            materialize_corpus_file(cfg, key)
+            results.append(materialize_token_shards(cfg, key, progress=False, corpus_keys=keys))
+        materialize_token_shards(cfg, SECOND, progress=False, corpus_keys=keys)  # again: the same split, not told again
+    told = [r.getMessage() for r in caplog.records if "validation takes" in r.getMessage()]
+    first, second = results
+    assert [s["split"] for s in first["shards"]] == ["val"]  # the whole first file
+    assert first["validation"]["files_sharded"] == 1 and first["validation"]["share"] == 1.0
+    v = second["validation"]
+    assert (v["files_sharded"], v["files_in_corpus"], v["whole_files"]) == (2, 2, [FIRST])
+    assert v["val_tokens"] == first["tokens"] and v["total_tokens"] == first["tokens"] + second["tokens"]
+    assert len(told) == 1 and f"{v['val_tokens']:,} of {v['total_tokens']:,} in 2 source file(s)" in told[0], told
+    assert "or set shards.val_file" in told[0]
+
+    # Validation that takes one shard of a large file and a small share says nothing.
+    big = make_cfg(tmp_path / "quiet", small_corpus, "corpus.max_documents_per_file=60", "shards.shard_size=20000")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gpt2train"):
+        result = prepare(big, progress=False)
+    assert result.shards[0]["tokens"] / result.tokens < 0.1
+    assert not [r for r in caplog.records if "validation takes" in r.getMessage()]

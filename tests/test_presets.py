@@ -14,7 +14,8 @@ import pytest
 
 from evals.published import published_baselines
 from evals.report import model_size
-from gpt2train.config import CONFIG_DIR, load_config
+from gpt2train.config import load_config
+from gpt2train.config_paths import CONFIG_DIR
 from gpt2train.errors import DataError
 from gpt2train.training.hellaswag import HELLASWAG_VAL_URL, load_hellaswag, local_hellaswag_file
 from gpt2train.training.llmc import header_launch_command, parse_launch_command, preset_differences

@@ -1,8 +1,8 @@
 """The README's CLI examples, run as written, offline, in a fresh copy of the checkout.
 
 The copy (every file git would commit, beside a `shared` link to ../shared) makes the commands'
-relative paths — `data/...`, the presets' `../data` and `../../shared/...` — land in a temporary
-folder, as they would in a new clone, and never in this checkout's own data/. `gpt2train` is this
+relative paths — `data/...`, the presets' `data` and `../shared/...`, which are the working
+directory's — land in a temporary folder, as they would in a new clone, and never in this checkout's own data/. `gpt2train` is this
 environment's console script pointed at the copy (PYTHONPATH).
 
 Lines marked "online only" need the Hugging Face Hub and are skipped (their download code is tested

@@ -217,6 +217,29 @@ def test_hellaswag_scorer_picks_the_lowest_mean_loss_ending(tmp_path):
     assert result == {"acc_norm": 0.5, "acc": 0.5, "n": 2}
 
 
+@pytest.fixture(scope="module")
+def hellaswag_reference():
+    """A small random GPT-2, 10 of the invented items (rows of unequal lengths), and its scores item by item."""
+    from gpt2train.model import GPT, GPTConfig
+    from gpt2train.training.hellaswag import load_hellaswag, score_hellaswag
+    from tests.paths import HELLASWAG
+
+    items = load_hellaswag(HELLASWAG, limit=10)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)).init_weights(1)
+    singles = [score_hellaswag(model, [item], "cpu") for item in items]  # the scorer as it was: an item a forward
+    reference = {k: sum(one[k] for one in singles) / len(items) for k in ("acc_norm", "acc")}
+    return model, items, {**reference, "n": len(items)}
+
+
+@pytest.mark.parametrize("batch_tokens", [1, 333, 4096])  # 1: an item a forward; 333: 1 or 2; 4096: all 10
+def test_batched_hellaswag_scores_equal_item_by_item(hellaswag_reference, batch_tokens):
+    from gpt2train.training.hellaswag import score_hellaswag
+
+    model, items, reference = hellaswag_reference
+    assert 0 < reference["acc_norm"] < 1  # right and wrong answers both, so a mixed-up item would show
+    assert score_hellaswag(model, items, "cpu", batch_tokens=batch_tokens) == reference
+
+
 def test_malformed_hellaswag_line_is_named(tmp_path):
     from gpt2train.errors import DataError
     from gpt2train.training.hellaswag import load_hellaswag

@@ -1,12 +1,15 @@
 """The real Dagster UI over a materialized chain: GraphQL says every asset is there and fresh,
-and headless Chromium shows all seven on the global lineage page.
+and headless Chromium shows all seven on the global lineage page; after an `evals.limit` change, the
+asset graph shows eval_report's stale partitions (its `stale_partitions` check, pipelines/stale_checks.py).
 
     pytest -m e2e tests/test_ui.py -q        # needs /usr/bin/chromium and `pip install playwright`
 
 The chain is the session's (tests/fixtures/chain.py: `gpt2train pipeline`, a persistent SQLite
 DAGSTER_HOME); `chain_ui` serves a copy of it with `dagster dev -w workspace.yaml` (tests/webserver.py)
-and the chain's config through GPT2TRAIN_SET: the same code versions, so nothing may show as stale. The
-last screenshot is also copied to bench/out/asset_graph.png to look at.
+and the chain's config through GPT2TRAIN_SET: the same code versions, so nothing may show as stale.
+`stale_ui` serves another copy with `evals.limit=5`: eval_report's code version moves, its partitions
+go stale, and stale_partitions_sensor (ticking in `dagster dev`'s daemon) records the check that carries
+them to the asset graph. The screenshots are also copied to bench/out/ to look at.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.chain import CHAIN_SETS, Chain
 from tests.paths import REPO
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +60,11 @@ PARTITIONED_DETAIL = """query Parts($key: AssetKeyInput!) { assetNodeOrError(ass
 
 RUNS = "{ runsOrError { __typename ... on Runs { results { runId status jobName } } } }"
 
+STALE_CHECK = """query Check($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetChecksOrError { __typename ... on AssetChecks { checks { name
+    executionForLatestMaterialization { status evaluation { severity description
+      metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } } } } } } } }"""
+
 
 def test_every_asset_is_materialized_and_fresh_in_the_ui(chain_ui):
     server, chain = chain_ui
@@ -89,6 +99,47 @@ def test_every_asset_is_materialized_and_fresh_in_the_ui(chain_ui):
         if name not in EXTERNAL:
             assert dict(zip(parts["partitionKeys"], parts["staleStatusByPartition"])) == \
                 dict.fromkeys(keys, "FRESH"), (name, parts["staleStatusByPartition"], parts["staleCausesByPartition"])
+
+
+def stale_partitions_check(server, asset: str) -> dict | None:
+    """The latest `stale_partitions` result the UI shows for `asset` (None before the sensor's tick)."""
+    node = server.graphql(STALE_CHECK, {"key": {"path": [asset]}})["assetNodeOrError"]
+    checks = {c["name"]: c for c in node["assetChecksOrError"]["checks"]}
+    return checks["stale_partitions"]["executionForLatestMaterialization"]
+
+
+def wait_for_check(server, asset: str, status: str, timeout: float = 180) -> dict:
+    """`asset`'s stale_partitions result once it has `status` (SUCCEEDED, FAILED): the chain's pipeline
+    recorded one, stale_partitions_sensor records another when it differs (the daemon ticks it every 30 s)."""
+    deadline = time.monotonic() + timeout
+    while (execution := stale_partitions_check(server, asset)) is None or execution["status"] != status:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{asset}'s stale_partitions is {execution} after {timeout:.0f} s, not {status}:\n"
+                        f"{server.log_tail()}")
+        time.sleep(2)
+    return execution
+
+
+@pytest.fixture(scope="module")
+def stale_ui(materialized_chain, tmp_path_factory):
+    """(the webserver, the chain it serves): the session's chain served with `evals.limit=5`, a new
+    eval_report code version; nothing rerun."""
+    from tests.webserver import dagster_dev
+
+    root = tmp_path_factory.mktemp("stale_ui") / "chain"
+    shutil.copytree(materialized_chain.root, root, symlinks=True)
+    chain = Chain(root, None)
+    env = {**os.environ, "DAGSTER_HOME": str(chain.home), "GPT2TRAIN_CONFIG": "tiny",
+           "GPT2TRAIN_SET": ";".join([f"data_dir={chain.data}", *CHAIN_SETS, "evals.limit=5"])}
+    with dagster_dev(REPO, env, root.parent / "dagster_dev.log") as server:
+        yield server, chain
+
+
+def test_every_partitioned_asset_has_a_passing_stale_partitions_check(chain_ui):
+    server, chain = chain_ui
+    for asset in ("corpus", "token_shards", "hf_export", "eval_report"):
+        execution = wait_for_check(server, asset, "SUCCEEDED")
+        assert execution["evaluation"]["description"] == "all 2 materialized partitions are fresh", execution
 
 
 def launch_chromium(playwright):
@@ -154,3 +205,63 @@ def test_lineage_page_shows_every_asset(chain_ui, tmp_path):
                 shutil.copyfile(shot, tmp)
                 os.replace(tmp, SCREENSHOT_COPY)
     assert shot.stat().st_size > 10_000
+
+
+def test_the_asset_graph_shows_eval_reports_stale_partitions_after_an_evals_limit_change(stale_ui, tmp_path):
+    """Nothing reran: `evals.limit` moved eval_report's code version, and within a sensor tick the
+    asset graph marks eval_report's checks with a warning while hf_export's pass; its checks page names
+    both stale partitions and the cause."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("drives Debian's /usr/bin/chromium: Linux only")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    server, chain = stale_ui
+    with chain.open_instance() as instance:
+        keys = sorted(instance.get_dynamic_partitions("checkpoints"))
+    failed = wait_for_check(server, "eval_report", "FAILED")
+    assert failed["evaluation"]["severity"] == "WARN"
+    assert failed["evaluation"]["description"] == f"2 of 2 partitions are stale: {keys[0]}, {keys[1]} " \
+                                                  "(has a new code version)", failed
+    table = {e["label"]: e.get("mdStr") for e in failed["evaluation"]["metadataEntries"]}["stale_partitions"]
+    assert all(f"| `{k}` | has a new code version |" in table for k in keys), table
+    for asset in ("corpus", "token_shards", "hf_export"):  # upstream of the change: fresh, and shown so
+        assert wait_for_check(server, asset, "SUCCEEDED")["evaluation"]["description"] == \
+            "all 2 materialized partitions are fresh"
+    assert len(server.graphql(RUNS)["runsOrError"]["results"]) == 6  # the chain's runs: the sensor ran none
+
+    shot = tmp_path / "stale_partitions.png"
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900}, device_scale_factor=2)
+            page.set_default_timeout(60_000)
+            # The evaluation group's graph: its nodes drawn in full, each with its "Asset checks" row.
+            page.goto(f"{server.url}/locations/gpt2train/asset-groups/evaluation", wait_until="domcontentloaded")
+            skip = page.get_by_role("button", name="Skip")  # a fresh browser's community dialog
+            try:
+                skip.wait_for(state="visible", timeout=10_000)
+                skip.click()
+            except PlaywrightTimeout:
+                pass
+            checks = {a: page.locator(f"svg foreignObject a[href='/assets/{a}?view=checks']")
+                      for a in ("hf_export", "eval_report")}
+            warning = checks["eval_report"].locator("[aria-label='warning_outline']")
+            try:
+                warning.wait_for(state="visible", timeout=60_000)
+            finally:
+                page.screenshot(path=str(shot), full_page=True)
+            assert checks["hf_export"].get_by_text("1 / 1 Passed").is_visible()
+            assert not checks["hf_export"].locator("[aria-label='warning_outline']").count()
+            # Its checks page: the result, naming the stale partitions and why.
+            checks["eval_report"].click()
+            page.get_by_text("stale_partitions", exact=True).first.wait_for(state="visible")
+            page.get_by_text(failed["evaluation"]["description"], exact=True).wait_for(state="visible")
+            page.screenshot(path=str(tmp_path / "stale_partitions_checks.png"), full_page=True)
+        finally:
+            browser.close()
+            for name in ("stale_partitions.png", "stale_partitions_checks.png"):
+                if (tmp_path / name).exists():
+                    copy = SCREENSHOT_COPY.with_name(name)
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(tmp_path / name, copy)

@@ -2,6 +2,7 @@
 training reads them with.
 
     corpus.py        list the source files of a local mirror or a Hub config; fetch one (hub.py downloads)
+    identity.py      what a corpus is named: the Hub dataset (or a mirror of it) only where it is one
     hub.py           the Hugging Face Hub: list a dataset config's files, download one resumably
     tokenizer.py     GPT-2's BPE (tiktoken), documents encoded in parallel with their <|endoftext|> prefix
     shards.py        llm.c's shard format: header, reading, validation, the hash check before training

@@ -16,6 +16,11 @@ Two layouts, one writer:
   `<prefix>_val_000000.bin`: the same tokens as llm.c's val shard whenever that file holds
   at least `shard_size` tokens (true for FineWeb-Edu's ~2 GB files at 100 M tokens).
 
+In either layout a first file smaller than `shard_size` becomes validation whole. When validation takes
+a whole source file or more than VAL_SHARE_NOTICE of the tokens, `validation_notice` says so in one line
+(gpt2train/data/stage.py logs it: `prepare` once its stream is written, the partition layout once every
+source file of the corpus is sharded, once per split).
+
 A run writes every shard and its sidecar `<shard>.bin.json` into a staging folder
 (`<out>/.staging-<pid>-<thread>/`) and moves the complete set into place at the end, so a
 failure leaves the previous run's shards exactly as they were; a partition's manifest
@@ -184,6 +189,69 @@ class ShardsResult:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / max(self.seconds, 1e-9)
+
+
+# llm.c's validation shard is the first `shard_size` tokens: a small corpus, or a first file smaller than
+# a shard, gives validation a large share of the tokens, all of that file among them, and no log line
+# said so (34% of a 3-file corpus was never trained on). Above this share, or when a whole source file is
+# validation, a notice names the numbers and the setting that changes them.
+VAL_SHARE_NOTICE = 0.10
+
+
+@dataclass
+class ValidationSplit:
+    """How much of a corpus the validation shard takes."""
+
+    val_tokens: int
+    total_tokens: int
+    whole_files: list[str]  # source files (keys) every token of which is validation
+    files: int              # source files counted
+    layout: str             # "stream" (`prepare`) or "partition" (the token_shards asset)
+
+    @property
+    def share(self) -> float:
+        return self.val_tokens / self.total_tokens if self.total_tokens else 0.0
+
+    def to_dict(self) -> dict:
+        return {"val_tokens": self.val_tokens, "total_tokens": self.total_tokens, "share": round(self.share, 6),
+                "whole_files": self.whole_files, "files": self.files}
+
+
+def stream_validation_split(shards: list[dict]) -> ValidationSplit:
+    """The split of one stream of shards (their sidecars, in order): shard 0 is validation."""
+    val = [s for s in shards if s["split"] == "val"]
+    in_val = [src["key"] for s in val for src in s["sources"]]
+    in_train = {src["key"] for s in shards if s["split"] != "val" for src in s["sources"]}
+    files = {src["key"] for s in shards for src in s["sources"]}
+    return ValidationSplit(sum(s["tokens"] for s in val), sum(s["tokens"] for s in shards),
+                           [k for k in dict.fromkeys(in_val) if k not in in_train], len(files), "stream")
+
+
+def partition_validation_split(manifests: list[dict]) -> ValidationSplit:
+    """The split over source files sharded one at a time (their partition manifests)."""
+    val = sum(s["tokens"] for m in manifests for s in m["shards"] if s["split"] == "val")
+    whole = [m["key"] for m in manifests if m["shards"] and all(s["split"] == "val" for s in m["shards"])]
+    return ValidationSplit(val, sum(m["tokens"] for m in manifests), whole, len(manifests), "partition")
+
+
+def validation_notice(split: ValidationSplit, cfg: Config) -> str | None:
+    """One line when validation takes a whole source file or more than VAL_SHARE_NOTICE of the tokens."""
+    if not split.val_tokens or (not split.whole_files and split.share <= VAL_SHARE_NOTICE):
+        return None
+    size = cfg.shards.shard_size
+    whole = ""
+    if split.whole_files:
+        names = ", ".join(split.whole_files[:3]) + (f" and {len(split.whole_files) - 3} more"
+                                                     if len(split.whole_files) > 3 else "")
+        whole = f", all of {names} (fewer tokens than a shard)"
+    if split.layout == "stream":
+        change = f"lower shards.shard_size (now {size:,}; the validation shard is the stream's first shard)"
+    else:
+        change = (f"lower shards.shard_size (now {size:,}; validation is the first shard of shards.val_file), or "
+                  f"set shards.val_file to a source file holding more than that")
+    return (f"validation takes {split.share:.1%} of the corpus's tokens: {split.val_tokens:,} of "
+            f"{split.total_tokens:,} in {split.files} source file(s){whole}; training never sees them. To "
+            f"change it, {change}")
 
 
 def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, *, layout: str = "stream",

@@ -18,16 +18,21 @@ import logging
 from pathlib import Path
 
 from gpt2train.config import Config, config_to_dict
+from gpt2train.data import hf_dataset
 from gpt2train.data.corpus import (
     READER_VERSIONS, CorpusRecord, check_source_key, fetch_source_file, list_source_files,
 )
+from gpt2train.data.identity import CorpusIdentity, corpus_identity
 from gpt2train.errors import DataError
 from gpt2train.failpoints import failpoint
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path,
 )
-from gpt2train.data.shard_writer import ShardsResult, write_partition_shards, write_shards
+from gpt2train.data.shard_writer import (
+    ShardsResult, ValidationSplit, partition_validation_split, stream_validation_split, validation_notice,
+    write_partition_shards, write_shards,
+)
 from gpt2train.layout import corpus_record_path, prepared_dir, shard_partition_manifest, shards_dir
 from gpt2train.locks import writer_lock
 
@@ -77,18 +82,34 @@ def write_corpus_record(cfg: Config, record: CorpusRecord) -> CorpusRecord:
     """Write the lineage record of a fetched source file (`corpus/records/<tag>.json`)."""
     key = record.key
     path = corpus_record_path(cfg.data_dir, key)
+    identity = corpus_identity(cfg.corpus, [key])
     write_json_atomic(path, {
         "artifact": "corpus_file",
         **record.to_dict(),
         # A download under the data dir is recorded relative to it; a local mirror elsewhere absolute.
         "local_path": recorded_path(record.local_path, Path(cfg.data_dir)),
         "data_dir": data_dir_field(path.parent, Path(cfg.data_dir)),
-        "config": {"corpus": config_to_dict(cfg.corpus)},
+        "dataset": identity.to_dict(),  # what the file is: a Hub dataset's (or its mirror's), or the user's own
+        "config": {"corpus": applied_corpus_settings(cfg, identity)},
         **provenance("corpus", corpus_code_version(cfg)),
     })
-    log.info("corpus file %s: %s documents, %s bytes, sha256 %s", key, record.documents, record.bytes,
-             record.sha256[:16])
+    log.info("corpus file %s (%s): %s documents, %s bytes, sha256 %s", key, identity.label, record.documents,
+             record.bytes, record.sha256[:16])
     return record
+
+
+def applied_corpus_settings(cfg: Config, identity: CorpusIdentity) -> dict:
+    """The corpus settings as a record keeps them: without the ones that named nothing for this source.
+    `dataset` and `name` default to FineWeb-Edu's for every source; kept, they would label a folder of the
+    user's own files (or another `hf-dataset:`) as FineWeb-Edu in the record and in `gpt2train lineage`.
+    `revision` applies to the Hub and hf-dataset sources only."""
+    settings = config_to_dict(cfg.corpus)
+    if identity.dataset is None or hf_dataset.is_dataset_source(cfg.corpus.source):
+        settings.pop("dataset", None)
+        settings.pop("name", None)
+    if cfg.corpus.source != "hub" and not hf_dataset.is_dataset_source(cfg.corpus.source):
+        settings.pop("revision", None)
+    return settings
 
 
 def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusRecord:
@@ -154,15 +175,49 @@ def val_file_key(cfg: Config) -> str:
     return key
 
 
-def materialize_token_shards(cfg: Config, key: str, progress: bool = True) -> dict:
-    """Tokenize source file `key` into its own shards (the asset's partition); returns its manifest."""
+def materialize_token_shards(cfg: Config, key: str, progress: bool = True,
+                             corpus_keys: list[str] | None = None) -> dict:
+    """Tokenize source file `key` into its own shards (the asset's partition); returns its manifest, with
+    `validation`: the corpus's validation split as far as it is sharded now (`corpus_validation_split`;
+    `corpus_keys`: the corpus's source files, default the configured ones)."""
     out = shards_dir(cfg.data_dir)
     # The manifest is written last and marks the partition complete; one lock per partition, as
     # partitions write disjoint shard files (the val shard belongs to the pinned val file's partition).
     with writer_lock(shard_partition_manifest(out, key), f"token shards of source file {key}"):
         record = load_corpus_record(cfg, key)
         failpoint("token_shards.started")  # the fault tests hold or kill a data run here
-        return write_partition_shards(record, out, cfg, is_val_file=(key == val_file_key(cfg)), progress=progress)
+        manifest = write_partition_shards(record, out, cfg, is_val_file=(key == val_file_key(cfg)), progress=progress)
+    keys = corpus_keys if corpus_keys is not None else [f.key for f in list_source_files(cfg.corpus)]
+    split, sharded = corpus_validation_split(cfg, keys)
+    if sharded == len(keys):
+        tell_validation_split(cfg, split)
+    return {**manifest, "validation": {**split.to_dict(), "files_sharded": sharded, "files_in_corpus": len(keys)}}
+
+
+def corpus_validation_split(cfg: Config, keys: list[str]) -> tuple[ValidationSplit, int]:
+    """(the validation split over the source files `keys` that have been sharded, how many have). The
+    val/train split is decided in the validation file's partition, the totals only once every file's is
+    written: partitions run side by side, in any order."""
+    out = shards_dir(cfg.data_dir)
+    paths = [shard_partition_manifest(out, k) for k in keys]
+    manifests = [read_json(p, "partition manifest") for p in paths if p.exists()]
+    return partition_validation_split(manifests), len(manifests)
+
+
+def tell_validation_split(cfg: Config, split: ValidationSplit) -> str | None:
+    """Log the validation notice (shard_writer.validation_notice) once per split: each partition of a
+    complete corpus computes the same split, and the first to get here tells it (`shards/validation_split.json`
+    records what was told). Returns the notice, or None when there is none or it was told already."""
+    told = shards_dir(cfg.data_dir) / "validation_split.json"
+    now = split.to_dict()
+    with writer_lock(told, "validation split record", wait=True):
+        if told.exists() and read_json(told, "validation split record") == now:
+            return None
+        write_json_atomic(told, now)
+    notice = validation_notice(split, cfg)
+    if notice:
+        log.warning(notice)
+    return notice
 
 
 def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = True) -> ShardsResult:
@@ -192,6 +247,9 @@ def _write_prepared(cfg: Config, records: list[CorpusRecord], out_dir: Path, pro
     stale = [p for p in sorted(out_dir.glob(f"{cfg.shards.prefix}_*.bin"))
              if _sidecar_layout(p) == "stream"] if out_dir.exists() else []
     result = write_shards(records, out_dir, cfg, layout="stream", progress=progress)
+    notice = validation_notice(stream_validation_split(result.shards), cfg)
+    if notice:
+        log.warning(notice)
     # A rerun with a larger shard size writes fewer files: drop the ones this run did not write.
     current = {s["file"] for s in result.shards}
     for old in stale:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from gpt2train.errors import Gpt2TrainError
 from gpt2train.export.model_card import model_card
 from gpt2train.export.tokenizer import write_gpt2_tokenizer
 from gpt2train.failpoints import failpoint
-from gpt2train.fileio import disk_full_error, is_disk_full, replace_dir, sha256_file, temp_path_for
+from gpt2train.fileio import (disk_full_error, fsync_files_alike, is_disk_full, replace_dir, sha256_file,
+                              temp_path_for)
 from gpt2train.layout import HF_CONFIG, HF_WEIGHTS, LINEAGE_FILE, MODEL_CARD, checkpoint_key
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_data_dir,
@@ -110,13 +110,16 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, key: s
                 "files": files,
                 "model_sha256": model_sha256,
                 "verification": verification,
-                "model": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
-                          "block_size": c.block_size, "vocab_size": c.vocab_size},
+                # The descriptor as the run recorded it (`d12`, `tiny`, `custom:L3-NH2-C64` for a shape
+                # taken from an init_from file), beside the shape it names.
+                "model": {"descriptor": ckpt.state.config.model.descriptor, "n_layer": c.n_layer,
+                          "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.block_size,
+                          "vocab_size": c.vocab_size},
                 **({"data_dir": data_dir_field(out_dir, data)} if data else {}),
                 **provenance("hf_export", export_ver),
             }
             (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
-            _chmod_and_fsync(tmp)
+            fsync_files_alike(tmp, like=HF_CONFIG)  # data on disk, every file readable alike, then the name
             replace_dir(tmp, out_dir)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -134,15 +137,6 @@ def _checkpoint_ref(ckpt: LoadedCheckpoint, key: str | None, data: Path | None) 
         "path": recorded_path(ckpt.path, data), "key": key or _checkpoint_key(ckpt.path),
         "step": ckpt.state.step, "model_sha256": ckpt.model_sha256, "run_tag": ckpt.state.run_tag,
     }
-
-
-def _chmod_and_fsync(tmp: Path) -> None:
-    # transformers 5 writes model.safetensors 0600, the others per the umask: make them alike.
-    mode = (tmp / HF_CONFIG).stat().st_mode & 0o777
-    for f in tmp.iterdir():  # data on disk before the directory appears under its final name
-        f.chmod(mode)
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def exported_checkpoint(lineage: dict, export_dir: str | Path) -> Path | None:

@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpt2train.data.identity import CorpusIdentity, checkpoint_corpus_identity
 from gpt2train.data.tokenizer import EOT_TOKEN
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.hub_models import is_hub_model, parse_hub_model
@@ -67,14 +68,15 @@ def model_card(ckpt: LoadedCheckpoint, checkpoint_ref: dict, verification: dict,
             + _lineage(state.lineage or TrainingLineage(), checkpoint_ref, model_sha256, export_ver, out_dir)
             + _how_to_load(out_dir))
     # Parsed back before it is written: what the Hub (and ModelCard.load) will read is what was meant.
-    return str(ModelCard(_card_text(card_data(state.config), body)))
+    return str(ModelCard(_card_text(card_data(state.config, checkpoint_corpus_identity(state.record)), body)))
 
 
-def card_data(config: RecordedConfig) -> ModelCardData:
-    """The YAML header the Hub reads: library, license, task, tags, the training dataset, the base model."""
+def card_data(config: RecordedConfig, corpus: CorpusIdentity | None) -> ModelCardData:
+    """The YAML header the Hub reads: library, license, task, tags, the training dataset (only where the
+    corpus is a Hub dataset or a mirror of it: gpt2train/data/identity.py), the base model."""
     from huggingface_hub import ModelCardData
 
-    dataset = config.corpus_dataset
+    dataset = corpus.dataset if corpus else None
     return ModelCardData(library_name="transformers", license=LICENSE, pipeline_tag="text-generation",
                          tags=list(TAGS), datasets=[dataset] if dataset else None,
                          base_model=base_model(_init_from(config)))

@@ -179,6 +179,8 @@ def _checkpoint_summary(state: CheckpointState | None) -> dict[str, str]:
         summary["run_tag"] = state.run_tag
     if state.lineage:
         summary["shards"] = f"{len(state.lineage.train_shards)} train + {len(state.lineage.val_shards)} val"
+    if state.before_instability:
+        summary["kept"] = state.before_instability.describe()
     return summary
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2train import __version__
-from gpt2train.config import REPO_ROOT
+from gpt2train.config_paths import REPO_ROOT
 from gpt2train.lineage.stage_versions import STAGE_VERSIONS
 
 
@@ -38,20 +38,33 @@ def code_version(stages: list[str], settings: dict[str, Any]) -> str:
 
 @functools.cache
 def git_commit() -> str | None:
-    """The checkout's HEAD commit, suffixed `-dirty` if tracked files differ; None outside git."""
+    """The checkout's HEAD commit, suffixed `-dirty` if tracked files differ; None when gpt2train is not
+    running from a git checkout of its own (an installed package, or a copy without .git). Only a
+    checkout whose top level is REPO_ROOT counts: a package installed into a virtual environment that lies
+    inside some other repository must not record that repository's commit. git's own messages ("fatal:
+    not a git repository") are captured, never printed."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--show-toplevel", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        lines = head.stdout.split()
+        if head.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != Path(REPO_ROOT).resolve():
             return None
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()
-        return head.stdout.strip() + ("-dirty" if dirty else "")
+        return lines[1] + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def code_origin() -> str:
+    """Where the code that made an artifact came from, in words: the git commit of a checkout, or, outside
+    one, the installed package's version (all there is to name it by)."""
+    commit = git_commit()
+    if commit:
+        return f"git checkout at commit {commit}"
+    return f"installed package gpt2train {__version__} (not a git checkout, so no commit is recorded)"
 
 
 def provenance(stage: str, code_ver: str) -> dict[str, Any]:
@@ -61,6 +74,7 @@ def provenance(stage: str, code_ver: str) -> dict[str, Any]:
         "code_version": code_ver,
         "gpt2train_version": __version__,
         "git_commit": git_commit(),
+        "code_origin": code_origin(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -22,6 +22,13 @@ temp directory and says so (`CheckpointDiskFull`). Pruning renames a checkpoint 
 `step_*` namespace before deleting it, so a crash mid-delete never leaves a partial
 directory that looks complete. Loading uses safetensors and `torch.load(weights_only=True)`.
 The `failpoint`s mark where the fault tests kill a save (tests/test_fault_kill_resume.py).
+
+A checkpoint kept for an instability: when an update is skipped (a non-finite step, or an outlier
+under llm.c's -sl / -sg), the newest complete checkpoint saved before it is marked in its state.json
+(`before_instability`: the step and why; `mark_before_instability`, temp name + rename) and pruning
+(keep_last, llm.c's -nk) never deletes it: the run as it was right before the explosion stays on
+disk, however many checkpoints follow. The mark is the one change to a checkpoint after its DONE;
+its weights, and so its content hash, stay as they were.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from gpt2train.errors import DataError, Gpt2TrainError
 from gpt2train.failpoints import failpoint
-from gpt2train.fileio import is_disk_full, read_json, replace_dir, sha256_file, write_json_atomic
+from gpt2train.fileio import (fsync_files_alike, is_disk_full, read_json, replace_dir, sha256_file,
+                              write_json_atomic)
 from gpt2train.layout import (
     CHECKPOINT_DONE, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, STALE_STEP_DIRS, STEP_DIR, loader_state_name,
     optimizer_shard_name, rng_state_name, step_deleting_dir, step_dir, step_temp_dir,
@@ -95,9 +103,9 @@ def save_checkpoint(root: str | Path, step: int, *, model_state: dict[str, torch
             write_json_atomic(tmp / CHECKPOINT_STATE, {"artifact": "checkpoint", "step": step, **(state or {}),
                                                        "model_sha256": sha256_file(tmp / CHECKPOINT_WEIGHTS)})
             failpoint("checkpoint.state_written")
-            for f in tmp.iterdir():  # data on disk before the directory claims to be complete
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+            # data on disk before the directory claims to be complete; the weights (safetensors: 0600) as
+            # readable as the state and optimizer files, for the export and eval processes of other users
+            fsync_files_alike(tmp, like=CHECKPOINT_STATE)
             (tmp / DONE).write_text("complete\n")
             failpoint("checkpoint.done_written")
             replace_dir(tmp, final)  # the same step saved again replaces the old one whole
@@ -164,7 +172,6 @@ class RecordedConfig:
     keys it no longer has."""
 
     data_dir: str | None = None
-    corpus_dataset: str | None = None
     model: RecordedModel = RecordedModel()
     train: RecordedTrain | None = None  # None: the record has no (or an empty) config.train
 
@@ -180,6 +187,23 @@ class TrainingLineage:
     code_version: str | None = None
     git_commit: str | None = None
     gpt2train_version: str | None = None
+
+
+BEFORE_INSTABILITY = "before_instability"  # state.json's key for the mark (see the module docstring)
+
+
+@dataclass(frozen=True)
+class InstabilityMark:
+    """state.json's `before_instability`: this is the newest checkpoint saved before update `step`, the
+    first one skipped after it (a non-finite step, or an outlier under train.skip_loss_z / skip_grad_z)."""
+
+    step: int
+    reason: str | None = None  # e.g. `loss z 41.3 > train.skip_loss_z=5`, `loss nan, grad norm nan: not finite`
+
+    def describe(self) -> str:
+        """`last checkpoint before the instability at step 5 (loss z 41.3 > train.skip_loss_z=5)`."""
+        return f"last checkpoint before the instability at step {self.step}" + (
+            f" ({self.reason})" if self.reason else "")
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,7 @@ class CheckpointState:
     kernels: str | None       # the hot-path ops it was trained with: triton or torch
     config: RecordedConfig
     lineage: TrainingLineage | None  # None: the record has no (or an empty) lineage
+    before_instability: InstabilityMark | None = None  # kept out of pruning: the last one before an instability
 
     @property
     def run_tag(self) -> str | None:
@@ -214,12 +239,13 @@ class CheckpointState:
         config = _mapping(record.get("config"))
         model, train = _mapping(config.get("model")), _mapping(config.get("train"))
         lineage = _mapping(record.get("lineage"))
+        mark = _mapping(record.get(BEFORE_INSTABILITY))
         return cls(
             record=record, step=record.get("step"), model_sha256=record.get("model_sha256"),
             loss=record.get("loss"), val_loss=record.get("val_loss"), created_at=record.get("created_at"),
             world=record.get("world"), kernels=record.get("kernels"),
             config=RecordedConfig(
-                data_dir=config.get("data_dir"), corpus_dataset=_mapping(config.get("corpus")).get("dataset"),
+                data_dir=config.get("data_dir"),
                 model=RecordedModel(descriptor=model.get("descriptor"), block_size=model.get("block_size")),
                 train=RecordedTrain(**{f.name: train.get(f.name) for f in fields(RecordedTrain)}) if train else None),
             lineage=TrainingLineage(
@@ -228,6 +254,8 @@ class CheckpointState:
                 val_shards=tuple(lineage.get("val_shards") or ()),
                 code_version=lineage.get("code_version"), git_commit=lineage.get("git_commit"),
                 gpt2train_version=lineage.get("gpt2train_version")) if lineage else None,
+            before_instability=InstabilityMark(step=mark["step"], reason=mark.get("reason"))
+            if isinstance(mark.get("step"), int) else None,
         )
 
     @classmethod
@@ -329,16 +357,44 @@ def restore_rng(rng: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(rng["cuda"])
 
 
+def mark_before_instability(root: str | Path, step: int, reason: str) -> tuple[Path | None, bool]:
+    """Mark the newest complete checkpoint in `root` saved before update `step` (its step < `step`) as the
+    last before the instability at `step`, so that pruning keeps it. Returns (that checkpoint, or None when
+    there is none; whether the mark is new). A checkpoint already marked keeps its first instability's
+    step: a run that keeps skipping, or is resumed and meets the same instability again, marks nothing new.
+    state.json is rewritten under a temp name and renamed: a crash leaves the old record or the new one."""
+    before = [p for p in complete_checkpoints(root) if int(STEP_DIR.match(p.name)[1]) < step]
+    if not before:
+        return None, False
+    path = before[-1]
+    record = read_json(path / CHECKPOINT_STATE, "checkpoint state")
+    if CheckpointState.from_record(record).before_instability is not None:
+        return path, False
+    record[BEFORE_INSTABILITY] = {"step": step, "reason": reason}
+    write_json_atomic(path / CHECKPOINT_STATE, record)
+    return path, True
+
+
+def kept_before_instability(checkpoint: Path) -> InstabilityMark | None:
+    """The checkpoint's mark, or None (also when its state.json cannot be read: pruned as any other)."""
+    try:
+        return CheckpointState.from_record(read_json(checkpoint / CHECKPOINT_STATE, "checkpoint state")
+                                           ).before_instability
+    except (OSError, DataError):
+        return None
+
+
 def prune_checkpoints(root: str | Path, keep_last: int, major_every: int = 0) -> list[Path]:
     """Delete complete checkpoints beyond the newest `keep_last`, sparing steps that are multiples of
-    `major_every` (llm.c's -nk / -nm). Returns the deleted directories. keep_last <= 0 keeps all."""
+    `major_every` (llm.c's -nk / -nm) and the last checkpoint before each instability
+    (`mark_before_instability`). Returns the deleted directories. keep_last <= 0 keeps all."""
     if keep_last <= 0:
         return []
     done = complete_checkpoints(root)
     deleted = []
     for p in done[:-keep_last]:
         step = int(STEP_DIR.match(p.name)[1])
-        if major_every and step % major_every == 0:
+        if (major_every and step % major_every == 0) or kept_before_instability(p) is not None:
             continue
         # Out of the step_* namespace first (one atomic rename), then deleted: a crash mid-delete
         # leaves a `.step_*.deleting` folder that the next save removes, never a partial step_*.

@@ -3,27 +3,29 @@
     checkpointer = CheckpointManager(root, state, cfg, d, kernels, lineage, on_checkpoint)
     resumed_from = checkpointer.load()   # the newest complete checkpoint (train.resume), or None
     checkpointer.save(step)              # collective: every rank writes its files; pruned, then reported
+    checkpointer.keep_before_instability(step, reason)  # rank 0: an update was skipped; keep the one before it
 
 What is saved is what is loaded: the weights, this rank's optimizer state (its ZeRO-1 shard), loader
 position and torch RNG state, the update guard, the step and its losses, beside the run's config and
 lineage. The files and their atomic write are training/checkpoint.py's; this module decides what goes
-into them and what a resume does with them.
+into them and what a resume does with them, and which checkpoint an instability keeps.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpt2train.config import Config, config_to_dict
-from gpt2train.errors import ConfigError
+from gpt2train.errors import ConfigError, Gpt2TrainError
 from gpt2train.layout import step_dir
 from gpt2train.lineage.records import data_dir_field
 from gpt2train.training.checkpoint import (
-    CheckpointState, latest_checkpoint, load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint,
+    CheckpointState, kept_before_instability, latest_checkpoint, load_checkpoint, mark_before_instability,
+    prune_checkpoints, restore_rng, save_checkpoint,
 )
 from gpt2train.training.distributed import Dist
 
@@ -44,6 +46,8 @@ class CheckpointManager:
     kernels: str       # the hot-path ops this process runs (train.kernels resolved): triton or torch
     lineage: dict      # what the run was made from, the same in every checkpoint (loop.py: run_lineage)
     on_checkpoint: Callable[[Path], None] | None = None  # called on rank 0 with each complete checkpoint
+    # The checkpoints an instability met in this process (None: none before it), each logged once.
+    noted: set[Path | None] = field(default_factory=set, repr=False)
 
     def save(self, step: int) -> Path:
         """The checkpoint of `step` (every rank writes its optimizer shard), pruned to train.keep_last
@@ -57,6 +61,33 @@ class CheckpointManager:
             log.info("checkpoint %s", path)
             if self.on_checkpoint is not None:
                 self.on_checkpoint(path)
+        return path
+
+    def keep_before_instability(self, step: int, reason: str) -> Path | None:
+        """Update `step` was skipped (`reason`: a non-finite value, or an outlier under train.skip_loss_z /
+        skip_grad_z): mark the newest complete checkpoint before it so that train.keep_last never prunes
+        it, say so in one line and report it again to `on_checkpoint` (its record changed). Rank 0 only.
+        A failure to mark is a warning: the run goes on, as it would have without the mark."""
+        try:
+            path, new = mark_before_instability(self.root, step, reason)
+        except (OSError, Gpt2TrainError) as e:
+            log.warning("instability at step %d (%s): could not mark the checkpoint before it as kept: %s",
+                        step, reason, e)
+            return None
+        if new:
+            log.warning("instability at step %d (%s): keeping %s, the last checkpoint before it; "
+                        "train.keep_last never deletes it", step, reason, path)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(path)
+        elif path not in self.noted:
+            if path is None:
+                log.warning("instability at step %d (%s): no checkpoint was saved before it, so there is none "
+                            "to keep", step, reason)
+            else:
+                mark = kept_before_instability(path)
+                log.info("instability at step %d (%s): %s is kept already, as the %s", step, reason, path,
+                         mark.describe() if mark else "last checkpoint before an earlier instability")
+        self.noted.add(path)
         return path
 
     def record(self, step: int) -> dict:

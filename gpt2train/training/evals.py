@@ -20,7 +20,8 @@ from gpt2train.data.loader import ShardLoader
 from gpt2train.model import GPT
 from gpt2train.sample import sample
 from gpt2train.training.distributed import Dist
-from gpt2train.training.hellaswag import HellaSwagItem, load_hellaswag, local_hellaswag_file, score_hellaswag
+from gpt2train.training.hellaswag import (MAX_BATCH_TOKENS, HellaSwagItem, load_hellaswag, local_hellaswag_file,
+                                          score_hellaswag)
 from gpt2train.training.plots import plot_training
 from gpt2train.training.runs import MetricsLog
 
@@ -96,7 +97,8 @@ class InLoopEvals:
         hs_due = self.hellaswag is not None and step > 0 and self.due(step, hellaswag_every(t))  # llm.c: not at 0
         if hs_due:
             with self.autocast():
-                hs = score_hellaswag(self.model, self.hellaswag, self.device, d.rank, d.world)
+                hs = score_hellaswag(self.model, self.hellaswag, self.device, d.rank, d.world,
+                                     batch_tokens=min(t.batch_size * t.seq_len, MAX_BATCH_TOKENS))
             self.metrics.write({"step": step, "hellaswag_acc_norm": hs["acc_norm"], "hellaswag_acc": hs["acc"],
                                 "hellaswag_n": hs["n"]})
             if d.is_main:

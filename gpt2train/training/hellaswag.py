@@ -29,12 +29,15 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from gpt2train.config import is_url
+from gpt2train.config_paths import is_url
 from gpt2train.errors import DataError
 from gpt2train.fileio import atomic_output
 from gpt2train.layout import hellaswag_download
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+# Most positions one in-loop HellaSwag forward pass takes: their fp32 logits over GPT-2's padded
+# 50,304-token vocabulary are 0.8 GB, on top of what training holds.
+MAX_BATCH_TOKENS = 4096
 
 
 @dataclass
@@ -89,9 +92,43 @@ def load_hellaswag(path: str | Path, limit: int = 0) -> list[HellaSwagItem]:
     return items
 
 
+def item_rows(item: HellaSwagItem, enc, block: int) -> list[tuple[list[int], int]]:
+    """The item's 4 rows: (context + ending tokens, cut to the last `block`; how many end the row as the ending)."""
+    ctx = enc.encode_ordinary(item.ctx)
+    rows = []
+    for ending in item.endings:
+        end = enc.encode_ordinary(" " + ending)
+        tokens = (ctx + end)[-block:]
+        rows.append((tokens, min(len(end), len(tokens))))
+    return rows
+
+
+def item_batches(items: list[HellaSwagItem], enc, block: int, batch_tokens: int):
+    """`items` in consecutive groups whose 4 rows each, right-padded to the group's longest, hold at most
+    `batch_tokens` tokens (always at least one item): [(items, [(tokens, ending length)] * 4 per item)]."""
+    group, rows, width = [], [], 0
+    for item in items:
+        mine = item_rows(item, enc, block)
+        wider = max(width, *(len(t) for t, _ in mine))
+        if group and 4 * (len(group) + 1) * wider > batch_tokens:
+            yield group, rows
+            group, rows, wider = [], [], max(len(t) for t, _ in mine)
+        group.append(item)
+        rows += mine
+        width = wider
+    if group:
+        yield group, rows
+
+
 @torch.no_grad()
-def score_hellaswag(model, items: list[HellaSwagItem], device: str, rank: int = 0, world: int = 1) -> dict:
-    """{'acc_norm', 'acc', 'n'} over `items`; ranks split the items and the counts are all-reduced."""
+def score_hellaswag(model, items: list[HellaSwagItem], device: str, rank: int = 0, world: int = 1,
+                    batch_tokens: int = MAX_BATCH_TOKENS) -> dict:
+    """{'acc_norm', 'acc', 'n'} over `items`; ranks split the items and the counts are all-reduced.
+
+    Several items go through one forward pass (up to `batch_tokens` tokens, padding included: the
+    logits of that many positions are what it costs in memory), right-padded: attention is causal,
+    so a row's padding cannot change its scored positions. The counts stay on the device until the
+    end, so the host waits on the device once per call, not once per item."""
     from gpt2train.data.tokenizer import get_encoding
 
     enc = get_encoding("gpt2")
@@ -99,29 +136,24 @@ def score_hellaswag(model, items: list[HellaSwagItem], device: str, rank: int = 
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, device=device)  # correct_norm, correct, n
-    for item in items[rank::world]:
-        ctx = enc.encode_ordinary(item.ctx)
-        rows, masks = [], []
-        for ending in item.endings:
-            end = enc.encode_ordinary(" " + ending)
-            tokens = (ctx + end)[-block:]
-            rows.append(tokens)
-            masks.append([0] * (len(tokens) - len(end)) + [1] * len(end))
-        width = max(map(len, rows))
-        x = torch.zeros(4, width, dtype=torch.long, device=device)
-        m = torch.zeros(4, width, device=device)
-        for i, (r, mk) in enumerate(zip(rows, masks)):
-            x[i, : len(r)] = torch.tensor(r)
-            m[i, : len(mk)] = torch.tensor(mk, dtype=torch.float)
+    for group, rows in item_batches(items[rank::world], enc, block, batch_tokens):
+        width = max(len(tokens) for tokens, _ in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width)
+        for i, (tokens, ending) in enumerate(rows):
+            x[i, : len(tokens)] = torch.tensor(tokens)
+            mask[i, len(tokens) - ending: len(tokens)] = 1
+        x, mask = x.to(device), mask[:, 1:].to(device)
+        labels = torch.tensor([item.label for item in group], device=device)
         logits, _ = model(x)
-        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (4, W-1)
-        mask = m[:, 1:]
-        summed = (losses * mask).sum(1)
-        counts[0] += int((summed / mask.sum(1)).argmin().item() == item.label)
-        counts[1] += int(summed.argmin().item() == item.label)
-        counts[2] += 1
+        losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (4B, W-1)
+        summed = (losses * mask).sum(1).view(-1, 4)
+        mean = summed / mask.sum(1).view(-1, 4)
+        counts[0] += (mean.argmin(1) == labels).sum()
+        counts[1] += (summed.argmin(1) == labels).sum()
+        counts[2] += len(group)
     if world > 1:
         dist.all_reduce(counts)
     model.train(was_training)
-    n = counts[2].item()
-    return {"acc_norm": counts[0].item() / n, "acc": counts[1].item() / n, "n": int(n)}
+    correct_norm, correct, n = counts.tolist()
+    return {"acc_norm": correct_norm / n, "acc": correct / n, "n": int(n)}

@@ -51,8 +51,12 @@ PATH_FLAGS = ("-i", "-j", "-o")
 
 def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """Split llm.c-style `-x VALUE` pairs out of argv: (remaining argv, `--set` overrides).
-    `-e` with a path (an llm.c model file, one of our checkpoints, a Hugging Face GPT-2 directory)
-    initialises from it, as llm.c's `-e model.bin`; otherwise it is a descriptor (`-e d12`)."""
+    `-e` with a path (an llm.c model file, one of our checkpoints, a Hugging Face GPT-2 directory) or a
+    Hub id `hf:<owner>/<name>` initialises from it and takes its shape, as llm.c's `-e model.bin` builds
+    the model from the file's header (model.descriptor `custom`: gpt2train/config_checks.py); otherwise
+    it is a descriptor (`-e d12`). Numbers pass as llm.c's users type them: `-l 6e-4` and `-l 0.0006`
+    are the same float (gpt2train/config.py `_check`); an int flag takes digits only (`-x 1e5` is
+    refused, where llm.c's atoi would read 1)."""
     rest, overrides, i = [], [], 0
     while i < len(argv):
         flag = argv[i]
@@ -61,8 +65,9 @@ def llmc_args_to_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
             i += 2
             if key is None:
                 continue  # -ge
-            if key == "model.descriptor" and Path(value).exists():  # llm.c's -e gpt2_124M.bin
-                key = "train.init_from"
+            if key == "model.descriptor" and (Path(value).exists() or value.startswith("hf:")):
+                overrides += [f"train.init_from={value}", "model.descriptor=custom"]  # llm.c's -e gpt2_124M.bin
+                continue
             if key in _LLMC_BOOL:
                 value = "true" if value not in ("0", "false") else "false"
             if key == "train.hellaswag_every":

@@ -4,7 +4,7 @@
     take_run_dir       one trainer per run directory (rank 0 holds its lock for the job)
     resume             the checkpointer (checkpointer.py) loads the newest complete checkpoint in `out_dir`, if any
     fit                the loop: train_step, metrics (and train.loggers: trackers.py), evals (evals.py),
-                       checkpoints
+                       checkpoints; a skipped update keeps the checkpoint before it (checkpointer.py)
     train_step         one update: micro-batches, all-reduce, clipping, the update guard (step.py), AdamW
 
 Every step: `grad_accum` micro-batches of B x T per process, grad-norm clipping, the learning rate
@@ -21,6 +21,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +54,7 @@ from gpt2train.training.parallelize import (
 )
 from gpt2train.training.run_identity import RunIdentity, check_run_dir, run_identity, shard_globs, shard_lineage
 from gpt2train.training.schedule import learning_rate
-from gpt2train.training.step import StepResult, UpdateGuard, memory_mb, peak_memory_mb
+from gpt2train.training.step import StepResult, UpdateGuard, clip_gradients, memory_mb, peak_memory_mb
 from gpt2train.training.trackers import TrackedMetricsLog, Trackers, start_trackers
 from gpt2train.weights import load_state_dict
 
@@ -98,7 +99,8 @@ class TrainSummary:
 
 def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> TrainSummary:
     """Run (or resume) the configured training; returns a summary of the final step.
-    `on_checkpoint(path)` is called on rank 0 after each complete checkpoint (e.g. to report it)."""
+    `on_checkpoint(path)` is called on rank 0 after each complete checkpoint (e.g. to report it), and
+    again when an instability marks it as the last before it (its state.json changed, its weights not)."""
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     d = init_distributed(device_type)
     device = f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu"
@@ -223,6 +225,8 @@ class Trainer:
                 log.info("step %4d/%d | loss %.6f | norm %.4f | lr %.2e | %.1f ms%s | %.0f tok/s | ETA %s",
                          done, self.max_steps, r.loss, r.norm, r.lr, r.ms, mfu_text, tok_s, eta)
 
+            if r.skipped and d.is_main:  # an instability: the checkpoint before it is never pruned
+                self.checkpointer.keep_before_instability(done, instability_reason(r, s.guard, t))
             failpoint("train.step_done")
             in_a_row, limit = s.guard.nonfinite_in_a_row, t.max_nonfinite_steps
             if r.nonfinite and limit and in_a_row >= limit:
@@ -269,11 +273,7 @@ class Trainer:
                 (loss / accum).backward()
             loss_sum += loss.detach()
         loss_value = (d.all_reduce(loss_sum) / (accum * d.world)).item()
-        norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), t.grad_clip).item()
-        # What clip_grad_norm_ scaled the gradients by: its own formula, clamped to 1 as its torch.clamp does.
-        # A NaN stays NaN (Python's min(1.0, nan) would say 1.0): it has just made every gradient NaN.
-        clip_coef = t.grad_clip / (norm + 1e-6)
-        clip_coef = 1.0 if clip_coef >= 1.0 else clip_coef
+        norm, clip_coef = clip_gradients(s.model.parameters(), t.grad_clip)
         skip, nonfinite = s.guard.skips(s.step + 1, loss_value, norm, clip_coef, lr)
         if not skip:
             for group in s.optimizer.param_groups:
@@ -285,6 +285,20 @@ class Trainer:
         ms = (time.perf_counter() - t0) * 1000
         s.step, s.loss = s.step + 1, loss_value
         return StepResult(loss_value, norm, lr, skip, nonfinite, ms)
+
+
+def instability_reason(r: StepResult, guard: UpdateGuard, t: TrainConfig) -> str:
+    """Why the guard skipped update `r`, in words for the log and the checkpoint it keeps: the values that
+    were not finite, else which z-score passed its limit (llm.c's -sl / -sg)."""
+    if r.nonfinite:
+        bad = [f"{name} {v}" for name, v in (("loss", r.loss), ("grad norm", r.norm), ("lr", r.lr))
+               if not math.isfinite(v)]
+        return f"{', '.join(bad) or 'clip coefficient'}: not finite"
+    over = [f"{what} z {z:.1f} > train.{limit_name}={limit:g}"
+            for what, z, limit_name, limit in (("loss", guard.loss_outliers.last_z, "skip_loss_z", t.skip_loss_z),
+                                               ("grad norm", guard.norm_outliers.last_z, "skip_grad_z", t.skip_grad_z))
+            if limit > 0 and z > limit]
+    return ", ".join(over) or "update skipped"
 
 
 def micro_batches(loader: ShardLoader, overfit: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,11 +9,13 @@ WINDOW = 128
 
 
 class OutlierDetector:
-    """z-score of each new value against the previous `window` values (nan until the window is full)."""
+    """z-score of each new value against the previous `window` values (nan until the window is full).
+    `last_z` is the latest `update`'s: what the trainer's log names when an outlier skipped an update."""
 
-    def __init__(self, window: int = WINDOW):
-        self.window = window
-        self.values: deque[float] = deque(maxlen=window)
+    def __init__(self, window: int | None = None):
+        self.window = WINDOW if window is None else window  # read when built: a test may shorten WINDOW
+        self.values: deque[float] = deque(maxlen=self.window)
+        self.last_z = float("nan")
 
     def update(self, x: float) -> float:
         z = float("nan")
@@ -22,6 +24,7 @@ class OutlierDetector:
             std = math.sqrt(sum((v - mean) ** 2 for v in self.values) / self.window)
             z = (x - mean) / std if std > 0 else 0.0
         self.values.append(x)
+        self.last_z = z
         return z
 
     def state_dict(self) -> dict:

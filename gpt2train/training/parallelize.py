@@ -70,12 +70,13 @@ def apply_ddp(model: torch.nn.Module, world: int) -> torch.nn.Module:
 
 
 def build_optimizer(model: torch.nn.Module, t: TrainConfig, device_type: str, world: int) -> torch.optim.Optimizer:
-    """AdamW(0.9, 0.95, eps 1e-8), weight decay on 2-D weights only (not biases or LayerNorms).
+    """AdamW(train.adam_beta1, adam_beta2: llm.c CUDA's 0.9, 0.95 by default; eps 1e-8), weight decay on
+    2-D weights only (not biases or LayerNorms).
     With zero_stage=1 on several ranks, each rank keeps the Adam state of its share only."""
     params = [p for p in model.parameters() if p.requires_grad]  # the tied wte/lm_head appears once
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    kwargs = dict(lr=t.learning_rate, betas=(0.9, 0.95), eps=1e-8, fused=device_type == "cuda")
+    kwargs = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=1e-8, fused=device_type == "cuda")
     if t.zero_stage == 1 and world > 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 

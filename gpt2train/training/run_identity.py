@@ -37,6 +37,10 @@ NOT_OUTPUT_SHAPING = ("out_dir", "train_glob", "val_glob", "resume", "checkpoint
                       "major_every", "sample_every", "sample_tokens", "val_every", "val_batches", "hellaswag_every",
                       "hellaswag_file", "hellaswag_items", "verify_shards", "max_nonfinite_steps", "init_from",
                       "loggers")
+# Train settings added after runs already existed, with the value every earlier run trained with (the
+# code's fixed choice before the field): hashed only when set to another value, so a config that leaves
+# them at it keeps its run tag and code version, and a run started before the field resumes.
+ADDED_SETTINGS = {"adam_beta1": 0.9, "adam_beta2": 0.95}
 
 
 def train_code_version(cfg: Config) -> str:
@@ -45,7 +49,8 @@ def train_code_version(cfg: Config) -> str:
     `training_run` asset's code_version). The kernel choice counts as configured, never as resolved
     on this machine: a code server without a GPU and a GPU trainer compute the same version."""
     t = cfg.train
-    train_settings = {k: v for k, v in config_to_dict(t).items() if k not in NOT_OUTPUT_SHAPING}
+    train_settings = {k: v for k, v in config_to_dict(t).items()
+                      if k not in NOT_OUTPUT_SHAPING and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
     if t.init_from:  # the weights it starts from, wherever they lie
         train_settings["init_from"] = weights_sha256(t.init_from)
     stages = ["training"] + (["triton_kernels"] if t.kernels in ("auto", "triton") else [])

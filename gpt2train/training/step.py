@@ -1,9 +1,11 @@
 """What one optimizer step decides and reports (the step itself: loop.py's `Trainer.train_step`).
 
+    norm, clip_coef = clip_gradients(model.parameters(), t.grad_clip)  # 0 = measure, never clip
     skip, nonfinite = guard.skips(step, loss, norm, clip_coef, lr)   # UpdateGuard
     StepResult(loss, norm, lr, skipped, nonfinite, ms)                # what the loop logs of a step
 
-`UpdateGuard` decides which updates are skipped: a NaN/Inf loss, gradient norm, clip coefficient or
+`clip_gradients` clips (train.grad_clip; 0 = off) and measures the gradient norm. `UpdateGuard` decides
+which updates are skipped: a NaN/Inf loss, gradient norm, clip coefficient or
 learning rate never reaches the weights, and llm.c's -sl / -sg skip outliers against the last 128
 steps. `memory_mb` and `peak_memory_mb` read the memory a step's metrics line and the run's summary report.
 """
@@ -14,6 +16,7 @@ import logging
 import math
 import os
 import resource
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +24,23 @@ import torch
 from gpt2train.training.outliers import OutlierDetector
 
 log = logging.getLogger(__name__)
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], grad_clip: float) -> tuple[float, float]:
+    """(the gradients' total norm before clipping, what clipping multiplied them by). `grad_clip` 0 is no
+    clipping: the norm is still measured (the metrics log it, -sg's outlier rule reads it) and the
+    gradients are left as they are (clip_grad_norm_ with 0 would multiply them by 0: no learning)."""
+    parameters = list(parameters)
+    if grad_clip == 0:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the norm clip_grad_norm_ computes
+            return torch.nn.utils.get_total_norm(grads).item(), 1.0
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item(), 1.0
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip).item()
+    # What clip_grad_norm_ scaled the gradients by: its own formula, clamped to 1 as its torch.clamp does.
+    # A NaN stays NaN (Python's min(1.0, nan) would say 1.0): it has just made every gradient NaN.
+    clip_coef = grad_clip / (norm + 1e-6)
+    return norm, 1.0 if clip_coef >= 1.0 else clip_coef
 
 
 @dataclass
