@@ -149,6 +149,19 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
+def skip_community_dialog(page) -> None:
+    """A fresh browser is asked to join the community first; Skip closes that."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(state="visible", timeout=10_000)
+        skip.click()
+        skip.wait_for(state="hidden")
+    except PlaywrightTimeout:
+        pass  # no such dialog (anymore): nothing in the way
+
+
 def test_lineage_page_shows_every_asset(chain_ui, tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("drives Debian's /usr/bin/chromium: Linux only")
@@ -174,14 +187,7 @@ def test_lineage_page_shows_every_asset(chain_ui, tmp_path):
             except PlaywrightTimeout:
                 page.screenshot(path=str(shot), full_page=True)
                 raise
-            # A fresh browser is asked to join the community first; Skip closes that.
-            skip = page.get_by_role("button", name="Skip")
-            try:
-                skip.wait_for(state="visible", timeout=10_000)
-                skip.click()
-                skip.wait_for(state="hidden")
-            except PlaywrightTimeout:
-                pass  # no such dialog (anymore): nothing in the way
+            skip_community_dialog(page)
             # Groups start collapsed, one box each; Alt+E is the graph's "expand all groups" (a toggle,
             # so only when no asset node is drawn yet).
             if not graph.get_by_text(ASSETS[-1], exact=True).count():
@@ -213,7 +219,6 @@ def test_the_asset_graph_shows_eval_reports_stale_partitions_after_an_evals_limi
     both stale partitions and the cause."""
     if not sys.platform.startswith("linux"):
         pytest.skip("drives Debian's /usr/bin/chromium: Linux only")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     server, chain = stale_ui
@@ -238,12 +243,7 @@ def test_the_asset_graph_shows_eval_reports_stale_partitions_after_an_evals_limi
             page.set_default_timeout(60_000)
             # The evaluation group's graph: its nodes drawn in full, each with its "Asset checks" row.
             page.goto(f"{server.url}/locations/gpt2train/asset-groups/evaluation", wait_until="domcontentloaded")
-            skip = page.get_by_role("button", name="Skip")  # a fresh browser's community dialog
-            try:
-                skip.wait_for(state="visible", timeout=10_000)
-                skip.click()
-            except PlaywrightTimeout:
-                pass
+            skip_community_dialog(page)
             checks = {a: page.locator(f"svg foreignObject a[href='/assets/{a}?view=checks']")
                       for a in ("hf_export", "eval_report")}
             warning = checks["eval_report"].locator("[aria-label='warning_outline']")
