@@ -8,7 +8,8 @@ then times what a user waits for when nothing has changed:
 
 - `gpt2train pipeline --stale-only` deciding that nothing is stale (every stage asked, nothing run:
   the tiny training run is complete);
-- one tick of each sensor (`corpus_files_sensor`, `checkpoints_sensor`);
+- one tick of each sensor (`corpus_files_sensor`, `checkpoints_sensor`, `stale_partitions_sensor`: its
+  first tick records each check's result, the next ones find them unchanged);
 - the UI's asset-graph GraphQL query (every asset node with its stale status), through Dagster's
   own GraphQL schema and a real code server over the same instance, as the webserver answers it.
 Each is the median of 3.
@@ -221,7 +222,7 @@ def time_decisions(root: Path, instance: dg.DagsterInstance, cfg) -> dict[str, f
 
     out = {"stale-only, nothing stale": _median_seconds(stale_only)}
     defs = build_definitions(cfg)
-    for name in ("corpus_files_sensor", "checkpoints_sensor"):
+    for name in ("corpus_files_sensor", "checkpoints_sensor", "stale_partitions_sensor"):
         sensor = defs.resolve_sensor_def(name)
         out[f"one {name} tick"] = _median_seconds(lambda: sensor(dg.build_sensor_context(instance=instance)))
     os.environ.update(ui_env(scale_sets(root)))
