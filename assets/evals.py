@@ -9,6 +9,10 @@ same step, the lineage) and lineage.json. Its code version hashes the eval modul
 settings (tasks, few-shot, limit, local data hashes), so changing the task list makes only the
 eval assets stale.
 
+Where it runs is `evals.device` as evals/device.py resolves it (`auto`: never a GPU a training run on
+this host is using, else the CPU); the device and why are the run's `gpt2train/eval_device` tag and
+the materialization's `device` / `device_reason` metadata, and the report says it.
+
 `eval_summary` wraps `evals.trend.write_trend`: metric vs step across all reports (llm.c's vislog).
 
 Each writes its directory under that directory's writer lock (gpt2train/locks.py), taken by the
@@ -25,6 +29,7 @@ import dagster as dg
 
 from assets.manifests import REPORT_MANIFEST, record_manifests
 from assets.partitions import checkpoints
+from evals.device import eval_device
 from evals.runner import evaluate_export
 from evals.tasks import evals_code_version
 from evals.trend import write_trend
@@ -32,6 +37,10 @@ from gpt2train.config import Config
 from gpt2train.errors import Gpt2TrainError
 from gpt2train.lineage.records import code_version
 from gpt2train.layout import LINEAGE_FILE, checkpoint_path, export_dir, report_dir, summary_dir
+
+
+# The run tag naming where an eval_report run scored (evals/device.py).
+EVAL_DEVICE_TAG = "gpt2train/eval_device"
 
 
 def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
@@ -58,8 +67,14 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
             raise Gpt2TrainError(f"the Hugging Face export {export_dir(cfg.data_dir, key)} of checkpoint {key} is missing"
                                  f"{gone}; rematerialize hf_export for this partition first"
                                  + (" (the checkpoint must exist: rerun training)" if gone else ""))
+        # Decided as the run starts, from the training runs active on this host now; shown on the run in
+        # the UI before the harness's minutes begin.
+        device = eval_device(cfg)
+        context.instance.add_run_tags(context.run_id, {EVAL_DEVICE_TAG: device.device})
+        context.log.info(f"eval device {device.device}: {device.reason}")
         # The step, the checkpoint and the run's metrics.jsonl come from the export's lineage.json.
-        report = evaluate_export(export_dir(cfg.data_dir, key), report_dir(cfg.data_dir, key), cfg.evals, model_label=key)
+        report = evaluate_export(export_dir(cfg.data_dir, key), report_dir(cfg.data_dir, key), cfg.evals, model_label=key,
+                                 device=device)
         record_manifests(cfg, context.instance, (REPORT_MANIFEST,))  # eval_summary reads every report through it
         metadata = {
             "report": dg.MetadataValue.md(report.markdown),
@@ -67,6 +82,8 @@ def build_eval_assets(cfg: Config) -> list[dg.AssetsDefinition]:
             "code_version": report.lineage.get("code_version", ""),
             "git_commit": report.lineage.get("git_commit") or "",
             "export_sha256": report.lineage["export"]["model_sha256"],
+            "device": device.device,
+            "device_reason": device.reason,
         }
         for task, metrics in report.metrics.items():
             for name, value in metrics.items():

@@ -2,8 +2,8 @@
 
 Wraps `gpt2train.data.stage.materialize_token_shards` (partition layout, see
 gpt2train/data/shard_writer.py), and the four shard checks of `gpt2train.data.shards.validate_shard`
-as Dagster asset checks, run after every materialization and runnable on their own to
-catch a shard corrupted later. A partition's shards are written under the writer lock of its
+as Dagster asset checks (one op, one read of each shard for all four), run after every materialization
+and runnable on their own to catch a shard corrupted later. A partition's shards are written under the writer lock of its
 manifest (gpt2train/locks.py): a second run of the same partition is refused, naming the first.
 Its metadata says how much of the corpus validation takes (`val_share`, `validation`): the library logs
 a notice when that is a whole source file or more than 10% of the tokens.
@@ -89,28 +89,34 @@ def build_token_shards_asset(cfg: Config) -> list:
             },
         )
 
-    def build_check(name: str, description: str) -> dg.AssetChecksDefinition:
-        @dg.asset_check(asset="token_shards", name=name, description=description, partitions_def=corpus_files,
-                        blocking=True)
-        def shard_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            out = shards_dir(cfg.data_dir)
-            manifest = read_json(shard_partition_manifest(out, context.partition_key), "partition manifest")
-            failures = []
-            for shard in manifest["shards"]:
-                results = {c.name: c for c in validate_shard(out / shard["file"], expected_sha256=shard["sha256"])}
+    # One check op for the four checks: validate_shard runs them in one read of each shard, and each
+    # check's result is reported under its own name. A shard that passes all four is recorded as verified
+    # (gpt2train/data/shards.py), so the trainer does not hash it again.
+    @dg.multi_asset_check(
+        name="token_shards_checks",  # not the `shard_checks` job's name: ops and jobs share one namespace
+        specs=[dg.AssetCheckSpec(name, asset="token_shards", description=description, partitions_def=corpus_files,
+                                 blocking=True) for name, description in SHARD_CHECKS.items()],
+    )
+    def shard_checks(context: dg.AssetCheckExecutionContext):
+        out = shards_dir(cfg.data_dir)
+        manifest = read_json(shard_partition_manifest(out, context.partition_key), "partition manifest")
+        failures: dict[str, list[str]] = {name: [] for name in SHARD_CHECKS}
+        for shard in manifest["shards"]:
+            results = {c.name: c for c in validate_shard(out / shard["file"], expected_sha256=shard["sha256"],
+                                                         record=True)}
+            for name in SHARD_CHECKS:
                 if name not in results:  # a renamed rule must fail loudly, never pass by absence
-                    failures.append(f"{shard['file']}: validate_shard ran no {name!r} check")
+                    failures[name].append(f"{shard['file']}: validate_shard ran no {name!r} check")
                 elif not results[name].passed:
-                    failures.append(f"{shard['file']}: {results[name].detail}")
+                    failures[name].append(f"{shard['file']}: {results[name].detail}")
+        for name, failed in failures.items():
             if not manifest["shards"]:
-                failures.append("the partition manifest lists no shards")
-            return dg.AssetCheckResult(
-                passed=not failures,
+                failed.append("the partition manifest lists no shards")
+            yield dg.AssetCheckResult(
+                asset_key="token_shards", check_name=name, passed=not failed,
                 metadata={"shards_checked": len(manifest["shards"]),
-                          "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures) or "none")},
+                          "failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failed) or "none")},
             )
 
-        return shard_check
-
-    checks = [build_check(name, desc) for name, desc in SHARD_CHECKS.items()]
+    checks = [shard_checks]
     return [token_shards, *checks]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from gpt2train.cli import add_config_args, load_from_args
@@ -24,6 +25,7 @@ from gpt2train.layout import LINEAGE_FILE
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from evals.device import eval_device
     from evals.runner import evaluate_export
     from gpt2train.hub_models import HUB_PREFIX, is_hub_model
     from gpt2train.weights import local_source
@@ -32,7 +34,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     source = local_source(args.source)  # a Hub id hf:<owner>/<name>: its cached snapshot
     label = args.label or (args.source.removeprefix(HUB_PREFIX) if is_hub_model(args.source) else source.name)
     ours = not is_hub_model(args.source) and is_gpt2train_export(source)
-    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=not ours)
+    device = eval_device(cfg)  # auto: never a GPU a training run of cfg's data dir is using on this host
+    print(f"# eval device {device.device}: {device.reason}", file=sys.stderr)
+    report = evaluate_export(source, args.out, cfg.evals, model_label=label, reference=not ours, device=device)
     print(f"eval report: {report.report_dir / 'report.md'}")
     for task, metrics in report.metrics.items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)

@@ -391,6 +391,7 @@ def _lineage_blocks(r: ReportInputs) -> list[tuple]:
         ["eval code version", str(lin.get("code_version"))],
         ["git commit", str(lin.get("git_commit"))],
         ["versions", ", ".join(f"{k} {v}" for k, v in r.versions.items())],
+        ["eval device", f"{lin.get('device')}: {(lin.get('device_choice') or {}).get('reason', '')}"],
     ] + [[f"reference: {c.reference.label}", f"{c.reference.path} (lineage.json sha256 {c.reference.lineage_sha256})"]
          for c in r.references] + _training_lineage_rows(r.training))]
 

@@ -11,9 +11,13 @@
   checkpoint saves not counted) and training FLOPs, `GPT.flops_per_token(seq_len)` × tokens: llm.c's
   count, 6·N + 6·L·C·T per token (N all parameters with the padded vocabulary, the causal attention
   scores 6·L·C·T), the same count as the trainer's MFU;
-- one sample for a fixed prompt, drawn by gpt2train's own sampler (gpt2train/sample.py) from the
-  exported weights on the CPU with a fixed seed: `gpt2train sample EXPORT --prompt "<SAMPLE_PROMPT>"
-  --tokens 32 --seed 1337` prints the same text;
+- one sample for a fixed prompt, drawn by gpt2train's own sampler (gpt2train/sample.py, with the KV
+  cache) from the exported weights with a fixed seed, on the eval's device (evals.device: the report
+  names it). Those weights are the ones the harness loaded for scoring, copied into our GPT on the
+  same device (`sampler_model`): the export is read once per report. A seed gives the same text on
+  the same device and torch: `gpt2train sample EXPORT --prompt "<SAMPLE_PROMPT>" --tokens 32 --seed
+  1337 --device <device>` prints it (another device may round differently and, rarely, draw another
+  token);
 - loss_curve.png: train / val loss from metrics.jsonl up to the checkpoint's step, a marker at it;
 - trend.png: the scores of this run's earlier reports (folders beside this one) and this one's.
 
@@ -58,6 +62,10 @@ class ExtrasSources:
     """The report's lineage.json so far (step, checkpoint, metrics, in_loop): its row of the trend."""
     data_dir: Path | None
     """Recorded paths are relative to it (gpt2train/lineage/records.py)."""
+    model: Any = None
+    """Our GPT holding the export's weights on `device` (`sampler_model`); None: loaded from export_dir."""
+    device: str = "cpu"
+    """Where the sample is drawn: the eval's device."""
 
 
 @dataclass
@@ -80,10 +88,11 @@ def write_report_extras(tmp: Path, src: ExtrasSources) -> ReportExtras:
 
     ckpt = exported_checkpoint(src.export_lineage, src.export_dir) if src.export_lineage else None
     training = training_facts(ckpt, src.metrics_path, src.data_dir, src.report_lineage.get("step"))
-    model, _ = load_model(src.export_dir)  # fp32 on the CPU: the same text on any machine with this torch
-    text = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED, device="cpu")[0]
+    model = src.model if src.model is not None else load_model(src.export_dir)[0].to(src.device)
+    text = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED,
+                  device=src.device)[0]
     sampled = {"prompt": SAMPLE_PROMPT, "tokens": SAMPLE_TOKENS, "top_k": SAMPLE_TOP_K, "temperature": 1.0,
-               "seed": SAMPLE_SEED, "device": "cpu", "text": text}
+               "seed": SAMPLE_SEED, "device": src.device, "text": text}
     if training.get("tokens") is not None and training.get("seq_len"):
         c = model.config
         training.update(n_params=model.num_params(), n_layer=c.n_layer, n_embd=c.n_embd,
@@ -98,6 +107,42 @@ def write_report_extras(tmp: Path, src: ExtrasSources) -> ReportExtras:
                               (tmp / LOSS_PNG).read_bytes()))
     _add_trend(tmp, src, extras)
     return extras
+
+
+def sampler_model(hf_model, export_dir: Path):
+    """Our GPT (eval mode) holding the weights of the harness's `hf_model` (transformers' GPT2LMHeadModel, as
+    lm-eval loaded it from `export_dir`), on its device: the layout `gpt2train sample EXPORT` loads from the
+    file (Conv1D weights transposed into contiguous Linear weights, the vocabulary padded with zero rows),
+    so the same seed on the same device draws the same text. Built on the meta device (no random init),
+    then given copies of the harness's tensors made on their device: no second read of the export."""
+    import torch
+
+    from gpt2train.export.state_dict import CONV1D_SUFFIXES
+    from gpt2train.model import GPT
+    from gpt2train.weights import source_shape
+
+    cfg = source_shape(export_dir)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    theirs = hf_model.state_dict()
+    state = {}
+    with torch.no_grad():
+        for name in model.state_dict():
+            if name == "lm_head.weight":
+                continue  # tied to wte below
+            t = theirs[name]
+            if name.endswith(CONV1D_SUFFIXES):
+                t = t.t()
+            if name == "transformer.wte.weight":
+                padded = torch.zeros(cfg.padded_vocab_size, cfg.n_embd, dtype=torch.float32, device=t.device)
+                state[name] = padded
+                padded[: t.size(0)].copy_(t)
+            else:
+                state[name] = t.detach().float().clone(memory_format=torch.contiguous_format)
+        state["lm_head.weight"] = state["transformer.wte.weight"]
+        model.load_state_dict(state, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # tied, as GPT() ties them (one parameter)
+    return model.eval()
 
 
 def training_facts(ckpt: Path | None, metrics_path: Path | None, data: Path | None,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ from tqdm import tqdm
 from evals.report import (ReportInputs, count_parameters, harness_metrics, in_loop_metrics,
                           load_baselines, model_size, render_report)
 from evals.reference import Reference, compare_reference, load_references
-from evals.report_extras import ExtrasSources, write_report_extras
+from evals.device import EvalDevice, choose_eval_device
+from evals.report_extras import ExtrasSources, sampler_model, write_report_extras
 from evals.tasks import EvalTask, check_tasks, evals_code_version, harness_task_manager, write_local_task_yamls
 from gpt2train.config import EvalsConfig, config_to_dict
 from gpt2train.errors import Gpt2TrainError
@@ -104,6 +106,11 @@ class EvalInputs:
     baselines: dict | None
     references: list[Reference] = field(default_factory=list)
     """evals.reference_reports, read and checked (evals/reference.py)."""
+    device: EvalDevice | None = None
+    """Where the harness ran and the sample was drawn, and why (evals/device.py)."""
+    model: Any = None
+    """Our GPT on the harness's loaded weights, on `device` (report_extras.sampler_model): the sample's and
+    the FLOPs' model, so the export is loaded once per report."""
 
     @property
     def title(self) -> str:
@@ -152,25 +159,32 @@ def check_export(export_dir: str | Path, reference: bool = False) -> ExportInfo:
     return ExportInfo(lineage=lineage, hf_config=hf_config, model_sha256=actual)
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda` if a GPU is visible, else `cpu`; anything else as given."""
+def resolve_device(device: str) -> EvalDevice:
+    """evals.device without the launch and the data dir to look at: `auto` -> cuda:0 if a GPU is visible,
+    else the CPU, as if no training ran on this host. The CLI and the eval_report asset pass
+    `evals.device.eval_device(cfg)` instead, which sees the training runs."""
     if device != "auto":
-        return device
+        return choose_eval_device(device, gpu_count=0, visible=None, training_runs=[], nproc_per_node=1)
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return choose_eval_device("auto", gpu_count=torch.cuda.device_count(), training_runs=[], nproc_per_node=1,
+                              visible=None if env is None else [d for d in env.split(",") if d.strip()])
 
 
 def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsConfig, *, step: int | None = None,
                     model_label: str = "", metrics_path: Path | None = None,
-                    checkpoint_info: dict | None = None, reference: bool = False) -> EvalReport:
+                    checkpoint_info: dict | None = None, reference: bool = False,
+                    device: EvalDevice | None = None) -> EvalReport:
     """Run the harness on `export_dir` for `ecfg.tasks` and write the report into `report_dir`.
 
     step: the training step shown (default: the export's checkpoint step). metrics_path: the run's
     metrics.jsonl for the in-loop numbers (default: `<run>/metrics.jsonl` next to the export's
     checkpoint, if there). checkpoint_info: fields that override the checkpoint facts copied from
     the export's lineage (e.g. the partition key). reference: `export_dir` is any Hugging Face GPT-2
-    directory, not one of our exports (`gpt2train eval`). All input errors are raised before any work.
+    directory, not one of our exports (`gpt2train eval`). device: where to run (`evals.device.eval_device(cfg)`:
+    `auto` never a training GPU); default `resolve_device(ecfg.device)`. All input errors are raised before
+    any work.
     """
     export_dir, report_dir = Path(export_dir).resolve(), Path(report_dir).resolve()
     export = check_export(export_dir, reference)
@@ -188,7 +202,8 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
     tracked_run = ckpt_dir.parent.parent if ckpt_dir is not None and step is not None else None
     if tracked_run is not None:
         check_report_trackers(tracked_run)
-    device = resolve_device(ecfg.device)
+    device = device or resolve_device(ecfg.device)
+    log.info("eval device %s: %s", device.device, device.reason)
 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     # One writer per report directory: a second evaluation into it (CLI or Dagster) is refused.
@@ -201,11 +216,17 @@ def evaluate_export(export_dir: str | Path, report_dir: str | Path, ecfg: EvalsC
             with tempfile.TemporaryDirectory(prefix="gpt2-tokenizer-") as tokenizer:  # not part of the report
                 if not export.has_tokenizer:
                     _gpt2_tokenizer(Path(tokenizer), export.hf_config)
-                raw = _run_harness(export_dir, tasks, ecfg, device, None if export.has_tokenizer else Path(tokenizer))
+                raw, lm = _run_harness(export_dir, tasks, ecfg, device.device,
+                                       None if export.has_tokenizer else Path(tokenizer))
+            # Our sampler's model over the harness's weights, on the same device; the harness's own
+            # copy is dropped before the sample is drawn.
+            model = sampler_model(lm.model, export_dir)
+            del lm
             inputs = EvalInputs(export_dir=export_dir, export=export, tasks=tasks, ecfg=ecfg, checkpoint=checkpoint,
                                 step=step, model_label=model_label, metrics_path=metrics_path, baselines=baselines,
-                                references=references)
+                                references=references, device=device, model=model)
             report = _write_report(tmp, report_dir, raw, inputs)
+            del inputs, model
             replace_dir(tmp, report_dir)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -285,9 +306,10 @@ def _gpt2_tokenizer(out: Path, hf_config: dict) -> None:
 
 
 def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, device: str,
-                 tokenizer: Path | None = None) -> dict[str, Any]:
+                 tokenizer: Path | None = None) -> tuple[dict[str, Any], Any]:
     """`simple_evaluate` once per distinct few-shot count (its `num_fewshot` applies to every task it
-    runs), all on one loaded model; the results merged as one harness run would report them."""
+    runs), all on one loaded model; the results merged as one harness run would report them. Returns
+    them and the harness's model (its `.model`: transformers' GPT2LMHeadModel on `device`)."""
     import lm_eval
     from lm_eval.api.registry import get_model
 
@@ -314,7 +336,7 @@ def _run_harness(export_dir: Path, tasks: list[EvalTask], ecfg: EvalsConfig, dev
             merged.setdefault(key, value)
     # A pre-built LM leaves the model name as its class: record what was run.
     merged["config"] = {**(merged.get("config") or {}), "model": "hf", "model_args": model_args}
-    return merged
+    return merged, lm
 
 
 # ------------------------------------------------------------------------------- writing
@@ -355,14 +377,16 @@ def _write_report(tmp: Path, report_dir: Path, raw: dict[str, Any], src: EvalInp
         "corpus": corpus,
         "model": {"n_params": n_params, "compared_with": size.published, "n_layer": hf.get("n_layer"),
                   "n_embd": hf.get("n_embd"), "n_head": hf.get("n_head"), "block_size": hf.get("n_positions")},
-        "device": resolve_device(src.ecfg.device),
+        "device": src.device.device if src.device else None,
+        "device_choice": src.device.to_dict() if src.device else None,
         "harness": versions,
         **({"data_dir": data_dir_field(report_dir, data)} if data else {}),
         **provenance("eval_report", code_ver),
     }
     # Tokens, wall time, FLOPs, a sample, loss_curve.png and trend.png (evals/report_extras.py).
     extras = write_report_extras(tmp, ExtrasSources(report_dir, src.export_dir, src.export.lineage, src.metrics_path,
-                                                    lineage, data))
+                                                    lineage, data, model=src.model,
+                                                    device=src.device.device if src.device else "cpu"))
     lineage.update(extras.lineage)
     # Each reference's scores beside these, where measured on the same data and settings (evals/reference.py).
     refs = [compare_reference(ref, task_dicts, raw, versions["lm_eval"]) for ref in src.references]

@@ -23,9 +23,10 @@ few-shot) are set to null because the local file does not hold them: with few-sh
 harness then draws its examples from the scored split itself, leaving out the item being
 scored (lm_eval/api/samplers.py); the report says so.
 
-Building the harness's task index reads ~every YAML it ships (~20 s on a laptop core), so
-one index is built per process (`harness_task_manager`) and generated YAMLs are passed to
-it by path (the harness loads a task spec that is a YAML path directly).
+Building the harness's task index reads ~every YAML it ships (~20-40 s of one core), so it
+is built once per installed harness, cached on disk and read back in every later process
+(`harness_task_manager`; the cache is described above `task_index_key`), and generated YAMLs
+are passed to it by path (the harness loads a task spec that is a YAML path directly).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -48,6 +50,8 @@ from gpt2train.config_checks import parse_task_spec
 from gpt2train.errors import ConfigError, DataError
 from gpt2train.fileio import atomic_output, sha256_file
 from gpt2train.lineage.records import code_version
+
+log = logging.getLogger(__name__)
 
 # A task whose data is a local file is registered with the harness under its name plus this suffix.
 LOCAL_SUFFIX = "_local"
@@ -94,10 +98,155 @@ def is_offline() -> bool:
 
 @functools.cache
 def harness_task_manager():
-    """The harness's task index (all built-in task YAMLs), built once per process (~20 s)."""
+    """The harness's task index (all built-in task YAMLs): read from the on-disk cache when it matches
+    the installed harness (~0.3 s), else built (~20-40 s) and cached; once per process."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager()
+    key = task_index_key()
+    index = _read_task_index(key)
+    if index is not None:
+        try:
+            return cached_index_task_manager(index)
+        except TypeError as e:
+            log.info("lm-eval's task index cache not usable with this harness (%s); building the index", e)
+    tm = TaskManager()
+    _write_task_index(key, tm.task_index)
+    return tm
+
+
+# ------------------------------------------------------------------------------- the task index cache
+#
+# lm-eval's TaskManager() loads every YAML it ships (~14,000 files, ~26,600 loads with their
+# `include:`s) to learn each task's name, kind (task, group, tag, Python task), file and tags. That
+# depends on nothing but those files, so the index is kept on disk between processes:
+#
+#     $GPT2TRAIN_CACHE_DIR/lm_eval_task_index.json   (default: $HF_HOME/gpt2train/, HF_HOME's own
+#                                                     default being ~/.cache/huggingface, beside the
+#                                                     harness's datasets cache)
+#
+# keyed by the harness's version, its tasks folder's path and, for every YAML under it, the file's
+# relative name, size and mtime (one stat each, ~0.1 s for all of them; reading and hashing their
+# ~7 MB in ~14,000 files would cost more and only catch an edit that keeps both size and mtime, which
+# neither pip nor an editor makes). A pip upgrade,
+# an editable checkout's edit, an added or removed task file each change the key, and the index is
+# built again. The project's own generated YAMLs (local data, write_local_task_yamls) never enter the
+# index: they are handed to the harness by path, which it loads directly (TaskIndex.entry_from_path),
+# so they are not part of the key. The file is written whole (temp + rename); one that cannot be read,
+# is not JSON, holds another key or an entry of an unexpected shape is rebuilt, never trusted.
+
+TASK_INDEX_FILE = "lm_eval_task_index.json"
+TASK_INDEX_FORMAT = 1  # the layout of the cached entries below; bump when it changes
+
+
+def task_index_cache_dir() -> Path:
+    """Where the cached task index lives: $GPT2TRAIN_CACHE_DIR, else $HF_HOME/gpt2train (HF_HOME's own
+    default: $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface)."""
+    if os.environ.get("GPT2TRAIN_CACHE_DIR"):
+        return Path(os.environ["GPT2TRAIN_CACHE_DIR"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(hf_home).expanduser() / "gpt2train"
+
+
+def harness_tasks_dir() -> Path:
+    """The installed harness's task YAMLs (what TaskManager() indexes), found without importing them."""
+    import lm_eval  # cheap: the package's __init__ imports nothing heavy; lm_eval.tasks would (~1 s)
+
+    return Path(lm_eval.__file__).resolve().parent / "tasks"
+
+
+def task_index_key(tasks_dir: Path | None = None) -> str:
+    """sha256 of the cache's format, the harness's version, its tasks folder and every YAML's relative
+    name, size and mtime (the files TaskIndex reads: `**/*.yaml`, __pycache__ and notebook checkpoints
+    skipped), sorted by name."""
+    import lm_eval
+
+    root = tasks_dir or harness_tasks_dir()
+    h = hashlib.sha256(f"{TASK_INDEX_FORMAT}\0{lm_eval.__version__}\0{root}\n".encode())
+    rows = []
+    for folder, dirs, files in os.walk(root, followlinks=True):  # pathlib's ** follows links too (3.11)
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", ".ipynb_checkpoints")]
+        for name in files:
+            if name.endswith(".yaml"):
+                path = os.path.join(folder, name)
+                st = os.stat(path)
+                rows.append(f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n")
+    for row in sorted(rows):
+        h.update(row.encode())
+    return h.hexdigest()
+
+
+def _read_task_index(key: str) -> dict | None:
+    """The cached index {name: Entry} if the cache file holds `key`; None (rebuild) otherwise."""
+    from lm_eval.tasks._index import Entry, Kind
+
+    path = task_index_cache_dir() / TASK_INDEX_FILE
+    try:
+        cached = json.loads(path.read_text())
+        if not isinstance(cached, dict) or cached.get("key") != key:
+            return None
+        index = {}
+        for name, kind, yaml_path, tags in cached["entries"]:
+            # A name is what the YAML's `task:` / `group:` held: a string, or a number YAML read as one.
+            if not (isinstance(name, (str, int, float)) and isinstance(tags, list)
+                    and (yaml_path is None or isinstance(yaml_path, str))):
+                return None
+            index[name] = Entry(name=name, kind=Kind[kind], yaml_path=Path(yaml_path) if yaml_path else None,
+                                tags=set(tags))
+        return index
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, torn, not JSON, another shape
+        if not isinstance(e, FileNotFoundError):
+            log.info("lm-eval task index cache %s unreadable (%s); building the index again", path, e)
+        return None
+
+
+def _write_task_index(key: str, index: dict) -> None:
+    """Cache `index` under `key`; a cache that cannot be written costs the next process the build, not this one."""
+    from gpt2train.fileio import write_json_atomic
+
+    # name, kind, YAML, tags: what TaskManager reads of an indexed entry. Its `cfg` (the parsed YAML) is
+    # read only for an entry without a YAML, which an indexed one never is (lm_eval/tasks/_factory.py).
+    path = task_index_cache_dir() / TASK_INDEX_FILE
+    try:
+        entries = [[name, e.kind.name, str(e.yaml_path) if e.yaml_path else None, sorted(e.tags, key=str)]
+                   for name, e in index.items()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"key": key, "lm_eval_tasks": str(harness_tasks_dir()), "entries": entries})
+    except (OSError, TypeError, ValueError) as e:  # TypeError/ValueError: an entry JSON cannot hold
+        log.warning("could not cache lm-eval's task index in %s (%s); the next eval process builds it again "
+                    "(set GPT2TRAIN_CACHE_DIR to a writable folder)", path, e)
+
+
+def cached_index_task_manager(index: dict):
+    """A harness TaskManager over `index` ({name: Entry}, as read from the cache) instead of one it builds."""
+    return _cached_index_task_manager_class()(index)
+
+
+@functools.cache
+def _cached_index_task_manager_class():
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    class CachedIndexTaskManager(TaskManager):
+        """lm-eval's TaskManager, its index handed in: the parent's constructor is given no folder to
+        scan (`include_defaults=False`: an empty index, no YAML read), then the index and the name lists
+        are set as TaskManager.__init__ sets them from the index it builds (lm_eval/tasks/manager.py)."""
+
+        def __init__(self, index: dict):
+            super().__init__(include_defaults=False)
+            names = ("_index", "_all_tasks", "_all_subtasks", "_all_groups", "_all_tags")
+            missing = [n for n in names if not hasattr(self, n)]
+            if missing:  # another harness's internals: build the index instead (harness_task_manager)
+                raise TypeError(f"lm-eval's TaskManager has no {', '.join(missing)}")
+            by_kind: dict = {}
+            for name, entry in index.items():
+                by_kind.setdefault(entry.kind, []).append(name)
+            self._index = index
+            self._all_tasks = sorted(index)
+            self._all_subtasks = sorted(by_kind.get(Kind.TASK, []) + by_kind.get(Kind.PY_TASK, []))
+            self._all_groups = sorted(by_kind.get(Kind.GROUP, []))
+            self._all_tags = sorted(by_kind.get(Kind.TAG, []))
+
+    return CachedIndexTaskManager
 
 
 def parse_local_data(ecfg: EvalsConfig) -> dict[str, Path]:

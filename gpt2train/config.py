@@ -174,8 +174,9 @@ class TrainConfig:
     weights: it is skipped and counted. After this many such steps in a row the run stops, naming the
     step and the last good checkpoint (0 = never stop; the run keeps skipping)."""
     verify_shards: bool = True
-    """Hash every train and val shard before training reads it and compare with its sidecar's sha256
-    (a bit flipped on disk is found before it trains the model; ~1 s per GB)."""
+    """Hash the train and val shards before training reads them and compare with their sidecars' sha256
+    (a changed shard is found before it trains the model; ~1 s per GB on one core): once per launch, the
+    ranks a share each, and only shards no verification record vouches for (docs/training.md)."""
     hellaswag_every: int = 0
     """[-h] In-loop HellaSwag accuracy every N steps, at every checkpoint and at the last step (llm.c's
     scorer; not at step 0, as llm.c); 0 = never, -1 = with val_every (llm.c's `-h 1`)."""
@@ -286,7 +287,12 @@ class EvalsConfig:
     batch_size: int = 16
     """lm-eval batch size for the `hf` model."""
     device: str = "auto"
-    """`auto` (cuda if available, else cpu), `cpu`, `cuda`, `cuda:1` ..."""
+    """`auto`: never a GPU a training run on this host is using. The CPU without a GPU; `cuda:0` while no
+    run of this data dir trains here; else the first GPU the launch leaves free (cuda:N, N =
+    launch.nproc_per_node, as torchrun gives rank r GPU r); else the CPU, not a wait for training to
+    end: a report while the run trains, bounded by `limit`, and the trainer's GPU memory never
+    touched (evals/device.py says why). `cpu`, `cuda`, `cuda:1`, `mps`: used as given. Reports and the
+    Dagster run record the device and why."""
     local_data: list[str] = field(default_factory=list)
     """`task=PATH` pairs: run the harness's own task definition on a local jsonl instead of the
     Hub's dataset (offline), e.g. [hellaswag=data/hellaswag_val.jsonl]."""

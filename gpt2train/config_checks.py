@@ -223,6 +223,9 @@ def _check_evals(e: EvalsConfig, where: str) -> None:
         raise ConfigError(f"{where}: evals.tasks is empty; list at least one lm-eval task, e.g. [hellaswag]")
     for spec in e.tasks:
         parse_task_spec(spec)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", e.device):
+        raise ConfigError(f"{where}: evals.device={e.device!r}; use auto (never a training GPU), cpu, cuda, "
+                          f"cuda:N or mps")
     for path in e.reference_reports:
         check_reference_report(path)
 

@@ -14,20 +14,94 @@ import json
 import os
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from gpt2train.errors import DataError
 
 _HASH_CHUNK = 8 << 20  # 8 MiB reads: page-cache friendly, negligible overhead vs hashing
 
 
-def sha256_file(path: str | Path) -> str:
+# Where every hash pass is logged, one line per file hashed ("<bytes>\t<pid>\t<path>"), when set: how
+# tests/test_hash_once.py counts the passes over each file in processes it does not run itself (torchrun's
+# ranks). Unset (every real run), it costs one dict lookup per file.
+HASH_LOG_ENV = "GPT2TRAIN_HASH_LOG"
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What the filesystem says about a file without reading it: size, mtime and ctime (ns), inode. A write,
+    a truncation, a copy or a file renamed over it changes at least one of them (ctime even when the writer
+    sets mtime back: no call sets ctime), so a record of a file's sha256 taken with its stamp describes the
+    file for as long as the stamp is the same. What no stamp sees: bits rotting on the medium, under the
+    filesystem, and on a filesystem with coarse timestamps (FAT's 2 s) a same-size rewrite within the tick of
+    the hash; only hashing again finds those (`gpt2train verify`, `pipeline --verify`, `gpt2train lineage`)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> FileStamp | None:
+        """The stamp a record holds; None for a record without one (written before stamps) or a damaged one."""
+        try:
+            return cls(**{k: int(d[k]) for k in ("size", "mtime_ns", "ctime_ns", "inode")})
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_stamp(path: str | Path) -> FileStamp | None:
+    """The file's stamp now; None when there is no file."""
+    try:
+        return FileStamp.of(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def hash_file(path: str | Path, each_chunk: Callable[[int, bytes], None] | None = None) -> tuple[str, FileStamp | None]:
+    """(sha256, stamp) in one read of the file; `each_chunk(offset, bytes)` sees every chunk on the way (the
+    shard checks find the largest token in the same pass). The stamp is the file's when the read began, or
+    None when it changed while it was read (the hash may then mix two versions: nothing may record it as
+    the file's)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        before = FileStamp.of(os.fstat(f.fileno()))
+        offset = 0
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+            if each_chunk is not None:
+                each_chunk(offset, chunk)
+            offset += len(chunk)
+        after = FileStamp.of(os.fstat(f.fileno()))
+    if log := os.environ.get(HASH_LOG_ENV):
+        with open(log, "a") as out:  # one short append per file: whole lines from concurrent processes
+            out.write(f"{offset}\t{os.getpid()}\t{Path(path).resolve()}\n")
+    return h.hexdigest(), before if after == before else None
+
+
+def sha256_file(path: str | Path) -> str:
+    return hash_file(path)[0]
+
+
+def unchanged_since(path: str | Path, sha256: str, stamp: FileStamp | None) -> str | None:
+    """None when the file still holds `sha256`, the hash recorded with `stamp`: by the stamp alone when it is
+    the same (no read), else by hashing the file again (a file touched but not changed passes). Otherwise
+    its sha256 now, or "(missing)"."""
+    if stamp is not None and file_stamp(path) == stamp:
+        return None
+    if not Path(path).exists():
+        return "(missing)"
+    now = sha256_file(path)
+    return None if now == sha256 else now
 
 
 def temp_path_for(path: Path) -> Path:

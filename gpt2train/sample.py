@@ -5,7 +5,10 @@ an llm.c model file (gpt2train/weights.py loads them; after nanoGPT's sample.py 
     gpt2train sample data/exports/<run>@step_00000040 --prompt "The meaning of life is" -n 3 --tokens 64
     gpt2train sample ./gpt2 --temperature 0.8 --top-k 200 --seed 7      # a save_pretrained GPT-2
 
-Sample i is drawn on its own generator seeded `seed + i`, from `<|endoftext|>` then the prompt.
+Sample i is drawn on its own generator seeded `seed + i`, from `<|endoftext|>` then the prompt,
+with the model's KV cache (GPT.generate). A seed gives the same text for the same weights on the same
+device and torch version; another device (CPU vs a GPU) may round the logits differently and, rarely,
+draw another token. Eval reports record the device their sample was drawn on (evals/report_extras.py).
 Without a prompt, sample 0 with the run's `train.seed`, top-k 40 and temperature 1 is the text the
 training loop logged for that checkpoint ("sample at step N": training/evals.py calls `sample`).
 """

@@ -1,7 +1,8 @@
 """evals/: the real lm-eval harness on a real tiny Hugging Face GPT-2 export, and its reports.
 
     pytest tests/test_evals.py -q               # the checks that need no harness run
-    pytest tests/test_evals.py -m e2e -q        # the report: ~20 s of it is the harness indexing its task YAMLs
+    pytest tests/test_evals.py -m e2e -q        # the report: the harness's task index is built once (~20-40 s)
+                                                # and then read from its on-disk cache (evals/tasks.py)
 
 The export and its report are the session's (tests/fixtures/evals.py): the tiny GPT at its initial
 weights exported by gpt2train/export/hf_export.py, its run directory's metrics.jsonl saying what
@@ -440,6 +441,27 @@ def test_report_sample_is_gpt2trains_sampler_on_the_exported_weights(report):
     assert f"<pre>{htmllib.escape(expected)}</pre>" in (report.report_dir / "report.html").read_text()
     other = sample(model, SAMPLE_PROMPT, tokens=SAMPLE_TOKENS, top_k=SAMPLE_TOP_K, seed=SAMPLE_SEED + 1)[0]
     assert other != expected  # the seed decides the text: the check above could fail
+    # Drawn on the eval's device, which the report names with why (evals/device.py).
+    assert report.lineage["sample"]["device"] == report.lineage["device"] == "cpu"
+    assert report.lineage["device_choice"] == {"device": "cpu", "requested": "cpu",
+                                               "reason": "evals.device=cpu, as configured"}
+    assert "| eval device | cpu: evals.device=cpu, as configured |" in report.markdown
+
+
+@pytest.mark.e2e
+def test_a_report_reads_the_export_once_and_samples_from_the_harness_weights(export, report, tmp_path, monkeypatch):
+    """The sample's model is the harness's loaded weights (report_extras.sampler_model), not a second
+    load of the export: gpt2train's loader is never called, and the text is the session report's."""
+    import gpt2train.weights
+    from evals.runner import evaluate_export
+
+    loads = []
+    real = gpt2train.weights.load_model
+    monkeypatch.setattr(gpt2train.weights, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    again = evaluate_export(export, tmp_path / "again", evals_cfg(), model_label="tiny test model")
+    assert loads == []
+    assert again.lineage["sample"] == report.lineage["sample"]
+    assert again.lineage["training"]["flops"] == report.lineage["training"]["flops"]
 
 
 @pytest.mark.e2e

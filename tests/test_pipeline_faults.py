@@ -129,10 +129,10 @@ def test_a_trainer_killed_mid_run_reruns_only_from_the_failure(tmp_path, monkeyp
 
         real_evaluate = eval_assets.evaluate_export
 
-        def evaluate_failing_on_4(export, out, evals_cfg, model_label):
+        def evaluate_failing_on_4(export, out, evals_cfg, model_label, **kwargs):
             if model_label == key4:
                 raise InjectedFault(f"injected eval failure for {key4}")
-            return real_evaluate(export, out, evals_cfg, model_label=model_label)
+            return real_evaluate(export, out, evals_cfg, model_label=model_label, **kwargs)
 
         monkeypatch.setattr(eval_assets, "evaluate_export", evaluate_failing_on_4)
         with pytest.raises(PipelineFailed, match=f"injected eval failure for {key4}") as err:

@@ -14,7 +14,10 @@ are listed and read in gpt2train/data/hf_dataset.py, and a partition's local fil
 
 Listing never follows a directory symlink (it could lead out of the source, or back into it and
 list the same files forever); file symlinks are followed, and two keys naming one file are refused.
-A file is hashed before and after it is read: one that changed meanwhile is refused, by name.
+A file is hashed once, when it is fetched, and its record keeps the hash with the file's stamp (size,
+mtime, ctime, inode: gpt2train/fileio.py FileStamp). Every later read of it (counting here, tokenizing in
+gpt2train/data/shard_writer.py) checks the stamp after it, and hashes again only when the stamp moved: a
+file that changed while it was read is refused, by name, without a second pass over its bytes.
 
     files = list_source_files(cfg.corpus)
     record = fetch_source_file(cfg.corpus, files[0].key, data_dir)   # download + hash
@@ -36,7 +39,7 @@ from typing import Iterator
 from gpt2train.data import hf_dataset, hub
 from gpt2train.config import CorpusConfig
 from gpt2train.errors import DataError
-from gpt2train.fileio import sha256_file
+from gpt2train.fileio import FileStamp, hash_file, unchanged_since
 from gpt2train.layout import corpus_hub_dir
 
 SUPPORTED_SUFFIXES = (".parquet", ".jsonl", ".txt")
@@ -72,9 +75,15 @@ class CorpusRecord:
     sha256: str
     bytes: int
     documents: int  # documents taken (after corpus.max_documents_per_file)
+    # The file's stamp when it was hashed (FileStamp.to_dict): while it is the same, the file is as hashed.
+    # None in a record written before stamps: its file is hashed again where the record is checked.
+    stamp: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def file_stamp(self) -> FileStamp | None:
+        return FileStamp.from_dict(self.stamp)
 
 
 def list_source_files(cfg: CorpusConfig) -> list[SourceFile]:
@@ -221,23 +230,30 @@ def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusReco
     check that it holds documents, and return its record. Does not write anything else."""
     if hf_dataset.is_dataset_source(cfg.source):
         return _fetch_dataset_file(cfg, key, data_dir)
+    downloaded = None
     if cfg.source == "hub":
-        local, commit = hub.download_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
-        source, repo, revision = "hub", cfg.dataset, commit or cfg.revision
+        downloaded = hub.fetch_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
+        local, source, repo, revision = downloaded.local, "hub", cfg.dataset, downloaded.commit or cfg.revision
     else:
         local, source, repo, revision = _local_file(cfg, key).local_path, "local", None, None
     if local.stat().st_size == 0:
         raise DataError(f"{local}: the file is empty; delete it (or re-download it) and run again")
-    # Hashed before it is counted, and checked after: the record's hash and count describe one content.
-    sha256 = sha256_file(local)
+    # Hashed once, before it is counted, and its stamp checked after: the record's hash and count describe one
+    # content (a file that changed while it was hashed has no stamp, and its re-check hashes it again). A file
+    # this call downloaded was hashed by the download (checked against the Hub's sha256): that hash is taken.
+    if downloaded is not None and downloaded.sha256 is not None:
+        sha256, stamp = downloaded.sha256, downloaded.stamp
+    else:
+        sha256, stamp = hash_file(local)
     documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file, reader_char_limit(cfg))
-    check_unchanged(local, sha256, "counted")
+    check_unchanged(local, sha256, stamp, "counted")
+    stamp = stamp or FileStamp.of(local.stat())  # hashed twice, and the same both times: as it is now
     if documents == 0 or not has_text:
         what = "no documents" if documents == 0 else f"{documents} document(s), every one empty or blank"
         raise DataError(f"{local}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
                         f"remove the file from the corpus or fill it (or set corpus.text_field)")
     return CorpusRecord(key=key, source=source, repo=repo, revision=revision, local_path=str(local),
-                        sha256=sha256, bytes=local.stat().st_size, documents=documents)
+                        sha256=sha256, bytes=stamp.size, documents=documents, stamp=stamp.to_dict())
 
 
 def _fetch_dataset_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
@@ -254,16 +270,19 @@ def _fetch_dataset_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRe
         raise DataError(f"{stream.where}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
                         f"remove the file from the dataset's config or fill it (or set corpus.text_field)")
     local = hf_dataset.write_descriptor(stream, data_dir, documents, cfg.max_documents_per_file)
+    sha256, stamp = hash_file(local)  # the descriptor: its own writer's, nothing else writes it meanwhile
+    stamp = stamp or FileStamp.of(local.stat())
     return CorpusRecord(key=key, source="hf-dataset", repo=stream.src.repo, revision=stream.commit,
-                        local_path=str(local), sha256=sha256_file(local), bytes=local.stat().st_size,
-                        documents=documents)
+                        local_path=str(local), sha256=sha256, bytes=stamp.size, documents=documents,
+                        stamp=stamp.to_dict())
 
 
-def check_unchanged(path: str | Path, sha256: str, doing: str) -> None:
+def check_unchanged(path: str | Path, sha256: str, stamp: FileStamp | None, doing: str) -> None:
     """Refuse a source file whose bytes are no longer `sha256`, the hash it was recorded (and read) under:
-    what was just read from it may mix two versions (a .jsonl appended to while it was tokenized)."""
-    now = sha256_file(path) if Path(path).exists() else "(missing)"
-    if now != sha256:
+    what was just read from it may mix two versions (a .jsonl appended to while it was tokenized). While its
+    stamp is `stamp`, the one recorded with the hash, nothing is read; only a moved stamp is hashed again."""
+    now = unchanged_since(path, sha256, stamp)
+    if now is not None:
         raise DataError(f"{path} changed while it was {doing} (sha256 {sha256[:16]}… before, {now[:16]}… after), so "
                         f"what was read from it may mix two versions and is not used; stop whatever writes to it "
                         f"(a corpus file must stay as it is while gpt2train reads it) and run again")

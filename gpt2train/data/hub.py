@@ -9,8 +9,10 @@ and exercise listing, download, interruption and resume for real (tests/hub_serv
 
 Downloads land in `<data_dir>/corpus/hub/<repo>/<path>`. A plain HTTP download goes to a partial
 file `<local_dir>/.cache/huggingface/download/<path>.<etag>.incomplete` that a later call (after a
-failure or a crash) resumes with an HTTP range request; the complete file is then handed to
-`hf_hub_download(local_dir=...)`, which checks it against the Hub's sha256 and records its metadata.
+failure or a crash) resumes with an HTTP range request; the complete file is hashed once, checked
+against the Hub's sha256 (an LFS file's etag), and its download metadata recorded as
+`hf_hub_download(local_dir=...)` records it, so that `hf_hub_download` hands the file back without
+hashing it again and the corpus record takes the same hash (`fetch_hub_file`: one hash per byte).
 (`hf_hub_download` alone only resumes within one call: it deletes its partial file when it fails.)
 Xet-backed files are left to `hf_hub_download`, whose Xet client does its own chunk-level caching.
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2train.errors import DataError
-from gpt2train.fileio import disk_full_error, sha256_file
+from gpt2train.fileio import FileStamp, disk_full_error, file_stamp, hash_file
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -202,8 +204,24 @@ def dataset_file_info(repo: str, path: str, commit: str) -> dict:
             "git_blob_id": None if lfs else getattr(entry, "blob_id", None)}
 
 
+@dataclass(frozen=True)
+class FetchedHubFile:
+    """A Hub file on local disk."""
+
+    local: Path
+    commit: str | None        # the commit sha it came from
+    sha256: str | None = None  # when this call downloaded it: its hash, equal to the Hub's LFS sha256
+    stamp: FileStamp | None = None  # the file's stamp (gpt2train/fileio.py) with that hash
+
+
 def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> tuple[Path, str | None]:
     """Download (or resume, or reuse) one file; returns (local path, commit sha it came from)."""
+    got = fetch_hub_file(repo, path, revision, local_dir)
+    return got.local, got.commit
+
+
+def fetch_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> FetchedHubFile:
+    """Download (or resume, or reuse) one file; with its sha256 and stamp when this call downloaded it."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -214,9 +232,11 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
                                                endpoint=endpoint()))
         # Download from the resolved commit, so a branch that moves mid-run cannot mix versions.
         revision_used = meta.commit_hash or revision
+        hashed = None
         if not (local_dir / path).is_file() and getattr(meta, "xet_file_data", None) is None and meta.etag:
-            _download_resumable(hf_hub_url(repo, path, repo_type="dataset", revision=revision_used,
-                                           endpoint=endpoint()), meta.etag, meta.size, local_dir, path)
+            hashed = _download_resumable(hf_hub_url(repo, path, repo_type="dataset", revision=revision_used,
+                                                    endpoint=endpoint()), meta.etag, meta.size, local_dir, path,
+                                         meta.commit_hash)
         local = hf_hub_download(repo, path, repo_type="dataset", revision=revision_used,
                                 local_dir=local_dir, endpoint=endpoint())
     except DataError:
@@ -243,17 +263,24 @@ def download_hub_file(repo: str, path: str, revision: str, local_dir: Path) -> t
                 raise DataError(f"{local} was downloaded from commit {commit}, but corpus.revision pins {revision} "
                                 f"and the Hub is unreachable ({type(e).__name__}); connect, or set "
                                 f"corpus.revision={commit}") from e
-            return local, commit
+            return FetchedHubFile(local, commit)
         raise unreachable_error(f"download {path} from", repo, revision, e) from e
-    return Path(local), meta.commit_hash
+    if hashed is not None and file_stamp(local) == hashed[1]:  # hf_hub_download handed back the file we hashed
+        return FetchedHubFile(Path(local), meta.commit_hash, *hashed)
+    return FetchedHubFile(Path(local), meta.commit_hash)
 
 
-def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, path: str) -> None:
-    """Download `url` to `local_dir/path` through a partial file that survives a failed call.
+def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, path: str,
+                        commit: str | None) -> tuple[str, FileStamp] | None:
+    """Download `url` to `local_dir/path` through a partial file that survives a failed call; returns the
+    file's (sha256, stamp) when it was hashed here (an LFS file, whose etag is its sha256).
 
     The partial file is named after the etag, so bytes of another version are never resumed; the
-    library's `http_get` does the HTTP (range request, in-call retries, size check).
+    library's `http_get` does the HTTP (range request, in-call retries, size check). A file checked here
+    against its sha256 gets the download metadata `hf_hub_download` would write after hashing it itself
+    (its commit and etag): it then hands the file back as it is, without a second hash.
     """
+    from huggingface_hub._local_folder import write_download_metadata
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
@@ -266,17 +293,29 @@ def _download_resumable(url: str, etag: str, size: int | None, local_dir: Path, 
     part.parent.mkdir(parents=True, exist_ok=True)
     with WeakFileLock(part.with_name(part.name + ".lock")):
         if final.is_file():  # another process finished it while we waited for the lock
-            return
+            return None
         resume = part.stat().st_size if part.is_file() else 0
         if size is not None and resume > size:  # not a prefix of this file: start over
             part.unlink()
             resume = 0
         with open(part, "ab") as f:
             http_get(url, f, resume_size=resume, headers=build_hf_headers(), expected_size=size)
-        if re.fullmatch(r"[0-9a-f]{64}", etag) and sha256_file(part) != etag:
-            # An LFS file's etag is its sha256: a mismatch means the partial bytes were bad.
-            part.unlink()
-            raise DataError(f"{redact(url)}: downloaded bytes do not match the Hub's sha256 {etag}; run again to "
-                            f"download the file afresh")
+        hashed = None
+        if re.fullmatch(r"[0-9a-f]{64}", etag):
+            sha256, stamp = hash_file(part)
+            if sha256 != etag:
+                # An LFS file's etag is its sha256: a mismatch means the partial bytes were bad.
+                part.unlink()
+                raise DataError(f"{redact(url)}: downloaded bytes do not match the Hub's sha256 {etag}; run again "
+                                f"to download the file afresh")
+            hashed = (sha256, stamp)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, final)
+        if hashed is None or hashed[1] is None:
+            return None
+        moved = file_stamp(final)  # the rename gave it a new ctime; size, mtime and inode are the hashed file's
+        if moved is None or (moved.size, moved.mtime_ns, moved.inode) != (stamp.size, stamp.mtime_ns, stamp.inode):
+            return None
+        if commit:
+            write_download_metadata(local_dir, path, commit, etag)
+        return sha256, moved

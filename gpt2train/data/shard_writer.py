@@ -27,8 +27,10 @@ failure leaves the previous run's shards exactly as they were; a partition's man
 (`partitions/<tag>.json`) is written last and is what marks the partition complete.
 
 Memory is bounded by `shards.batch_documents` (plus one batch being read ahead) and
-`corpus.max_document_chars`, not by the corpus, a file or the shard size. Each source file is
-hashed again once it has been read: one that changed meanwhile is refused and nothing is published.
+`corpus.max_document_chars`, not by the corpus, a file or the shard size. Each source file's stamp is
+checked once it has been read (hashed again only if the stamp moved: gpt2train/data/corpus.py): one that
+changed meanwhile is refused and nothing is published. Each shard is hashed once, when it is complete, for
+its sidecar; every later check of it reads that record (gpt2train/data/shards.py).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.layout import partition_shard_name, partition_tag, shard_partition_manifest, stream_shard_name
 from gpt2train.lineage.records import code_version, data_dir_field, provenance, recorded_path, sidecar_path
-from gpt2train.data.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter
+from gpt2train.data.shards import SHARD_MAGIC, SHARD_VERSION, ShardFileWriter, verification_path
 from gpt2train.data.tokenizer import DocumentEncoder, ranks_sha256
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ STAGING_PREFIX = ".staging-"
 def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
     """Move completed shards and their sidecars from `staging` into `out_dir` (renames only)."""
     for name in names:
+        verification_path(out_dir / name).unlink(missing_ok=True)  # of the shard replaced: it vouches for nothing now
         os.replace(staging / name, out_dir / name)
         os.replace(sidecar_path(staging / name), sidecar_path(out_dir / name))
 
@@ -332,7 +335,7 @@ def _tokenize_into(sink: ShardSink, records: list[CorpusRecord], encoder: Docume
                 bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
         # Its shards are still in staging: a file appended to (or rewritten) while it was read gave
         # documents its record's hash and count do not describe, so none of them is published.
-        check_unchanged(record.local_path, record.sha256, "tokenized")
+        check_unchanged(record.local_path, record.sha256, record.file_stamp(), "tokenized")
     return n_tokens
 
 
@@ -394,7 +397,8 @@ def write_partition_shards(record: CorpusRecord, out_dir: str | Path, cfg: Confi
         current = {s["file"] for s in manifest["shards"]}
         for old in previous.get("shards", []):
             if old["file"] not in current and not _rewritten_since(out_dir / old["file"], old["sha256"]):
-                for p in (out_dir / old["file"], sidecar_path(out_dir / old["file"])):
+                for p in (out_dir / old["file"], sidecar_path(out_dir / old["file"]),
+                          verification_path(out_dir / old["file"])):
                     p.unlink(missing_ok=True)
     return manifest
 

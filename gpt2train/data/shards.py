@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import glob as globlib
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
 from gpt2train.errors import DataError
-from gpt2train.fileio import disk_full_error, is_disk_full, read_json, sha256_file, temp_path_for
+from gpt2train.fileio import (
+    FileStamp, disk_full_error, file_stamp, hash_file, is_disk_full, read_json, temp_path_for, write_json_atomic,
+)
 from gpt2train.lineage.records import sidecar_path
 
 log = logging.getLogger(__name__)
@@ -82,8 +86,11 @@ class ShardCheck:
     detail: str
 
 
-def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: int = 50257) -> list[ShardCheck]:
-    """The four shard checks: header, size = header count, tokens < vocab, sha256 = sidecar."""
+def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: int = 50257,
+                   record: bool = False) -> list[ShardCheck]:
+    """The four shard checks: header, size = header count, tokens < vocab, sha256 = sidecar, in one read of
+    the file (the largest token is found in the pass that hashes it). With `record`, a shard that passes all
+    four gets a verification record (`record_verification`), so the trainer does not hash it again."""
     path = Path(path)
     checks = []
     size = path.stat().st_size if path.exists() else 0
@@ -103,10 +110,18 @@ def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: in
     checks.append(ShardCheck("size_matches_header", size_ok,
                              f"{size} bytes, header implies {expected_size}" if not size_ok
                              else f"{int(header[2])} tokens"))
+    biggest = 0
+
+    def largest_token(offset: int, chunk: bytes) -> None:
+        nonlocal biggest
+        # Chunks start at multiples of 8 MiB (gpt2train/fileio.py), so the body's part of each starts on a token.
+        start = max(0, HEADER_BYTES - offset)
+        n = (len(chunk) - start) // TOKEN_DTYPE.itemsize
+        if n > 0:
+            biggest = max(biggest, int(np.frombuffer(chunk, dtype=TOKEN_DTYPE, count=n, offset=start).max()))
+
+    actual, stamp = hash_file(path, largest_token if size_ok else None) if path.exists() else ("(missing)", None)
     if size_ok:
-        tokens = read_tokens(path)
-        # Chunked max: a 100M-token shard never becomes one big temporary.
-        biggest = max((int(tokens[i : i + (1 << 24)].max()) for i in range(0, len(tokens), 1 << 24)), default=0)
         checks.append(ShardCheck("tokens_in_vocab", biggest < vocab_size,
                                  f"max token id {biggest} (vocabulary {vocab_size})"))
     else:
@@ -114,37 +129,121 @@ def validate_shard(path: str | Path, expected_sha256: str | None, vocab_size: in
     if expected_sha256 is None:
         checks.append(ShardCheck("sha256_matches_sidecar", False, "no lineage sidecar with a sha256"))
     else:
-        actual = sha256_file(path) if path.exists() else "(missing)"
         checks.append(ShardCheck("sha256_matches_sidecar", actual == expected_sha256,
                                  f"sha256 {actual[:16]}…, sidecar {expected_sha256[:16]}…"))
+    if record and stamp is not None and all(c.passed for c in checks):
+        record_verification(path, actual, stamp)
     return checks
 
 
-def verify_shard_hashes(pattern: str, progress: bool = False) -> None:
-    """Hash every shard matching `pattern` and compare with its sidecar's sha256. A shard that changed after it was written (a flipped bit, a truncation, an edited
-    header) raises a DataError naming it, before training reads a token of it. Shards without a
-    sidecar (e.g. karpathy's published ones) cannot be checked and are logged as such."""
-    files = sorted(Path(p) for p in globlib.glob(pattern))
-    unchecked = []
-    with tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="verify shards",
-              disable=None if progress and files else True, leave=False) as bar:  # None: only on a terminal
-        for path in files:
-            sidecar = sidecar_path(path)
+# Verification records. A shard's sha256 is computed once, where it is written (its sidecar). Whatever
+# hashes it again to check it (the token_shards asset checks, `gpt2train verify`, the trainer's
+# verify_shards) and finds the sidecar's sha256, with the file's stamp the same before and after its read,
+# records that beside it: `<shard>.bin.verified.json` = {sha256, stamp}. The record vouches for the shard
+# while (1) its sha256 is the one the sidecar records now and (2) the shard's stamp now (size, mtime, ctime,
+# inode: gpt2train/fileio.py FileStamp) is the recorded one: no write, truncation, copy or replacement since
+# the check, so the bytes are the ones it hashed. The trainer hashes only what no record vouches for; the
+# explicit verifications (`gpt2train verify`, the asset checks, `pipeline --verify`, `gpt2train lineage`)
+# always hash. A record that cannot be written (a read-only shard folder) costs a hash at the next launch.
+VERIFIED_SUFFIX = ".verified.json"
+
+
+def verification_path(shard: str | Path) -> Path:
+    """`x.bin` -> `x.bin.verified.json`."""
+    shard = Path(shard)
+    return shard.with_name(shard.name + VERIFIED_SUFFIX)
+
+
+def record_verification(shard: Path, sha256: str, stamp: FileStamp) -> None:
+    """Record that `shard` was hashed whole to `sha256`, its sidecar's, with `stamp` unchanged throughout."""
+    try:
+        write_json_atomic(verification_path(shard), {"artifact": "token_shard_verification", "file": shard.name,
+                                                     "sha256": sha256, "stamp": stamp.to_dict()})
+    except (OSError, DataError) as e:  # read-only data, a full disk: the shard is hashed again next time
+        log.debug("no verification record for %s (%s); it will be hashed again at the next check", shard, e)
+
+
+def vouched_for(shard: Path, sidecar_sha256: str) -> bool:
+    """Whether a verification record vouches for `shard` holding `sidecar_sha256` (the rule above)."""
+    try:
+        rec = json.loads(verification_path(shard).read_text())
+    except (OSError, ValueError):
+        return False
+    stamp = FileStamp.from_dict(rec.get("stamp")) if isinstance(rec, dict) else None
+    return stamp is not None and rec.get("sha256") == sidecar_sha256 and file_stamp(shard) == stamp
+
+
+def share_of(files: list[Path], rank: int, world: int) -> list[Path]:
+    """Rank `rank`'s share of `files` when `world` ranks split them by bytes (largest first, each to the rank
+    with the fewest bytes so far): every rank computes the same split from the same sizes, without talking."""
+    loads = [0] * world
+    mine = []
+    for f in sorted(files, key=lambda f: (-f.stat().st_size, str(f))):
+        r = loads.index(min(loads))
+        loads[r] += f.stat().st_size
+        if r == rank:
+            mine.append(f)
+    return sorted(mine)
+
+
+@dataclass
+class ShardVerification:
+    """What one rank's `verify_shard_hashes` found: a line per changed shard, and the shards found intact."""
+
+    problems: list[str]
+    verified: list[tuple[Path, str, FileStamp]]  # (shard, sha256, its stamp while it was hashed)
+
+    def record(self) -> None:
+        """Write the verification records of the shards found intact (`record_verification`). The trainer
+        calls it once every input is checked and the run directory is its own: a launch refused for
+        another reason leaves the data dir as it was."""
+        for path, sha256, stamp in self.verified:
+            record_verification(path, sha256, stamp)
+
+
+def verify_shard_hashes(patterns: Iterable[str], rank: int = 0, world: int = 1,
+                        progress: bool = False) -> ShardVerification:
+    """Hash this rank's share (`share_of`) of the shards matching `patterns` that no verification record
+    vouches for, and compare each with its sidecar's sha256; `problems` has one line per shard that changed
+    after it was written (a flipped bit, a truncation, an edited header), naming it. The caller gathers the
+    lines of every rank (gpt2train/training/loop.py): each byte of the job's shards is hashed by one rank
+    at most, and not at all while a record vouches for it. Shards without a sidecar (e.g. karpathy's
+    published ones) cannot be checked and are logged as such."""
+    files = sorted({Path(p) for pattern in patterns for p in globlib.glob(pattern)})
+    unchecked, vouched, to_hash, problems = [], 0, [], []
+    for path in share_of(files, rank, world):
+        sidecar = sidecar_path(path)
+        try:
             expected = read_json(sidecar, "shard sidecar").get("sha256") if sidecar.exists() else None
-            if expected is None:
-                unchecked.append(path.name)
-            else:
-                actual = sha256_file(path)
-                if actual != expected:
-                    raise DataError(
-                        f"token shard {path}: sha256 {actual[:16]}… differs from {expected[:16]}… recorded in "
-                        f"{sidecar.name} when it was written: the file changed since (a flipped bit, a truncation, "
-                        f"an edit). Training has not read it. Delete it and its sidecar and regenerate the "
-                        f"shards (`gpt2train prepare` or `gpt2train pipeline`).")
+        except DataError as e:  # a verdict like any other: every rank gets it and raises it (one rank reads it)
+            problems.append(str(e))
+            continue
+        if expected is None:
+            unchecked.append(path.name)
+        elif vouched_for(path, expected):
+            vouched += 1
+        else:
+            to_hash.append((path, sidecar, expected))
+    verified = []
+    with tqdm(total=sum(p.stat().st_size for p, _, _ in to_hash), unit="B", unit_scale=True, desc="verify shards",
+              disable=None if progress and to_hash else True, leave=False) as bar:  # None: only on a terminal
+        for path, sidecar, expected in to_hash:
+            actual, stamp = hash_file(path)
+            if actual != expected:
+                problems.append(
+                    f"token shard {path}: sha256 {actual[:16]}… differs from {expected[:16]}… recorded in "
+                    f"{sidecar.name} when it was written: the file changed since (a flipped bit, a truncation, "
+                    f"an edit). Training has not read it. Delete it and its sidecar and regenerate the "
+                    f"shards (`gpt2train prepare` or `gpt2train pipeline`).")
+            elif stamp is not None:
+                verified.append((path, actual, stamp))
             bar.update(path.stat().st_size)
-    if unchecked and progress:
+    log.info("verify shards (rank %d of %d): %d hashed, %d vouched for by their verification records, %d without "
+             "a sidecar", rank, world, len(to_hash), vouched, len(unchecked))
+    if unchecked:
         log.warning("%d shard(s) have no sidecar with a sha256 and were not verified: %s", len(unchecked),
                     ", ".join(unchecked[:5]) + (" …" if len(unchecked) > 5 else ""))
+    return ShardVerification(problems, verified)
 
 
 class ShardFileWriter:

@@ -25,7 +25,7 @@ from gpt2train.data.corpus import (
 from gpt2train.data.identity import CorpusIdentity, corpus_identity
 from gpt2train.errors import DataError
 from gpt2train.failpoints import failpoint
-from gpt2train.fileio import read_json, sha256_file, write_json_atomic
+from gpt2train.fileio import FileStamp, read_json, unchanged_since, write_json_atomic
 from gpt2train.lineage.records import (
     code_version, data_dir_field, provenance, recorded_path, resolve_recorded, sidecar_path,
 )
@@ -33,6 +33,7 @@ from gpt2train.data.shard_writer import (
     ShardsResult, ValidationSplit, partition_validation_split, stream_validation_split, validation_notice,
     write_partition_shards, write_shards,
 )
+from gpt2train.data.shards import verification_path
 from gpt2train.layout import corpus_record_path, prepared_dir, shard_partition_manifest, shards_dir
 from gpt2train.locks import writer_lock
 
@@ -113,14 +114,17 @@ def applied_corpus_settings(cfg: Config, identity: CorpusIdentity) -> dict:
 
 
 def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusRecord:
-    """The record the corpus asset wrote for `key`; with `verify`, re-hash the file against it."""
+    """The record the corpus asset wrote for `key`; with `verify`, check that the file is still the one it
+    records: by the stamp recorded with its sha256, hashing the file again only when the stamp moved (or the
+    record predates stamps), so a file fetched and then tokenized is hashed once (gpt2train/fileio.py)."""
     path = corpus_record_path(cfg.data_dir, key)
     if not path.exists():
         raise DataError(f"no corpus record for {key!r} ({path}); fetch that source file first (`gpt2train "
                         f"pipeline --through data`, or `gpt2train prepare`)")
     raw = read_json(path, "corpus record")
     try:
-        record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__})
+        record = CorpusRecord(**{k: raw[k] for k in CorpusRecord.__dataclass_fields__ if k != "stamp"},
+                              stamp=raw.get("stamp"))
         record.local_path = str(resolve_recorded(record.local_path, Path(cfg.data_dir)))
     except KeyError as e:
         raise DataError(f"corpus record {path} lacks field {e}; {_refetch(key)}") from e
@@ -128,8 +132,8 @@ def load_corpus_record(cfg: Config, key: str, verify: bool = True) -> CorpusReco
         raise DataError(f"corpus record {path} is for {record.key!r}, not {key!r}; {_refetch(key)}")
     if verify:
         local = Path(record.local_path)
-        actual = sha256_file(local) if local.exists() else "(missing)"
-        if actual != record.sha256:
+        actual = unchanged_since(local, record.sha256, record.file_stamp())
+        if actual is not None:
             raise DataError(f"corpus file {local} changed since it was recorded (sha256 {actual[:16]}…, record "
                             f"{record.sha256[:16]}…); {_refetch(key)}")
     return record
@@ -140,7 +144,8 @@ def _refetch(key: str) -> str:
 
 
 def source_changed(cfg: Config, key: str) -> bool:
-    """Whether a local source file's bytes differ from its record (re-hashes the file).
+    """Whether a local source file's bytes differ from its record: by the stamp recorded with its sha256,
+    hashing the file again only when the stamp moved (gpt2train/fileio.py unchanged_since).
 
     Dagster cannot see a root asset's inputs change, so `gpt2train pipeline --stale-only` asks
     this before trusting a FRESH `corpus`. Hub files are addressed by commit and do not change.
@@ -150,7 +155,7 @@ def source_changed(cfg: Config, key: str) -> bool:
         return False
     record = read_json(path, "corpus record")
     local = resolve_recorded(record["local_path"], Path(cfg.data_dir))
-    return not local.exists() or sha256_file(local) != record["sha256"]
+    return unchanged_since(local, record["sha256"], FileStamp.from_dict(record.get("stamp"))) is not None
 
 
 def val_file_key(cfg: Config) -> str:
@@ -256,6 +261,7 @@ def _write_prepared(cfg: Config, records: list[CorpusRecord], out_dir: Path, pro
         if old.name not in current:
             old.unlink(missing_ok=True)
             sidecar_path(old).unlink(missing_ok=True)
+            verification_path(old).unlink(missing_ok=True)
     return result
 
 

@@ -33,8 +33,8 @@ import torch
 from gpt2train import __version__, layout
 from gpt2train.config import Config, TrainConfig
 from gpt2train.data.loader import ShardLoader
-from gpt2train.data.shards import verify_shard_hashes
-from gpt2train.errors import ConfigError, TrainingDiverged
+from gpt2train.data.shards import ShardVerification, verify_shard_hashes
+from gpt2train.errors import ConfigError, DataError, TrainingDiverged
 from gpt2train.failpoints import failpoint
 from gpt2train.kernels import resolve_kernels
 from gpt2train.kernels.compile_check import ModelShape, check_kernels_compile, mode_for
@@ -109,11 +109,31 @@ def train(cfg: Config, on_checkpoint: Callable[[Path], None] | None = None) -> T
             trainer = Trainer(cfg, d, device, device_type, on_checkpoint)
             trainer.take_run_dir(held)
             trainer.resume()
+            trainer.shards_verified.record()  # every input checked, the run directory ours: the data dir may change
             if d.world == 1:  # SIGTERM / SIGINT: an error that says where the run resumes from (failure.py)
                 held.enter_context(stop_on_signals(lambda name: stopped_message(name, trainer.out_dir)))
             return trainer.fit(held)
     finally:
         destroy_distributed(d)
+
+
+def verify_shards_once(train_glob: str, val_glob: str | None, d: Dist) -> ShardVerification:
+    """`train.verify_shards`: the job's shards hashed once per launch across its ranks, each rank a share of the
+    bytes, and only the shards no verification record vouches for (gpt2train/data/shards.py: the token_shards
+    checks, `gpt2train verify` or an earlier launch hashed them, and they have not changed since). Every rank
+    gets every rank's verdict and raises the same error, naming the first changed shard. Returns this rank's
+    findings, whose records `train` writes once the launch is under way."""
+    found = verify_shard_hashes([train_glob, *([val_glob] if val_glob else [])], d.rank, d.world,
+                                progress=d.is_main)
+    problems = found.problems
+    if d.world > 1:
+        verdicts: list = [None] * d.world
+        torch.distributed.all_gather_object(verdicts, problems)
+        problems = [p for rank_problems in verdicts for p in rank_problems]
+    if problems:
+        raise DataError(problems[0] + (f" ({len(problems) - 1} more shard(s) changed too)" if len(problems) > 1
+                                       else ""))
+    return found
 
 
 class Trainer:
@@ -143,9 +163,9 @@ class Trainer:
                                    seed=t.seed, accum=self.grad_accum)
         self.val_loader = ShardLoader(self.val_glob, t.batch_size, t.seq_len, d.rank, d.world,
                                       shuffle=False) if t.val_every else None
-        if t.verify_shards:  # before any batch is read: a corrupted shard stops the run here, named
-            for pattern in (self.train_glob, self.val_glob) if self.val_loader else (self.train_glob,):
-                verify_shard_hashes(pattern, progress=d.is_main)
+        # Before any batch is read: a corrupted shard stops the run here, named.
+        self.shards_verified = verify_shards_once(self.train_glob, self.val_glob if self.val_loader else None, d) \
+            if t.verify_shards else ShardVerification([], [])
         self.hellaswag = load_in_loop_hellaswag(t, cfg.data_dir, d)
         self.max_steps = t.max_steps if t.max_steps > 0 else max(1, train_loader.batches_per_epoch)
 
