@@ -111,38 +111,14 @@ def write_report_extras(tmp: Path, src: ExtrasSources) -> ReportExtras:
 
 def sampler_model(hf_model, export_dir: Path):
     """Our GPT (eval mode) holding the weights of the harness's `hf_model` (transformers' GPT2LMHeadModel, as
-    lm-eval loaded it from `export_dir`), on its device: the layout `gpt2train sample EXPORT` loads from the
-    file (Conv1D weights transposed into contiguous Linear weights, the vocabulary padded with zero rows),
-    so the same seed on the same device draws the same text. Built on the meta device (no random init),
-    then given copies of the harness's tensors made on their device: no second read of the export."""
-    import torch
-
-    from gpt2train.export.state_dict import CONV1D_SUFFIXES
-    from gpt2train.model import GPT
+    lm-eval loaded it from `export_dir`), on its device: built by the converter `gpt2train sample EXPORT`
+    loads the file with (gpt2train/export/state_dict.py `from_hf_state_dict`), so the same seed on the same
+    device draws the same text; the harness's tensors are copied, the export is not read a second time."""
+    from gpt2train.export.state_dict import from_hf_state_dict
     from gpt2train.weights import source_shape
 
-    cfg = source_shape(export_dir)
-    with torch.device("meta"):
-        model = GPT(cfg)
-    theirs = hf_model.state_dict()
-    state = {}
-    with torch.no_grad():
-        for name in model.state_dict():
-            if name == "lm_head.weight":
-                continue  # tied to wte below
-            t = theirs[name]
-            if name.endswith(CONV1D_SUFFIXES):
-                t = t.t()
-            if name == "transformer.wte.weight":
-                padded = torch.zeros(cfg.padded_vocab_size, cfg.n_embd, dtype=torch.float32, device=t.device)
-                state[name] = padded
-                padded[: t.size(0)].copy_(t)
-            else:
-                state[name] = t.detach().float().clone(memory_format=torch.contiguous_format)
-        state["lm_head.weight"] = state["transformer.wte.weight"]
-        model.load_state_dict(state, assign=True)
-    model.lm_head.weight = model.transformer.wte.weight  # tied, as GPT() ties them (one parameter)
-    return model.eval()
+    device = next(hf_model.parameters()).device
+    return from_hf_state_dict(hf_model.state_dict(), source_shape(export_dir)).to(device).eval()
 
 
 def training_facts(ckpt: Path | None, metrics_path: Path | None, data: Path | None,

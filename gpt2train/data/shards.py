@@ -176,11 +176,12 @@ def vouched_for(shard: Path, sidecar_sha256: str) -> bool:
 def share_of(files: list[Path], rank: int, world: int) -> list[Path]:
     """Rank `rank`'s share of `files` when `world` ranks split them by bytes (largest first, each to the rank
     with the fewest bytes so far): every rank computes the same split from the same sizes, without talking."""
+    sizes = {f: f.stat().st_size for f in files}
     loads = [0] * world
     mine = []
-    for f in sorted(files, key=lambda f: (-f.stat().st_size, str(f))):
+    for f in sorted(files, key=lambda f: (-sizes[f], str(f))):
         r = loads.index(min(loads))
-        loads[r] += f.stat().st_size
+        loads[r] += sizes[f]
         if r == rank:
             mine.append(f)
     return sorted(mine)
