@@ -14,13 +14,17 @@ are listed and read in gpt2train/data/hf_dataset.py, and a partition's local fil
 
 Listing never follows a directory symlink (it could lead out of the source, or back into it and
 list the same files forever); file symlinks are followed, and two keys naming one file are refused.
-A file is hashed once, when it is fetched, and its record keeps the hash with the file's stamp (size,
-mtime, ctime, inode: gpt2train/fileio.py FileStamp). Every later read of it (counting here, tokenizing in
-gpt2train/data/shard_writer.py) checks the stamp after it, and hashes again only when the stamp moved: a
-file that changed while it was read is refused, by name, without a second pass over its bytes.
+Fetching a file is two steps: `check_source_file` (it is there and holds text; its documents counted) and
+`hash_checked_file` (hashed once; a Hub file is downloaded and hashed on the way, then counted).
+`gpt2train prepare` checks every file before it writes anything and hashes them while it tokenizes
+(gpt2train/data/feed.py); the `corpus` asset does both at once (`fetch_source_file`). The record keeps the
+hash with the file's stamp (size, mtime, ctime, inode: gpt2train/fileio.py FileStamp), the one it had while
+counted and hashed. Every later read of it (tokenizing in gpt2train/data/shard_writer.py) checks the stamp
+after it, and hashes again only when the stamp moved: a file that changed while it was read is refused, by
+name, without a second pass over its bytes.
 
     files = list_source_files(cfg.corpus)
-    record = fetch_source_file(cfg.corpus, files[0].key, data_dir)   # download + hash
+    record = fetch_source_file(cfg.corpus, files[0].key, data_dir)   # check, count, (download +) hash
     for texts in iter_document_batches(record.local_path, cfg.corpus.text_field, 512): ...
 """
 
@@ -39,7 +43,7 @@ from typing import Iterator
 from gpt2train.data import hf_dataset, hub
 from gpt2train.config import CorpusConfig
 from gpt2train.errors import DataError
-from gpt2train.fileio import FileStamp, hash_file, unchanged_since
+from gpt2train.fileio import FileStamp, file_stamp, hash_file, unchanged_since
 from gpt2train.layout import corpus_hub_dir
 
 SUPPORTED_SUFFIXES = (".parquet", ".jsonl", ".txt")
@@ -48,6 +52,8 @@ SUPPORTED_SUFFIXES = (".parquet", ".jsonl", ".txt")
 # its number here and the corpus stage's (gpt2train/lineage/stage_versions.py). A number above 1 enters
 # the file's data version (gpt2train/data/stage.py), so only shards of that file type go stale.
 READER_VERSIONS = {".parquet": 1, ".jsonl": 1, ".txt": 2}  # .txt 2: read byte-exact (newlines kept)
+
+STOP_WRITERS = "stop whatever writes to it (a corpus file must stay as it is while gpt2train reads it) and run again"
 
 # Rows decoded at a time when a parquet row group is read to find its null texts.
 PARQUET_READ_ROWS = 512
@@ -228,30 +234,67 @@ def _local_file(cfg: CorpusConfig, key: str) -> SourceFile:
 def fetch_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CorpusRecord:
     """Make source file `key` available locally (downloading it from the Hub if needed),
     check that it holds documents, and return its record. Does not write anything else."""
+    return hash_checked_file(cfg, check_source_file(cfg, key, data_dir), data_dir)
+
+
+@dataclass
+class CheckedFile:
+    """A source file checked (it holds text), not yet hashed: what `prepare` knows before it writes anything."""
+
+    key: str
+    local: Path | None = None          # None: a Hub file, checked once it is downloaded
+    documents: int = 0
+    stamp: FileStamp | None = None     # the file's stamp while it was counted
+    record: CorpusRecord | None = None  # an hf-dataset file: streaming it is its check, its hash and its count
+
+
+def check_source_file(cfg: CorpusConfig, key: str, data_dir: Path) -> CheckedFile:
+    """The checks of `fetch_source_file` that need no hash: the file is there, not empty, and holds text (a
+    parquet file's footer; every document of a .jsonl or .txt). A Hub file is checked when it is downloaded."""
     if hf_dataset.is_dataset_source(cfg.source):
-        return _fetch_dataset_file(cfg, key, data_dir)
-    downloaded = None
+        return CheckedFile(key, record=_fetch_dataset_file(cfg, key, data_dir))
     if cfg.source == "hub":
-        downloaded = hub.fetch_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
-        local, source, repo, revision = downloaded.local, "hub", cfg.dataset, downloaded.commit or cfg.revision
-    else:
-        local, source, repo, revision = _local_file(cfg, key).local_path, "local", None, None
+        return CheckedFile(key)
+    return _counted(cfg, key, _local_file(cfg, key).local_path)
+
+
+def _counted(cfg: CorpusConfig, key: str, local: Path) -> CheckedFile:
     if local.stat().st_size == 0:
         raise DataError(f"{local}: the file is empty; delete it (or re-download it) and run again")
-    # Hashed once, before it is counted, and its stamp checked after: the record's hash and count describe one
-    # content (a file that changed while it was hashed has no stamp, and its re-check hashes it again). A file
-    # this call downloaded was hashed by the download (checked against the Hub's sha256): that hash is taken.
-    if downloaded is not None and downloaded.sha256 is not None:
-        sha256, stamp = downloaded.sha256, downloaded.stamp
-    else:
-        sha256, stamp = hash_file(local)
+    stamp = file_stamp(local)
     documents, has_text = _count_documents(local, cfg.text_field, cfg.max_documents_per_file, reader_char_limit(cfg))
-    check_unchanged(local, sha256, stamp, "counted")
-    stamp = stamp or FileStamp.of(local.stat())  # hashed twice, and the same both times: as it is now
+    if file_stamp(local) != stamp:
+        raise DataError(f"{local} changed while it was counted (its stamp moved), so the count may mix two "
+                        f"versions; {STOP_WRITERS}")
     if documents == 0 or not has_text:
         what = "no documents" if documents == 0 else f"{documents} document(s), every one empty or blank"
         raise DataError(f"{local}: {what} in field {cfg.text_field!r}, so no text to tokenize; "
                         f"remove the file from the corpus or fill it (or set corpus.text_field)")
+    return CheckedFile(key, local, documents, stamp)
+
+
+def hash_checked_file(cfg: CorpusConfig, checked: CheckedFile, data_dir: Path) -> CorpusRecord:
+    """The record of a checked source file: its bytes hashed once (a Hub file: downloaded, hashed on the way,
+    then counted), with the stamp that shows the hash and the count describe one content."""
+    if checked.record is not None:
+        return checked.record
+    key = checked.key
+    if cfg.source == "hub":
+        downloaded = hub.fetch_hub_file(cfg.dataset, key, cfg.revision, corpus_hub_dir(data_dir, cfg.dataset))
+        counted = _counted(cfg, key, downloaded.local)
+        # Hashed by this call's download (against the Hub's sha256), or here for a file downloaded before;
+        # either way checked against the file's stamp after the count: the hash is of the bytes counted.
+        sha256, stamp = (downloaded.sha256, downloaded.stamp) if downloaded.sha256 else hash_file(downloaded.local)
+        check_unchanged(downloaded.local, sha256, stamp, "counted")
+        local, documents, stamp = downloaded.local, counted.documents, counted.stamp
+        source, repo, revision = "hub", cfg.dataset, downloaded.commit or cfg.revision
+    else:
+        local, documents = checked.local, checked.documents
+        sha256, stamp = hash_file(local)
+        if stamp is None or stamp != checked.stamp:  # the count (or the hash) may describe another version
+            raise DataError(f"{local} changed after it was counted (its stamp moved), so its hash and count may "
+                            f"describe two versions; {STOP_WRITERS}")
+        source, repo, revision = "local", None, None
     return CorpusRecord(key=key, source=source, repo=repo, revision=revision, local_path=str(local),
                         sha256=sha256, bytes=stamp.size, documents=documents, stamp=stamp.to_dict())
 
@@ -284,8 +327,7 @@ def check_unchanged(path: str | Path, sha256: str, stamp: FileStamp | None, doin
     now = unchanged_since(path, sha256, stamp)
     if now is not None:
         raise DataError(f"{path} changed while it was {doing} (sha256 {sha256[:16]}… before, {now[:16]}… after), so "
-                        f"what was read from it may mix two versions and is not used; stop whatever writes to it "
-                        f"(a corpus file must stay as it is while gpt2train reads it) and run again")
+                        f"what was read from it may mix two versions and is not used; {STOP_WRITERS}")
 
 
 def reader_char_limit(cfg: CorpusConfig) -> int | None:

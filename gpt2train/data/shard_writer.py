@@ -26,11 +26,12 @@ A run writes every shard and its sidecar `<shard>.bin.json` into a staging folde
 failure leaves the previous run's shards exactly as they were; a partition's manifest
 (`partitions/<tag>.json`) is written last and is what marks the partition complete.
 
-Memory is bounded by `shards.batch_documents` (plus one batch being read ahead) and
-`corpus.max_document_chars`, not by the corpus, a file or the shard size. Each source file's stamp is
-checked once it has been read (hashed again only if the stamp moved: gpt2train/data/corpus.py): one that
-changed meanwhile is refused and nothing is published. Each shard is hashed once, when it is complete, for
-its sidecar; every later check of it reads that record (gpt2train/data/shards.py).
+Memory is bounded by `shards.batch_documents` (two batches read ahead in each of the two files read at once:
+gpt2train/data/feed.py) and `corpus.max_document_chars`, not by the corpus, a file or the shard size. Each
+source file's stamp is checked once it has been read (hashed again only if the stamp moved:
+gpt2train/data/corpus.py): one that changed meanwhile is refused and nothing is published. Each shard is
+hashed once, when it is complete, for its sidecar; every later check of it reads that record
+(gpt2train/data/shards.py).
 """
 
 from __future__ import annotations
@@ -39,19 +40,20 @@ import contextlib
 import hashlib
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from gpt2train.config import Config, config_to_dict
 from gpt2train.data.corpus import CorpusRecord, check_unchanged, iter_document_batches, reader_char_limit
+from gpt2train.data.feed import documents_of, done_future, wait_all
 from gpt2train.errors import DataError
 from gpt2train.fileio import read_json, sha256_file, write_json_atomic
 from gpt2train.layout import partition_shard_name, partition_tag, shard_partition_manifest, stream_shard_name
@@ -79,7 +81,10 @@ class _OpenShard:
 
 class ShardSink:
     """Cuts a token stream into shards of exactly `shard_size` tokens (the last: the rest),
-    written into `staging` under their final names (errors name the final path in `out_dir`)."""
+    written into `staging` under their final names (errors name the final path in `out_dir`).
+
+    A complete shard is finished (header, fsync, rename, hash, sidecar: `on_complete`) on a thread of its
+    own, in order, while the next one is written: the hash of a 200 MB shard no longer stops the stream."""
 
     def __init__(self, staging: Path, out_dir: Path, shard_size: int, name_for: Callable[[int], str],
                  on_complete: Callable[[Path, int, int, list[CorpusRecord]], None]):
@@ -88,6 +93,8 @@ class ShardSink:
         self.index = 0
         self.source: CorpusRecord | None = None
         self._open: _OpenShard | None = None
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="shard-finish")
+        self._finishing: list[Future] = []
 
     def write(self, tokens: np.ndarray) -> None:
         pos = 0
@@ -104,19 +111,31 @@ class ShardSink:
                 self._finish()
 
     def close(self) -> None:
+        """Finish the last shard and wait for every shard to be finished; raises the first failure."""
         if self._open is not None and self._open.writer.count > 0:
             self._finish()
+        self._finisher.shutdown(wait=True)
+        for f in self._finishing:
+            f.result()
 
     def abort(self) -> None:
         if self._open is not None:
             self._open.writer.abort()
             self._open = None
+        self._finisher.shutdown(wait=True)  # the shards queued are finished (seconds): nothing is left writing
 
     def _finish(self) -> None:
         shard, self._open = self._open, None
-        path = shard.writer.finish()
-        self.on_complete(path, self.index, shard.writer.count, shard.sources)
+        self._finishing.append(self._finisher.submit(self._complete, shard, self.index))
         self.index += 1
+        finished = [f for f in self._finishing if f.done()]
+        for f in finished:  # a shard that could not be finished (a full disk) stops the stream now
+            f.result()
+        self._finishing = [f for f in self._finishing if f not in finished]
+
+    def _complete(self, shard: _OpenShard, index: int) -> None:
+        path = shard.writer.finish()
+        self.on_complete(path, index, shard.writer.count, shard.sources)
 
 
 STAGING_PREFIX = ".staging-"
@@ -146,39 +165,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _read_ahead(batches: Iterable[list[str]], depth: int = 2) -> Iterator[list[str]]:
-    """Run the reader (parquet decode, JSON parsing) on its own thread, `depth` batches ahead,
-    so it overlaps with tokenization instead of alternating with it."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for b in batches:
-                if stop.is_set():
-                    return
-                q.put(b)
-            q.put(done)
-        except BaseException as e:  # re-raised in the consumer, with the file name in it
-            q.put(e)
-
-    t = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    t.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.05)
 
 
 @dataclass
@@ -257,12 +243,23 @@ def validation_notice(split: ValidationSplit, cfg: Config) -> str | None:
             f"change it, {change}")
 
 
-def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, *, layout: str = "stream",
-                 is_val_file: bool = False, progress: bool = True) -> ShardsResult:
+# Source files whose readers run at once: the one being tokenized and the next, so that the tokenizer
+# never waits for a file to open (gpt2train/data/feed.py).
+FILES_READ_AHEAD = 2
+
+
+def write_shards(records: Sequence[CorpusRecord | Future], out_dir: str | Path, cfg: Config, *,
+                 layout: str = "stream", is_val_file: bool = False, progress: bool = True,
+                 before_publish: Callable[[list[CorpusRecord]], None] | None = None) -> ShardsResult:
     """Tokenize `records` (in order) into shards under `out_dir`; returns their sidecars.
 
     layout="stream": llm.c's layout over all records. layout="partition": one record, the
     per-source-file layout described in the module docstring.
+
+    `records` may hold futures of records still being fetched (`gpt2train prepare`: gpt2train/data/feed.py
+    fetch_ahead): the first file is tokenized while later ones are fetched, and a fetch that fails stops the
+    run as soon as it is known. `before_publish(records)` is called once every record is in and every shard
+    is complete, before any is moved into place (`prepare` writes the corpus records there).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,6 +270,7 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}-{threading.get_ident()}"
     if layout == "partition" and len(records) != 1:
         raise ValueError("the partition layout shards exactly one source file")
+    fetches = [r if isinstance(r, Future) else done_future(r) for r in records]
     scfg = cfg.shards
     code_ver = shards_code_version(cfg)
     t0 = time.perf_counter()
@@ -296,12 +294,14 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
             name_for = lambda i: partition_shard_name(scfg.prefix, tag, i, is_val_file)  # noqa: E731
         staging.mkdir()  # after every check that can fail: the try below always removes it
         sink = ShardSink(staging, out_dir, scfg.shard_size, name_for, on_complete)
-        total_docs = sum(r.documents for r in records)
-        bar = tqdm(total=total_docs, unit="doc", desc=f"tokenize → {out_dir.name}", disable=None if progress else True,
-                   mininterval=1.0)
+        bar = tqdm(total=_documents_known(fetches), unit="doc", desc=f"tokenize → {out_dir.name}",
+                   disable=None if progress else True, mininterval=1.0)
         try:
-            n_tokens = _tokenize_into(sink, records, encoder, cfg, bar)
+            n_tokens = _tokenize_into(sink, fetches, encoder, cfg, bar)
             sink.close()
+            fetched = wait_all(fetches)
+            if before_publish is not None:
+                before_publish(fetched)
             _publish(staging, out_dir, [s["file"] for s in written])
         except BaseException:
             sink.abort()
@@ -313,29 +313,37 @@ def write_shards(records: list[CorpusRecord], out_dir: str | Path, cfg: Config, 
     seconds = time.perf_counter() - t0
     log.info("wrote %d shard(s), %s tokens, to %s in %.1fs (%.2fM tokens/s)", len(written), f"{n_tokens:,}",
              out_dir, seconds, n_tokens / max(seconds, 1e-9) / 1e6)
-    return ShardsResult(out_dir, written, n_tokens, total_docs, seconds)
+    return ShardsResult(out_dir, written, n_tokens, sum(r.documents for r in fetched), seconds)
 
 
-def _tokenize_into(sink: ShardSink, records: list[CorpusRecord], encoder: DocumentEncoder, cfg: Config,
+def _documents_known(fetches: list[Future]) -> int:
+    """Documents in the files fetched so far: the progress bar's total, which grows as fetches finish."""
+    return sum(f.result().documents for f in fetches if f.done() and not f.cancelled() and f.exception() is None)
+
+
+def _tokenize_into(sink: ShardSink, fetches: list[Future], encoder: DocumentEncoder, cfg: Config,
                    bar: tqdm) -> int:
-    """Every document of `records`, in order, as tokens into `sink`; returns the token count."""
-    n_tokens = 0
-    for record in records:
-        sink.source = record
-        batches = iter_document_batches(record.local_path, cfg.corpus.text_field, cfg.shards.batch_documents,
-                                        cfg.corpus.max_documents_per_file, reader_char_limit(cfg.corpus))
-        reader = _read_ahead(batches)
-        # On an error, stop the read-ahead thread first, then close the file reader, so the
-        # source file's handle is released now rather than at garbage collection.
-        with contextlib.closing(batches), contextlib.closing(reader):
-            for tokens, n_docs in encoder.encode_stream(reader):
-                sink.write(tokens)
-                n_tokens += len(tokens)
-                bar.update(n_docs)
-                bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
+    """Every document of the fetched records, in order, as tokens into `sink`; returns the token count.
+    One window of tokenizer tasks spans every file, and the next file is read while this one is tokenized."""
+
+    def open_batches(record: CorpusRecord) -> Iterator[list[str]]:  # on the file's reader thread
+        yield from iter_document_batches(record.local_path, cfg.corpus.text_field, cfg.shards.batch_documents,
+                                         cfg.corpus.max_documents_per_file, reader_char_limit(cfg.corpus))
         # Its shards are still in staging: a file appended to (or rewritten) while it was read gave
         # documents its record's hash and count do not describe, so none of them is published.
         check_unchanged(record.local_path, record.sha256, record.file_stamp(), "tokenized")
+
+    n_tokens = 0
+    documents = documents_of(fetches, open_batches, files_ahead=FILES_READ_AHEAD)
+    with contextlib.closing(documents):  # on an error, every reader thread is stopped and its file closed
+        for tokens, n_docs, record in encoder.encode_tagged(documents):
+            if record is not sink.source:
+                sink.source = record
+                bar.total = _documents_known(fetches)
+            sink.write(tokens)
+            n_tokens += len(tokens)
+            bar.update(n_docs)
+            bar.set_postfix(tokens=f"{n_tokens / 1e6:.1f}M", shard=sink.index, refresh=False)
     return n_tokens
 
 

@@ -17,22 +17,26 @@ import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from gpt2train.errors import DataError
+
+Tag = TypeVar("Tag")
 
 # Encodings whose ranks are GPT-2's 50,257 tokens (r50k_base is the same table).
 GPT2_ENCODINGS = ("gpt2", "r50k_base")
 GPT2_VOCAB_SIZE = 50257
 EOT_TOKEN = 50256
 
-# Characters of text per thread-pool task (~16k tokens): large enough that per-task overhead
-# (a future, a GIL hand-off: microseconds) is negligible next to encoding it (milliseconds),
-# small enough that long and short documents balance across cores. On this 2-core machine
-# 16k-256k characters measured the same within noise (4.3-5.5 M tokens/s).
-TASK_CHARS = 64_000
+# Characters of text per thread-pool task (~60k tokens): the thread that hands tasks out and writes
+# their tokens is a stage of `prepare` that does not spread over cores, and it spends tens of
+# microseconds per task (submit, collect, write). 256k instead of 64k characters halved its CPU
+# (0.32 -> 0.17 s per 40.8 M tokens, `python bench/tokenize.py --prepare`; README "How `prepare` scales
+# with cores"). Small enough still that long and short documents balance across cores: the window holds
+# `threads * 4` tasks. On this 2-core machine 16k-256k characters measured the same within noise.
+TASK_CHARS = 256_000
 
 
 def get_encoding(name: str):
@@ -149,26 +153,43 @@ class DocumentEncoder:
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint16)
 
     def encode_stream(self, batches: Iterable[Sequence[str]]) -> Iterator[tuple[np.ndarray, int]]:
-        """Encode a stream of document batches; yields (uint16 tokens, documents) in input order.
+        """Encode a stream of document batches; yields (uint16 tokens, documents) in input order."""
+        for tokens, n_docs, _ in self.encode_tagged((None, texts) for texts in batches):
+            yield tokens, n_docs
 
-        Documents are grouped into tasks of about TASK_CHARS characters and kept
-        `threads * 4` tasks in flight across batch boundaries: no barrier per batch (where
-        one long document would idle the other cores), and memory bounded by the window.
+    def encode_tagged(self, batches: Iterable[tuple[Tag, Sequence[str]]]) -> Iterator[tuple[np.ndarray, int, Tag]]:
+        """Encode a stream of (tag, document batch); yields (uint16 tokens, documents, tag) in input order,
+        each piece of output from batches of one tag (the source file, in gpt2train/data/shard_writer.py).
+
+        Documents are grouped into tasks of about TASK_CHARS characters and kept `threads * 4` tasks in
+        flight across batch boundaries, and across tags: no barrier per batch or per file (where one long
+        document, or a file's end, would idle the other cores), and memory bounded by the window.
         """
         window: collections.deque = collections.deque()
         max_in_flight = self.threads * 4
         group: list[str] = []
+        group_tag: Tag | None = None
         chars = 0
-        for texts in batches:
+
+        def submit():
+            window.append((self._pool.submit(self._encode_chunk, group), group_tag))
+
+        for tag, texts in batches:
+            if group and tag is not group_tag:  # a task never mixes two tags
+                submit()
+                group, chars = [], 0
+            group_tag = tag
             for text in texts:
                 group.append(text)
                 chars += len(text)
                 if chars >= TASK_CHARS:
-                    window.append(self._pool.submit(self._encode_chunk, group))
+                    submit()
                     group, chars = [], 0
                     while len(window) >= max_in_flight:
-                        yield window.popleft().result()
+                        future, done_tag = window.popleft()
+                        yield (*future.result(), done_tag)
         if group:
-            window.append(self._pool.submit(self._encode_chunk, group))
+            submit()
         while window:
-            yield window.popleft().result()
+            future, done_tag = window.popleft()
+            yield (*future.result(), done_tag)
