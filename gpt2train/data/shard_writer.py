@@ -250,7 +250,8 @@ FILES_READ_AHEAD = 2
 
 def write_shards(records: Sequence[CorpusRecord | Future], out_dir: str | Path, cfg: Config, *,
                  layout: str = "stream", is_val_file: bool = False, progress: bool = True,
-                 before_publish: Callable[[list[CorpusRecord]], None] | None = None) -> ShardsResult:
+                 before_publish: Callable[[list[CorpusRecord]], None] | None = None,
+                 documents: int | None = None) -> ShardsResult:
     """Tokenize `records` (in order) into shards under `out_dir`; returns their sidecars.
 
     layout="stream": llm.c's layout over all records. layout="partition": one record, the
@@ -259,7 +260,9 @@ def write_shards(records: Sequence[CorpusRecord | Future], out_dir: str | Path, 
     `records` may hold futures of records still being fetched (`gpt2train prepare`: gpt2train/data/feed.py
     fetch_ahead): the first file is tokenized while later ones are fetched, and a fetch that fails stops the
     run as soon as it is known. `before_publish(records)` is called once every record is in and every shard
-    is complete, before any is moved into place (`prepare` writes the corpus records there).
+    is complete, before any is moved into place (`prepare` writes the corpus records there). `documents`:
+    how many there are, when known before the records are (the progress bar's total; else it grows as
+    records come in).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,10 +297,10 @@ def write_shards(records: Sequence[CorpusRecord | Future], out_dir: str | Path, 
             name_for = lambda i: partition_shard_name(scfg.prefix, tag, i, is_val_file)  # noqa: E731
         staging.mkdir()  # after every check that can fail: the try below always removes it
         sink = ShardSink(staging, out_dir, scfg.shard_size, name_for, on_complete)
-        bar = tqdm(total=_documents_known(fetches), unit="doc", desc=f"tokenize → {out_dir.name}",
+        bar = tqdm(total=documents or _documents_known(fetches), unit="doc", desc=f"tokenize → {out_dir.name}",
                    disable=None if progress else True, mininterval=1.0)
         try:
-            n_tokens = _tokenize_into(sink, fetches, encoder, cfg, bar)
+            n_tokens = _tokenize_into(sink, fetches, encoder, cfg, bar, grow_total=documents is None)
             sink.close()
             fetched = wait_all(fetches)
             if before_publish is not None:
@@ -322,7 +325,7 @@ def _documents_known(fetches: list[Future]) -> int:
 
 
 def _tokenize_into(sink: ShardSink, fetches: list[Future], encoder: DocumentEncoder, cfg: Config,
-                   bar: tqdm) -> int:
+                   bar: tqdm, grow_total: bool) -> int:
     """Every document of the fetched records, in order, as tokens into `sink`; returns the token count.
     One window of tokenizer tasks spans every file, and the next file is read while this one is tokenized."""
 
@@ -339,7 +342,8 @@ def _tokenize_into(sink: ShardSink, fetches: list[Future], encoder: DocumentEnco
         for tokens, n_docs, record in encoder.encode_tagged(documents):
             if record is not sink.source:
                 sink.source = record
-                bar.total = _documents_known(fetches)
+                if grow_total:
+                    bar.total = _documents_known(fetches)
             sink.write(tokens)
             n_tokens += len(tokens)
             bar.update(n_docs)

@@ -265,15 +265,20 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
         held.enter_context(writer_lock(out_dir, "prepared shards"))
         fetches = held.enter_context(fetch_ahead(checked, lambda c: hash_checked_file(cfg.corpus, c, data_dir),
                                                  FETCH_THREADS))
-        return _write_prepared(cfg, fetches, out_dir, progress)
+        # A Hub file is counted once downloaded: with one in the corpus, the total is known only at the end.
+        documents = None if any(c.local is None and c.record is None for c in checked) else \
+            sum(c.record.documents if c.record else c.documents for c in checked)
+        return _write_prepared(cfg, fetches, out_dir, progress, documents)
 
 
-def _write_prepared(cfg: Config, fetches: list[Future], out_dir: Path, progress: bool) -> ShardsResult:
+def _write_prepared(cfg: Config, fetches: list[Future], out_dir: Path, progress: bool,
+                    documents: int | None) -> ShardsResult:
     # Earlier stream-layout shards here (never per-partition ones, which the asset owns).
     stale = [p for p in sorted(out_dir.glob(f"{cfg.shards.prefix}_*.bin"))
              if _sidecar_layout(p) == "stream"] if out_dir.exists() else []
     result = write_shards(fetches, out_dir, cfg, layout="stream", progress=progress,
-                          before_publish=lambda records: [write_corpus_record(cfg, r) for r in records])
+                          before_publish=lambda records: [write_corpus_record(cfg, r) for r in records],
+                          documents=documents)
     notice = validation_notice(stream_validation_split(result.shards), cfg)
     if notice:
         log.warning(notice)
