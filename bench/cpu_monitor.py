@@ -46,6 +46,8 @@ def by_role(threads: dict[str, float], roles: dict[str, str]) -> dict[str, float
 
 @dataclass
 class CpuProfile:
+    """What `CpuMonitor.stop` found."""
+
     wall: float                     # seconds from start() to stop()
     cpu: float                      # CPU seconds of the process (all threads but the monitor's) meanwhile
     busy_share: float               # share of the wall time with every core busy (>= 90% of `cores`)

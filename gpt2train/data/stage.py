@@ -265,7 +265,7 @@ def prepare(cfg: Config, out_dir: str | Path | None = None, progress: bool = Tru
         held.enter_context(writer_lock(out_dir, "prepared shards"))
         fetches = held.enter_context(fetch_ahead(checked, lambda c: hash_checked_file(cfg.corpus, c, data_dir),
                                                  FETCH_THREADS))
-        # A Hub file is counted once downloaded: with one in the corpus, the total is known only at the end.
+        # Hub files are counted once downloaded: for them the progress bar's total grows as they come in.
         documents = None if any(c.local is None and c.record is None for c in checked) else \
             sum(c.record.documents if c.record else c.documents for c in checked)
         return _write_prepared(cfg, fetches, out_dir, progress, documents)
