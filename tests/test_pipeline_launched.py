@@ -32,6 +32,11 @@ def make_home(root: Path, max_concurrent_runs: int) -> Path:
     home.mkdir()
     (home / "dagster.yaml").write_text(f"telemetry:\n  enabled: false\nconcurrency:\n  runs:\n"
                                        f"    max_concurrent_runs: {max_concurrent_runs}\n")
+    # Its storage created here, before the CLI and this test's polling open it at once: two processes that
+    # create a fresh SQLite storage together can both stamp its schema version, and every later open then
+    # fails ("Version table 'alembic_version' has more than one head present"; seen once under load).
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     return home
 
 
