@@ -104,7 +104,7 @@ def wait_all(futures: Sequence[Future]) -> list:
     return [f.result() for f in futures]
 
 
-class read_ahead(Generic[Item]):  # noqa: N801 (used as a function: `for b in read_ahead(batches)`)
+class ReadAhead(Generic[Item]):
     """Iterate `batches` on its own thread, `depth` items ahead, so the reading (parquet decode, JSON
     parsing) overlaps with whatever the consumer does instead of alternating with it. The thread starts
     at once, not at the first `next`: a file is read ahead before its turn. An error on the reader's
@@ -161,7 +161,7 @@ class _OpenFile:
         self.fetched = fetched
         self.batches: Iterator[list[str]] | None = None
         self._closing = threading.Event()
-        self.reader = read_ahead(self._batches(open_batches), depth)
+        self.reader = ReadAhead(self._batches(open_batches), depth)
 
     def _batches(self, open_batches):
         while not self.fetched.done():  # a download can take minutes: look up now and then for close()
